@@ -1,0 +1,129 @@
+"""Monitor configuration: one immutable value, validated as a whole before it is applied."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import numbers
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+HISTORY_SIZE_RANGE = (1, 100_000)
+TOP_K_RANGE = (1, 256)
+# Explicit features have their value stored for every recorded token; the cap bounds history memory.
+MAX_EXPLICIT_FEATURES = 256
+# Selected features each keep a device-side value histogram; the cap bounds snapshot size.
+MAX_SELECTED_FEATURES = 8
+
+
+@dataclass(frozen=True)
+class MonitorConfig:
+    """What the monitor records. Change it with `FeatureMonitor.configure`, never in place."""
+
+    enabled: bool = True
+    features: tuple[int, ...] | None = None
+    history_size: int = 100
+    top_k: int = 10
+    threshold: float = 0.0
+    throttle_ms: float = 100.0
+    selected: tuple[int, ...] = ()
+
+    def replace(self, d_sae: int, **changes: Any) -> MonitorConfig:
+        """Return a copy with `changes` applied, after validating every changed value.
+
+        Raises TypeError/ValueError naming the parameter and the bad value; `self` is untouched.
+        """
+        known = {f.name for f in dataclasses.fields(self)}
+        unknown = sorted(set(changes) - known)
+        if unknown:
+            raise TypeError(f"unknown configuration parameter(s): {', '.join(unknown)}")
+        clean = {name: _VALIDATORS[name](value, d_sae) for name, value in changes.items()}
+        return dataclasses.replace(self, **clean)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _int_in_range(name: str, lo: int, hi: int):
+    def check(value: Any, d_sae: int) -> int:
+        if not _is_int(value):
+            raise TypeError(f"{name} must be an int, got {value!r}")
+        if not lo <= value <= hi:
+            raise ValueError(f"{name} must be in {lo}..{hi}, got {value!r}")
+        return int(value)
+
+    return check
+
+
+def _check_top_k(value: Any, d_sae: int) -> int:
+    top_k = _int_in_range("top_k", *TOP_K_RANGE)(value, d_sae)
+    if top_k > d_sae:
+        raise ValueError(f"top_k must be <= d_sae ({d_sae}), got {value!r}")
+    return top_k
+
+
+def _feature_list(name: str, cap: int):
+    def check(value: Any, d_sae: int) -> tuple[int, ...]:
+        if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
+            raise TypeError(f"{name} must be a list of ints, got {value!r}")
+        items = list(value)
+        bad = [v for v in items if not _is_int(v)]
+        if bad:
+            raise TypeError(f"{name} must hold ints, got {bad[0]!r}")
+        out_of_range = [int(v) for v in items if not 0 <= v < d_sae]
+        if out_of_range:
+            raise ValueError(
+                f"{name} must be feature indices in 0..{d_sae - 1}, got {out_of_range[0]}"
+            )
+        if len(set(items)) != len(items):
+            dup = next(v for v in items if items.count(v) > 1)
+            raise ValueError(f"{name} has duplicate feature index {int(dup)}")
+        if len(items) > cap:
+            raise ValueError(f"{name} may name at most {cap} features, got {len(items)}")
+        return tuple(int(v) for v in items)
+
+    return check
+
+
+def _check_features(value: Any, d_sae: int) -> tuple[int, ...] | None:
+    if value is None:
+        return None
+    features = _feature_list("features", MAX_EXPLICIT_FEATURES)(value, d_sae)
+    if not features:
+        raise ValueError("features must name at least one feature (use None for all), got []")
+    return features
+
+
+def _check_threshold(value: Any, d_sae: int) -> float:
+    if not isinstance(value, numbers.Real) or isinstance(value, bool):
+        raise TypeError(f"threshold must be a number, got {value!r}")
+    if not math.isfinite(float(value)):
+        raise ValueError(f"threshold must be finite, got {value!r}")
+    return float(value)
+
+
+def _check_throttle(value: Any, d_sae: int) -> float:
+    if not isinstance(value, numbers.Real) or isinstance(value, bool):
+        raise TypeError(f"throttle_ms must be a number, got {value!r}")
+    if not (math.isfinite(float(value)) and value >= 0):
+        raise ValueError(f"throttle_ms must be a finite number >= 0, got {value!r}")
+    return float(value)
+
+
+def _check_enabled(value: Any, d_sae: int) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"enabled must be True or False, got {value!r}")
+    return value
+
+
+_VALIDATORS = {
+    "enabled": _check_enabled,
+    "features": _check_features,
+    "history_size": _int_in_range("history_size", *HISTORY_SIZE_RANGE),
+    "top_k": _check_top_k,
+    "threshold": _check_threshold,
+    "throttle_ms": _check_throttle,
+    "selected": _feature_list("selected", MAX_SELECTED_FEATURES),
+}

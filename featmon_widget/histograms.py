@@ -1,0 +1,79 @@
+"""Fixed-bin histograms: activation values of selected features, and firing frequency.
+
+Bins are fixed so device-side counts can be accumulated without knowing the data range, and so
+the frontend can draw them without recomputing edges.
+"""
+
+from __future__ import annotations
+
+import torch
+
+Tensor = torch.Tensor
+
+# Activation values: bin 0 holds inactive values (<= threshold); then log-spaced bins with four
+# per octave from 2^-8 to 2^12; the first and last log bins also take values beyond that range.
+VALUE_OCTAVES = (-8, 12)
+VALUE_BINS_PER_OCTAVE = 4
+VALUE_EDGES = torch.logspace(
+    VALUE_OCTAVES[0], VALUE_OCTAVES[1],
+    (VALUE_OCTAVES[1] - VALUE_OCTAVES[0]) * VALUE_BINS_PER_OCTAVE + 1,
+    base=2.0, dtype=torch.float64,
+)
+VALUE_BIN_COUNT = 1 + len(VALUE_EDGES) - 1
+
+# Firing frequency (active_ratio) across features, as log10: bins of 0.25 decade from 1e-8 to 1.
+# Never-fired features are counted apart; ratios below 1e-8 land in the first bin.
+FREQUENCY_LOG10_RANGE = (-8.0, 0.0)
+FREQUENCY_BIN_COUNT = 32
+FREQUENCY_EDGES = torch.linspace(*FREQUENCY_LOG10_RANGE, FREQUENCY_BIN_COUNT + 1,
+                                 dtype=torch.float64)
+
+
+class ValueHistograms:
+    """Device-side value histograms for a few selected features, counted since selection."""
+
+    def __init__(self, features: tuple[int, ...], device: torch.device):
+        self.features = features
+        self.device = torch.device(device)
+        self.counts = torch.zeros(len(features), VALUE_BIN_COUNT, dtype=torch.int64,
+                                  device=self.device)
+        self._index = torch.tensor(features, dtype=torch.int64, device=self.device)
+        self._edges = VALUE_EDGES.to(self.device)
+
+    def reselected(self, features: tuple[int, ...]) -> ValueHistograms:
+        """Histograms for a new selection, keeping the counts of features still selected."""
+        new = ValueHistograms(features, self.device)
+        for j, f in enumerate(features):
+            if f in self.features:
+                new.counts[j] = self.counts[self.features.index(f)]
+        return new
+
+    def update(self, acts: Tensor, valid: Tensor, threshold: float) -> None:
+        """Count the selected features' finite values in rows where `valid` is true."""
+        if not self.features:
+            return
+        x = acts.index_select(1, self._index).to(torch.float64)  # [N, S]
+        keep = (torch.isfinite(x) & valid[:, None]).to(torch.int64)
+        log_bin = torch.bucketize(x, self._edges[1:-1], right=True) + 1
+        bins = torch.where(x > threshold, log_bin, 0)
+        flat = bins + torch.arange(len(self.features), device=self.device) * VALUE_BIN_COUNT
+        self.counts.view(-1).scatter_add_(0, flat.reshape(-1), keep.reshape(-1))
+
+
+def frequency_histogram(active_count: Tensor, count: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """log10(active_ratio) histogram over features seen at least once.
+
+    Returns (bin counts [FREQUENCY_BIN_COUNT] int64, never-fired count, never-seen count), all
+    still on the device.
+    """
+    seen = count > 0
+    fired = seen & (active_count > 0)
+    ratio = active_count.to(torch.float64) / count.clamp_min(1).to(torch.float64)
+    log_ratio = torch.log10(torch.where(fired, ratio, 1.0))
+    edges = FREQUENCY_EDGES.to(count.device)
+    bins = (torch.bucketize(log_ratio, edges[1:-1], right=True)).clamp_max(FREQUENCY_BIN_COUNT - 1)
+    hist = torch.zeros(FREQUENCY_BIN_COUNT, dtype=torch.int64, device=count.device)
+    hist.scatter_add_(0, bins, fired.to(torch.int64))
+    never_fired = (seen & ~fired).sum()
+    never_seen = (~seen).sum()
+    return hist, never_fired, never_seen

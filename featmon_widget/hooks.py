@@ -1,0 +1,100 @@
+"""Forward hooks that feed a layer's output through an SAE into a FeatureMonitor.
+
+A pre-hook on the model captures each forward's request id and attention mask (HF models and
+TransformerLens take `attention_mask` as a keyword); a hook on the layer encodes its output and
+records it. The hooks never change the model's outputs, and a failure inside monitoring is
+caught, counted in the monitor's state and stops monitoring at that hook, never the forward.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+if TYPE_CHECKING:
+    from .monitor import FeatureMonitor
+
+
+class _ForwardContext(threading.local):
+    request_id: str | None = None
+    mask: torch.Tensor | None = None
+
+
+class MonitorHook:
+    """A monitor hooked onto `model.get_submodule(hook_point)`; `remove()` or use `with`."""
+
+    def __init__(self, monitor: FeatureMonitor, model: torch.nn.Module, hook_point: str,
+                 sae: Any) -> None:
+        if not isinstance(hook_point, str):
+            raise TypeError(f"hook_point must be a dotted module name, got {hook_point!r}")
+        try:
+            layer = model.get_submodule(hook_point)
+        except AttributeError as exc:
+            raise ValueError(f"hook_point {hook_point!r} is not a submodule of the model "
+                             f"({exc})") from None
+        self.monitor = monitor
+        self.model = model
+        self.hook_point = hook_point
+        self.sae = sae
+        self.active = True
+        self._context = _ForwardContext()
+        self._handles = [
+            model.register_forward_pre_hook(self._begin_forward, with_kwargs=True),
+            model.register_forward_hook(self._end_forward, always_call=True),
+            layer.register_forward_hook(self._after_layer),
+        ]
+
+    def _begin_forward(self, module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
+        ctx = self._context
+        try:
+            ctx.request_id = self.monitor.current_request()
+            mask = kwargs.get("attention_mask")
+            ctx.mask = mask.detach() if isinstance(mask, torch.Tensor) else None
+        except Exception as exc:
+            self._fail(exc)
+
+    def _end_forward(self, module: torch.nn.Module, args: tuple, output: Any) -> None:
+        self._context.request_id = None
+        self._context.mask = None
+
+    def _after_layer(self, module: torch.nn.Module, args: tuple, output: Any) -> None:
+        if not self.active:
+            return
+        try:
+            # Some layers return a tuple (hidden states first), others a plain tensor.
+            hidden = output[0] if isinstance(output, (tuple, list)) else output
+            if not isinstance(hidden, torch.Tensor):
+                raise TypeError(f"{self.hook_point} returned {type(hidden).__name__}, "
+                                "expected a tensor or a tuple starting with one")
+            ctx = self._context
+            request_id = ctx.request_id or self.monitor.current_request()
+            mask = ctx.mask
+            if mask is not None and mask.dim() != 2:
+                mask = None  # a prepared 4-D mask does not say which tokens are padding
+            self.monitor.encode_and_record(self.sae, hidden.detach(), request_id, mask)
+        except Exception as exc:
+            self._fail(exc)
+
+    def _fail(self, exc: BaseException) -> None:
+        self.remove()
+        self.monitor.report_hook_error(self, exc)
+
+    def remove(self) -> None:
+        """Detach from the model; the monitor keeps everything it recorded."""
+        self.active = False
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+        self.monitor._hook_removed(self)
+
+    def __enter__(self) -> MonitorHook:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.remove()
+
+    def __repr__(self) -> str:
+        state = "active" if self.active else "removed"
+        return f"MonitorHook({self.hook_point!r}, {state})"

@@ -1,0 +1,157 @@
+"""The typed results of the monitor's operations and the snapshot sent to the frontend.
+
+Defined once here; the TypeScript frontend mirrors `Snapshot.to_message()`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+SNAPSHOT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class FeatureStatistics:
+    """Statistics of one feature over every non-padding token since the last reset.
+
+    `count` counts finite values; NaN/Inf values are in `nan_count` only. `min`, `max`, `mean`
+    and `std` are None when `count` is 0; `mean_active` is None when `active_count` is 0.
+    """
+
+    feature_idx: int
+    count: int
+    active_count: int
+    active_ratio: float | None
+    mean: float | None
+    mean_active: float | None
+    std: float | None
+    min: float | None
+    max: float | None
+    nan_count: int
+
+
+@dataclass(frozen=True)
+class ActivationRecord:
+    """One token in the history.
+
+    `activations` holds the values of the explicitly configured features; `top_k` the token's
+    strongest features above the threshold, strongest first.
+    """
+
+    timestamp: float
+    request_id: str
+    row: int
+    token_position: int
+    activations: dict[int, float]
+    top_k: list[tuple[int, float]]
+
+    @property
+    def record_id(self) -> str:
+        """`request_id/row`: one sequence of one request."""
+        return f"{self.request_id}/{self.row}"
+
+
+@dataclass(frozen=True)
+class HistoryResponse:
+    """Records newest first, and how many records matched before `limit` was applied."""
+
+    records: list[ActivationRecord]
+    total: int
+
+
+@dataclass(frozen=True)
+class StatisticsResponse:
+    """Per-feature statistics, total non-padding tokens seen and the time of the last reset."""
+
+    features: list[FeatureStatistics]
+    total_activations: int
+    since: float
+
+
+@dataclass(frozen=True)
+class TopFeaturesResponse:
+    """The k features ranked highest by `metric` (ties by lower index)."""
+
+    metric: str
+    features: list[FeatureStatistics]
+
+
+@dataclass(frozen=True)
+class MonitorState:
+    """Configuration, attachment, totals and errors of a monitor."""
+
+    enabled: bool
+    sae_attached: bool
+    hook_attached: bool
+    hook_point: str | None
+    sae_id: str | None
+    d_sae: int
+    monitored_features: list[int] | None
+    selected_features: list[int]
+    history_size: int
+    history_count: int
+    top_k: int
+    threshold: float
+    throttle_ms: float
+    total_tokens: int
+    forward_passes: int
+    since: float
+    active_since: float
+    device: str | None
+    errors: int
+    last_error: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Everything the frontend draws, bounded in size for any d_sae.
+
+    Numeric arrays are little-endian bytes: float32 for edges, int32 for indices and bin counts
+    bounded by d_sae, float64 where exactness matters (table statistics, value-bin counts that
+    can pass 2^31). `to_message()` keeps them as bytes so widget state sends binary buffers.
+    """
+
+    sequence: int
+    timestamp: float
+    state: MonitorState
+    table_metric: str
+    table_features: bytes  # int32 [rows]
+    table_columns: dict[str, bytes]  # float64 [rows] each; NaN where undefined
+    frequency_edges: bytes  # float32 [bins + 1], log10(active_ratio)
+    frequency_counts: bytes  # int32 [bins]
+    never_fired: int
+    never_seen: int
+    value_features: bytes  # int32 [selected]
+    value_edges: bytes  # float32 [log bins + 1]; bin 0 (inactive) has no edges
+    value_counts: bytes  # float64 [selected, 1 + log bins]
+    records: list[dict[str, Any]] = field(default_factory=list)
+    version: int = SNAPSHOT_VERSION
+
+    def to_message(self) -> dict[str, Any]:
+        """A dict of JSON values and bytes, ready for a widget trait."""
+        msg = asdict(self)
+        msg["state"] = self.state.to_dict()
+        return msg
+
+    def nbytes(self) -> int:
+        """Bytes on the wire: the JSON part plus the binary buffers."""
+        buffers: list[int] = []
+
+        def strip(value: Any) -> Any:
+            if isinstance(value, bytes):
+                buffers.append(len(value))
+                return None
+            if isinstance(value, dict):
+                return {k: strip(v) for k, v in value.items()}
+            if isinstance(value, list):
+                return [strip(v) for v in value]
+            return value
+
+        text = json.dumps(strip(self.to_message()), allow_nan=False, default=str)
+        return len(text.encode()) + sum(buffers)

@@ -1,0 +1,212 @@
+"""Exact running per-feature statistics, kept on the activations' device.
+
+Counts are int64 and sums float64. Each batch is reduced in one pass against a per-feature shift
+(the running mean so far), so the variance never suffers the cancellation of the naive
+`sum_sq - sum**2 / n` formula, and merging a batch into the running totals is Chan's parallel
+update written in shifted form. Nothing here reads a value back to the host.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+Tensor = torch.Tensor
+
+# Rows per eager chunk: a chunk's float64 working set stays around a megabyte, so the many
+# elementwise passes of the eager path hit cache instead of memory.
+_EAGER_CHUNK_BYTES = 1 << 20
+
+
+@dataclass
+class BatchMoments:
+    """One batch reduced per feature (all tensors shaped [F])."""
+
+    count: Tensor  # int64: finite values in valid rows
+    nan_count: Tensor  # int64: NaN/Inf values in valid rows
+    active_count: Tensor  # int64: finite values > threshold
+    active_sum: Tensor  # float64
+    shifted_sum: Tensor  # float64: sum(x - shift)
+    shifted_sq_sum: Tensor  # float64: sum((x - shift) ** 2)
+    min: Tensor  # float64, +inf where count == 0
+    max: Tensor  # float64, -inf where count == 0
+
+
+def batch_moments(
+    acts: Tensor, valid: Tensor, shift: Tensor, threshold: float
+) -> tuple[Tensor, ...]:
+    """Reduce `acts` [N, F] over rows where `valid` [N] is true; one fused pass when compiled."""
+    x = acts.to(torch.float64)
+    in_row = valid[:, None]
+    finite = torch.isfinite(x)
+    ok = finite & in_row
+    d = torch.where(ok, x - shift, 0.0)
+    active = ok & (x > threshold)
+    return (
+        ok.sum(0),
+        (in_row & ~finite).sum(0),
+        active.sum(0),
+        torch.where(active, x, 0.0).sum(0),
+        d.sum(0),
+        (d * d).sum(0),
+        torch.where(ok, x, float("inf")).amin(0),
+        torch.where(ok, x, float("-inf")).amax(0),
+    )
+
+
+def _chunked_eager_moments(
+    acts: Tensor, valid: Tensor, shift: Tensor, threshold: float
+) -> tuple[Tensor, ...]:
+    """`batch_moments` over cache-sized row chunks, for when compilation is unavailable."""
+    rows = max(1, _EAGER_CHUNK_BYTES // (8 * acts.shape[1]))
+    total: list[Tensor] | None = None
+    for start in range(0, acts.shape[0], rows):
+        chunk = slice(start, start + rows)
+        part = batch_moments(acts[chunk], valid[chunk], shift, threshold)
+        if total is None:
+            total = list(part)
+            continue
+        for i in range(6):
+            total[i] += part[i]
+        torch.minimum(total[6], part[6], out=total[6])
+        torch.maximum(total[7], part[7], out=total[7])
+    assert total is not None
+    return tuple(total)
+
+
+def shift_for(acts: Tensor, mean: Tensor, count: Tensor) -> Tensor:
+    """The per-feature shift for a batch: the running mean, or for never-seen features the
+    batch's first row (any value near the data keeps the shifted sums well conditioned)."""
+    first = acts[0].to(torch.float64)
+    first = torch.where(torch.isfinite(first), first, 0.0)
+    return torch.where(count > 0, mean, first)
+
+
+class MomentsKernel:
+    """Chooses the fused compiled reduction, falling back to chunked eager ops.
+
+    Compilation happens once per device type and dtype with dynamic shapes, so a new sequence
+    length does not recompile. `FEATMON_COMPILE=0` forces the eager path.
+    """
+
+    def __init__(self, compile: bool | None = None) -> None:
+        if compile is None:
+            compile = os.environ.get("FEATMON_COMPILE", "1") != "0"
+        self.compile = compile
+        self._compiled: Callable[..., tuple[Tensor, ...]] | None = None
+        self._failed = False
+        self._lock = threading.Lock()
+
+    @property
+    def mode(self) -> str:
+        """'compiled' once the compiled kernel ran, 'eager' otherwise."""
+        return "compiled" if self._compiled is not None and not self._failed else "eager"
+
+    def __call__(
+        self, acts: Tensor, valid: Tensor, shift: Tensor, threshold: float
+    ) -> tuple[Tensor, ...]:
+        if self.compile and not self._failed:
+            try:
+                with self._lock:
+                    if self._compiled is None:
+                        self._compiled = torch.compile(batch_moments, dynamic=True)
+                return self._compiled(acts, valid, shift, threshold)
+            except Exception as exc:  # a broken toolchain must not cost the user their data
+                self._failed = True
+                warnings.warn(
+                    f"featmon_widget: compiled statistics unavailable ({exc!r}); "
+                    "using the eager path",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+        return _chunked_eager_moments(acts, valid, shift, threshold)
+
+
+class RunningStats:
+    """Per-feature count, mean, variance, min, max and active statistics since the last reset."""
+
+    def __init__(self, d_sae: int, device: torch.device, kernel: MomentsKernel | None = None):
+        self.d_sae = d_sae
+        self.device = torch.device(device)
+        self.kernel = kernel or MomentsKernel()
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget everything; allocates fresh zeroed state on the device."""
+        f, dev = self.d_sae, self.device
+        self.count = torch.zeros(f, dtype=torch.int64, device=dev)
+        self.nan_count = torch.zeros(f, dtype=torch.int64, device=dev)
+        self.active_count = torch.zeros(f, dtype=torch.int64, device=dev)
+        self.active_sum = torch.zeros(f, dtype=torch.float64, device=dev)
+        self.mean = torch.zeros(f, dtype=torch.float64, device=dev)
+        self.m2 = torch.zeros(f, dtype=torch.float64, device=dev)
+        self.min = torch.full((f,), float("inf"), dtype=torch.float64, device=dev)
+        self.max = torch.full((f,), float("-inf"), dtype=torch.float64, device=dev)
+
+    def reset_active(self) -> None:
+        """Forget only the threshold-dependent statistics (after the threshold changed)."""
+        self.active_count.zero_()
+        self.active_sum.zero_()
+
+    def update(self, acts: Tensor, valid: Tensor, threshold: float) -> None:
+        """Fold `acts` [N, d_sae] (rows where `valid` is true) into the running statistics."""
+        shift = shift_for(acts, self.mean, self.count)
+        self.merge(shift, self.kernel(acts, valid, shift, threshold))
+
+    def merge(self, shift: Tensor, moments: tuple[Tensor, ...]) -> None:
+        """Fold one batch's `batch_moments` (taken against `shift`) into the running totals."""
+        n_b, nan_b, act_b, act_sum_b, s1, s2, mn, mx = moments
+        n_new = self.count + n_b
+        safe_n = n_new.clamp_min(1).to(torch.float64)
+        # Shifted Chan merge: with shift == old mean, sum over all of (x - shift)^2 = M2 + s2.
+        self.m2 = torch.where(n_new > 0, self.m2 + s2 - s1 * s1 / safe_n, self.m2).clamp_min_(0.0)
+        self.mean = torch.where(n_new > 0, shift + s1 / safe_n, self.mean)
+        self.count = n_new
+        self.nan_count += nan_b
+        self.active_count += act_b
+        self.active_sum += act_sum_b
+        torch.minimum(self.min, mn, out=self.min)
+        torch.maximum(self.max, mx, out=self.max)
+
+    def std(self) -> Tensor:
+        """Sample standard deviation (n - 1); 0 where fewer than two values were seen."""
+        denom = (self.count - 1).clamp_min(1).to(torch.float64)
+        return torch.where(self.count > 1, (self.m2 / denom).sqrt(), 0.0)
+
+    def mean_active(self) -> Tensor:
+        """Mean over active values; NaN where no value was active."""
+        return self.active_sum / self.active_count.to(torch.float64)
+
+    def active_ratio(self) -> Tensor:
+        """Fraction of finite values above the threshold; NaN where no value was seen."""
+        return self.active_count.to(torch.float64) / self.count.to(torch.float64)
+
+    def metric(self, name: str) -> Tensor:
+        """One per-feature metric as float64 [F], NaN where undefined (never-seen features)."""
+        seen = self.count > 0
+        nan = torch.tensor(float("nan"), dtype=torch.float64, device=self.device)
+        if name == "mean":
+            return torch.where(seen, self.mean, nan)
+        if name == "mean_active":
+            return self.mean_active()
+        if name == "max":
+            return torch.where(seen, self.max, nan)
+        if name == "min":
+            return torch.where(seen, self.min, nan)
+        if name == "active_ratio":
+            return self.active_ratio()
+        if name == "count":
+            return self.count.to(torch.float64)
+        if name == "active_count":
+            return self.active_count.to(torch.float64)
+        if name == "std":
+            return torch.where(seen, self.std(), nan)
+        raise ValueError(f"unknown metric {name!r}; expected one of {', '.join(METRICS)}")
+
+
+METRICS = ("mean", "mean_active", "max", "min", "active_ratio", "count", "active_count", "std")

@@ -1,0 +1,82 @@
+"""Leading- and trailing-edge throttling on a background thread.
+
+`poke()` is cheap and never blocks on delivery: the hot path only sets a flag. A daemon thread
+delivers at once when the last delivery is older than the interval (leading edge), otherwise when
+the interval ends (trailing edge), so the state after a burst always arrives within one interval.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import warnings
+from collections.abc import Callable
+
+
+class Throttle:
+    """Calls `deliver()` at most once per `interval_s`, and always after the last `poke()`."""
+
+    def __init__(self, deliver: Callable[[], None], interval_s: float) -> None:
+        self._deliver = deliver
+        self._interval_s = interval_s
+        self._cond = threading.Condition()
+        self._pending = False
+        self._closed = False
+        self._last = float("-inf")
+        self._thread: threading.Thread | None = None
+        self.delivered = 0
+
+    @property
+    def interval_s(self) -> float:
+        """Minimum time between deliveries."""
+        return self._interval_s
+
+    @interval_s.setter
+    def interval_s(self, value: float) -> None:
+        with self._cond:
+            self._interval_s = value
+            self._cond.notify()
+
+    def poke(self) -> None:
+        """Ask for a delivery; starts the thread on first use."""
+        with self._cond:
+            if self._closed:
+                return
+            self._pending = True
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="featmon-throttle", daemon=True
+                )
+                self._thread.start()
+            self._cond.notify()
+
+    def close(self, timeout: float = 1.0) -> None:
+        """Stop the thread; pending deliveries are dropped."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
+            thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._closed:
+                    if self._pending:
+                        wait = self._last + self._interval_s - time.monotonic()
+                        if wait <= 0:
+                            break
+                        self._cond.wait(wait)
+                    else:
+                        self._cond.wait()
+                if self._closed:
+                    return
+                self._pending = False
+                self._last = time.monotonic()
+            try:
+                self._deliver()
+                self.delivered += 1
+            except Exception as exc:  # a broken subscriber must not kill later deliveries
+                warnings.warn(f"featmon_widget: snapshot delivery failed: {exc!r}",
+                              RuntimeWarning, stacklevel=1)
