@@ -35,8 +35,9 @@ class FusedEncoder:
     def __init__(self, kernel: MomentsKernel) -> None:
         self.kernel = kernel
         # Dynamo caches compiled graphs per code object and guards on the SAE, so one wrapper
-        # serves every SAE and sequence length.
-        self._compiled = torch.compile(_encode_with_moments, dynamic=True)
+        # serves every SAE and sequence length. Built on first use: importing the compiler
+        # costs seconds.
+        self._compiled: Callable[..., Any] | None = None
         self._failed = False
 
     def __call__(self, sae: Any, x: Tensor, valid: Tensor, mean: Tensor, count: Tensor,
@@ -48,6 +49,8 @@ class FusedEncoder:
         """
         if fuse and self.kernel.compile and not self._failed:
             try:
+                if self._compiled is None:
+                    self._compiled = torch.compile(_encode_with_moments, dynamic=True)
                 with torch.no_grad():
                     return self._compiled(sae.encode, x, valid, mean, count, threshold)
             except Exception as exc:  # fall back rather than lose the user's data

@@ -72,7 +72,7 @@ class FeatureMonitor:
         device: torch.device | str | None = None,
         features: list[int] | None = None,
         history_size: int = 100,
-        top_k: int = 10,
+        top_k: int | None = None,
         threshold: float = 0.0,
         throttle_ms: float = 100.0,
         enabled: bool = True,
@@ -83,7 +83,8 @@ class FeatureMonitor:
             raise ValueError(f"d_sae must be a positive int, got {d_sae!r}")
         self.d_sae = d_sae
         self._config = MonitorConfig().replace(
-            d_sae, features=features, history_size=history_size, top_k=top_k,
+            d_sae, features=features, history_size=history_size,
+            top_k=min(10, d_sae) if top_k is None else top_k,
             threshold=threshold, throttle_ms=throttle_ms, enabled=enabled, selected=selected,
         )
         self._lock = threading.RLock()
@@ -210,7 +211,7 @@ class FeatureMonitor:
     def _positions_for(self, request_id: str, batch: int, tokens: int, positions: Tensor | None,
                        mask: Tensor | None) -> tuple[Tensor, Tensor]:
         if mask is not None:
-            mask = mask.to(self.device).reshape(batch, -1)
+            mask = _as_batch_mask(mask, batch, tokens).to(self.device)
         if positions is None:
             pos, valid = self._positions.assign(request_id, batch, tokens, mask, self.device)
         else:
@@ -404,10 +405,10 @@ class FeatureMonitor:
 
     def snapshot(self, table_rows: int = 50, metric: str = "mean", records: int = 20) -> Snapshot:
         """A bounded summary for the frontend (see `Snapshot`)."""
-        from .snapshot import build_snapshot
+        from .snapshot import MAX_RECORDS, build_snapshot
 
         _check_int("table_rows", table_rows, 1, 200)
-        _check_int("records", records, 0, 100)
+        _check_int("records", records, 0, MAX_RECORDS)
         if metric not in METRICS:
             raise ValueError(f"metric must be one of {', '.join(METRICS)}, got {metric!r}")
         with self._lock:
@@ -480,7 +481,7 @@ class FeatureMonitor:
 
     def _ranked(self, metric: str, k: int) -> Tensor:
         """Indices of the top-k monitored features by `metric`, stable on ties."""
-        index = self._feature_index(None)
+        index = self._feature_index(None).sort().values  # ties go to the lower index
         values = self._stats.metric(metric).index_select(0, index)
         key = torch.where(torch.isnan(values), float("-inf"), values)
         order = torch.sort(key, descending=True, stable=True).indices[:k]
@@ -516,6 +517,17 @@ def _batch_tokens(lead: tuple[int, ...] | torch.Size) -> tuple[int, int]:
     if len(lead) == 1:
         return 1, int(lead[0])
     return int(math.prod(lead[:-1])), int(lead[-1])
+
+
+def _as_batch_mask(mask: Tensor, batch: int, tokens: int) -> Tensor:
+    """`mask` as [batch, L] with L >= tokens, or a ValueError naming both shapes."""
+    if not isinstance(mask, Tensor):
+        raise TypeError(f"mask must be a torch.Tensor, got {type(mask).__name__}")
+    lead = mask.shape[:-1] if mask.dim() > 1 else torch.Size([1])
+    if math.prod(lead) != batch or mask.shape[-1] < tokens:
+        raise ValueError(f"mask of shape {tuple(mask.shape)} does not fit {batch} sequence(s) "
+                         f"of {tokens} token(s)")
+    return mask.reshape(batch, mask.shape[-1])
 
 
 def _opt(value: float) -> float | None:

@@ -17,8 +17,10 @@ if TYPE_CHECKING:
 
 # Table columns, in the order the frontend shows them.
 TABLE_COLUMNS = ("mean", "mean_active", "max", "active_ratio", "count", "active_count", "std")
-# Top features listed per record in a snapshot (the full top_k stays in get_history).
-RECORD_TOP = 16
+# Top features (and explicit values) listed per record in a snapshot; the full record stays
+# in get_history. With at most MAX_RECORDS records this keeps a snapshot under 64 KB.
+RECORD_TOP = 12
+MAX_RECORDS = 50
 
 
 def _f32(values: object) -> bytes:
@@ -34,7 +36,8 @@ def _i32(values: object) -> bytes:
 
 
 def _finite_or_none(value: float) -> float | None:
-    return value if math.isfinite(value) else None
+    # Stored values are float32: nine significant digits restore them exactly, in fewer bytes.
+    return float(f"{value:.9g}") if math.isfinite(value) else None
 
 
 def build_snapshot(monitor: FeatureMonitor, sequence: int, table_rows: int, metric: str,

@@ -1,0 +1,247 @@
+import threading
+
+import numpy as np
+import pytest
+import torch
+from reference import reference_stats
+
+from featmon_widget import FeatureMonitor, SparseAutoencoder
+
+
+def _acts(b=2, t=5, f=16, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    return torch.relu(torch.randn(b, t, f, generator=gen) - 0.3)
+
+
+def test_statistics_cover_all_tokens_and_exclude_padding():
+    m = FeatureMonitor(16, history_size=100)
+    a, b = _acts(seed=1), _acts(seed=2)
+    mask = torch.ones(2, 5)
+    mask[0, :2] = 0
+    m.on_activation(a, mask=mask)
+    m.on_activation(b)
+    kept = torch.cat([a[0, 2:], a[1], b.reshape(-1, 16)]).double().numpy()
+    ref = reference_stats(kept)
+    stats = m.get_statistics()
+    assert stats.total_activations == len(kept)
+    assert len(stats.features) == 16
+    for row in stats.features:
+        i = row.feature_idx
+        assert row.count == ref["count"][i]
+        assert row.active_count == ref["active_count"][i]
+        assert row.min == ref["min"][i] and row.max == ref["max"][i]
+        assert row.mean == pytest.approx(ref["mean"][i], rel=1e-12)
+        assert row.std == pytest.approx(ref["std"][i], rel=1e-9)
+        assert row.active_ratio == pytest.approx(ref["active_count"][i] / ref["count"][i])
+    assert m.state.total_tokens == len(kept)
+    assert m.state.forward_passes == 2
+
+
+def test_all_features_mode_counts_zeros():
+    """The original reported active_ratio 1.0 in all-features mode; zeros count here."""
+    m = FeatureMonitor(2)
+    m.on_activation(torch.tensor([[0.0, 1.0], [2.0, 0.0], [0.0, 0.0], [4.0, 0.0]]))
+    f0 = m.get_statistics([0]).features[0]
+    assert f0.count == 4 and f0.active_count == 2 and f0.active_ratio == 0.5
+    assert f0.mean == 1.5 and f0.mean_active == 3.0
+
+
+def test_empty_monitor_reports_none_not_zero():
+    m = FeatureMonitor(4)
+    row = m.get_statistics([1]).features[0]
+    assert (row.count, row.min, row.max, row.mean, row.std, row.mean_active) == (
+        0, None, None, None, None, None)
+
+
+def test_history_records_positions_requests_and_top_k():
+    m = FeatureMonitor(16, features=[3, 4], top_k=3, history_size=50)
+    with m.request("req-1"):
+        m.on_activation(_acts(t=4))
+        m.on_activation(_acts(t=1, seed=5))
+    m.on_activation(_acts(b=1, t=2, seed=6))
+    hist = m.get_history(limit=100)
+    assert hist.total == 12
+    newest = hist.records[0]
+    assert newest.request_id.startswith("auto-") and newest.token_position == 1
+    req = m.get_history(limit=100, request_id="req-1")
+    assert req.total == 10
+    row1 = m.get_history(limit=100, request_id="req-1/1").records
+    assert [r.token_position for r in row1] == [4, 3, 2, 1, 0]
+    rec = row1[-1]
+    assert set(rec.activations) == {3, 4}
+    acts = _acts(t=4)[1, 0]
+    assert rec.activations[3] == pytest.approx(float(acts[3]))
+    expected = torch.topk(acts, 3)
+    assert [f for f, _ in rec.top_k] == [i for i, v in zip(expected.indices.tolist(),
+                                                         expected.values.tolist(), strict=True)
+                                         if v > 0]
+    assert m.get_history(limit=2).total == 12 and len(m.get_history(limit=2).records) == 2
+
+
+def test_configure_changes_only_given_fields_and_rejects_bad_input():
+    m = FeatureMonitor(16, history_size=30, top_k=4)
+    m.on_activation(_acts())
+    before_state = m.state
+    before_stats = m.get_statistics()
+    with pytest.raises(ValueError, match="16"):
+        m.configure(features=[1, 16])
+    with pytest.raises(TypeError, match="bogus"):
+        m.configure(history_size=40, bogus=1)
+    assert m.state == before_state
+    assert m.get_statistics() == before_stats
+    state = m.configure(features=[1, 2])
+    assert state.history_size == 30 and state.top_k == 4
+    assert state.monitored_features == [1, 2]
+    assert state.history_count == 10  # kept across the reconfigure
+
+
+def test_features_subset_limits_reports_but_keeps_all_statistics():
+    m = FeatureMonitor(8, features=[2, 5])
+    m.on_activation(_acts(f=8))
+    assert [r.feature_idx for r in m.get_statistics().features] == [2, 5]
+    assert m.reset_statistics() == 2
+    m.on_activation(_acts(f=8))
+    m.configure(features=None)
+    assert len(m.get_statistics().features) == 8
+    assert m.get_statistics([7]).features[0].count == 10
+
+
+def test_enable_pauses_recording_and_keeps_data():
+    m = FeatureMonitor(16)
+    m.on_activation(_acts())
+    assert m.enable(False).enabled is False
+    m.on_activation(_acts())
+    assert m.state.total_tokens == 10
+    m.enable(True)
+    m.on_activation(_acts())
+    assert m.state.total_tokens == 20
+
+
+def test_clear_history_and_reset_statistics():
+    m = FeatureMonitor(16)
+    m.on_activation(_acts())
+    assert m.clear_history() == 10
+    assert m.get_history().total == 0
+    assert m.state.total_tokens == 10  # statistics untouched
+    assert m.reset_statistics() == 16
+    s = m.state
+    assert s.total_tokens == 0 and s.forward_passes == 0
+    assert m.get_statistics([0]).features[0].count == 0
+
+
+def test_threshold_change_restarts_active_statistics():
+    m = FeatureMonitor(4)
+    m.on_activation(torch.tensor([[0.5, 1.0, 0.0, 2.0]]))
+    since = m.state.active_since
+    m.configure(threshold=0.75)
+    m.on_activation(torch.tensor([[0.5, 1.0, 0.0, 2.0]]))
+    rows = m.get_statistics().features
+    assert [r.active_count for r in rows] == [0, 1, 0, 1]
+    assert [r.count for r in rows] == [2, 2, 2, 2]
+    assert m.state.active_since >= since
+
+
+@pytest.mark.parametrize("metric", ["mean", "mean_active", "max", "active_ratio", "count", "std"])
+def test_top_features_rank_every_metric_with_stable_ties(metric):
+    m = FeatureMonitor(32)
+    m.on_activation(_acts(f=32, t=50))
+    top = m.get_top_features(k=5, metric=metric).features
+    values = [getattr(r, metric if metric != "count" else "count") for r in top]
+    assert values == sorted(values, reverse=True)
+    allrows = m.get_statistics().features
+    best = max(getattr(r, metric) for r in allrows)
+    assert values[0] == best
+    first_with_best = min(r.feature_idx for r in allrows if getattr(r, metric) == best)
+    assert top[0].feature_idx == first_with_best
+
+
+def test_top_features_ties_go_to_lower_index_and_unseen_last():
+    m = FeatureMonitor(6, features=[5, 1, 3, 0])
+    m.on_activation(torch.tensor([[1.0, 2.0, 0.0, 2.0, 0.0, 2.0]]))
+    assert [r.feature_idx for r in m.get_top_features(4, "max").features] == [1, 3, 5, 0]
+    with pytest.raises(ValueError, match="nope"):
+        m.get_top_features(metric="nope")
+    with pytest.raises(ValueError, match="k"):
+        m.get_top_features(k=0)
+
+
+def test_bad_activation_shape_raises_and_records_nothing():
+    m = FeatureMonitor(16)
+    with pytest.raises(ValueError, match=r"d_sae=16"):
+        m.on_activation(torch.ones(3, 15))
+    with pytest.raises(ValueError, match="mask"):
+        m.on_activation(torch.ones(2, 3, 16), mask=torch.ones(3, 3))
+    assert m.state.total_tokens == 0 and m.state.forward_passes == 0
+
+
+def test_one_dim_leading_shape_and_half_precision():
+    m = FeatureMonitor(16)
+    m.on_activation(_acts(b=1).reshape(5, 16).to(torch.bfloat16))
+    assert m.state.total_tokens == 5
+    assert [r.token_position for r in m.get_history().records] == [4, 3, 2, 1, 0]
+
+
+def test_concurrent_forward_and_configure_never_deadlock():
+    m = FeatureMonitor(64, history_size=200)
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def forward_loop():
+        try:
+            while not stop.is_set():
+                m.on_activation(_acts(f=64, t=8))
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=forward_loop) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for i in range(30):
+        m.configure(history_size=50 + i, features=[i % 64], top_k=1 + i % 5)
+        stats = m.get_statistics()
+        counts = {r.count for r in stats.features}
+        assert counts == {stats.total_activations}  # a consistent cut, never half an update
+        m.get_history(limit=10)
+        if i % 10 == 0:
+            m.clear_history()
+            m.reset_statistics()
+    stop.set()
+    for t in threads:
+        t.join(10)
+        assert not t.is_alive()
+    assert not errors
+
+
+def test_for_sae_uses_width_and_attach_requires_sae():
+    sae = SparseAutoencoder.from_tensors(torch.randn(8, 12), torch.zeros(12), torch.randn(12, 8),
+                                         torch.zeros(8))
+    m = FeatureMonitor.for_sae(sae)
+    assert m.d_sae == 12 and m.state.sae_attached and not m.state.hook_attached
+    with pytest.raises(ValueError, match="needs an SAE"):
+        FeatureMonitor(12).attach(torch.nn.Linear(8, 8), "")
+
+
+def test_encode_and_record_matches_on_activation():
+    sae = SparseAutoencoder.from_tensors(torch.randn(8, 12), torch.zeros(12), torch.randn(12, 8),
+                                         torch.zeros(8))
+    x = torch.randn(3, 4, 8)
+    a, b = FeatureMonitor.for_sae(sae), FeatureMonitor.for_sae(sae)
+    a.encode_and_record(sae, x, "r")
+    b.on_activation(sae.encode(x), request_id="r")
+    assert a.get_statistics() .features == b.get_statistics().features
+
+
+def test_repr_is_stable():
+    assert repr(FeatureMonitor(4)) == repr(FeatureMonitor(4))
+    assert "0x" not in repr(FeatureMonitor(4))
+
+
+def test_snapshot_nan_values_are_json_safe():
+    m = FeatureMonitor(4, features=[0])
+    m.on_activation(torch.tensor([[float("nan"), 1.0, 0.0, 0.0]]))
+    snap = m.snapshot()
+    assert snap.records[0]["values"] == [[0, None]]
+    assert snap.nbytes() > 0
+    assert np.frombuffer(snap.table_features, "<i4").tolist() == [0]
+    assert np.frombuffer(snap.table_columns["count"], "<f8").tolist() == [0.0]
+    assert np.isnan(np.frombuffer(snap.table_columns["mean"], "<f8")[0])

@@ -1,0 +1,58 @@
+import numpy as np
+import torch
+
+from featmon_widget import FeatureMonitor
+from featmon_widget.histograms import FREQUENCY_BIN_COUNT, VALUE_BIN_COUNT, VALUE_EDGES
+from featmon_widget.schemas import SNAPSHOT_VERSION
+from featmon_widget.snapshot import MAX_RECORDS, TABLE_COLUMNS
+
+
+def test_snapshot_is_bounded_for_the_widest_sae():
+    d_sae = 131072
+    m = FeatureMonitor(d_sae, features=list(range(256)), top_k=256, history_size=1000,
+                       selected=list(range(8)))
+    gen = torch.Generator().manual_seed(0)
+    m.on_activation(torch.relu(torch.randn(64, d_sae, generator=gen) - 2))
+    snap = m.snapshot(table_rows=200, records=MAX_RECORDS)
+    assert snap.nbytes() <= 64 * 1024, snap.nbytes()
+    assert snap.version == SNAPSHOT_VERSION
+
+
+def test_snapshot_contents_match_the_monitor():
+    m = FeatureMonitor(32, selected=[0, 3], top_k=4)
+    gen = torch.Generator().manual_seed(1)
+    acts = torch.relu(torch.randn(3, 10, 32, generator=gen))
+    acts[..., 31] = 0  # never fires
+    m.on_activation(acts)
+    snap = m.snapshot(table_rows=5, metric="max")
+    top = m.get_top_features(5, "max").features
+    assert np.frombuffer(snap.table_features, "<i4").tolist() == [r.feature_idx for r in top]
+    assert set(snap.table_columns) == set(TABLE_COLUMNS)
+    np.testing.assert_array_equal(np.frombuffer(snap.table_columns["max"], "<f8"),
+                                  [r.max for r in top])
+    counts = np.frombuffer(snap.frequency_counts, "<i4")
+    assert counts.shape == (FREQUENCY_BIN_COUNT,)
+    assert counts.sum() + snap.never_fired + snap.never_seen == 32
+    assert snap.never_fired == 1 and snap.never_seen == 0
+    values = np.frombuffer(snap.value_counts, "<f8").reshape(2, VALUE_BIN_COUNT)
+    assert values.sum(1).tolist() == [30, 30]
+    f0 = acts[..., 0].flatten()
+    assert values[0, 0] == int((f0 <= 0).sum())
+    # Each positive value lands in the log bin whose edges enclose it.
+    edges = VALUE_EDGES.numpy()
+    v = float(f0[f0 > 0][0])
+    b = int(np.searchsorted(edges[1:-1], v, side="right")) + 1
+    assert values[0, b] >= 1
+    assert len(snap.records) == 20
+    assert snap.records[0]["position"] == 9
+    msg = snap.to_message()
+    assert isinstance(msg["table_features"], bytes)
+    assert msg["state"]["total_tokens"] == 30
+
+
+def test_selected_histograms_survive_reselection():
+    m = FeatureMonitor(8, selected=[1, 2])
+    m.on_activation(torch.rand(5, 8))
+    m.configure(selected=[2, 4])
+    values = np.frombuffer(m.snapshot().value_counts, "<f8").reshape(2, VALUE_BIN_COUNT)
+    assert values.sum(1).tolist() == [5, 0]
