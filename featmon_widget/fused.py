@@ -48,6 +48,11 @@ class FusedEncoder:
         compile) and only the statistics through the kernel.
         """
         if fuse and self.kernel.compile and not self._failed:
+            # One dynamic token dim: sequence lengths (even one equal to d_in, which duck sizing
+            # would otherwise tie to the weights) reuse one compiled graph.
+            x = x.reshape(-1, x.shape[-1])
+            torch._dynamo.maybe_mark_dynamic(x, 0)
+            torch._dynamo.maybe_mark_dynamic(valid, 0)
             try:
                 if self._compiled is None:
                     self._compiled = torch.compile(_encode_with_moments, dynamic=True)

@@ -195,6 +195,10 @@ class FeatureMonitor:
         """
         if not self._config.enabled:
             return
+        d_in = getattr(sae, "d_in", None)
+        if isinstance(d_in, int) and x.dim() >= 2 and x.shape[-1] != d_in \
+                and x.shape[-2] * x.shape[-1] == d_in:
+            x = x.flatten(-2)  # per-head outputs ([..., heads, d_head]) of a hook_z SAE
         batch, tokens = _batch_tokens(x.shape[:-1])
         with self._lock, torch.no_grad():
             self._adopt_device(x.device)

@@ -1,0 +1,1 @@
+"""Side-by-side benchmarks of featmon_widget; run with `python -m bench`."""

@@ -1,0 +1,201 @@
+"""The benchmark cases: each returns rows of (name, seconds, baseline name) measured in one run."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from featmon_widget import FeatureMonitor, SparseAutoencoder
+from featmon_widget.stats import MomentsKernel, RunningStats
+
+from .timing import median_seconds
+
+
+@dataclass
+class Row:
+    """One measured case, with the case it is compared against."""
+
+    group: str
+    name: str
+    seconds: float
+    baseline: str | None = None
+    extra: dict | None = None
+
+
+def naive_update(acts: torch.Tensor, state: dict[str, torch.Tensor]) -> None:
+    """Separate eager passes, as hand-written hooks and training loops do it."""
+    x = acts.to(torch.float64)
+    state["sum"] += x.sum(0)
+    state["sumsq"] += (x * x).sum(0)
+    torch.minimum(state["min"], x.amin(0), out=state["min"])
+    torch.maximum(state["max"], x.amax(0), out=state["max"])
+    state["active"] += (x > 0).sum(0)
+
+
+def seed_style_update(acts: torch.Tensor, stats: dict[int, list[float]]) -> None:
+    """The original design: a Python loop with one host read per value it records."""
+    last = acts[-1]
+    for idx in range(last.shape[0]):
+        value = last[idx].item()
+        if value != 0.0:
+            s = stats.setdefault(idx, [0, 0.0, 0.0, float("inf"), float("-inf")])
+            s[0] += 1
+            s[1] += value
+            s[2] += value * value
+            s[3] = min(s[3], value)
+            s[4] = max(s[4], value)
+
+
+def update_cases(shapes: list[tuple[int, int]], dtypes: list[torch.dtype], repeat: int,
+                 device: torch.device) -> list[Row]:
+    """Statistics update against one read of the activations, per shape and dtype."""
+    rows: list[Row] = []
+    for n, f in shapes:
+        for dtype in dtypes:
+            rows += _update_group(n, f, dtype, repeat, device)
+    return rows
+
+
+def _update_group(n: int, f: int, dtype: torch.dtype, repeat: int,
+                  device: torch.device) -> list[Row]:
+    gen = torch.Generator(device=device).manual_seed(0)
+    group = f"update {n}x{f} {str(dtype).removeprefix('torch.')}"
+    read = "one read (acts.sum(0))"
+    few = max(3, repeat // 3)
+    acts = torch.relu(torch.randn(n, f, generator=gen, device=device) - 1.5).to(dtype)
+    valid = torch.ones(n, dtype=torch.bool, device=device)
+    compiled = RunningStats(f, device, MomentsKernel(compile=True))
+    eager = RunningStats(f, device, MomentsKernel(compile=False))
+    state = {k: torch.zeros(f, dtype=torch.float64, device=device)
+             for k in ("sum", "sumsq", "active")}
+    state["min"] = torch.full((f,), float("inf"), dtype=torch.float64, device=device)
+    state["max"] = torch.full((f,), float("-inf"), dtype=torch.float64, device=device)
+    monitor = FeatureMonitor(f, device=device, compile=True)
+    fused = median_seconds(lambda: compiled.update(acts, valid, 0.0), repeat, 3, device)
+    return [
+        Row(group, read, median_seconds(lambda: acts.sum(0), repeat, device=device)),
+        Row(group, "fused statistics update", fused, read, {"mode": compiled.kernel.mode}),
+        Row(group, "chunked eager update (fallback)",
+            median_seconds(lambda: eager.update(acts, valid, 0.0), few, device=device), read),
+        Row(group, "naive eager (5 separate passes)",
+            median_seconds(lambda: naive_update(acts, state), few, device=device), read),
+        Row(group, "monitor.on_activation (stats+history)",
+            median_seconds(lambda: monitor.on_activation(acts), repeat, 3, device), read),
+    ]
+
+
+def seed_case(repeat: int) -> list[Row]:
+    """The seed's per-value host reads against our update, at a small size (1 x 4096)."""
+    f = 4096
+    acts = torch.relu(torch.randn(1, f) - 1.5)
+    stats: dict[int, list[float]] = {}
+    monitor = FeatureMonitor(f, compile=True)
+    group = f"seed baseline 1x{f}"
+    return [
+        Row(group, "monitor.on_activation", median_seconds(lambda: monitor.on_activation(acts),
+                                                           repeat, warmup=3)),
+        Row(group, "seed per-value .item() loop",
+            median_seconds(lambda: seed_style_update(acts, stats), max(3, repeat // 3)),
+            "monitor.on_activation"),
+    ]
+
+
+class ForeignSAE(nn.Module):
+    """An SAE-like object that is not ours: plain encode, eager."""
+
+    def __init__(self, w_enc: torch.Tensor, b_enc: torch.Tensor) -> None:
+        super().__init__()
+        self.W_enc = nn.Parameter(w_enc, requires_grad=False)
+        self.b_enc = nn.Parameter(b_enc, requires_grad=False)
+        self.d_sae = w_enc.shape[1]
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(x @ self.W_enc + self.b_enc)
+
+
+class TinyModel(nn.Module):
+    """A two-block MLP residual model of width d: the 'small model' the SAE hooks onto."""
+
+    def __init__(self, d: int) -> None:
+        super().__init__()
+        self.blocks = nn.ModuleList(
+            nn.Sequential(nn.LayerNorm(d), nn.Linear(d, 4 * d), nn.GELU(), nn.Linear(4 * d, d))
+            for _ in range(2)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for block in self.blocks:
+            x = x + block(x)
+        return x
+
+
+def forward_cases(tokens: int, d_in: int, d_sae: int, repeat: int,
+                  device: torch.device) -> list[Row]:
+    torch.manual_seed(0)
+    model = TinyModel(d_in).to(device).eval()
+    w_enc = torch.randn(d_in, d_sae, device=device) / d_in**0.5
+    b_enc = torch.full((d_sae,), -0.8, device=device)
+    ours = SparseAutoencoder.from_tensors(w_enc, b_enc, w_enc.T.contiguous(),
+                                          torch.zeros(d_in, device=device))
+    foreign = ForeignSAE(w_enc.clone(), b_enc.clone()).to(device)
+    x = torch.randn(1, tokens, d_in, device=device)
+    group = f"hooked forward {tokens} tok, SAE {d_in}->{d_sae}"
+    captured: dict[str, torch.Tensor] = {}
+    layer = model.blocks[1]
+    layer.register_forward_hook(lambda m, a, out: captured.__setitem__("h", out))
+
+    def plain(sae: nn.Module) -> None:
+        with torch.no_grad():
+            model(x)
+            sae.encode(captured["h"])
+
+    compiled_encode = torch.compile(ours.encode, dynamic=True)
+
+    def plain_compiled() -> None:
+        with torch.no_grad():
+            model(x)
+            compiled_encode(captured["h"])
+
+    rows = [
+        Row(group, "forward only", median_seconds(lambda: model(x), repeat, device=device)),
+        Row(group, "forward + eager encode (our SAE)",
+            median_seconds(lambda: plain(ours), repeat, device=device)),
+        Row(group, "forward + compiled encode (our SAE)",
+            median_seconds(plain_compiled, repeat, warmup=3, device=device)),
+    ]
+    for label, sae, base in (("our SAE, fused", ours, "forward + eager encode (our SAE)"),
+                             ("foreign SAE", foreign, "forward + eager encode (foreign)")):
+        if sae is foreign:
+            rows.append(Row(group, base, median_seconds(lambda s=sae: plain(s), repeat,
+                                                        device=device)))
+        monitor = FeatureMonitor.for_sae(sae, compile=True)
+        handle = monitor.attach(model, "blocks.1", sae)
+
+        def hooked() -> None:
+            with torch.no_grad():
+                model(x)
+
+        rows.append(Row(group, f"hooked forward with monitor ({label})",
+                        median_seconds(hooked, repeat, warmup=3, device=device), base))
+        if sae is ours:
+            rows.append(Row(group, f"hooked forward with monitor ({label}) vs compiled encode",
+                            rows[-1].seconds, "forward + compiled encode (our SAE)"))
+        assert monitor.state.errors == 0, monitor.state.last_error
+        handle.remove()
+    return rows
+
+
+def snapshot_case(d_sae: int, repeat: int) -> list[Row]:
+    monitor = FeatureMonitor(d_sae, selected=list(range(8)), features=list(range(16)))
+    monitor.on_activation(torch.relu(torch.randn(256, d_sae) - 1.5))
+    snap = monitor.snapshot()
+    return [Row(f"snapshot d_sae={d_sae}", "build snapshot",
+                median_seconds(monitor.snapshot, repeat), None, {"bytes": snap.nbytes()})]
+
+
+def machine() -> str:
+    threads = torch.get_num_threads()
+    return f"{os.cpu_count()} CPU cores, torch {torch.__version__}, {threads} threads"

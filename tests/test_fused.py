@@ -1,0 +1,55 @@
+import torch
+
+from featmon_widget import FeatureMonitor, SparseAutoencoder
+from featmon_widget.fused import FusedEncoder
+from featmon_widget.stats import MomentsKernel
+
+
+def _sae(d_in=16, d_sae=40, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    w = torch.randn(d_in, d_sae, generator=gen) / d_in**0.5
+    return SparseAutoencoder.from_tensors(w, torch.full((d_sae,), -0.2), w.T.contiguous(),
+                                          torch.zeros(d_in))
+
+
+def test_fused_encode_gives_the_same_features_and_statistics_as_eager():
+    sae = _sae()
+    fused = FeatureMonitor.for_sae(sae, compile=True)
+    eager = FeatureMonitor.for_sae(sae, compile=False)
+    gen = torch.Generator().manual_seed(1)
+    # Sequence lengths change, one equals d_in: a single compiled graph must serve them all.
+    for tokens in (5, 16, 9):
+        x = torch.randn(2, tokens, 16, generator=gen)
+        mask = torch.ones(2, tokens)
+        mask[1, :2] = 0
+        fused.encode_and_record(sae, x, "r", mask)
+        eager.encode_and_record(sae, x, "r", mask)
+    assert fused._fused._compiled is not None and not fused._fused._failed
+    for a, b in zip(fused.get_statistics().features, eager.get_statistics().features,
+                    strict=True):
+        assert (a.count, a.active_count, a.nan_count) == (b.count, b.active_count, b.nan_count)
+        for key in ("mean", "std", "mean_active", "min", "max"):
+            va, vb = getattr(a, key), getattr(b, key)
+            assert (va is None and vb is None) or abs(va - vb) <= 1e-6 * max(1.0, abs(vb)), key
+    ha, hb = fused.get_history(limit=100), eager.get_history(limit=100)
+    assert [r.token_position for r in ha.records] == [r.token_position for r in hb.records]
+    assert [[f for f, _ in r.top_k] for r in ha.records] == \
+        [[f for f, _ in r.top_k] for r in hb.records]
+
+
+def test_foreign_sae_is_not_compiled():
+    class Foreign(torch.nn.Module):
+        d_sae = 4
+
+        def encode(self, x):
+            return torch.relu(x[..., :4])
+
+    enc = FusedEncoder(MomentsKernel(compile=True))
+    x = torch.randn(3, 6)
+    mean = torch.zeros(4, dtype=torch.float64)
+    count = torch.zeros(4, dtype=torch.long)
+    flat, _, moments = enc(Foreign(), x, torch.ones(3, dtype=torch.bool), mean, count, 0.0,
+                           fuse=False)
+    assert enc._compiled is None
+    assert torch.equal(flat, torch.relu(x[:, :4]))
+    assert moments[0].tolist() == [3, 3, 3, 3]
