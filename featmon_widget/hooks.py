@@ -1,13 +1,14 @@
 """Forward hooks that feed a layer's output through an SAE into a FeatureMonitor.
 
-A pre-hook on the model captures each forward's request id and attention mask (HF models and
-TransformerLens take `attention_mask` as a keyword); a hook on the layer encodes its output and
+A pre-hook on the model captures each forward's request id and attention mask (the forward's
+`attention_mask` argument, keyword or positional); a hook on the layer encodes its output and
 records it. The hooks never change the model's outputs, and a failure inside monitoring is
 caught, counted in the monitor's state and stops monitoring at that hook, never the forward.
 """
 
 from __future__ import annotations
 
+import inspect
 import threading
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +21,7 @@ if TYPE_CHECKING:
 class _ForwardContext(threading.local):
     request_id: str | None = None
     mask: torch.Tensor | None = None
+    position_ids: torch.Tensor | None = None
 
 
 class MonitorHook:
@@ -40,6 +42,7 @@ class MonitorHook:
         self.sae = sae
         self.active = True
         self._context = _ForwardContext()
+        self._mask_arg = _positional_index(model, "attention_mask")
         self._handles = [
             model.register_forward_pre_hook(self._begin_forward, with_kwargs=True),
             model.register_forward_hook(self._end_forward, always_call=True),
@@ -51,13 +54,19 @@ class MonitorHook:
         try:
             ctx.request_id = self.monitor.current_request()
             mask = kwargs.get("attention_mask")
+            if mask is None and self._mask_arg is not None and len(args) > self._mask_arg:
+                mask = args[self._mask_arg]  # passed positionally, e.g. `bert(ids, mask)`
             ctx.mask = mask.detach() if isinstance(mask, torch.Tensor) else None
+            # HF generate passes pad-aware position ids; they also reveal a re-fed prefix.
+            ids = kwargs.get("position_ids")
+            ctx.position_ids = ids.detach() if isinstance(ids, torch.Tensor) else None
         except Exception as exc:
             self._fail(exc)
 
     def _end_forward(self, module: torch.nn.Module, args: tuple, output: Any) -> None:
         self._context.request_id = None
         self._context.mask = None
+        self._context.position_ids = None
 
     def _after_layer(self, module: torch.nn.Module, args: tuple, output: Any) -> None:
         if not self.active:
@@ -73,7 +82,10 @@ class MonitorHook:
             mask = ctx.mask
             if mask is not None and mask.dim() != 2:
                 mask = None  # a prepared 4-D mask does not say which tokens are padding
-            self.monitor.encode_and_record(self.sae, hidden.detach(), request_id, mask)
+            ids = ctx.position_ids
+            if ids is not None and (ids.dim() != 2 or ids.shape[-1] != hidden.shape[-2]):
+                ids = None  # not per-token ids of this layer's tokens: fall back to the mask
+            self.monitor.encode_and_record(self.sae, hidden.detach(), request_id, mask, ids)
         except Exception as exc:
             self._fail(exc)
 
@@ -98,3 +110,18 @@ class MonitorHook:
     def __repr__(self) -> str:
         state = "active" if self.active else "removed"
         return f"MonitorHook({self.hook_point!r}, {state})"
+
+
+def _positional_index(model: torch.nn.Module, name: str) -> int | None:
+    """Where parameter `name` of `model.forward` sits among its positional arguments, if it can
+    be passed positionally."""
+    try:
+        params = inspect.signature(model.forward).parameters.values()
+    except (TypeError, ValueError):
+        return None
+    for i, param in enumerate(params):
+        if param.kind not in (param.POSITIONAL_ONLY, param.POSITIONAL_OR_KEYWORD):
+            return None
+        if param.name == name:
+            return i
+    return None

@@ -188,10 +188,12 @@ class FeatureMonitor:
             self._apply(flat, valid, pos, batch, tokens, request_id, shift, moments)
 
     def encode_and_record(self, sae: Any, x: Tensor, request_id: str,
-                          mask: Tensor | None = None) -> None:
+                          mask: Tensor | None = None, position_ids: Tensor | None = None) -> None:
         """Encode a layer output `x` [..., d_in] with `sae` and record it (used by hooks).
 
-        Our own SAE class runs encode and statistics as one compiled graph.
+        `position_ids` are the model's own ([batch or 1, tokens]); with them, tokens a request
+        already recorded (a re-fed prefix) are skipped. Our own SAE class runs encode and
+        statistics as one compiled graph.
         """
         if not self._config.enabled:
             return
@@ -203,7 +205,8 @@ class FeatureMonitor:
         with self._lock, torch.no_grad():
             self._adopt_device(x.device)
             x = x.to(self.device, non_blocking=True)
-            pos, valid = self._positions_for(request_id, batch, tokens, None, mask)
+            pos, valid = self._positions_for(request_id, batch, tokens, None, mask,
+                                             position_ids)
             flat, shift, moments = self._fused(
                 sae, x, valid, self._stats.mean, self._stats.count, self._config.threshold,
                 fuse=_is_own_sae(sae),
@@ -213,11 +216,13 @@ class FeatureMonitor:
             self._apply(flat, valid, pos, batch, tokens, request_id, shift, moments)
 
     def _positions_for(self, request_id: str, batch: int, tokens: int, positions: Tensor | None,
-                       mask: Tensor | None) -> tuple[Tensor, Tensor]:
+                       mask: Tensor | None, position_ids: Tensor | None = None
+                       ) -> tuple[Tensor, Tensor]:
         if mask is not None:
             mask = _as_batch_mask(mask, batch, tokens).to(self.device)
         if positions is None:
-            pos, valid = self._positions.assign(request_id, batch, tokens, mask, self.device)
+            pos, valid = self._positions.assign(request_id, batch, tokens, mask, self.device,
+                                                position_ids)
         else:
             pos = positions.to(self.device, torch.int64).reshape(batch, tokens)
             valid = (mask[:, -tokens:] != 0 if mask is not None else

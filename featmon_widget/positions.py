@@ -29,11 +29,13 @@ class RequestPositions:
         self._next.clear()
 
     def assign(self, request_id: str, batch: int, tokens: int, mask: Tensor | None,
-               device: torch.device) -> tuple[Tensor, Tensor]:
+               device: torch.device, absolute: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Positions [batch, tokens] (int64) and validity [batch, tokens] (bool) of one forward.
 
         `mask` is [batch, L] with L >= tokens, nonzero for real tokens; its last `tokens` columns
-        belong to this forward.
+        belong to this forward. `absolute` ([batch or 1, tokens]) are the model's own position
+        ids (HF `generate` passes them): tokens at a position this request already recorded
+        are a re-feed (generation without a KV cache) and are not valid again.
         """
         if mask is None:
             mask = torch.ones(batch, tokens, dtype=torch.bool, device=device)
@@ -45,16 +47,39 @@ class RequestPositions:
             )
         seen = mask.to(torch.int64).cumsum(1)
         previous = self._next.get(request_id)
+        if previous is not None and (previous.shape[0] != batch or previous.device != device):
+            previous = None
+        if absolute is not None:
+            return self._assign_absolute(request_id, batch, tokens, mask, absolute, previous)
         if mask.shape[1] > tokens:
             # The mask covers the cached past too: it alone says where each new token sits.
             positions = seen[:, -tokens:] - 1
         else:
-            if previous is None or previous.shape[0] != batch or previous.device != device:
+            if previous is None:
                 previous = torch.zeros(batch, dtype=torch.int64, device=device)
             positions = previous[:, None] + seen - 1
-        self._next[request_id] = positions[:, -1] + 1 if tokens else seen[:, -1]
+        self._remember(request_id, positions[:, -1] + 1 if tokens else seen[:, -1])
+        valid = mask[:, -tokens:] if tokens else mask[:, :0]
+        return positions.clamp_min(0), valid
+
+    def _assign_absolute(self, request_id: str, batch: int, tokens: int, mask: Tensor,
+                         absolute: Tensor, previous: Tensor | None) -> tuple[Tensor, Tensor]:
+        fits = absolute.dim() == 2 and absolute.shape[1] == tokens
+        if not fits or absolute.shape[0] not in (1, batch):
+            raise ValueError(f"position ids must be [{batch} or 1, {tokens}], "
+                             f"got {tuple(absolute.shape)}")
+        positions = absolute.to(device=mask.device, dtype=torch.int64).expand(batch, tokens)
+        valid = mask[:, -tokens:]
+        if previous is not None:
+            valid = valid & (positions >= previous[:, None])
+        else:
+            previous = torch.zeros(batch, dtype=torch.int64, device=mask.device)
+        reached = torch.where(valid, positions + 1, 0).amax(1) if tokens else previous
+        self._remember(request_id, torch.maximum(previous, reached))
+        return positions.clamp_min(0), valid
+
+    def _remember(self, request_id: str, next_positions: Tensor) -> None:
+        self._next[request_id] = next_positions
         self._next.move_to_end(request_id)
         while len(self._next) > MAX_TRACKED_REQUESTS:
             self._next.popitem(last=False)
-        valid = mask[:, -tokens:] if tokens else mask[:, :0]
-        return positions.clamp_min(0), valid

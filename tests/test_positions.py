@@ -42,3 +42,17 @@ def test_bad_mask_shape_raises_and_keeps_state():
         raise AssertionError("expected ValueError")
     pos, _ = rp.assign("r", 1, 1, None, torch.device("cpu"))
     assert pos.tolist() == [[2]]
+
+
+def test_absolute_position_ids_skip_a_re_fed_prefix():
+    rp = RequestPositions()
+    mask = torch.tensor([[0, 1, 1], [1, 1, 1]])
+    ids = torch.tensor([[0, 0, 1], [0, 1, 2]])
+    pos, valid = rp.assign("r", 2, 3, mask, torch.device("cpu"), ids)
+    assert valid.tolist() == [[False, True, True], [True, True, True]]
+    # The next step re-feeds everything plus one new token per row: only that one is valid.
+    mask2 = torch.cat([mask, torch.ones(2, 1, dtype=torch.long)], 1)
+    ids2 = torch.tensor([[0, 0, 1, 2], [0, 1, 2, 3]])
+    pos, valid = rp.assign("r", 2, 4, mask2, torch.device("cpu"), ids2)
+    assert valid.tolist() == [[False, False, False, True], [False, False, False, True]]
+    assert pos[:, -1].tolist() == [2, 3]
