@@ -11,7 +11,7 @@ from torch import nn
 from featmon_widget import FeatureMonitor, SparseAutoencoder
 from featmon_widget.stats import MomentsKernel, RunningStats
 
-from .timing import median_seconds
+from .timing import interleaved_medians, median_seconds
 
 
 @dataclass
@@ -64,7 +64,6 @@ def _update_group(n: int, f: int, dtype: torch.dtype, repeat: int,
     gen = torch.Generator(device=device).manual_seed(0)
     group = f"update {n}x{f} {str(dtype).removeprefix('torch.')}"
     read = "one read (acts.sum(0))"
-    few = max(3, repeat // 3)
     acts = torch.relu(torch.randn(n, f, generator=gen, device=device) - 1.5).to(dtype)
     valid = torch.ones(n, dtype=torch.bool, device=device)
     compiled = RunningStats(f, device, MomentsKernel(compile=True))
@@ -74,17 +73,24 @@ def _update_group(n: int, f: int, dtype: torch.dtype, repeat: int,
     state["min"] = torch.full((f,), float("inf"), dtype=torch.float64, device=device)
     state["max"] = torch.full((f,), float("-inf"), dtype=torch.float64, device=device)
     monitor = FeatureMonitor(f, device=device, compile=True)
-    fused = median_seconds(lambda: compiled.update(acts, valid, 0.0), repeat, 3, device)
-    return [
-        Row(group, read, median_seconds(lambda: acts.sum(0), repeat, device=device)),
-        Row(group, "fused statistics update", fused, read, {"mode": compiled.kernel.mode}),
-        Row(group, "chunked eager update (fallback)",
-            median_seconds(lambda: eager.update(acts, valid, 0.0), few, device=device), read),
-        Row(group, "naive eager (5 separate passes)",
-            median_seconds(lambda: naive_update(acts, state), few, device=device), read),
-        Row(group, "monitor.on_activation (stats+history)",
-            median_seconds(lambda: monitor.on_activation(acts), repeat, 3, device), read),
-    ]
+    cases = {
+        read: lambda: acts.sum(0),
+        "fused statistics update": lambda: compiled.update(acts, valid, 0.0),
+        "monitor.on_activation (stats+history)": lambda: monitor.on_activation(acts),
+        "naive eager (5 separate passes)": lambda: naive_update(acts, state),
+        "chunked eager update (fallback)": lambda: eager.update(acts, valid, 0.0),
+    }
+    fast = list(cases)[:3]
+    seconds = dict(zip(fast, interleaved_medians([cases[k] for k in fast], repeat, 3, device),
+                       strict=True))
+    # The slow baselines run fewer rounds, still interleaved with the read they are compared to.
+    few = max(3, repeat // 3)
+    for name in list(cases)[3:]:
+        pair = interleaved_medians([cases[read], cases[name]], few, 1, device)
+        seconds[name] = pair[1] / pair[0] * seconds[read]
+    extra = {"mode": compiled.kernel.mode}
+    return [Row(group, name, seconds[name], None if name == read else read,
+                extra if name == "fused statistics update" else None) for name in cases]
 
 
 def seed_case(repeat: int) -> list[Row]:
@@ -134,6 +140,7 @@ class TinyModel(nn.Module):
 
 def forward_cases(tokens: int, d_in: int, d_sae: int, repeat: int,
                   device: torch.device) -> list[Row]:
+    """A hooked forward with the monitor against the same forward plus a plain encode."""
     torch.manual_seed(0)
     model = TinyModel(d_in).to(device).eval()
     w_enc = torch.randn(d_in, d_sae, device=device) / d_in**0.5
@@ -144,48 +151,50 @@ def forward_cases(tokens: int, d_in: int, d_sae: int, repeat: int,
     x = torch.randn(1, tokens, d_in, device=device)
     group = f"hooked forward {tokens} tok, SAE {d_in}->{d_sae}"
     captured: dict[str, torch.Tensor] = {}
-    layer = model.blocks[1]
-    layer.register_forward_hook(lambda m, a, out: captured.__setitem__("h", out))
-
-    def plain(sae: nn.Module) -> None:
-        with torch.no_grad():
-            model(x)
-            sae.encode(captured["h"])
-
+    model.blocks[1].register_forward_hook(lambda m, a, out: captured.__setitem__("h", out))
     compiled_encode = torch.compile(ours.encode, dynamic=True)
-
-    def plain_compiled() -> None:
-        with torch.no_grad():
-            model(x)
-            compiled_encode(captured["h"])
-
-    rows = [
-        Row(group, "forward only", median_seconds(lambda: model(x), repeat, device=device)),
-        Row(group, "forward + eager encode (our SAE)",
-            median_seconds(lambda: plain(ours), repeat, device=device)),
-        Row(group, "forward + compiled encode (our SAE)",
-            median_seconds(plain_compiled, repeat, warmup=3, device=device)),
-    ]
-    for label, sae, base in (("our SAE, fused", ours, "forward + eager encode (our SAE)"),
-                             ("foreign SAE", foreign, "forward + eager encode (foreign)")):
-        if sae is foreign:
-            rows.append(Row(group, base, median_seconds(lambda s=sae: plain(s), repeat,
-                                                        device=device)))
+    hooked = {}
+    monitors = []
+    for label, sae in (("ours", ours), ("foreign", foreign)):
+        copy = TinyModel(d_in).to(device).eval()
+        copy.load_state_dict(model.state_dict())
         monitor = FeatureMonitor.for_sae(sae, compile=True)
-        handle = monitor.attach(model, "blocks.1", sae)
+        monitor.attach(copy, "blocks.1", sae)
+        hooked[label] = copy
+        monitors.append(monitor)
 
-        def hooked() -> None:
+    def run(fn):
+        def timed() -> None:
             with torch.no_grad():
-                model(x)
+                fn()
+        return timed
 
-        rows.append(Row(group, f"hooked forward with monitor ({label})",
-                        median_seconds(hooked, repeat, warmup=3, device=device), base))
-        if sae is ours:
-            rows.append(Row(group, f"hooked forward with monitor ({label}) vs compiled encode",
-                            rows[-1].seconds, "forward + compiled encode (our SAE)"))
+    cases = {
+        "forward only": run(lambda: model(x)),
+        "forward + eager encode (our SAE)": run(lambda: (model(x), ours.encode(captured["h"]))),
+        "forward + compiled encode (our SAE)":
+            run(lambda: (model(x), compiled_encode(captured["h"]))),
+        "hooked forward with monitor (our SAE, fused)": run(lambda: hooked["ours"](x)),
+        "forward + eager encode (foreign)": run(lambda: (model(x), foreign.encode(captured["h"]))),
+        "hooked forward with monitor (foreign SAE)": run(lambda: hooked["foreign"](x)),
+    }
+    seconds = dict(zip(cases, interleaved_medians(list(cases.values()), repeat, 3, device),
+                       strict=True))
+    for monitor in monitors:
         assert monitor.state.errors == 0, monitor.state.last_error
-        handle.remove()
-    return rows
+    fused = "hooked forward with monitor (our SAE, fused)"
+    return [
+        Row(group, "forward only", seconds["forward only"]),
+        Row(group, "forward + eager encode (our SAE)", seconds["forward + eager encode (our SAE)"]),
+        Row(group, "forward + compiled encode (our SAE)",
+            seconds["forward + compiled encode (our SAE)"]),
+        Row(group, fused, seconds[fused], "forward + eager encode (our SAE)"),
+        Row(group, fused + " vs compiled", seconds[fused], "forward + compiled encode (our SAE)"),
+        Row(group, "forward + eager encode (foreign)", seconds["forward + eager encode (foreign)"]),
+        Row(group, "hooked forward with monitor (foreign SAE)",
+            seconds["hooked forward with monitor (foreign SAE)"],
+            "forward + eager encode (foreign)"),
+    ]
 
 
 def snapshot_case(d_sae: int, repeat: int) -> list[Row]:

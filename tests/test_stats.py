@@ -132,7 +132,10 @@ def test_compiled_and_eager_kernels_agree():
     gen = torch.Generator().manual_seed(0)
     x = torch.relu(torch.randn(257, 300, generator=gen))
     x[3, 7] = float("nan")
+    x[4, 8] = float("inf")
+    x[5, 9] = -float("inf")
     valid = torch.rand(257, generator=gen) > 0.2
+    valid[3:6] = True
     shift = shift_for(x, torch.zeros(300, dtype=torch.float64), torch.zeros(300, dtype=torch.long))
     eager = batch_moments(x, valid, shift, 0.1)
     kernel = MomentsKernel(compile=True)
