@@ -16,6 +16,7 @@ from .schemas import (
 
 __all__ = [
     "ActivationRecord",
+    "MonitorWidget",
     "FeatureMonitor",
     "FeatureStatistics",
     "HistoryResponse",
@@ -30,3 +31,13 @@ __all__ = [
     "sae_width",
 ]
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    # The widget needs the built frontend bundle; import it only when asked for, so the core
+    # monitor works from a source checkout that never ran the npm build.
+    if name == "MonitorWidget":
+        from .widget import MonitorWidget
+
+        return MonitorWidget
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

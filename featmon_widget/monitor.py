@@ -29,6 +29,7 @@ from .schemas import (
     TopFeaturesResponse,
 )
 from .stats import METRICS, MomentsKernel, RunningStats, shift_for
+from .subscription import Subscription, check_snapshot_options
 
 Tensor = torch.Tensor
 
@@ -101,9 +102,10 @@ class FeatureMonitor:
         self._hooks: list[Any] = []
         self._hook_point: str | None = None
         self.sae: Any = None
-        self._snapshot_subscribers: list[SnapshotCallback] = []
+        self._snapshot_subscribers: list[Subscription] = []
         self._event_subscribers: list[EventCallback] = []
         self._throttle: Any = None
+        self._widget: Any = None
         self._allocate(torch.device(device) if device is not None else torch.device("cpu"))
 
     @classmethod
@@ -416,29 +418,36 @@ class FeatureMonitor:
         """A bounded summary for the frontend (see `Snapshot`)."""
         from .snapshot import MAX_RECORDS, build_snapshot
 
-        _check_int("table_rows", table_rows, 1, 200)
-        _check_int("records", records, 0, MAX_RECORDS)
-        if metric not in METRICS:
-            raise ValueError(f"metric must be one of {', '.join(METRICS)}, got {metric!r}")
+        check_snapshot_options(table_rows, metric, records, MAX_RECORDS)
         with self._lock:
             return build_snapshot(self, next(self._sequence), table_rows, metric, records)
 
-    def subscribe(self, callback: SnapshotCallback) -> Callable[[], None]:
+    def subscribe(self, callback: SnapshotCallback, *, table_rows: int = 50,
+                  metric: str = "mean", records: int = 20) -> Subscription:
         """Deliver snapshots to `callback` at most every throttle_ms, and always after the last
-        change of a burst (from a background thread). Returns an unsubscribe function."""
+        change of a burst (from a background thread). `cancel()` the result to stop."""
+        from .snapshot import MAX_RECORDS
         from .throttle import Throttle
 
+        check_snapshot_options(table_rows, metric, records, MAX_RECORDS)
+        sub = Subscription(callback, table_rows, metric, records,
+                           _cancel=self._unsubscribe, _poke=self._poke)
         with self._lock:
-            self._snapshot_subscribers.append(callback)
+            self._snapshot_subscribers.append(sub)
             if self._throttle is None:
                 self._throttle = Throttle(self._deliver_snapshot, self._config.throttle_ms / 1000)
-            self._throttle.poke()
+        self._poke()
+        return sub
 
-        def unsubscribe() -> None:
-            with self._lock:
-                if callback in self._snapshot_subscribers:
-                    self._snapshot_subscribers.remove(callback)
-        return unsubscribe
+    def _unsubscribe(self, sub: Subscription) -> None:
+        with self._lock:
+            if sub in self._snapshot_subscribers:
+                self._snapshot_subscribers.remove(sub)
+
+    def _poke(self) -> None:
+        throttle = self._throttle
+        if throttle is not None:
+            throttle.poke()
 
     def on_state_change(self, callback: EventCallback) -> Callable[[], None]:
         """Call `callback(event, state)` after configure/enable/clear/reset and hook errors."""
@@ -451,6 +460,17 @@ class FeatureMonitor:
                     self._event_subscribers.remove(callback)
         return unsubscribe
 
+    def widget(self, **options: Any) -> Any:
+        """This monitor's live `MonitorWidget` (created once; re-running a cell that calls this
+        shows the same widget instead of starting another subscription)."""
+        from .widget import MonitorWidget
+
+        with self._lock:
+            live = self._widget is not None and getattr(self._widget, "comm", None) is not None
+            if not live:
+                self._widget = MonitorWidget(self, **options)
+            return self._widget
+
     def close(self) -> None:
         """Remove hooks and stop the delivery thread."""
         for hook in list(self._hooks):
@@ -461,11 +481,12 @@ class FeatureMonitor:
     def _deliver_snapshot(self) -> None:
         with self._lock:
             subscribers = list(self._snapshot_subscribers)
-        if not subscribers:
-            return
-        snap = self.snapshot()
-        for callback in subscribers:
-            callback(snap)
+        built: dict[tuple[int, str, int], Snapshot] = {}  # one build per distinct option set
+        for sub in subscribers:
+            options = sub.options()
+            if options not in built:
+                built[options] = self.snapshot(*options)
+            sub.callback(built[options])
 
     def _emit(self, event: str) -> None:
         with self._lock:

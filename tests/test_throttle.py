@@ -1,6 +1,7 @@
 import threading
 import time
 
+import pytest
 import torch
 
 from featmon_widget import FeatureMonitor
@@ -52,7 +53,7 @@ def test_broken_subscriber_does_not_stop_deliveries():
 def test_monitor_subscribe_gets_final_state_of_a_burst():
     m = FeatureMonitor(8, throttle_ms=100)
     snaps = []
-    unsubscribe = m.subscribe(snaps.append)
+    sub = m.subscribe(snaps.append)
     for _ in range(20):
         m.on_activation(torch.rand(4, 8))
     deadline = time.monotonic() + 2
@@ -62,7 +63,7 @@ def test_monitor_subscribe_gets_final_state_of_a_burst():
     assert len(snaps) <= 4  # throttled, not one per forward
     seqs = [s.sequence for s in snaps]
     assert seqs == sorted(seqs)
-    unsubscribe()
+    sub.cancel()
     n = len(snaps)
     m.on_activation(torch.rand(4, 8))
     time.sleep(0.3)
@@ -80,3 +81,26 @@ def test_state_change_events():
     m.reset_statistics()
     assert events == [("configured", False), ("configured", False), ("history_cleared", False),
                       ("statistics_reset", False)]
+
+
+def test_subscriptions_get_their_own_table_options():
+    m = FeatureMonitor(8, throttle_ms=0)
+    got: dict[str, list] = {"a": [], "b": []}
+    a = m.subscribe(got["a"].append, table_rows=3, metric="max")
+    m.subscribe(got["b"].append, table_rows=5)
+    m.on_activation(torch.rand(4, 8))
+    deadline = time.monotonic() + 2
+    while time.monotonic() < deadline and not (got["a"] and got["b"]):
+        time.sleep(0.01)
+    assert len(got["a"][-1].table_features) == 3 * 4
+    assert got["a"][-1].table_metric == "max"
+    assert len(got["b"][-1].table_features) == 5 * 4
+    a.update(metric="std")
+    deadline = time.monotonic() + 2
+    while time.monotonic() < deadline and got["a"][-1].table_metric != "std":
+        time.sleep(0.01)
+    assert got["a"][-1].table_metric == "std"
+    with pytest.raises(ValueError, match="nope"):
+        a.update(metric="nope")
+    assert a.metric == "std"
+    m.close()
