@@ -522,3 +522,22 @@ def test_encode_rejects_wrong_width() -> None:
     sae = _small_sae()
     with pytest.raises(ValueError, match=r"\[\.\.\., 8\].*\[3, 9\]"):
         sae.encode(torch.zeros(3, 9))
+
+
+def test_monitor_accepts_a_real_saelens_sae(sl: Any) -> None:
+    """A `sae_lens.SAE` is SAE-like: the monitor takes its width and records its features."""
+    from featmon_widget import FeatureMonitor
+
+    sae = _saelens_sae(sl, "standard", seed=3).eval()
+    monitor = FeatureMonitor.for_sae(sae, compile=False)
+    assert monitor.d_sae == D_SAE
+    model = torch.nn.Sequential(torch.nn.Identity(), torch.nn.Identity())
+    x = _inputs(5, 2, 6)
+    with monitor.attach(model, "0", sae), torch.no_grad():
+        model(x)
+    assert monitor.state.errors == 0 and monitor.state.total_tokens == 12
+    with torch.no_grad():
+        expected = sae.encode(x).reshape(-1, D_SAE).double()
+    rows = monitor.get_statistics().features
+    assert [r.active_count for r in rows] == (expected > 0).sum(0).tolist()
+    assert [r.max for r in rows] == expected.max(0).values.tolist()
