@@ -1,0 +1,346 @@
+/**
+ * The wire protocol between the kernel and this frontend.
+ *
+ * `SnapshotMessage` mirrors `Snapshot.to_message()` in featmon_widget/schemas.py: JSON values plus
+ * little-endian binary buffers. Binary fields reach the model state as `DataView`s (anywidget /
+ * ipywidgets), but ArrayBuffers, typed arrays and plain number arrays are accepted too. Decoding
+ * always COPIES the bytes into fresh typed arrays: buffer offsets may be unaligned and the views
+ * may be reused by the widget manager.
+ */
+
+export const SNAPSHOT_VERSION = 1;
+
+/** Metrics the kernel can rank the table by (featmon_widget/stats.py METRICS). */
+export const METRICS = [
+  "mean",
+  "mean_active",
+  "max",
+  "min",
+  "active_ratio",
+  "count",
+  "active_count",
+  "std",
+] as const;
+export type Metric = (typeof METRICS)[number];
+
+/** Table columns sent in every snapshot (featmon_widget/snapshot.py TABLE_COLUMNS). */
+export const TABLE_COLUMNS = [
+  "mean",
+  "mean_active",
+  "max",
+  "active_ratio",
+  "count",
+  "active_count",
+  "std",
+] as const;
+export type TableColumn = (typeof TABLE_COLUMNS)[number];
+
+/** Selected features with value histograms: at most this many (config.py MAX_SELECTED_FEATURES). */
+export const MAX_SELECTED = 8;
+/** Bounds of the `table_rows` command. */
+export const TABLE_ROWS_RANGE = [1, 200] as const;
+
+/** Binary payload as it may arrive in the model state. */
+export type Binary = DataView | ArrayBuffer | ArrayBufferView | readonly number[];
+
+/** `MonitorState.to_dict()`. */
+export interface MonitorState {
+  enabled: boolean;
+  sae_attached: boolean;
+  hook_attached: boolean;
+  hook_point: string | null;
+  sae_id: string | null;
+  d_sae: number;
+  monitored_features: number[] | null;
+  selected_features: number[];
+  history_size: number;
+  history_count: number;
+  top_k: number;
+  threshold: number;
+  throttle_ms: number;
+  total_tokens: number;
+  forward_passes: number;
+  since: number;
+  active_since: number;
+  device: string | null;
+  errors: number;
+  last_error: string | null;
+}
+
+/** `[feature, value]`; value is null when it was not finite. */
+export type FeatureValue = [number, number | null];
+
+export interface ActivationRecordMessage {
+  request_id: string;
+  row: number;
+  position: number;
+  timestamp: number;
+  top: FeatureValue[];
+  values: FeatureValue[];
+}
+
+/** The raw `snapshot` trait: `Snapshot.to_message()`. */
+export interface SnapshotMessage {
+  version: number;
+  sequence: number;
+  timestamp: number;
+  state: MonitorState;
+  table_metric: string;
+  table_features: Binary; // int32 [rows]
+  table_columns: Record<TableColumn, Binary>; // float64 [rows] each, NaN = undefined
+  frequency_edges: Binary; // float32 [bins + 1], log10(active_ratio)
+  frequency_counts: Binary; // int32 [bins]
+  never_fired: number;
+  never_seen: number;
+  value_features: Binary; // int32 [S]
+  value_edges: Binary; // float32 [E]
+  value_counts: Binary; // float64 [S * (1 + E - 1)]
+  records: ActivationRecordMessage[];
+}
+
+/** One selected feature's value histogram: counts[0] is the inactive bin, then E-1 log bins. */
+export interface ValueHistogram {
+  feature: number;
+  counts: Float64Array;
+}
+
+/** A decoded snapshot: typed arrays in place of the binary fields. */
+export interface Snapshot {
+  version: number;
+  sequence: number;
+  timestamp: number;
+  state: MonitorState;
+  tableMetric: string;
+  tableFeatures: Int32Array;
+  tableColumns: Record<TableColumn, Float64Array>;
+  frequencyEdges: Float32Array;
+  frequencyCounts: Int32Array;
+  neverFired: number;
+  neverSeen: number;
+  valueEdges: Float32Array;
+  values: ValueHistogram[];
+  records: ActivationRecordMessage[];
+}
+
+export class ProtocolError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "ProtocolError";
+  }
+}
+
+/** Copy of the bytes of a binary field (never a view onto the original buffer). */
+export function copyBytes(value: unknown, field: string): Uint8Array {
+  if (value instanceof DataView) {
+    return new Uint8Array(value.buffer, value.byteOffset, value.byteLength).slice();
+  }
+  if (value instanceof ArrayBuffer) {
+    return new Uint8Array(value).slice();
+  }
+  if (ArrayBuffer.isView(value)) {
+    return new Uint8Array(value.buffer, value.byteOffset, value.byteLength).slice();
+  }
+  throw new ProtocolError(`snapshot field ${field} is not binary data (got ${describe(value)})`);
+}
+
+function describe(value: unknown): string {
+  if (value === null) return "null";
+  if (Array.isArray(value)) return "an array";
+  return typeof value;
+}
+
+type Kind = "int32" | "float32" | "float64";
+const SIZE: Record<Kind, number> = { int32: 4, float32: 4, float64: 8 };
+
+function decodeArray(value: unknown, field: string, kind: "int32"): Int32Array;
+function decodeArray(value: unknown, field: string, kind: "float32"): Float32Array;
+function decodeArray(value: unknown, field: string, kind: "float64"): Float64Array;
+function decodeArray(
+  value: unknown,
+  field: string,
+  kind: Kind,
+): Int32Array | Float32Array | Float64Array {
+  if (Array.isArray(value)) {
+    // Plain JSON numbers (e.g. a hand-made state); null stands for NaN.
+    const nums = value.map((v: unknown) => (typeof v === "number" ? v : NaN));
+    if (kind === "int32") return Int32Array.from(nums);
+    if (kind === "float32") return Float32Array.from(nums);
+    return Float64Array.from(nums);
+  }
+  const bytes = copyBytes(value, field);
+  const size = SIZE[kind];
+  if (bytes.byteLength % size !== 0) {
+    throw new ProtocolError(
+      `snapshot field ${field} has ${bytes.byteLength} bytes, not a multiple of ${size} (${kind})`,
+    );
+  }
+  const n = bytes.byteLength / size;
+  // The copy starts at offset 0 of its own buffer, so it is aligned; read little-endian
+  // explicitly so big-endian hosts decode correctly too.
+  const view = new DataView(bytes.buffer, 0, bytes.byteLength);
+  if (kind === "int32") {
+    const out = new Int32Array(n);
+    for (let i = 0; i < n; i++) out[i] = view.getInt32(i * 4, true);
+    return out;
+  }
+  if (kind === "float32") {
+    const out = new Float32Array(n);
+    for (let i = 0; i < n; i++) out[i] = view.getFloat32(i * 4, true);
+    return out;
+  }
+  const out = new Float64Array(n);
+  for (let i = 0; i < n; i++) out[i] = view.getFloat64(i * 8, true);
+  return out;
+}
+
+export function decodeInt32(value: unknown, field = "value"): Int32Array {
+  return decodeArray(value, field, "int32");
+}
+export function decodeFloat32(value: unknown, field = "value"): Float32Array {
+  return decodeArray(value, field, "float32");
+}
+export function decodeFloat64(value: unknown, field = "value"): Float64Array {
+  return decodeArray(value, field, "float64");
+}
+
+function isObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === "object" && value !== null && !Array.isArray(value);
+}
+
+/** True for the `{}` the trait holds before the first snapshot (or null/undefined). */
+export function isEmptySnapshot(value: unknown): boolean {
+  return value === null || value === undefined || (isObject(value) && !("version" in value));
+}
+
+function num(value: unknown, field: string): number {
+  if (typeof value !== "number") {
+    throw new ProtocolError(`snapshot field ${field} is not a number (got ${describe(value)})`);
+  }
+  return value;
+}
+
+const cache = new WeakMap<object, Snapshot>();
+
+/**
+ * Decode the `snapshot` trait. Returns null before the first snapshot (`{}`); throws
+ * `ProtocolError` for a message this frontend cannot read. Decoded snapshots are cached per
+ * message object, so several views of one model decode each snapshot once.
+ */
+export function decodeSnapshot(value: unknown): Snapshot | null {
+  if (isEmptySnapshot(value)) return null;
+  if (!isObject(value)) {
+    throw new ProtocolError(`snapshot is not an object (got ${describe(value)})`);
+  }
+  const hit = cache.get(value);
+  if (hit) return hit;
+
+  const msg = value;
+  if (msg.version !== SNAPSHOT_VERSION) {
+    throw new ProtocolError(
+      `snapshot version ${String(msg.version)} is not supported (expected ${SNAPSHOT_VERSION}); ` +
+        "rebuild the frontend to match the Python package",
+    );
+  }
+  if (!isObject(msg.state)) throw new ProtocolError("snapshot field state is missing");
+  if (!isObject(msg.table_columns)) throw new ProtocolError("snapshot field table_columns is missing");
+
+  const tableFeatures = decodeInt32(msg.table_features, "table_features");
+  const columns = {} as Record<TableColumn, Float64Array>;
+  for (const name of TABLE_COLUMNS) {
+    const raw = msg.table_columns[name];
+    const col =
+      raw === undefined
+        ? new Float64Array(tableFeatures.length).fill(NaN)
+        : decodeFloat64(raw, `table_columns.${name}`);
+    if (col.length !== tableFeatures.length) {
+      throw new ProtocolError(
+        `table column ${name} has ${col.length} rows, table_features has ${tableFeatures.length}`,
+      );
+    }
+    columns[name] = col;
+  }
+
+  const frequencyEdges = decodeFloat32(msg.frequency_edges, "frequency_edges");
+  const frequencyCounts = decodeInt32(msg.frequency_counts, "frequency_counts");
+  if (frequencyCounts.length > 0 && frequencyEdges.length !== frequencyCounts.length + 1) {
+    throw new ProtocolError(
+      `frequency_edges has ${frequencyEdges.length} edges for ${frequencyCounts.length} bins`,
+    );
+  }
+
+  const valueFeatures = decodeInt32(msg.value_features, "value_features");
+  const valueEdges = decodeFloat32(msg.value_edges, "value_edges");
+  const valueCounts = decodeFloat64(msg.value_counts, "value_counts");
+  // Per feature: bin 0 (inactive) then one bin between each pair of edges.
+  const binsPerFeature = valueEdges.length; // 1 + (E - 1)
+  if (valueCounts.length !== valueFeatures.length * binsPerFeature) {
+    throw new ProtocolError(
+      `value_counts has ${valueCounts.length} values; expected ${valueFeatures.length} features ` +
+        `x ${binsPerFeature} bins`,
+    );
+  }
+  const values: ValueHistogram[] = Array.from(valueFeatures, (feature, j) => ({
+    feature,
+    counts: valueCounts.slice(j * binsPerFeature, (j + 1) * binsPerFeature),
+  }));
+
+  const records = Array.isArray(msg.records) ? (msg.records as ActivationRecordMessage[]) : [];
+  const state = msg.state as unknown as MonitorState;
+
+  const snapshot: Snapshot = {
+    version: SNAPSHOT_VERSION,
+    sequence: num(msg.sequence, "sequence"),
+    timestamp: num(msg.timestamp, "timestamp"),
+    state: {
+      ...state,
+      selected_features: Array.isArray(state.selected_features) ? state.selected_features : [],
+    },
+    tableMetric: typeof msg.table_metric === "string" ? msg.table_metric : "mean",
+    tableFeatures,
+    tableColumns: columns,
+    frequencyEdges,
+    frequencyCounts,
+    neverFired: num(msg.never_fired, "never_fired"),
+    neverSeen: num(msg.never_seen, "never_seen"),
+    valueEdges,
+    values,
+    records,
+  };
+  cache.set(value, snapshot);
+  return snapshot;
+}
+
+// ---- commands (frontend -> kernel) ---------------------------------------------------------
+
+export interface ConfigureChanges {
+  features?: number[] | null;
+  history_size?: number;
+  top_k?: number;
+  threshold?: number;
+  throttle_ms?: number;
+}
+
+export type CommandBody =
+  | { type: "configure"; changes: ConfigureChanges }
+  | { type: "enable"; enabled: boolean }
+  | { type: "clear_history" }
+  | { type: "reset_statistics" }
+  | { type: "rank"; metric: string }
+  | { type: "select"; features: number[] }
+  | { type: "table_rows"; rows: number };
+
+export type Command = CommandBody & { id: number };
+
+// ---- replies (kernel -> frontend) ----------------------------------------------------------
+
+export interface Reply {
+  type: "reply";
+  id: number;
+  ok: boolean;
+  message: string;
+  error: string | null;
+}
+
+export function isReply(msg: unknown): msg is Reply {
+  return isObject(msg) && msg.type === "reply" && typeof msg.id === "number";
+}

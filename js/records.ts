@@ -1,0 +1,71 @@
+/** Recent activity: the latest history records, newest first, with their top features. */
+
+import type { Component } from "./component";
+import { h, setText } from "./dom";
+import { DASH, formatClock, formatFloat } from "./format";
+import type { ActivationRecordMessage, FeatureValue, Snapshot } from "./protocol";
+
+/** Records listed at most (the kernel sends up to 50). */
+export const MAX_SHOWN = 20;
+
+function chips(items: readonly FeatureValue[], cls: string): HTMLElement[] {
+  return items.map(([feature, value]) =>
+    h(
+      "span",
+      { class: `featmon-chip ${cls}`, title: `feature ${feature}: ${value === null ? "not finite" : String(value)}` },
+      h("b", {}, `#${feature}`),
+      ` ${value === null ? DASH : formatFloat(value)}`,
+    ),
+  );
+}
+
+function recordKey(r: ActivationRecordMessage): string {
+  return `${r.request_id}/${r.row}@${r.position}:${r.timestamp}`;
+}
+
+export class RecentRecords implements Component {
+  readonly el: HTMLElement;
+  private readonly list = h("ol", { class: "featmon-records", "data-testid": "records" });
+  private readonly empty = h("p", { class: "featmon-chart-note", "data-testid": "records-empty" });
+  private lastKey = "";
+
+  constructor() {
+    this.el = h(
+      "section",
+      { class: "featmon-recent", "aria-label": "Recent activity" },
+      h("h3", {}, "Recent activity"),
+      this.empty,
+      this.list,
+    );
+    this.update(null);
+  }
+
+  update(snapshot: Snapshot | null): void {
+    const records = snapshot ? snapshot.records.slice(0, MAX_SHOWN) : [];
+    setText(this.empty, records.length ? "" : "No tokens recorded yet.");
+    this.empty.hidden = records.length > 0;
+    const key = records.map(recordKey).join("|");
+    if (key === this.lastKey) return;
+    this.lastKey = key;
+    this.list.replaceChildren(
+      ...records.map((r) => {
+        const head = h(
+          "span",
+          { class: "featmon-record-id", title: formatClock(r.timestamp) },
+          `${r.request_id}/${r.row}`,
+          h("span", { class: "featmon-pos" }, ` pos ${r.position}`),
+        );
+        const top = r.top.length
+          ? chips(r.top, "top")
+          : [h("span", { class: "featmon-none" }, "no active feature")];
+        const parts: (Node | string)[] = [head, h("span", { class: "featmon-chips" }, ...top)];
+        if (r.values.length) {
+          parts.push(h("span", { class: "featmon-chips values", title: "configured features" }, ...chips(r.values, "value")));
+        }
+        return h("li", { "data-record": `${r.request_id}/${r.row}/${r.position}` }, ...parts);
+      }),
+    );
+  }
+
+  destroy(): void {}
+}

@@ -1,0 +1,253 @@
+/**
+ * Top-features table. Rows come ranked from the kernel (over all features): clicking a column
+ * header asks the kernel to rank by that metric (`rank`), never re-sorts here. Clicking a row
+ * toggles the feature's value histogram (`select`, at most 8, newest replacing oldest).
+ */
+
+import type { Component, ViewContext } from "./component";
+import { h, setAttr, setText } from "./dom";
+import { Feedback } from "./feedback";
+import { formatFloat, formatInt, formatPercent, fullPrecision } from "./format";
+import { MAX_SELECTED, METRICS, type Snapshot, type TableColumn } from "./protocol";
+
+interface ColumnDef {
+  metric: TableColumn;
+  label: string;
+  title: string;
+  format: (v: number) => string;
+}
+
+export const COLUMNS: ColumnDef[] = [
+  { metric: "mean", label: "mean", title: "mean value over all tokens", format: formatFloat },
+  {
+    metric: "mean_active",
+    label: "mean active",
+    title: "mean value over tokens where the feature is active",
+    format: formatFloat,
+  },
+  { metric: "max", label: "max", title: "largest value", format: formatFloat },
+  {
+    metric: "active_ratio",
+    label: "active ratio",
+    title: "fraction of tokens where the feature is active",
+    format: formatPercent,
+  },
+  { metric: "count", label: "count", title: "tokens with a finite value", format: formatInt },
+  { metric: "active_count", label: "active", title: "tokens where the feature is active", format: formatInt },
+  { metric: "std", label: "std", title: "standard deviation over all tokens", format: formatFloat },
+];
+
+export const ROW_CHOICES = [10, 20, 50, 100, 200];
+
+/** Toggle `feature` in `current`; keep at most `max`, dropping the oldest. */
+export function toggleSelection(current: readonly number[], feature: number, max = MAX_SELECTED): number[] {
+  if (current.includes(feature)) return current.filter((f) => f !== feature);
+  const next = [...current, feature];
+  while (next.length > max) next.shift();
+  return next;
+}
+
+interface Row {
+  tr: HTMLTableRowElement;
+  button: HTMLButtonElement;
+  cells: HTMLTableCellElement[];
+}
+
+export class TopTable implements Component {
+  readonly el: HTMLElement;
+  readonly table: HTMLTableElement;
+  readonly feedback = new Feedback("table");
+  readonly metricSelect: HTMLSelectElement;
+  readonly rowsSelect: HTMLSelectElement;
+  private readonly caption = h("caption", {});
+  private readonly tbody = h("tbody", {});
+  private readonly headers = new Map<string, HTMLTableCellElement>();
+  private readonly rows: Row[] = [];
+  private snapshot: Snapshot | null = null;
+  private pendingSelection: number[] | null = null;
+  private lastSelectId = -1;
+  private clearPendingOnSnapshot = false;
+  private requestedRows: number | null = null;
+
+  constructor(private readonly ctx: ViewContext) {
+    const { signal } = ctx;
+    const headRow = h("tr", {}, h("th", { scope: "col", class: "idx" }, "feature"));
+    for (const col of COLUMNS) {
+      const th = h(
+        "th",
+        { scope: "col", "data-metric": col.metric, title: `${col.title}; click to rank by it` },
+        h(
+          "button",
+          { type: "button", class: "featmon-sort", "aria-label": `Rank features by ${col.label}` },
+          col.label,
+        ),
+      );
+      this.headers.set(col.metric, th);
+      headRow.append(th);
+    }
+    this.table = h(
+      "table",
+      { class: "featmon-table", "data-testid": "table-top" },
+      this.caption,
+      h("thead", {}, headRow),
+      this.tbody,
+    );
+    this.table.addEventListener("click", (event) => this.onClick(event), { signal });
+
+    this.metricSelect = h(
+      "select",
+      { "data-testid": "select-metric", "aria-label": "Rank features by metric" },
+      ...METRICS.map((m) => h("option", { value: m }, m)),
+    );
+    this.metricSelect.addEventListener("change", () => this.rank(this.metricSelect.value), { signal });
+
+    this.rowsSelect = h(
+      "select",
+      { "data-testid": "select-rows", "aria-label": "Rows in the table" },
+      ...ROW_CHOICES.map((n) => h("option", { value: String(n) }, String(n))),
+    );
+    this.rowsSelect.value = "50";
+    this.rowsSelect.addEventListener("change", () => this.setRows(Number(this.rowsSelect.value)), {
+      signal,
+    });
+
+    this.el = h(
+      "section",
+      { class: "featmon-top", "aria-label": "Top features" },
+      h(
+        "div",
+        { class: "featmon-table-head" },
+        h("h3", {}, "Top features"),
+        h("label", { class: "featmon-inline" }, "rank by ", this.metricSelect),
+        h("label", { class: "featmon-inline" }, "rows ", this.rowsSelect),
+        this.feedback.el,
+      ),
+      h("div", { class: "featmon-table-scroll" }, this.table),
+    );
+    this.update(null);
+  }
+
+  update(snapshot: Snapshot | null): void {
+    this.snapshot = snapshot;
+    if (this.clearPendingOnSnapshot) {
+      this.pendingSelection = null;
+      this.clearPendingOnSnapshot = false;
+    }
+    if (!snapshot) {
+      setText(this.caption, "No statistics yet.");
+      this.resize(0);
+      return;
+    }
+    const metric = snapshot.tableMetric;
+    for (const [name, th] of this.headers) {
+      const active = name === metric;
+      th.classList.toggle("active", active);
+      setAttr(th, "aria-sort", active ? "descending" : null);
+    }
+    if (this.metricSelect.value !== metric && METRICS.includes(metric as never)) {
+      this.metricSelect.value = metric;
+    }
+    const n = snapshot.tableFeatures.length;
+    if (this.requestedRows === null && ROW_CHOICES.includes(n)) this.rowsSelect.value = String(n);
+    setText(
+      this.caption,
+      `${formatInt(n)} of ${formatInt(snapshot.state.d_sae)} features, ranked by ${metric} in the ` +
+        "kernel; click a header to rank, a row to show its histogram",
+    );
+
+    const selected = new Set(snapshot.state.selected_features);
+    this.resize(n);
+    for (let i = 0; i < n; i++) {
+      const feature = snapshot.tableFeatures[i]!;
+      const row = this.rows[i]!;
+      const key = String(feature);
+      if (row.tr.dataset.feature !== key) {
+        row.tr.dataset.feature = key;
+        setText(row.button, key);
+      }
+      const isSelected = selected.has(feature);
+      row.tr.classList.toggle("selected", isSelected);
+      setAttr(row.button, "aria-pressed", isSelected ? "true" : "false");
+      setAttr(
+        row.button,
+        "aria-label",
+        `${isSelected ? "Hide" : "Show"} the value histogram of feature ${feature}`,
+      );
+      for (let c = 0; c < COLUMNS.length; c++) {
+        const col = COLUMNS[c]!;
+        const value = snapshot.tableColumns[col.metric][i]!;
+        const cell = row.cells[c]!;
+        setText(cell, col.format(value));
+        setAttr(cell, "title", fullPrecision(value));
+      }
+    }
+  }
+
+  private resize(n: number): void {
+    while (this.rows.length < n) {
+      const button = h("button", { type: "button", class: "featmon-feature" });
+      const cells = COLUMNS.map(() => h("td", { class: "num" }));
+      const tr = h("tr", {}, h("td", { class: "idx" }, button), ...cells);
+      this.rows.push({ tr, button, cells });
+      this.tbody.append(tr);
+    }
+    while (this.rows.length > n) this.rows.pop()!.tr.remove();
+  }
+
+  private onClick(event: Event): void {
+    const target = event.target as Element | null;
+    if (!target) return;
+    const th = target.closest("th[data-metric]");
+    if (th) {
+      this.rank(th.getAttribute("data-metric")!);
+      return;
+    }
+    const tr = target.closest("tr[data-feature]");
+    if (tr && this.tbody.contains(tr)) this.toggle(Number(tr.getAttribute("data-feature")));
+  }
+
+  rank(metric: string): void {
+    const th = this.headers.get(metric);
+    th?.classList.add("pending");
+    this.feedback.pending();
+    this.ctx.commands.send({ type: "rank", metric }, (reply) => {
+      th?.classList.remove("pending");
+      this.feedback.reply(reply, `ranked by ${metric}`);
+      if (!reply.ok && this.snapshot) this.metricSelect.value = this.snapshot.tableMetric;
+    });
+  }
+
+  toggle(feature: number): void {
+    if (!Number.isInteger(feature)) return;
+    const base = this.pendingSelection ?? this.snapshot?.state.selected_features ?? [];
+    const features = toggleSelection(base, feature);
+    this.pendingSelection = features;
+    this.clearPendingOnSnapshot = false;
+    this.feedback.pending();
+    const id = this.ctx.commands.send({ type: "select", features }, (reply) => {
+      this.feedback.reply(reply, "selection updated");
+      if (id !== this.lastSelectId) return;
+      if (reply.ok) this.clearPendingOnSnapshot = true;
+      else this.pendingSelection = null;
+    });
+    this.lastSelectId = id;
+  }
+
+  setRows(rows: number): void {
+    const previous = this.requestedRows;
+    this.requestedRows = rows;
+    this.feedback.pending();
+    this.ctx.commands.send({ type: "table_rows", rows }, (reply) => {
+      this.feedback.reply(reply, `showing ${rows} rows`);
+      if (!reply.ok) {
+        this.requestedRows = previous;
+        const shown = previous ?? this.snapshot?.tableFeatures.length ?? 50;
+        this.rowsSelect.value = String(ROW_CHOICES.includes(shown) ? shown : 50);
+      }
+    });
+  }
+
+  destroy(): void {
+    this.feedback.destroy();
+  }
+}

@@ -1,0 +1,107 @@
+/**
+ * One view of the widget: builds the components, applies snapshot changes once per animation
+ * frame, ticks the status header, and returns a cleanup that removes everything it added.
+ */
+
+import type { RenderProps } from "@anywidget/types";
+import { CommandClient } from "./commands";
+import type { Component, ViewContext } from "./component";
+import { ConfigForm } from "./configForm";
+import { Controls } from "./controls";
+import { h, setText } from "./dom";
+import { FrequencyChart } from "./frequencyChart";
+import { type Snapshot, decodeSnapshot } from "./protocol";
+import { RecentRecords } from "./records";
+import { watchTheme } from "./plot";
+import { FrameScheduler } from "./schedule";
+import { featmonStats, recordApply } from "./stats";
+import { StatusHeader } from "./status";
+import { TopTable } from "./table";
+import { ValuesChart } from "./valuesChart";
+
+/** The synced traits this frontend reads. */
+export interface FeatmonModel {
+  snapshot: Record<string, unknown>;
+  last_reply: unknown;
+}
+
+export const TICK_MS = 1000;
+
+export function render({ model, el, signal }: RenderProps<FeatmonModel>): () => void {
+  featmonStats();
+  const controller = new AbortController();
+  const commands = new CommandClient(model);
+  const ctx: ViewContext = { commands, signal: controller.signal };
+
+  const status = new StatusHeader();
+  const controls = new Controls(ctx);
+  const form = new ConfigForm(ctx);
+  const frequency = new FrequencyChart(ctx);
+  const values = new ValuesChart(ctx);
+  const table = new TopTable(ctx);
+  const records = new RecentRecords();
+  const components: Component[] = [status, controls, form, frequency, values, table, records];
+
+  const problem = h("div", {
+    class: "featmon-problem",
+    role: "alert",
+    "data-testid": "snapshot-error",
+  });
+  problem.hidden = true;
+
+  const root = h(
+    "div",
+    { class: "featmon", "data-testid": "featmon-root" },
+    status.el,
+    problem,
+    h("div", { class: "featmon-row featmon-settings" }, controls.el, form.el),
+    h("div", { class: "featmon-row featmon-charts" }, frequency.el, values.el),
+    h("div", { class: "featmon-row featmon-lower" }, table.el, records.el),
+  );
+  el.append(root);
+
+  const apply = (): void => {
+    const t0 = performance.now();
+    let snapshot: Snapshot | null;
+    try {
+      snapshot = decodeSnapshot(model.get("snapshot"));
+    } catch (err) {
+      // Keep showing the last good snapshot; say why the new one was not drawn.
+      setText(problem, `Cannot show this snapshot: ${err instanceof Error ? err.message : String(err)}`);
+      problem.hidden = false;
+      return;
+    }
+    problem.hidden = true;
+    const now = Date.now();
+    status.update(snapshot, now);
+    for (const c of components) if (c !== status) c.update(snapshot);
+    recordApply(performance.now() - t0);
+  };
+
+  const scheduler = new FrameScheduler(apply);
+  const onSnapshot = (): void => scheduler.request();
+  model.on("change:snapshot", onSnapshot);
+  scheduler.request(); // first draw on the next frame, once the view is attached
+  const ticker = setInterval(() => status.tick(), TICK_MS);
+  const unwatchTheme = watchTheme(() => {
+    frequency.refresh();
+    values.refresh();
+  });
+
+  let cleaned = false;
+  const cleanup = (): void => {
+    if (cleaned) return;
+    cleaned = true;
+    model.off("change:snapshot", onSnapshot);
+    commands.close();
+    scheduler.cancel();
+    clearInterval(ticker);
+    unwatchTheme();
+    controller.abort();
+    for (const c of components) c.destroy();
+    root.remove();
+    signal?.removeEventListener("abort", cleanup);
+  };
+  signal?.addEventListener("abort", cleanup, { once: true });
+  return cleanup;
+}
