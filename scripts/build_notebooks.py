@@ -1,0 +1,123 @@
+"""Write the notebooks from the cell sources below and execute them to store their outputs.
+
+Run after changing a notebook's cells: `python scripts/build_notebooks.py [name ...]`. The
+stored outputs are what nbval compares in CI.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import nbformat
+from nbclient import NotebookClient
+
+ROOT = Path(__file__).resolve().parents[1] / "notebooks"
+
+
+def md(text: str) -> nbformat.NotebookNode:
+    return nbformat.v4.new_markdown_cell(text.strip())
+
+
+def code(text: str) -> nbformat.NotebookNode:
+    return nbformat.v4.new_code_cell(text.strip())
+
+
+API_TOUR = [
+    md("""
+# The 8 operations of `FeatureMonitor`
+
+A tour of the monitor's API on synthetic activations (no model needed): state, configure,
+enable, history, clear, statistics, reset and top features — including what a bad configure
+returns.
+"""),
+    code("""
+import torch
+from featmon_widget import FeatureMonitor
+
+torch.manual_seed(0)
+monitor = FeatureMonitor(d_sae=64, features=[3, 7, 11], history_size=50, top_k=5)
+acts = torch.relu(torch.randn(2, 6, 64) - 1.0)   # [batch, tokens, d_sae]
+with monitor.request("req-1"):
+    monitor.on_activation(acts)
+"""),
+    md("## 1. state"),
+    code("""
+s = monitor.state
+print(s.enabled, s.d_sae, s.monitored_features, s.history_size, s.history_count, s.top_k)
+print("tokens:", s.total_tokens, "forward passes:", s.forward_passes, "errors:", s.errors)
+"""),
+    md("## 2. configure — changes only what is passed; bad input raises and changes nothing"),
+    code("""
+s = monitor.configure(top_k=3)
+print(s.top_k, s.history_size, s.monitored_features)
+"""),
+    code("""
+try:
+    monitor.configure(features=[3, 64])
+except ValueError as err:
+    print("ValueError:", err)
+try:
+    monitor.configure(history_size=0)
+except ValueError as err:
+    print("ValueError:", err)
+print("unchanged:", monitor.state.monitored_features, monitor.state.history_size)
+"""),
+    md("## 3. enable / pause"),
+    code("""
+monitor.enable(False)
+monitor.on_activation(acts)          # ignored while paused
+print(monitor.state.enabled, monitor.state.total_tokens)
+_ = monitor.enable(True)
+"""),
+    md("## 4. history — newest first, filtered by request (or `request/row`)"),
+    code("""
+history = monitor.get_history(limit=3, request_id="req-1/1")
+print("matching records:", history.total)
+for r in history.records:
+    print(r.record_id, r.token_position, {f: round(v, 4) for f, v in r.activations.items()},
+          [(f, round(v, 4)) for f, v in r.top_k])
+"""),
+    md("## 5. clear history"),
+    code("""
+print("cleared:", monitor.clear_history(), "now:", monitor.get_history().total)
+"""),
+    md("## 6. statistics — exact, over every token (zeros count); `None` where undefined"),
+    code("""
+stats = monitor.get_statistics([3, 7])
+print("total tokens:", stats.total_activations)
+for f in stats.features:
+    print(f.feature_idx, f.count, f.active_count, round(f.active_ratio, 4), round(f.mean, 6),
+          round(f.std, 6), f.min, round(f.max, 6), f.nan_count)
+"""),
+    md("## 7. top features — ranked on the device, ties to the lower index"),
+    code("""
+monitor.configure(features=None)
+for metric in ("mean", "max", "active_ratio"):
+    top = monitor.get_top_features(k=3, metric=metric)
+    print(metric, [(f.feature_idx, round(getattr(f, metric), 4)) for f in top.features])
+"""),
+    md("## 8. reset statistics"),
+    code("""
+print("features reset:", monitor.reset_statistics())
+row = monitor.get_statistics([3]).features[0]
+print(row.count, row.mean, row.min, row.max)
+"""),
+]
+
+NOTEBOOKS = {"api_tour": API_TOUR}
+
+
+def build(name: str, cells: list) -> None:
+    nb = nbformat.v4.new_notebook(cells=cells)
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
+                                 "language": "python"}
+    NotebookClient(nb, timeout=600, kernel_name="python3",
+                   resources={"metadata": {"path": str(ROOT)}}).execute()
+    nbformat.write(nb, ROOT / f"{name}.ipynb")
+    print(f"wrote {name}.ipynb")
+
+
+if __name__ == "__main__":
+    for name in sys.argv[1:] or list(NOTEBOOKS):
+        build(name, NOTEBOOKS[name])
