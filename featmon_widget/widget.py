@@ -138,7 +138,9 @@ class MonitorWidget(anywidget.AnyWidget):
 
     def close(self) -> None:
         """Stop receiving snapshots and close every view."""
-        self._subscription.cancel()
+        subscription = getattr(self, "_subscription", None)  # absent if __init__ failed early
+        if subscription is not None:
+            subscription.cancel()
         super().close()
 
     def __repr__(self) -> str:
