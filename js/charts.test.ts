@@ -33,6 +33,7 @@ describe("charts with real plotly", () => {
     const chart = new FrequencyChart(ctx);
     host().append(chart.el);
     chart.update(decodeSnapshot(snapshotMessage({ neverFired: 12 })));
+    chart.draw(); // update() alone never calls plotly: the view schedules draw()
     await settle();
     const div = chart.plot.div as PlotDiv;
     expect(div.querySelectorAll(".main-svg").length).toBeGreaterThan(0);
@@ -44,6 +45,7 @@ describe("charts with real plotly", () => {
     // The user zooms; a live update keeps the zoomed range.
     await Plotly.relayout(div, { "xaxis.range": [-4, -1] });
     chart.update(decodeSnapshot(snapshotMessage({ sequence: 2, neverFired: 13, frequencyCounts: Array(32).fill(3) })));
+    chart.draw();
     await settle();
     expect(div.data![1]!.y).toEqual([13]);
     expect(div.layout!.xaxis.range).toEqual([-4, -1]);
@@ -60,6 +62,7 @@ describe("charts with real plotly", () => {
         snapshotMessage({ values: { 3: counts81((i) => (i === 0 ? 50 : i % 5)), 8: counts81(() => 2) } }),
       ),
     );
+    chart.draw();
     await settle();
     const div = chart.plot.div as PlotDiv;
     expect(div.data!.map((t) => t.name)).toEqual(["#3", "#8"]);

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { formatAge, formatEdge, formatFloat, formatInt, formatPercent, formatRate, fullPrecision } from "./format";
+import { formatAge, formatCount, formatEdge, formatFloat, formatInt, formatPercent, formatRate, fullPrecision } from "./format";
 
 describe("format", () => {
   it("formats table numbers compactly and NaN as a dash", () => {
@@ -30,5 +30,13 @@ describe("format", () => {
     expect(formatEdge(2 ** -8)).toBe("0.0039");
     expect(formatEdge(1)).toBe("1");
     expect(formatEdge(4096)).toBe("4096");
+  });
+
+  it("formats counts compactly for narrow table columns", () => {
+    expect(formatCount(NaN)).toBe("—");
+    expect(formatCount(12345)).toBe("12,345");
+    expect(formatCount(123456)).toBe("123k");
+    expect(formatCount(1_234_567)).toBe("1.23M");
+    expect(formatCount(2.5e9)).toBe("2.5G");
   });
 });

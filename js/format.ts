@@ -10,6 +10,16 @@ export function formatInt(value: number): string {
   return sign + digits.replace(/\B(?=(\d{3})+(?!\d))/g, ",");
 }
 
+/** Compact count for narrow columns: 12,345 stays; 1234567 -> "1.23M", 2.5e9 -> "2.5G". */
+export function formatCount(value: number): string {
+  if (!Number.isFinite(value)) return DASH;
+  const abs = Math.abs(value);
+  if (abs >= 1e9) return `${trimZeros((value / 1e9).toPrecision(3))}G`;
+  if (abs >= 1e6) return `${trimZeros((value / 1e6).toPrecision(3))}M`;
+  if (abs >= 1e5) return `${trimZeros((value / 1e3).toPrecision(3))}k`;
+  return formatInt(value);
+}
+
 /** Compact float: 4 significant digits, exponent form for very small or large magnitudes. */
 export function formatFloat(value: number): string {
   if (!Number.isFinite(value)) return Number.isNaN(value) ? DASH : value > 0 ? "∞" : "-∞";

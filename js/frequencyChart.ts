@@ -103,9 +103,13 @@ export class FrequencyChart implements Component {
   private lastKey = "";
   private snapshot: Snapshot | null = null;
 
-  constructor(ctx: ViewContext) {
+  /**
+   * `requestDraw` asks the view to call `draw()` later (rate-limited, off the snapshot apply);
+   * without it, whoever owns the chart calls `draw()` itself.
+   */
+  constructor(ctx: ViewContext, private readonly requestDraw: () => void = () => {}) {
     this.logY = h("input", { type: "checkbox", "data-testid": "freq-log-y" });
-    this.logY.addEventListener("change", () => this.redraw(true), { signal: ctx.signal });
+    this.logY.addEventListener("change", () => this.draw(true), { signal: ctx.signal });
     this.el = h(
       "section",
       { class: "featmon-chart", "aria-label": "Firing frequency" },
@@ -120,17 +124,19 @@ export class FrequencyChart implements Component {
     );
   }
 
+  /** Cheap: keep the snapshot, update the text note and ask for a (later) chart redraw. */
   update(snapshot: Snapshot | null): void {
     this.snapshot = snapshot;
-    this.redraw(false);
+    this.updateNote();
+    this.requestDraw();
   }
 
-  /** Redraw if anything drawn changed (e.g. the theme). */
+  /** Ask for a redraw, which happens if anything drawn changed (e.g. the theme). */
   refresh(): void {
-    this.redraw(false);
+    this.requestDraw();
   }
 
-  private redraw(force: boolean): void {
+  private updateNote(): void {
     const s = this.snapshot;
     if (!s) {
       setText(this.summary, "no data yet");
@@ -142,6 +148,12 @@ export class FrequencyChart implements Component {
       `${formatInt(fired)} fired · ${formatInt(s.neverFired)} never fired · ` +
         `${formatInt(s.neverSeen)} never seen`,
     );
+  }
+
+  /** Draw the latest snapshot with plotly if anything drawn changed (or `force`). */
+  draw(force = false): void {
+    const s = this.snapshot;
+    if (!s) return;
     const theme = themeOf(this.el);
     const key =
       `${this.logY.checked}|${themeKey(theme)}|${s.neverFired}|` +

@@ -38,3 +38,67 @@ export class FrameScheduler {
     this.handle = null;
   }
 }
+
+/** Charts redraw at most this often (ms); the latest data is always drawn by a trailing redraw. */
+export const CHART_INTERVAL_MS = 250;
+
+/**
+ * Rate-limited frame callback: `request()` runs the callback on an animation frame, but not
+ * sooner than `intervalMs` after the previous run started. Requests while one is pending merge
+ * into it (the callback reads the latest state when it runs), so the last request is always
+ * followed by a run: a trailing redraw.
+ */
+export class ThrottledFrame {
+  private timer: ReturnType<typeof setTimeout> | null = null;
+  private frame: FrameHandle | null = null;
+  private last = -Infinity;
+  private running = false;
+  private again = false;
+
+  constructor(
+    private readonly callback: () => void,
+    private readonly intervalMs = CHART_INTERVAL_MS,
+  ) {}
+
+  request(): void {
+    if (this.running) {
+      this.again = true; // a request made by the callback itself: run once more afterwards
+      return;
+    }
+    if (this.timer !== null || this.frame !== null) return;
+    const wait = this.last + this.intervalMs - Date.now();
+    if (wait > 0) {
+      this.timer = setTimeout(() => {
+        this.timer = null;
+        this.frame = requestFrame(() => this.run());
+      }, wait);
+    } else {
+      this.frame = requestFrame(() => this.run());
+    }
+  }
+
+  private run(): void {
+    this.frame = null;
+    this.last = Date.now();
+    this.running = true;
+    this.again = false;
+    try {
+      this.callback();
+    } finally {
+      this.running = false;
+    }
+    if (this.again) this.request();
+  }
+
+  get pending(): boolean {
+    return this.timer !== null || this.frame !== null;
+  }
+
+  cancel(): void {
+    if (this.timer !== null) clearTimeout(this.timer);
+    if (this.frame !== null) cancelFrame(this.frame);
+    this.timer = null;
+    this.frame = null;
+    this.again = false;
+  }
+}

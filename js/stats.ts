@@ -5,6 +5,10 @@ export interface FeatmonStats {
   applied: number;
   /** Milliseconds the last apply took (performance.now() around it). */
   lastApplyMs: number;
+  /** Milliseconds the last chart redraw took (charts redraw after the apply, rate-limited). */
+  lastChartMs: number;
+  /** Chart redraws so far, by all views on the page. */
+  chartDraws: number;
 }
 
 declare global {
@@ -15,12 +19,22 @@ declare global {
 
 export function featmonStats(): FeatmonStats {
   const w = window;
-  if (!w.__featmonStats) w.__featmonStats = { applied: 0, lastApplyMs: 0 };
-  return w.__featmonStats;
+  if (!w.__featmonStats) w.__featmonStats = { applied: 0, lastApplyMs: 0, lastChartMs: 0, chartDraws: 0 };
+  const stats = w.__featmonStats;
+  // A page may install its own object (with only applied/lastApplyMs): add the chart fields.
+  if (typeof stats.lastChartMs !== "number") stats.lastChartMs = 0;
+  if (typeof stats.chartDraws !== "number") stats.chartDraws = 0;
+  return stats;
 }
 
 export function recordApply(ms: number): void {
   const stats = featmonStats();
   stats.applied += 1;
   stats.lastApplyMs = ms;
+}
+
+export function recordChart(ms: number): void {
+  const stats = featmonStats();
+  stats.chartDraws += 1;
+  stats.lastChartMs = ms;
 }

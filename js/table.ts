@@ -7,7 +7,7 @@
 import type { Component, ViewContext } from "./component";
 import { h, setAttr, setText } from "./dom";
 import { Feedback } from "./feedback";
-import { formatFloat, formatInt, formatPercent, fullPrecision } from "./format";
+import { formatCount, formatFloat, formatInt, formatPercent, fullPrecision } from "./format";
 import { MAX_SELECTED, METRICS, type Snapshot, type TableColumn } from "./protocol";
 
 interface ColumnDef {
@@ -32,8 +32,8 @@ export const COLUMNS: ColumnDef[] = [
     title: "fraction of tokens where the feature is active",
     format: formatPercent,
   },
-  { metric: "count", label: "count", title: "tokens with a finite value", format: formatInt },
-  { metric: "active_count", label: "active", title: "tokens where the feature is active", format: formatInt },
+  { metric: "count", label: "count", title: "tokens with a finite value", format: formatCount },
+  { metric: "active_count", label: "active", title: "tokens where the feature is active", format: formatCount },
   { metric: "std", label: "std", title: "standard deviation over all tokens", format: formatFloat },
 ];
 

@@ -108,9 +108,13 @@ export class ValuesChart implements Component {
   private snapshot: Snapshot | null = null;
   private lastKey = "";
 
-  constructor(ctx: ViewContext) {
+  /**
+   * `requestDraw` asks the view to call `draw()` later (rate-limited, off the snapshot apply);
+   * without it, whoever owns the chart calls `draw()` itself.
+   */
+  constructor(ctx: ViewContext, private readonly requestDraw: () => void = () => {}) {
     this.logY = h("input", { type: "checkbox", "data-testid": "values-log-y", checked: true });
-    this.logY.addEventListener("change", () => this.redraw(true), { signal: ctx.signal });
+    this.logY.addEventListener("change", () => this.draw(true), { signal: ctx.signal });
     this.el = h(
       "section",
       { class: "featmon-chart", "aria-label": "Activation values" },
@@ -125,14 +129,16 @@ export class ValuesChart implements Component {
     );
   }
 
+  /** Cheap: keep the snapshot, update the text note and ask for a (later) chart redraw. */
   update(snapshot: Snapshot | null): void {
     this.snapshot = snapshot;
-    this.redraw(false);
+    this.updateNote();
+    this.requestDraw();
   }
 
-  /** Redraw if anything drawn changed (e.g. the theme). */
+  /** Ask for a redraw, which happens if anything drawn changed (e.g. the theme). */
   refresh(): void {
-    this.redraw(false);
+    this.requestDraw();
   }
 
   /** Stable colours: a feature keeps its colour while shown; new ones take a free colour. */
@@ -146,16 +152,21 @@ export class ValuesChart implements Component {
     }
   }
 
-  private redraw(force: boolean): void {
-    const s = this.snapshot;
-    const values = s ? s.values : [];
+  private updateNote(): void {
+    const n = this.snapshot ? this.snapshot.values.length : 0;
     setText(
       this.note,
-      values.length === 0
+      n === 0
         ? "Click a feature in the table to show its activation histogram (up to 8)."
-        : `${values.length} selected · bin 0 counts tokens at or below the threshold`,
+        : `${n} selected · bin 0 counts tokens at or below the threshold`,
     );
+  }
+
+  /** Draw the latest snapshot with plotly if anything drawn changed (or `force`). */
+  draw(force = false): void {
+    const s = this.snapshot;
     if (!s) return;
+    const values = s.values;
     const theme = themeOf(this.el);
     const key =
       `${this.logY.checked}|${themeKey(theme)}|${s.valueEdges.join(",")}|` +

@@ -8,6 +8,7 @@ const plotly = vi.hoisted(() => ({
 vi.mock("plotly.js-basic-dist-min", () => ({ default: plotly }));
 
 import { SUCCESS_MS } from "./feedback";
+import { CHART_INTERVAL_MS } from "./schedule";
 import { NEVER_FIRED_LABEL } from "./frequencyChart";
 import { INACTIVE_X } from "./valuesChart";
 import { FakeModel, counts81, renderProps, snapshotMessage } from "./testing";
@@ -47,7 +48,8 @@ let cleanups: Array<() => void>;
 function mount(m: FakeModel = model, host: HTMLElement = el): { cleanup: () => void; root: El } {
   const cleanup = render(renderProps(m, host));
   cleanups.push(cleanup);
-  vi.advanceTimersToNextFrame();
+  vi.advanceTimersToNextFrame(); // the first apply
+  vi.advanceTimersToNextFrame(); // the first chart redraw, on its own frame
   return { cleanup, root: byTestId(host, "featmon-root") };
 }
 
@@ -160,7 +162,7 @@ describe("rendering a snapshot", () => {
   it("gives new array objects to Plotly.react on every data change", () => {
     mount();
     model.set("snapshot", snapshotMessage({ sequence: 2, frequencyCounts: Array(32).fill(1) }));
-    vi.advanceTimersToNextFrame();
+    vi.advanceTimersByTime(CHART_INTERVAL_MS + 20);
     const calls = plotCalls("chart-frequency");
     expect(calls).toHaveLength(2);
     expect(calls[1]!.data).not.toBe(calls[0]!.data);
@@ -176,6 +178,7 @@ describe("theme", () => {
     document.body.style.setProperty("--jp-ui-font-color1", "rgb(238, 238, 238)");
     await Promise.resolve(); // MutationObserver callbacks run as microtasks
     await Promise.resolve();
+    vi.advanceTimersByTime(CHART_INTERVAL_MS + 20); // the redraw is scheduled, rate-limited
     const calls = plotCalls("chart-frequency");
     expect(calls.length).toBe(before + 1);
     expect((calls[calls.length - 1]!.layout.font as { color: string }).color).toBe("rgb(238, 238, 238)");
@@ -185,6 +188,7 @@ describe("theme", () => {
     document.body.style.setProperty("--jp-ui-font-color1", "rgb(1, 2, 3)");
     await Promise.resolve();
     await Promise.resolve();
+    vi.advanceTimersByTime(CHART_INTERVAL_MS + 20);
     expect(plotly.react.mock.calls.length).toBe(after);
     document.body.style.removeProperty("--jp-ui-font-color1");
   });
@@ -237,6 +241,58 @@ describe("live updates", () => {
     expect(byTestId(b.root, "status-tokens").textContent).toBe("88");
     expect(el.children).toHaveLength(0);
     el2.remove();
+  });
+});
+
+describe("chart redraws", () => {
+  const freqSnapshot = (sequence: number) =>
+    snapshotMessage({ sequence, frequencyCounts: Array(32).fill(sequence) });
+
+  it("applies a snapshot without calling plotly; the charts redraw on a later frame", () => {
+    mount();
+    const before = plotly.react.mock.calls.length;
+    const applied = window.__featmonStats!.applied;
+    vi.advanceTimersByTime(CHART_INTERVAL_MS); // past the rate limit: the next redraw is not delayed
+    model.set("snapshot", freqSnapshot(2));
+    vi.advanceTimersToNextFrame();
+    expect(window.__featmonStats!.applied).toBe(applied + 1);
+    expect(plotly.react.mock.calls.length).toBe(before); // the apply only scheduled the charts
+    vi.advanceTimersToNextFrame();
+    expect(plotly.react.mock.calls.length).toBe(before + 1);
+    expect(lastPlot("chart-frequency").data[0]!.y).toEqual(Array(32).fill(2));
+    expect(window.__featmonStats!.lastChartMs).toBeGreaterThanOrEqual(0);
+    expect(window.__featmonStats!.chartDraws).toBeGreaterThan(0);
+  });
+
+  it("redraws at a bounded rate and always draws the latest data last", () => {
+    mount();
+    const start = plotCalls("chart-frequency").length;
+    // A snapshot every frame for 1 s: every one is applied, the charts redraw ~every 250 ms.
+    for (let seq = 2; seq < 2 + 60; seq++) {
+      model.set("snapshot", freqSnapshot(seq));
+      vi.advanceTimersByTime(1000 / 60);
+    }
+    const during = plotCalls("chart-frequency").length - start;
+    expect(during).toBeGreaterThanOrEqual(2);
+    expect(during).toBeLessThanOrEqual(Math.ceil(1000 / CHART_INTERVAL_MS) + 1);
+    // The trailing redraw shows the final snapshot.
+    vi.advanceTimersByTime(CHART_INTERVAL_MS + 50);
+    expect(lastPlot("chart-frequency").data[0]!.y).toEqual(Array(32).fill(61));
+    const settled = plotly.react.mock.calls.length;
+    vi.advanceTimersByTime(5 * CHART_INTERVAL_MS);
+    expect(plotly.react.mock.calls.length).toBe(settled); // nothing more to draw
+  });
+
+  it("cleanup cancels a pending chart redraw", () => {
+    const { cleanup } = mount();
+    model.set("snapshot", freqSnapshot(2));
+    vi.advanceTimersToNextFrame(); // applied; the chart redraw waits for the rate limit
+    expect(vi.getTimerCount()).toBeGreaterThan(0);
+    const calls = plotly.react.mock.calls.length;
+    cleanup();
+    expect(vi.getTimerCount()).toBe(0);
+    vi.advanceTimersByTime(5 * CHART_INTERVAL_MS);
+    expect(plotly.react.mock.calls.length).toBe(calls);
   });
 });
 

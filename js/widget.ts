@@ -1,6 +1,8 @@
 /**
  * One view of the widget: builds the components, applies snapshot changes once per animation
- * frame, ticks the status header, and returns a cleanup that removes everything it added.
+ * frame (status, table, records; the charts only schedule their redraw), redraws the charts on a
+ * later frame at a bounded rate, ticks the status header, and returns a cleanup that removes
+ * everything it added.
  */
 
 import type { RenderProps } from "@anywidget/types";
@@ -13,8 +15,8 @@ import { FrequencyChart } from "./frequencyChart";
 import { type Snapshot, decodeSnapshot } from "./protocol";
 import { RecentRecords } from "./records";
 import { watchTheme } from "./plot";
-import { FrameScheduler } from "./schedule";
-import { featmonStats, recordApply } from "./stats";
+import { CHART_INTERVAL_MS, FrameScheduler, ThrottledFrame } from "./schedule";
+import { featmonStats, recordApply, recordChart } from "./stats";
 import { StatusHeader } from "./status";
 import { TopTable } from "./table";
 import { ValuesChart } from "./valuesChart";
@@ -36,8 +38,17 @@ export function render({ model, el, signal }: RenderProps<FeatmonModel>): () => 
   const status = new StatusHeader();
   const controls = new Controls(ctx);
   const form = new ConfigForm(ctx);
-  const frequency = new FrequencyChart(ctx);
-  const values = new ValuesChart(ctx);
+  // Charts redraw off the snapshot apply, on their own frame, at most every CHART_INTERVAL_MS,
+  // always with the latest snapshot (a trailing redraw follows the last change).
+  const charts = new ThrottledFrame(() => {
+    const t0 = performance.now();
+    frequency.draw();
+    values.draw();
+    recordChart(performance.now() - t0);
+  }, CHART_INTERVAL_MS);
+  const requestCharts = (): void => charts.request();
+  const frequency = new FrequencyChart(ctx, requestCharts);
+  const values = new ValuesChart(ctx, requestCharts);
   const table = new TopTable(ctx);
   const records = new RecentRecords();
   const components: Component[] = [status, controls, form, frequency, values, table, records];
@@ -83,10 +94,7 @@ export function render({ model, el, signal }: RenderProps<FeatmonModel>): () => 
   model.on("change:snapshot", onSnapshot);
   scheduler.request(); // first draw on the next frame, once the view is attached
   const ticker = setInterval(() => status.tick(), TICK_MS);
-  const unwatchTheme = watchTheme(() => {
-    frequency.refresh();
-    values.refresh();
-  });
+  const unwatchTheme = watchTheme(requestCharts);
 
   let cleaned = false;
   const cleanup = (): void => {
@@ -95,6 +103,7 @@ export function render({ model, el, signal }: RenderProps<FeatmonModel>): () => 
     model.off("change:snapshot", onSnapshot);
     commands.close();
     scheduler.cancel();
+    charts.cancel();
     clearInterval(ticker);
     unwatchTheme();
     controller.abort();
