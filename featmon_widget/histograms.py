@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import torch
 
+from .features import DenseFeatures, SparseFeatures
+
 Tensor = torch.Tensor
 
 # Activation values: bin 0 holds inactive values (<= threshold); then log-spaced bins with four
@@ -48,11 +50,12 @@ class ValueHistograms:
                 new.counts[j] = self.counts[self.features.index(f)]
         return new
 
-    def update(self, acts: Tensor, valid: Tensor, threshold: float) -> None:
+    def update(self, features: DenseFeatures | SparseFeatures, valid: Tensor,
+               threshold: float) -> None:
         """Count the selected features' finite values in rows where `valid` is true."""
         if not self.features:
             return
-        x = acts.index_select(1, self._index).to(torch.float64)  # [N, S]
+        x = features.columns(self._index).to(torch.float64)  # [N, S]
         keep = (torch.isfinite(x) & valid[:, None]).to(torch.int64)
         log_bin = torch.bucketize(x, self._edges[1:-1], right=True) + 1
         bins = torch.where(x > threshold, log_bin, 0)

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import torch
 
+from .features import DenseFeatures, SparseFeatures
+
 Tensor = torch.Tensor
 
 # Names kept beyond history_size: a write whose rows were all padding adds a name but no record.
@@ -63,10 +65,10 @@ class HistoryRing:
         self._next_code = 0
         self._lock = threading.Lock()
 
-    def write(self, acts: Tensor, valid: Tensor, rows: Tensor, positions: Tensor,
-              request_id: str, timestamp: float) -> None:
-        """Append the last `size` valid rows of `acts` [N, F] (with `rows`, `positions` [N])."""
-        n = acts.shape[0]
+    def write(self, features: DenseFeatures | SparseFeatures, valid: Tensor, rows: Tensor,
+              positions: Tensor, request_id: str, timestamp: float) -> None:
+        """Append the last `size` valid rows of `features` (with `rows`, `positions` [N])."""
+        n = features.n
         keep_n = min(n, self.size)
         if keep_n == 0:
             return
@@ -85,12 +87,12 @@ class HistoryRing:
         dest = torch.where(filled, (self.written + torch.arange(keep_n, device=dev)) % self.size,
                            self.size)
 
-        chosen = acts.index_select(0, pick)
-        top_val, top_idx = torch.topk(chosen.float(), self.top_k, dim=1)
-        self.top_idx.index_copy_(0, dest, top_idx.to(torch.int32))
+        chosen = features.rows(pick)
+        top_idx, top_val = chosen.top(self.top_k)
+        self.top_idx.index_copy_(0, dest, top_idx)
         self.top_val.index_copy_(0, dest, top_val)
         if self.explicit:
-            self.values.index_copy_(0, dest, chosen.index_select(1, self._explicit_index).float())
+            self.values.index_copy_(0, dest, chosen.columns(self._explicit_index))
         self.request.index_fill_(0, dest, code)
         self.row.index_copy_(0, dest, rows.index_select(0, pick).to(torch.int32))
         self.position.index_copy_(0, dest, positions.index_select(0, pick))

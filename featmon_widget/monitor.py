@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from .config import MonitorConfig, _feature_list
+from .features import DenseFeatures, SparseFeatures
 from .fused import FusedEncoder
 from .histograms import ValueHistograms
 from .history import HistoryRing
@@ -28,7 +29,7 @@ from .schemas import (
     StatisticsResponse,
     TopFeaturesResponse,
 )
-from .stats import METRICS, MomentsKernel, RunningStats, shift_for
+from .stats import METRICS, MomentsKernel, RunningStats, shift_for, sparse_moments
 from .subscription import Subscription, check_snapshot_options
 
 Tensor = torch.Tensor
@@ -56,6 +57,11 @@ def _is_own_sae(sae: Any) -> bool:
     from .sae import SparseAutoencoder
 
     return isinstance(sae, SparseAutoencoder)
+
+
+def _has_sparse_encode(sae: Any) -> bool:
+    """Our TopK SAEs give (indices, values) directly."""
+    return _is_own_sae(sae) and sae.architecture == "topk"
 
 
 class FeatureMonitor:
@@ -187,7 +193,47 @@ class FeatureMonitor:
             flat = acts.reshape(batch * tokens, self.d_sae)
             shift = shift_for(flat, self._stats.mean, self._stats.count)
             moments = self._kernel(flat, valid, shift, self._config.threshold)
-            self._apply(flat, valid, pos, batch, tokens, request_id, shift, moments)
+            self._apply(DenseFeatures(flat), valid, pos, batch, tokens, request_id, shift,
+                        moments)
+
+    def on_sparse_activation(
+        self,
+        indices: Tensor,
+        values: Tensor,
+        request_id: str | None = None,
+        positions: Tensor | None = None,
+        mask: Tensor | None = None,
+    ) -> None:
+        """Record a TopK SAE's output in sparse form: `indices`, `values` [..., k] (every other
+        feature is 0; indices distinct within a token). Same statistics as `on_activation` of
+        the dense tensor, in O(k) instead of O(d_sae) work per token.
+        """
+        if not self._config.enabled:
+            return
+        for name, t in (("indices", indices), ("values", values)):
+            if not isinstance(t, Tensor):
+                raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+        if indices.shape != values.shape or indices.dim() == 0:
+            raise ValueError(f"indices {tuple(indices.shape)} and values "
+                             f"{tuple(values.shape)} must have one shape [..., k]")
+        if indices.dtype.is_floating_point or indices.dtype == torch.bool:
+            raise TypeError(f"indices must be integers, got {indices.dtype}")
+        request_id = request_id or self.current_request()
+        batch, tokens = _batch_tokens(indices.shape[:-1])
+        with self._lock, torch.no_grad():
+            self._adopt_device(values.device)
+            pos, valid = self._positions_for(request_id, batch, tokens, positions, mask)
+            self._record_sparse(indices, values, valid, pos, batch, tokens, request_id)
+
+    def _record_sparse(self, indices: Tensor, values: Tensor, valid: Tensor, pos: Tensor,
+                       batch: int, tokens: int, request_id: str) -> None:
+        k = indices.shape[-1]
+        features = SparseFeatures(indices.to(self.device).reshape(batch * tokens, k),
+                                  values.to(self.device).reshape(batch * tokens, k), self.d_sae)
+        shift = torch.where(self._stats.count > 0, self._stats.mean, 0.0)
+        moments = sparse_moments(features.indices, features.values, valid, shift,
+                                 self._config.threshold)
+        self._apply(features, valid, pos, batch, tokens, request_id, shift, moments)
 
     def encode_and_record(self, sae: Any, x: Tensor, request_id: str,
                           mask: Tensor | None = None, position_ids: Tensor | None = None) -> None:
@@ -209,13 +255,19 @@ class FeatureMonitor:
             x = x.to(self.device, non_blocking=True)
             pos, valid = self._positions_for(request_id, batch, tokens, None, mask,
                                              position_ids)
+            if _has_sparse_encode(sae):
+                # A TopK SAE's output is k values per token: record it without densifying.
+                indices, values = sae.encode_sparse(x)
+                self._record_sparse(indices, values, valid, pos, batch, tokens, request_id)
+                return
             flat, shift, moments = self._fused(
                 sae, x, valid, self._stats.mean, self._stats.count, self._config.threshold,
                 fuse=_is_own_sae(sae),
             )
             if flat.shape[-1] != self.d_sae:
                 raise ValueError(f"SAE gave {flat.shape[-1]} features; monitor has {self.d_sae}")
-            self._apply(flat, valid, pos, batch, tokens, request_id, shift, moments)
+            self._apply(DenseFeatures(flat), valid, pos, batch, tokens, request_id, shift,
+                        moments)
 
     def _positions_for(self, request_id: str, batch: int, tokens: int, positions: Tensor | None,
                        mask: Tensor | None, position_ids: Tensor | None = None
@@ -231,14 +283,15 @@ class FeatureMonitor:
                      torch.ones(batch, tokens, dtype=torch.bool, device=self.device))
         return pos.reshape(-1), valid.reshape(-1)
 
-    def _apply(self, flat: Tensor, valid: Tensor, pos: Tensor, batch: int, tokens: int,
-               request_id: str, shift: Tensor, moments: tuple[Tensor, ...]) -> None:
+    def _apply(self, features: DenseFeatures | SparseFeatures, valid: Tensor, pos: Tensor,
+               batch: int, tokens: int, request_id: str, shift: Tensor,
+               moments: tuple[Tensor, ...]) -> None:
         """Fold one pass into every store. Called with the lock held."""
         cfg = self._config
         self._stats.merge(shift, moments)
         rows = torch.arange(batch, device=self.device).repeat_interleave(tokens)
-        self._history.write(flat, valid, rows, pos, request_id, time.time())
-        self._values.update(flat, valid, cfg.threshold)
+        self._history.write(features, valid, rows, pos, request_id, time.time())
+        self._values.update(features, valid, cfg.threshold)
         self._tokens += valid.sum()
         self._forward_passes += 1
         if self._throttle is not None:

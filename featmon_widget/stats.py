@@ -71,6 +71,46 @@ def batch_moments(
     )
 
 
+def sparse_moments(
+    indices: Tensor, values: Tensor, valid: Tensor, shift: Tensor, threshold: float
+) -> tuple[Tensor, ...]:
+    """`batch_moments` of the dense matrix that is `values` at `indices` [N, k] and 0 elsewhere,
+    in O(N k) scatters instead of O(N d_sae). Indices within a row must be distinct.
+
+    Every valid row holds each feature: its stored value, or an implicit 0. Implicit zeros are
+    folded in by count (`zeros * shift**2` etc.) instead of being read.
+    """
+    f = shift.shape[0]
+    idx = indices.to(torch.int64).reshape(-1)
+    x = torch.where(valid[:, None], values.to(torch.float64), float("nan")).reshape(-1)
+    ok = (x - x) == 0
+    in_row = valid[:, None].expand(indices.shape).reshape(-1)
+
+    def scatter_sum(src: Tensor) -> Tensor:
+        return torch.zeros(f, dtype=src.dtype, device=src.device).scatter_add_(0, idx, src)
+
+    stored = scatter_sum(ok.to(torch.int64))
+    nan_count = scatter_sum((in_row & ~ok).to(torch.int64))
+    count = valid.sum() - nan_count
+    zeros = count - stored  # valid rows where the feature is an implicit 0
+    zeros_f = zeros.to(torch.float64)
+    d = torch.where(ok, x - shift[idx], 0.0)
+    s1 = scatter_sum(d) - zeros_f * shift
+    s2 = scatter_sum(d * d) + zeros_f * shift * shift
+    x_active = torch.where(ok, x, threshold)
+    active = x_active > threshold
+    zero_active = zeros if threshold < 0.0 else torch.zeros_like(zeros)  # 0 > threshold
+    active_count = scatter_sum(active.to(torch.int64)) + zero_active
+    active_sum = scatter_sum(torch.where(active, x_active, 0.0))
+    inf = torch.full((f,), float("inf"), dtype=torch.float64, device=x.device)
+    mn = inf.scatter_reduce(0, idx, torch.where(ok, x, float("inf")), "amin")
+    mx = (-inf).scatter_reduce(0, idx, torch.where(ok, x, float("-inf")), "amax")
+    has_zero = zeros > 0
+    mn = torch.where(has_zero, mn.clamp_max(0.0), mn)
+    mx = torch.where(has_zero, mx.clamp_min(0.0), mx)
+    return count, nan_count, active_count, active_sum, s1, s2, mn, mx
+
+
 def _chunked_eager_moments(
     acts: Tensor, valid: Tensor, shift: Tensor, threshold: float
 ) -> tuple[Tensor, ...]:
@@ -169,6 +209,13 @@ class RunningStats:
         """Fold `acts` [N, d_sae] (rows where `valid` is true) into the running statistics."""
         shift = shift_for(acts, self.mean, self.count)
         self.merge(shift, self.kernel(acts, valid, shift, threshold))
+
+    def update_sparse(self, indices: Tensor, values: Tensor, valid: Tensor,
+                      threshold: float) -> None:
+        """Fold top-k features `(indices, values)` [N, k] (0 elsewhere) into the statistics."""
+        # Implicit zeros dominate a TopK SAE's output, so 0 is a shift near the data.
+        shift = torch.where(self.count > 0, self.mean, 0.0)
+        self.merge(shift, sparse_moments(indices, values, valid, shift, threshold))
 
     def merge(self, shift: Tensor, moments: tuple[Tensor, ...]) -> None:
         """Fold one batch's `batch_moments` (taken against `shift`) into the running totals."""

@@ -2,6 +2,7 @@ import math
 
 import torch
 
+from featmon_widget.features import DenseFeatures
 from featmon_widget.histograms import (
     FREQUENCY_BIN_COUNT,
     FREQUENCY_EDGES,
@@ -29,7 +30,7 @@ def test_value_histograms_count_inactive_and_log_bins_excluding_padding_and_nan(
     acts = torch.tensor([[0.0, 9.0, 1.0], [0.5, 9.0, float("nan")], [2.0, 9.0, 1e9],
                          [7.0, 9.0, 7.0]])
     valid = torch.tensor([True, True, True, False])
-    h.update(acts, valid, threshold=0.0)
+    h.update(DenseFeatures(acts), valid, threshold=0.0)
     counts = h.counts
     assert counts.shape == (2, VALUE_BIN_COUNT)
     assert counts[0].sum() == 3 and counts[1].sum() == 2  # NaN and the padded row left out

@@ -1,5 +1,6 @@
 import torch
 
+from featmon_widget.features import DenseFeatures, SparseFeatures
 from featmon_widget.history import HistoryRing
 
 CPU = torch.device("cpu")
@@ -8,7 +9,8 @@ CPU = torch.device("cpu")
 def _write(ring, acts, valid=None, request="r"):
     n = acts.shape[0]
     valid = torch.ones(n, dtype=torch.bool) if valid is None else valid
-    ring.write(acts, valid, torch.zeros(n, dtype=torch.long), torch.arange(n), request, 1.0)
+    ring.write(DenseFeatures(acts), valid, torch.zeros(n, dtype=torch.long), torch.arange(n),
+               request, 1.0)
 
 
 def test_ring_keeps_the_last_valid_rows_in_order():
@@ -63,3 +65,18 @@ def test_clear_returns_count():
     _write(ring, torch.rand(4, 2))
     assert ring.clear() == 4
     assert ring.count() == 0 and len(ring.read()) == 0
+
+
+def test_sparse_features_give_the_same_records_as_dense():
+    gen = torch.Generator().manual_seed(0)
+    values, indices = torch.topk(torch.rand(6, 10, generator=gen), 3, dim=1)
+    sparse = SparseFeatures(indices, values, 10)
+    a, b = HistoryRing(4, 5, (0, 4), CPU), HistoryRing(4, 5, (0, 4), CPU)
+    valid = torch.ones(6, dtype=torch.bool)
+    rows, pos = torch.zeros(6, dtype=torch.long), torch.arange(6)
+    a.write(DenseFeatures(sparse.dense()), valid, rows, pos, "r", 1.0)
+    b.write(sparse, valid, rows, pos, "r", 1.0)
+    ra, rb = a.read(), b.read()
+    assert ra.values == rb.values
+    assert [r[:3] for r in ra.top_idx] == [r[:3] for r in rb.top_idx]
+    assert [r[3:] for r in rb.top_idx] == [[-1, -1]] * 4  # past the stored k

@@ -245,3 +245,44 @@ def test_snapshot_nan_values_are_json_safe():
     assert np.frombuffer(snap.table_features, "<i4").tolist() == [0]
     assert np.frombuffer(snap.table_columns["count"], "<f8").tolist() == [0.0]
     assert np.isnan(np.frombuffer(snap.table_columns["mean"], "<f8")[0])
+
+
+def test_sparse_activation_equals_dense():
+    gen = torch.Generator().manual_seed(3)
+    values, indices = torch.topk(torch.rand(2, 6, 20, generator=gen), 4, dim=-1)
+    dense = torch.zeros(2, 6, 20).scatter_(-1, indices, values)
+    a = FeatureMonitor(20, features=[0, 5], selected=[5], top_k=6)
+    b = FeatureMonitor(20, features=[0, 5], selected=[5], top_k=6)
+    mask = torch.ones(2, 6)
+    mask[1, :2] = 0
+    a.on_activation(dense, request_id="r", mask=mask)
+    b.on_sparse_activation(indices, values, request_id="r", mask=mask)
+    for ra, rb in zip(a.get_statistics(list(range(20))).features,
+                      b.get_statistics(list(range(20))).features, strict=True):
+        assert (ra.count, ra.active_count, ra.min, ra.max, ra.nan_count) == \
+            (rb.count, rb.active_count, rb.min, rb.max, rb.nan_count)
+        assert ra.mean == pytest.approx(rb.mean, rel=1e-12, abs=1e-15)
+        assert ra.std == pytest.approx(rb.std, rel=1e-9, abs=1e-15)
+    ha, hb = a.get_history(limit=100).records, b.get_history(limit=100).records
+    assert [r.activations for r in ha] == [r.activations for r in hb]
+    assert [r.top_k for r in ha] == [r.top_k for r in hb]
+    assert a.snapshot().value_counts == b.snapshot().value_counts
+    with pytest.raises(ValueError, match="one shape"):
+        b.on_sparse_activation(indices, values[..., :2])
+    with pytest.raises(TypeError, match="integers"):
+        b.on_sparse_activation(values, values)
+
+
+def test_topk_sae_is_recorded_through_the_sparse_path():
+    gen = torch.Generator().manual_seed(4)
+    w = torch.randn(8, 30, generator=gen)
+    sae = SparseAutoencoder.from_tensors(w, torch.zeros(30), w.T.contiguous(), torch.zeros(8),
+                                         architecture="topk", k=5)
+    x = torch.randn(3, 7, 8, generator=gen)
+    a, b = FeatureMonitor.for_sae(sae, compile=False), FeatureMonitor.for_sae(sae, compile=False)
+    a.encode_and_record(sae, x, "r")
+    b.on_activation(sae.encode(x), request_id="r")
+    for ra, rb in zip(a.get_statistics().features, b.get_statistics().features, strict=True):
+        assert (ra.count, ra.active_count, ra.min, ra.max) == \
+            (rb.count, rb.active_count, rb.min, rb.max)
+        assert ra.mean == pytest.approx(rb.mean, rel=1e-12, abs=1e-15)

@@ -89,3 +89,11 @@ def test_guard_catches_a_host_read():
     with guard:
         torch.ones(3).sum().item()
     assert guard.seen == ["aten::_local_scalar_dense"]
+
+
+def test_sparse_path_runs_on_meta_tensors():
+    m = FeatureMonitor(24, device="meta", features=[1], selected=[2], top_k=12, compile=False)
+    m.on_sparse_activation(torch.empty(2, 5, 8, dtype=torch.long, device="meta"),
+                           torch.empty(2, 5, 8, device="meta"),
+                           mask=torch.empty(2, 5, device="meta"))
+    assert m._stats.count.device.type == "meta"

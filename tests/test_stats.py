@@ -159,3 +159,30 @@ def test_compile_failure_falls_back_to_eager(monkeypatch):
         out = kernel(x, torch.ones(4, dtype=torch.bool), torch.zeros(3, dtype=torch.float64), 0.0)
     assert kernel.mode == "eager"
     assert out[0].tolist() == [4, 4, 4]
+
+
+@settings(max_examples=40, deadline=None)
+@given(data=st.data(), n=st.integers(1, 30), f=st.integers(2, 12),
+       threshold=st.sampled_from([0.0, 0.4, -0.5]))
+def test_property_sparse_topk_path_equals_dense(data, n, f, threshold):
+    """The O(N k) scatter path gives the dense path's statistics for TopK outputs."""
+    k = data.draw(st.integers(1, f))
+    seed = data.draw(st.integers(0, 2**31 - 1))
+    gen = torch.Generator().manual_seed(seed)
+    values, indices = torch.topk(torch.randn(n, f, generator=gen), k, dim=1)
+    values = torch.relu(values)
+    if data.draw(st.booleans()):
+        values[0, 0] = float("nan")
+    valid = torch.rand(n, generator=gen) > 0.3
+    dense = torch.zeros(n, f).scatter_(1, indices, values)
+    a = RunningStats(f, torch.device("cpu"), MomentsKernel(compile=False))
+    b = RunningStats(f, torch.device("cpu"), MomentsKernel(compile=False))
+    half = n // 2
+    for part in (slice(0, half), slice(half, n)):
+        if part.stop > part.start:
+            a.update(dense[part], valid[part], threshold)
+            b.update_sparse(indices[part], values[part], valid[part], threshold)
+    for name in ("count", "nan_count", "active_count", "min", "max"):
+        assert torch.equal(getattr(a, name), getattr(b, name)), name
+    for name in ("mean", "m2", "active_sum"):
+        torch.testing.assert_close(getattr(a, name), getattr(b, name), rtol=1e-12, atol=1e-12)

@@ -1,0 +1,80 @@
+"""One forward pass's features, dense `[N, d_sae]` or sparse top-k `(indices, values)`.
+
+The history and the value histograms only need a few columns and each token's strongest
+features; both forms answer those without the other's cost (a TopK SAE never materialises its
+dense output on the monitor's path).
+"""
+
+from __future__ import annotations
+
+import torch
+
+Tensor = torch.Tensor
+
+
+class DenseFeatures:
+    """Features as a dense `[N, d_sae]` tensor."""
+
+    def __init__(self, acts: Tensor) -> None:
+        self.acts = acts
+
+    @property
+    def n(self) -> int:
+        """Number of rows (tokens)."""
+        return self.acts.shape[0]
+
+    def rows(self, pick: Tensor) -> DenseFeatures:
+        """The rows at `pick`."""
+        return DenseFeatures(self.acts.index_select(0, pick))
+
+    def top(self, k: int) -> tuple[Tensor, Tensor]:
+        """Each row's k strongest features: (indices int32 [N, k], values float32 [N, k])."""
+        values, indices = torch.topk(self.acts.float(), k, dim=1)
+        return indices.to(torch.int32), values
+
+    def columns(self, index: Tensor) -> Tensor:
+        """Values of the features `index` [E] per row, float32 [N, E]."""
+        return self.acts.index_select(1, index).float()
+
+
+class SparseFeatures:
+    """Features as each row's `(indices [N, k], values [N, k])`; every other feature is 0.
+
+    Indices within a row must be distinct (as a top-k gives them).
+    """
+
+    def __init__(self, indices: Tensor, values: Tensor, d_sae: int) -> None:
+        self.indices = indices.to(torch.int64)
+        self.values = values
+        self.d_sae = d_sae
+
+    @property
+    def n(self) -> int:
+        """Number of rows (tokens)."""
+        return self.indices.shape[0]
+
+    def rows(self, pick: Tensor) -> SparseFeatures:
+        """The rows at `pick`."""
+        return SparseFeatures(self.indices.index_select(0, pick),
+                              self.values.index_select(0, pick), self.d_sae)
+
+    def top(self, k: int) -> tuple[Tensor, Tensor]:
+        """Each row's k strongest features; past the stored k, index -1 with value 0."""
+        have = self.indices.shape[1]
+        values, order = torch.topk(self.values.float(), min(k, have), dim=1)
+        indices = self.indices.gather(1, order).to(torch.int32)
+        if k > have:
+            pad = k - have
+            indices = torch.cat([indices, indices.new_full((self.n, pad), -1)], 1)
+            values = torch.cat([values, values.new_zeros(self.n, pad)], 1)
+        return indices, values
+
+    def columns(self, index: Tensor) -> Tensor:
+        """Values of the features `index` [E] per row (0 where not among the row's top-k)."""
+        hit = self.indices[:, :, None] == index[None, None, :]  # [N, k, E]
+        return torch.where(hit, self.values.float()[:, :, None], 0.0).sum(1)
+
+    def dense(self) -> Tensor:
+        """The dense `[N, d_sae]` form (for tests and fallbacks)."""
+        out = torch.zeros(self.n, self.d_sae, dtype=self.values.dtype, device=self.values.device)
+        return out.scatter_(1, self.indices, self.values)
