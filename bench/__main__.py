@@ -9,7 +9,15 @@ from pathlib import Path
 
 import torch
 
-from .cases import Row, forward_cases, machine, seed_case, snapshot_case, update_cases
+from .cases import (
+    Row,
+    forward_cases,
+    machine,
+    seed_case,
+    snapshot_case,
+    topk_cases,
+    update_cases,
+)
 
 
 def _table(rows: list[Row]) -> str:
@@ -40,11 +48,15 @@ def main() -> None:
     if args.quick:
         repeat = args.repeat or 3
         shapes, tokens, d_in, d_sae = [(128, 2048)], 64, 64, 512
+        topk_shape = (128, 4096)
     else:
         repeat = args.repeat or 9
-        shapes, tokens, d_in, d_sae = [(1024, 24576), (4096, 24576)], 1024, 768, 24576
+        shapes = [(1024, 24576), (4096, 24576), (256, 131072)]
+        tokens, d_in, d_sae = 1024, 768, 24576
+        topk_shape = (1024, 65536)
     dtypes = [torch.float32, torch.bfloat16]
     rows = update_cases(shapes, dtypes, repeat, device)
+    rows += topk_cases(*topk_shape, [32, 64], repeat, device)
     rows += forward_cases(tokens, d_in, d_sae, repeat, device)
     rows += seed_case(repeat)
     rows += snapshot_case(131072 if not args.quick else 4096, repeat)

@@ -93,6 +93,27 @@ def _update_group(n: int, f: int, dtype: torch.dtype, repeat: int,
                 extra if name == "fused statistics update" else None) for name in cases]
 
 
+def topk_cases(n: int, f: int, ks: list[int], repeat: int, device: torch.device) -> list[Row]:
+    """The TopK SAE path, update from (indices, values), against the dense update."""
+    return [row for k in ks for row in _topk_group(n, f, k, repeat, device)]
+
+
+def _topk_group(n: int, f: int, k: int, repeat: int, device: torch.device) -> list[Row]:
+    gen = torch.Generator(device=device).manual_seed(k)
+    group = f"TopK update {n} tok, d_sae {f}, k={k}"
+    values, indices = torch.topk(torch.randn(n, f, generator=gen, device=device), k, dim=1)
+    values = torch.relu(values)
+    dense = torch.zeros(n, f, device=device).scatter_(1, indices, values)
+    valid = torch.ones(n, dtype=torch.bool, device=device)
+    compiled = RunningStats(f, device, MomentsKernel(compile=True))
+    sparse = RunningStats(f, device, MomentsKernel(compile=True))
+    dense_s, sparse_s = interleaved_medians(
+        [lambda: compiled.update(dense, valid, 0.0),
+         lambda: sparse.update_sparse(indices, values, valid, 0.0)], repeat, 3, device)
+    return [Row(group, "dense fused update", dense_s),
+            Row(group, "sparse (indices, values) update", sparse_s, "dense fused update")]
+
+
 def seed_case(repeat: int) -> list[Row]:
     """The seed's per-value host reads against our update, at a small size (1 x 4096)."""
     f = 4096
