@@ -34,7 +34,7 @@ def snapshot_figure(snap: Snapshot) -> go.Figure:
 
     features = np.frombuffer(snap.value_features, "<i4")
     value_edges = np.frombuffer(snap.value_edges, "<f4")
-    value_counts = np.frombuffer(snap.value_counts, "<f8").reshape(len(features), -1)
+    value_counts = np.frombuffer(snap.value_counts, "<f8").reshape(len(features), len(value_edges))
     bin_labels = ["inactive", *(f"{lo:.3g}..{hi:.3g}"
                                 for lo, hi in zip(value_edges[:-1], value_edges[1:], strict=True))]
     for feature, row in zip(features.tolist(), value_counts, strict=True):

