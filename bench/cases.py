@@ -159,16 +159,22 @@ class TinyModel(nn.Module):
         return x
 
 
-def forward_cases(tokens: int, d_in: int, d_sae: int, repeat: int,
-                  device: torch.device) -> list[Row]:
-    """A hooked forward with the monitor against the same forward plus a plain encode."""
+def model_and_saes(d_in: int, d_sae: int, device: torch.device
+                   ) -> tuple[TinyModel, SparseAutoencoder, ForeignSAE]:
+    """A small model and two SAEs with the same weights: ours (fusable) and a foreign one."""
     torch.manual_seed(0)
     model = TinyModel(d_in).to(device).eval()
     w_enc = torch.randn(d_in, d_sae, device=device) / d_in**0.5
-    b_enc = torch.full((d_sae,), -0.8, device=device)
+    b_enc = torch.full((d_sae,), -0.8, device=device)  # about 20% of features fire
     ours = SparseAutoencoder.from_tensors(w_enc, b_enc, w_enc.T.contiguous(),
                                           torch.zeros(d_in, device=device))
-    foreign = ForeignSAE(w_enc.clone(), b_enc.clone()).to(device)
+    return model, ours, ForeignSAE(w_enc.clone(), b_enc.clone()).to(device)
+
+
+def forward_cases(tokens: int, d_in: int, d_sae: int, repeat: int,
+                  device: torch.device) -> list[Row]:
+    """A hooked forward with the monitor against the same forward plus a plain encode."""
+    model, ours, foreign = model_and_saes(d_in, d_sae, device)
     x = torch.randn(1, tokens, d_in, device=device)
     group = f"hooked forward {tokens} tok, SAE {d_in}->{d_sae}"
     captured: dict[str, torch.Tensor] = {}

@@ -12,9 +12,9 @@ import sys
 
 import torch
 
-from featmon_widget import FeatureMonitor, SparseAutoencoder
+from featmon_widget import FeatureMonitor
 
-from .cases import ForeignSAE, TinyModel
+from .cases import model_and_saes
 
 
 def _check_no_sync(label: str, step, warmup: int = 3, steps: int = 5) -> None:
@@ -61,12 +61,7 @@ def main() -> int:
     _check_no_sync("on_sparse_activation (k=64)",
                    lambda: sparse.on_sparse_activation(indices, values))
 
-    model = TinyModel(d_in).to(dev).eval()
-    w_enc = torch.randn(d_in, d_sae, device=dev) / d_in**0.5
-    b_enc = torch.full((d_sae,), -0.8, device=dev)
-    ours = SparseAutoencoder.from_tensors(w_enc, b_enc, w_enc.T.contiguous(),
-                                          torch.zeros(d_in, device=dev))
-    foreign = ForeignSAE(w_enc.clone(), b_enc.clone()).to(dev)
+    model, ours, foreign = model_and_saes(d_in, d_sae, dev)
     x = torch.randn(4, tokens, d_in, device=dev)
     for label, sae in (("our SAE, fused", ours), ("foreign SAE", foreign)):
         m = FeatureMonitor.for_sae(sae, device=dev)
