@@ -1,0 +1,23 @@
+"""`python -m bench --quick` keeps working: every case runs and the table and JSON come out."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_quick_bench_prints_the_ratio_table_and_writes_json(tmp_path):
+    out = tmp_path / "bench.json"
+    result = subprocess.run([sys.executable, "-m", "bench", "--quick", "--json", str(out)],
+                            cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    for needle in ("fused statistics update", "sparse (indices, values) update",
+                   "hooked forward with monitor (our SAE, fused)", "seed per-value .item() loop",
+                   "build snapshot"):
+        assert needle in result.stdout
+    rows = json.loads(out.read_text())["rows"]
+    assert all(r["seconds"] > 0 for r in rows)
+    assert {r["extra"]["mode"] for r in rows if r["name"] == "fused statistics update"} == \
+        {"compiled"}
