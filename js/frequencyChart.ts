@@ -4,11 +4,11 @@
  */
 
 import type Plotly from "plotly.js-basic-dist-min";
-import type { Component, ViewContext } from "./component";
-import { h, setText } from "./dom";
+import { ChartFrame } from "./chartFrame";
+import type { ViewContext } from "./component";
+import { setText } from "./dom";
 import { formatInt } from "./format";
-import { PlotArea, baseLayout, themeKey, themeOf } from "./plot";
-import type { Snapshot } from "./protocol";
+import { baseLayout, themeKey, themeOf } from "./plot";
 
 export const NEVER_FIRED_LABEL = "never fired";
 
@@ -95,63 +95,40 @@ export function frequencyFigure(
   return { data, layout };
 }
 
-export class FrequencyChart implements Component {
-  readonly el: HTMLElement;
-  readonly plot = new PlotArea("chart-frequency", "Histogram of feature firing frequencies");
-  private readonly summary = h("div", { class: "featmon-chart-note", "data-testid": "freq-summary" });
-  private readonly logY: HTMLInputElement;
+export class FrequencyChart extends ChartFrame {
   private lastKey = "";
-  private snapshot: Snapshot | null = null;
 
-  /**
-   * `requestDraw` asks the view to call `draw()` later (rate-limited, off the snapshot apply);
-   * without it, whoever owns the chart calls `draw()` itself.
-   */
-  constructor(ctx: ViewContext, private readonly requestDraw: () => void = () => {}) {
-    this.logY = h("input", { type: "checkbox", "data-testid": "freq-log-y" });
-    this.logY.addEventListener("change", () => this.draw(true), { signal: ctx.signal });
-    this.el = h(
-      "section",
-      { class: "featmon-chart", "aria-label": "Firing frequency" },
-      h(
-        "div",
-        { class: "featmon-chart-head" },
-        h("h3", {}, "Firing frequency across features"),
-        h("label", { class: "featmon-check" }, this.logY, "log y"),
-      ),
-      this.plot.div,
-      this.summary,
+  constructor(ctx: ViewContext, requestDraw?: () => void) {
+    super(
+      ctx,
+      {
+        label: "Firing frequency",
+        title: "Firing frequency across features",
+        plotTestId: "chart-frequency",
+        plotLabel: "Histogram of feature firing frequencies",
+        noteTestId: "freq-summary",
+        logYTestId: "freq-log-y",
+        logYDefault: false,
+      },
+      requestDraw,
     );
   }
 
-  /** Cheap: keep the snapshot, update the text note and ask for a (later) chart redraw. */
-  update(snapshot: Snapshot | null): void {
-    this.snapshot = snapshot;
-    this.updateNote();
-    this.requestDraw();
-  }
-
-  /** Ask for a redraw, which happens if anything drawn changed (e.g. the theme). */
-  refresh(): void {
-    this.requestDraw();
-  }
-
-  private updateNote(): void {
+  protected override updateNote(): void {
     const s = this.snapshot;
     if (!s) {
-      setText(this.summary, "no data yet");
+      setText(this.note, "no data yet");
       return;
     }
     const fired = s.frequencyCounts.reduce((a, b) => a + b, 0);
     setText(
-      this.summary,
+      this.note,
       `${formatInt(fired)} fired · ${formatInt(s.neverFired)} never fired · ` +
         `${formatInt(s.neverSeen)} never seen`,
     );
   }
 
-  /** Draw the latest snapshot with plotly if anything drawn changed (or `force`). */
-  draw(force = false): void {
+  override draw(force = false): void {
     const s = this.snapshot;
     if (!s) return;
     const theme = themeOf(this.el);
@@ -162,9 +139,5 @@ export class FrequencyChart implements Component {
     this.lastKey = key;
     const fig = frequencyFigure(s.frequencyEdges, s.frequencyCounts, s.neverFired, this.logY.checked, theme);
     this.plot.draw(fig.data, fig.layout);
-  }
-
-  destroy(): void {
-    this.plot.destroy();
   }
 }

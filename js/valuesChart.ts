@@ -5,11 +5,12 @@
  */
 
 import type Plotly from "plotly.js-basic-dist-min";
-import type { Component, ViewContext } from "./component";
-import { h, setText } from "./dom";
+import { ChartFrame } from "./chartFrame";
+import type { ViewContext } from "./component";
+import { setText } from "./dom";
 import { formatEdge, formatInt, formatPercent } from "./format";
-import { PALETTE, PlotArea, type Theme, baseLayout, themeKey, themeOf } from "./plot";
-import type { Snapshot, ValueHistogram } from "./protocol";
+import { PALETTE, type Theme, baseLayout, themeKey, themeOf } from "./plot";
+import type { ValueHistogram } from "./protocol";
 
 export const INACTIVE_LABEL = "inactive";
 /** Axis ticks every this many edges (2 octaves with the kernel's 4 bins per octave). */
@@ -99,46 +100,24 @@ export function valuesFigure(
   return { data, layout };
 }
 
-export class ValuesChart implements Component {
-  readonly el: HTMLElement;
-  readonly plot = new PlotArea("chart-values", "Activation value histograms of selected features");
-  private readonly note = h("div", { class: "featmon-chart-note", "data-testid": "values-note" });
-  private readonly logY: HTMLInputElement;
+export class ValuesChart extends ChartFrame {
   private readonly colors = new Map<number, string>();
-  private snapshot: Snapshot | null = null;
   private lastKey = "";
 
-  /**
-   * `requestDraw` asks the view to call `draw()` later (rate-limited, off the snapshot apply);
-   * without it, whoever owns the chart calls `draw()` itself.
-   */
-  constructor(ctx: ViewContext, private readonly requestDraw: () => void = () => {}) {
-    this.logY = h("input", { type: "checkbox", "data-testid": "values-log-y", checked: true });
-    this.logY.addEventListener("change", () => this.draw(true), { signal: ctx.signal });
-    this.el = h(
-      "section",
-      { class: "featmon-chart", "aria-label": "Activation values" },
-      h(
-        "div",
-        { class: "featmon-chart-head" },
-        h("h3", {}, "Activation values of selected features"),
-        h("label", { class: "featmon-check" }, this.logY, "log y"),
-      ),
-      this.plot.div,
-      this.note,
+  constructor(ctx: ViewContext, requestDraw?: () => void) {
+    super(
+      ctx,
+      {
+        label: "Activation values",
+        title: "Activation values of selected features",
+        plotTestId: "chart-values",
+        plotLabel: "Activation value histograms of selected features",
+        noteTestId: "values-note",
+        logYTestId: "values-log-y",
+        logYDefault: true,
+      },
+      requestDraw,
     );
-  }
-
-  /** Cheap: keep the snapshot, update the text note and ask for a (later) chart redraw. */
-  update(snapshot: Snapshot | null): void {
-    this.snapshot = snapshot;
-    this.updateNote();
-    this.requestDraw();
-  }
-
-  /** Ask for a redraw, which happens if anything drawn changed (e.g. the theme). */
-  refresh(): void {
-    this.requestDraw();
   }
 
   /** Stable colours: a feature keeps its colour while shown; new ones take a free colour. */
@@ -152,7 +131,7 @@ export class ValuesChart implements Component {
     }
   }
 
-  private updateNote(): void {
+  protected override updateNote(): void {
     const n = this.snapshot ? this.snapshot.values.length : 0;
     setText(
       this.note,
@@ -162,8 +141,7 @@ export class ValuesChart implements Component {
     );
   }
 
-  /** Draw the latest snapshot with plotly if anything drawn changed (or `force`). */
-  draw(force = false): void {
+  override draw(force = false): void {
     const s = this.snapshot;
     if (!s) return;
     const values = s.values;
@@ -176,9 +154,5 @@ export class ValuesChart implements Component {
     this.assignColors(values.map((v) => v.feature));
     const fig = valuesFigure(values, s.valueEdges, this.colors, this.logY.checked, theme);
     this.plot.draw(fig.data, fig.layout);
-  }
-
-  destroy(): void {
-    this.plot.destroy();
   }
 }
