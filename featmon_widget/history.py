@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from .features import DenseFeatures, SparseFeatures
+from .transfer import start_copy
 
 Tensor = torch.Tensor
 
@@ -148,23 +149,33 @@ class HistoryRing:
         """Records currently held."""
         return int(min(int(self.written), self.size))
 
-    def read(self, last: int | None = None) -> HistoryRows:
-        """Copy the held records (only the newest `last` if given) to the host, oldest first."""
-        written = int(self.written)
-        held = min(written, self.size)
-        if last is not None:
-            held = min(held, last)
-        start = (written - held) % self.size
-        order = (torch.arange(held, device=self.device) + start) % self.size
-        cols = [self.top_idx, self.top_val, self.values, self.request, self.row, self.position,
-                self.timestamp]
-        top_idx, top_val, values, request, row, position, timestamp = (
-            c.index_select(0, order).cpu().tolist() for c in cols
-        )
+    def gather_last(self, last: int) -> tuple[list[Tensor], Tensor, dict[int, str]]:
+        """The newest `last` slots on the device, oldest first, and how many of them hold a
+        record; reads nothing back to the host (see `rows_from`)."""
+        want = min(max(last, 0), self.size)
+        n = max(1, want)  # gather at least one slot; `held` says how many are records
+        order = (self.written - n + torch.arange(n, device=self.device)) % self.size
+        cols = [c.index_select(0, order) for c in (self.top_idx, self.top_val, self.values,
+                                                    self.request, self.row, self.position,
+                                                    self.timestamp)]
         with self._lock:
             names = dict(self._request_names)
+        return cols, self.written.clamp_max(want), names
+
+    @staticmethod
+    def rows_from(cols: list[Tensor], held: int, names: dict[int, str]) -> HistoryRows:
+        """`HistoryRows` from host copies of `gather_last`'s columns."""
+        top_idx, top_val, values, request, row, position, timestamp = (
+            c[c.shape[0] - held:].tolist() for c in cols
+        )
         return HistoryRows(
             top_idx=top_idx, top_val=top_val, values=values,
             request_ids=[names.get(c, "?") for c in request],
             rows=row, positions=position, timestamps=timestamp,
         )
+
+    def read(self, last: int | None = None) -> HistoryRows:
+        """Copy the held records (only the newest `last` if given) to the host, oldest first."""
+        cols, held, names = self.gather_last(self.size if last is None else last)
+        *host, held_h = start_copy([*cols, held])()
+        return self.rows_from(host, int(held_h), names)

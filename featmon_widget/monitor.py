@@ -339,29 +339,33 @@ class FeatureMonitor:
     def state(self) -> MonitorState:
         """Configuration, attachment, totals and errors."""
         with self._lock:
-            cfg = self._config
-            return MonitorState(
-                enabled=cfg.enabled,
-                sae_attached=self.sae is not None,
-                hook_attached=bool(self._hooks),
-                hook_point=self._hook_point,
-                sae_id=_sae_id(self.sae),
-                d_sae=self.d_sae,
-                monitored_features=list(cfg.features) if cfg.features is not None else None,
-                selected_features=list(cfg.selected),
-                history_size=cfg.history_size,
-                history_count=self._history.count(),
-                top_k=cfg.top_k,
-                threshold=cfg.threshold,
-                throttle_ms=cfg.throttle_ms,
-                total_tokens=int(self._tokens),
-                forward_passes=self._forward_passes,
-                since=self._since,
-                active_since=self._active_since,
-                device=str(self.device),
-                errors=self._errors,
-                last_error=self._last_error,
-            )
+            return self._state(int(self._tokens), self._history.count())
+
+    def _state(self, total_tokens: int, history_count: int) -> MonitorState:
+        """The state, given the two totals that live on the device. Lock held."""
+        cfg = self._config
+        return MonitorState(
+            enabled=cfg.enabled,
+            sae_attached=self.sae is not None,
+            hook_attached=bool(self._hooks),
+            hook_point=self._hook_point,
+            sae_id=_sae_id(self.sae),
+            d_sae=self.d_sae,
+            monitored_features=list(cfg.features) if cfg.features is not None else None,
+            selected_features=list(cfg.selected),
+            history_size=cfg.history_size,
+            history_count=history_count,
+            top_k=cfg.top_k,
+            threshold=cfg.threshold,
+            throttle_ms=cfg.throttle_ms,
+            total_tokens=total_tokens,
+            forward_passes=self._forward_passes,
+            since=self._since,
+            active_since=self._active_since,
+            device=str(self.device),
+            errors=self._errors,
+            last_error=self._last_error,
+        )
 
     @property
     def config(self) -> MonitorConfig:
@@ -469,11 +473,12 @@ class FeatureMonitor:
 
     def snapshot(self, table_rows: int = 50, metric: str = "mean", records: int = 20) -> Snapshot:
         """A bounded summary for the frontend (see `Snapshot`)."""
-        from .snapshot import MAX_RECORDS, build_snapshot
+        from .snapshot import MAX_RECORDS, finish_snapshot, gather_snapshot
 
         check_snapshot_options(table_rows, metric, records, MAX_RECORDS)
-        with self._lock:
-            return build_snapshot(self, next(self._sequence), table_rows, metric, records)
+        with self._lock:  # only enqueue device work and copies here; wait after releasing
+            parts = gather_snapshot(self, next(self._sequence), table_rows, metric, records)
+        return finish_snapshot(parts)
 
     def subscribe(self, callback: SnapshotCallback, *, table_rows: int = 50,
                   metric: str = "mean", records: int = 20) -> Subscription:

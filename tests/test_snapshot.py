@@ -56,3 +56,49 @@ def test_selected_histograms_survive_reselection():
     m.configure(selected=[2, 4])
     values = np.frombuffer(m.snapshot().value_counts, "<f8").reshape(2, VALUE_BIN_COUNT)
     assert values.sum(1).tolist() == [5, 0]
+
+
+def test_snapshot_waits_for_its_copies_without_holding_the_monitor_lock(monkeypatch):
+    """A forward must never queue behind a snapshot's host read."""
+    import threading
+
+    import featmon_widget.snapshot as snapshot_module
+
+    m = FeatureMonitor(8)
+    m.on_activation(torch.rand(3, 8))
+    lock_free_during_wait = []
+    real_start_copy = snapshot_module.start_copy
+
+    def start_copy(tensors):
+        wait = real_start_copy(tensors)
+
+        def checked_wait():
+            result: list[bool] = []
+
+            def probe_lock():
+                got = m._lock.acquire(timeout=1)
+                if got:
+                    m._lock.release()
+                result.append(got)
+
+            probe = threading.Thread(target=probe_lock)
+            probe.start()
+            probe.join()
+            lock_free_during_wait.append(result[0])
+            return wait()
+
+        return checked_wait
+
+    monkeypatch.setattr(snapshot_module, "start_copy", start_copy)
+    snap = m.snapshot()
+    assert lock_free_during_wait == [True]
+    assert snap.state.total_tokens == 3
+
+
+def test_snapshot_is_not_changed_by_later_updates():
+    m = FeatureMonitor(8, selected=[0])
+    m.on_activation(torch.rand(3, 8))
+    snap = m.snapshot()
+    before = (snap.value_counts, snap.table_columns["count"], snap.state.total_tokens)
+    m.on_activation(torch.rand(3, 8))
+    assert (snap.value_counts, snap.table_columns["count"], snap.state.total_tokens) == before

@@ -64,6 +64,7 @@ SAMPLE_JS = """
     tokens: tokens ? tokens.textContent : null,
     applied: stats.applied,
     kernel: kernel ? kernel.status : null,
+    runAll: window.__featmonRunAll || null,
   };
 }
 """
@@ -121,14 +122,17 @@ class LiveObservation:
 
 
 def watch_live_updates(page: Any, timeout_s: float = 90, every_s: float = 0.05) -> LiveObservation:
-    """Sample the page until the loop cell has finished (kernel idle after tokens appeared)."""
+    """Sample the page until Run All has finished and the kernel is idle.
+
+    The kernel is briefly idle between cells too (e.g. after the set-up cell has already shown
+    tokens), so idleness alone does not mean the loop cell is done."""
     samples: list[dict] = []
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         sample = page.evaluate(SAMPLE_JS)
         samples.append(sample)
         shown = parse_int(sample["tokens"])
-        if shown and sample["kernel"] == "idle":
+        if shown and sample["kernel"] == "idle" and sample["runAll"] != "running":
             break
         time.sleep(every_s)
     busy = [s for s in samples if s["kernel"] == "busy" and parse_int(s["tokens"])]
