@@ -117,8 +117,8 @@ class LiveObservation:
     """What the page showed while the loop cell ran."""
 
     samples: list[dict]
-    busy_tokens: list[int]  # distinct positive token counts shown while the kernel was busy
-    busy_applied: list[int]  # window.__featmonStats.applied values seen while busy
+    busy_tokens: list[int]  # distinct positive token counts shown while the cells were running
+    busy_applied: list[int]  # window.__featmonStats.applied values seen meanwhile
 
 
 def watch_live_updates(page: Any, timeout_s: float = 90, every_s: float = 0.05) -> LiveObservation:
@@ -135,7 +135,10 @@ def watch_live_updates(page: Any, timeout_s: float = 90, every_s: float = 0.05) 
         if shown and sample["kernel"] == "idle" and sample["runAll"] != "running":
             break
         time.sleep(every_s)
-    busy = [s for s in samples if s["kernel"] == "busy" and parse_int(s["tokens"])]
+    # "While the cell runs" = before Run All's promise resolved (it resolves only after the
+    # last cell finished). The kernel status shown by the page is not a reliable signal: it
+    # can read "idle" while the loop cell still executes.
+    busy = [s for s in samples if s["runAll"] == "running" and parse_int(s["tokens"])]
     tokens: list[int] = []
     for s in busy:
         value = parse_int(s["tokens"])
