@@ -46,15 +46,17 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
-def _int_in_range(name: str, lo: int, hi: int):
-    def check(value: Any, d_sae: int) -> int:
-        if not _is_int(value):
-            raise TypeError(f"{name} must be an int, got {value!r}")
-        if not lo <= value <= hi:
-            raise ValueError(f"{name} must be in {lo}..{hi}, got {value!r}")
-        return int(value)
+def check_int(name: str, value: Any, lo: int, hi: int) -> int:
+    """`value` as an int in lo..hi, or a TypeError/ValueError naming `name` and the value."""
+    if not _is_int(value):
+        raise TypeError(f"{name} must be an int, got {value!r}")
+    if not lo <= value <= hi:
+        raise ValueError(f"{name} must be in {lo}..{hi}, got {value!r}")
+    return int(value)
 
-    return check
+
+def _int_in_range(name: str, lo: int, hi: int):
+    return lambda value, d_sae: check_int(name, value, lo, hi)
 
 
 def _check_top_k(value: Any, d_sae: int) -> int:

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from .config import MonitorConfig, _feature_list
+from .config import MonitorConfig, _feature_list, check_int
 from .features import DenseFeatures, SparseFeatures
 from .fused import FusedEncoder
 from .histograms import ValueHistograms
@@ -405,7 +405,7 @@ class FeatureMonitor:
 
     def get_history(self, limit: int = 50, request_id: str | None = None) -> HistoryResponse:
         """Recorded tokens, newest first; `request_id` matches a request or a `request/row`."""
-        _check_int("limit", limit, *HISTORY_LIMIT_RANGE)
+        check_int("limit", limit, *HISTORY_LIMIT_RANGE)
         with self._lock:
             rows = self._history.read()
             explicit = self._history.explicit
@@ -461,7 +461,7 @@ class FeatureMonitor:
         Metrics: mean, mean_active, max, min, active_ratio, count, active_count, std. Ties go to
         the lower index; features where the metric is undefined come last.
         """
-        _check_int("k", k, *TOP_FEATURES_K_RANGE)
+        check_int("k", k, *TOP_FEATURES_K_RANGE)
         if metric not in METRICS:
             raise ValueError(f"metric must be one of {', '.join(METRICS)}, got {metric!r}")
         with self._lock:
@@ -620,13 +620,6 @@ def _as_batch_mask(mask: Tensor, batch: int, tokens: int) -> Tensor:
 
 def _opt(value: float) -> float | None:
     return None if math.isnan(value) else value
-
-
-def _check_int(name: str, value: Any, lo: int, hi: int) -> None:
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise TypeError(f"{name} must be an int, got {value!r}")
-    if not lo <= value <= hi:
-        raise ValueError(f"{name} must be in {lo}..{hi}, got {value!r}")
 
 
 def _sae_id(sae: Any) -> str | None:

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from .config import check_int
 from .stats import METRICS
 
 TABLE_ROWS_RANGE = (1, 200)
@@ -13,12 +14,8 @@ TABLE_ROWS_RANGE = (1, 200)
 
 def check_snapshot_options(table_rows: Any, metric: Any, records: Any, max_records: int) -> None:
     """Raise ValueError/TypeError naming a bad snapshot option."""
-    for name, value, lo, hi in (("table_rows", table_rows, *TABLE_ROWS_RANGE),
-                                ("records", records, 0, max_records)):
-        if not isinstance(value, int) or isinstance(value, bool):
-            raise TypeError(f"{name} must be an int, got {value!r}")
-        if not lo <= value <= hi:
-            raise ValueError(f"{name} must be in {lo}..{hi}, got {value!r}")
+    check_int("table_rows", table_rows, *TABLE_ROWS_RANGE)
+    check_int("records", records, 0, max_records)
     if metric not in METRICS:
         raise ValueError(f"metric must be one of {', '.join(METRICS)}, got {metric!r}")
 
