@@ -29,7 +29,7 @@ from .schemas import (
     StatisticsResponse,
     TopFeaturesResponse,
 )
-from .stats import METRICS, MomentsKernel, RunningStats, shift_for, sparse_moments
+from .stats import METRICS, MomentsKernel, RunningStats, shift_for
 from .subscription import Subscription, check_snapshot_options
 
 Tensor = torch.Tensor
@@ -231,8 +231,8 @@ class FeatureMonitor:
         features = SparseFeatures(indices.to(self.device).reshape(batch * tokens, k),
                                   values.to(self.device).reshape(batch * tokens, k), self.d_sae)
         shift = torch.where(self._stats.count > 0, self._stats.mean, 0.0)
-        moments = sparse_moments(features.indices, features.values, valid, shift,
-                                 self._config.threshold)
+        moments = self._kernel.sparse(features.indices, features.values, valid, shift,
+                                      self._config.threshold)
         self._apply(features, valid, pos, batch, tokens, request_id, shift, moments)
 
     def encode_and_record(self, sae: Any, x: Tensor, request_id: str,

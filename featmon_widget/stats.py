@@ -78,33 +78,38 @@ def sparse_moments(
     in O(N k) scatters instead of O(N d_sae). Indices within a row must be distinct.
 
     Every valid row holds each feature: its stored value, or an implicit 0. Implicit zeros are
-    folded in by count (`zeros * shift**2` etc.) instead of being read.
+    folded in by count (`zeros * shift**2` etc.) instead of being read. Padding rows scatter
+    into a sink bucket past the last feature rather than being masked value by value.
     """
     f = shift.shape[0]
-    idx = indices.to(torch.int64).reshape(-1)
-    x = torch.where(valid[:, None], values.to(torch.float64), float("nan")).reshape(-1)
-    ok = (x - x) == 0
-    in_row = valid[:, None].expand(indices.shape).reshape(-1)
+    idx = torch.where(valid[:, None], indices.to(torch.int64), f).reshape(-1)
+    v = values.reshape(-1)
+    ok = (v - v) == 0
+    x = torch.where(ok, v.to(torch.float64), 0.0)
+    d = torch.where(ok, x - torch.cat([shift, shift.new_zeros(1)])[idx], 0.0)
+    x_active = torch.where(ok, x, threshold)
+    active = x_active > threshold
 
     def scatter_sum(src: Tensor) -> Tensor:
-        return torch.zeros(f, dtype=src.dtype, device=src.device).scatter_add_(0, idx, src)
+        out = torch.zeros(f + 1, dtype=src.dtype, device=src.device)
+        return out.scatter_add_(0, idx, src)[:f]
+
+    def scatter_extreme(src: Tensor, fill: float, reduce: str) -> Tensor:
+        out = torch.full((f + 1,), fill, dtype=src.dtype, device=src.device)
+        return out.scatter_reduce_(0, idx, src, reduce)[:f]
 
     stored = scatter_sum(ok.to(torch.int64))
-    nan_count = scatter_sum((in_row & ~ok).to(torch.int64))
+    nan_count = scatter_sum((~ok).to(torch.int64))
     count = valid.sum() - nan_count
     zeros = count - stored  # valid rows where the feature is an implicit 0
     zeros_f = zeros.to(torch.float64)
-    d = torch.where(ok, x - shift[idx], 0.0)
     s1 = scatter_sum(d) - zeros_f * shift
     s2 = scatter_sum(d * d) + zeros_f * shift * shift
-    x_active = torch.where(ok, x, threshold)
-    active = x_active > threshold
     zero_active = zeros if threshold < 0.0 else torch.zeros_like(zeros)  # 0 > threshold
     active_count = scatter_sum(active.to(torch.int64)) + zero_active
     active_sum = scatter_sum(torch.where(active, x_active, 0.0))
-    inf = torch.full((f,), float("inf"), dtype=torch.float64, device=x.device)
-    mn = inf.scatter_reduce(0, idx, torch.where(ok, x, float("inf")), "amin")
-    mx = (-inf).scatter_reduce(0, idx, torch.where(ok, x, float("-inf")), "amax")
+    mn = scatter_extreme(torch.where(ok, x, float("inf")), float("inf"), "amin")
+    mx = scatter_extreme(torch.where(ok, x, float("-inf")), float("-inf"), "amax")
     has_zero = zeros > 0
     mn = torch.where(has_zero, mn.clamp_max(0.0), mn)
     mx = torch.where(has_zero, mx.clamp_min(0.0), mx)
@@ -140,43 +145,56 @@ def shift_for(acts: Tensor, mean: Tensor, count: Tensor) -> Tensor:
 
 
 class MomentsKernel:
-    """Chooses the fused compiled reduction, falling back to chunked eager ops.
+    """Runs `batch_moments` (dense) and `sparse_moments` (TopK) compiled, falling back to eager.
 
-    Compilation happens once per device type and dtype with dynamic shapes, so a new sequence
-    length does not recompile. `FEATMON_COMPILE=0` forces the eager path.
+    Each is compiled once with dynamic shapes, so a new sequence length does not recompile.
+    If compilation fails, a warning is given once and eager operations take over (the dense one
+    in cache-sized row chunks). `FEATMON_COMPILE=0` forces the eager path.
     """
 
     def __init__(self, compile: bool | None = None) -> None:
         if compile is None:
             compile = os.environ.get("FEATMON_COMPILE", "1") != "0"
         self.compile = compile
-        self._compiled: Callable[..., tuple[Tensor, ...]] | None = None
+        self._compiled: dict[str, Callable[..., tuple[Tensor, ...]]] = {}
         self._failed = False
         self._lock = threading.Lock()
 
     @property
     def mode(self) -> str:
-        """'compiled' once the compiled kernel ran, 'eager' otherwise."""
-        return "compiled" if self._compiled is not None and not self._failed else "eager"
+        """'compiled' once a compiled kernel ran, 'eager' otherwise."""
+        return "compiled" if self._compiled and not self._failed else "eager"
 
     def __call__(
         self, acts: Tensor, valid: Tensor, shift: Tensor, threshold: float
     ) -> tuple[Tensor, ...]:
+        """`batch_moments` of dense `acts` [N, F]."""
+        return self._run(batch_moments, _chunked_eager_moments, acts, valid, shift, threshold)
+
+    def sparse(self, indices: Tensor, values: Tensor, valid: Tensor, shift: Tensor,
+               threshold: float) -> tuple[Tensor, ...]:
+        """`sparse_moments` of top-k features `(indices, values)` [N, k]."""
+        return self._run(sparse_moments, sparse_moments, indices, values, valid, shift,
+                         threshold)
+
+    def _run(self, fn: Callable[..., tuple[Tensor, ...]],
+             eager: Callable[..., tuple[Tensor, ...]], *args: object) -> tuple[Tensor, ...]:
         if self.compile and not self._failed:
             try:
                 with self._lock:
-                    if self._compiled is None:
-                        self._compiled = torch.compile(batch_moments, dynamic=True)
-                return self._compiled(acts, valid, shift, threshold)
+                    compiled = self._compiled.get(fn.__name__)
+                    if compiled is None:
+                        compiled = self._compiled[fn.__name__] = torch.compile(fn, dynamic=True)
+                return compiled(*args)
             except Exception as exc:  # a broken toolchain must not cost the user their data
                 self._failed = True
                 warnings.warn(
                     f"featmon_widget: compiled statistics unavailable ({exc!r}); "
                     "using the eager path",
                     RuntimeWarning,
-                    stacklevel=2,
+                    stacklevel=3,
                 )
-        return _chunked_eager_moments(acts, valid, shift, threshold)
+        return eager(*args)
 
 
 class RunningStats:
@@ -215,7 +233,7 @@ class RunningStats:
         """Fold top-k features `(indices, values)` [N, k] (0 elsewhere) into the statistics."""
         # Implicit zeros dominate a TopK SAE's output, so 0 is a shift near the data.
         shift = torch.where(self.count > 0, self.mean, 0.0)
-        self.merge(shift, sparse_moments(indices, values, valid, shift, threshold))
+        self.merge(shift, self.kernel.sparse(indices, values, valid, shift, threshold))
 
     def merge(self, shift: Tensor, moments: tuple[Tensor, ...]) -> None:
         """Fold one batch's `batch_moments` (taken against `shift`) into the running totals."""

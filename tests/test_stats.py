@@ -5,7 +5,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from reference import reference_stats
 
-from featmon_widget.stats import MomentsKernel, RunningStats, batch_moments, shift_for
+from featmon_widget.stats import (
+    MomentsKernel,
+    RunningStats,
+    batch_moments,
+    shift_for,
+    sparse_moments,
+)
 
 REL = 1e-9
 
@@ -186,3 +192,19 @@ def test_property_sparse_topk_path_equals_dense(data, n, f, threshold):
         assert torch.equal(getattr(a, name), getattr(b, name)), name
     for name in ("mean", "m2", "active_sum"):
         torch.testing.assert_close(getattr(a, name), getattr(b, name), rtol=1e-12, atol=1e-12)
+
+
+def test_compiled_sparse_kernel_matches_eager():
+    gen = torch.Generator().manual_seed(5)
+    values, indices = torch.topk(torch.randn(40, 64, generator=gen), 8, dim=1)
+    values = torch.relu(values)
+    values[2, 0] = float("inf")
+    valid = torch.rand(40, generator=gen) > 0.25
+    shift = torch.randn(64, generator=gen, dtype=torch.float64)
+    kernel = MomentsKernel(compile=True)
+    for threshold in (0.0, -0.1):
+        compiled = kernel.sparse(indices, values, valid, shift, threshold)
+        eager = sparse_moments(indices, values, valid, shift, threshold)
+        for a, b in zip(compiled, eager, strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    assert kernel.mode == "compiled"
