@@ -116,6 +116,21 @@ def sparse_moments(
     return count, nan_count, active_count, active_sum, s1, s2, mn, mx
 
 
+def merge_moments(state: tuple[Tensor, ...], shift: Tensor,
+                  moments: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+    """Running totals `state` (count, nan_count, active_count, active_sum, mean, m2, min, max)
+    with one batch's moments (taken against `shift`) folded in; Chan's merge in shifted form."""
+    count, nan_count, active_count, active_sum, mean, m2, mn, mx = state
+    n_b, nan_b, act_b, act_sum_b, s1, s2, mn_b, mx_b = moments
+    n_new = count + n_b
+    safe_n = n_new.clamp_min(1).to(torch.float64)
+    # With shift == old mean, the sum over everything of (x - shift)^2 is M2 + s2.
+    m2 = torch.where(n_new > 0, m2 + s2 - s1 * s1 / safe_n, m2).clamp_min(0.0)
+    mean = torch.where(n_new > 0, shift + s1 / safe_n, mean)
+    return (n_new, nan_count + nan_b, active_count + act_b, active_sum + act_sum_b, mean, m2,
+            torch.minimum(mn, mn_b), torch.maximum(mx, mx_b))
+
+
 def _chunked_eager_moments(
     acts: Tensor, valid: Tensor, shift: Tensor, threshold: float
 ) -> tuple[Tensor, ...]:
@@ -177,6 +192,11 @@ class MomentsKernel:
         return self._run(sparse_moments, sparse_moments, indices, values, valid, shift,
                          threshold)
 
+    def merge(self, state: tuple[Tensor, ...], shift: Tensor,
+              moments: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+        """`merge_moments`, one fused kernel when compiled (a dozen [F] passes otherwise)."""
+        return self._run(merge_moments, merge_moments, state, shift, moments)
+
     def _run(self, fn: Callable[..., tuple[Tensor, ...]],
              eager: Callable[..., tuple[Tensor, ...]], *args: object) -> tuple[Tensor, ...]:
         if self.compile and not self._failed:
@@ -237,18 +257,12 @@ class RunningStats:
 
     def merge(self, shift: Tensor, moments: tuple[Tensor, ...]) -> None:
         """Fold one batch's `batch_moments` (taken against `shift`) into the running totals."""
-        n_b, nan_b, act_b, act_sum_b, s1, s2, mn, mx = moments
-        n_new = self.count + n_b
-        safe_n = n_new.clamp_min(1).to(torch.float64)
-        # Shifted Chan merge: with shift == old mean, sum over all of (x - shift)^2 = M2 + s2.
-        self.m2 = torch.where(n_new > 0, self.m2 + s2 - s1 * s1 / safe_n, self.m2).clamp_min_(0.0)
-        self.mean = torch.where(n_new > 0, shift + s1 / safe_n, self.mean)
-        self.count = n_new
-        self.nan_count += nan_b
-        self.active_count += act_b
-        self.active_sum += act_sum_b
-        torch.minimum(self.min, mn, out=self.min)
-        torch.maximum(self.max, mx, out=self.max)
+        (self.count, self.nan_count, self.active_count, self.active_sum, self.mean, self.m2,
+         self.min, self.max) = self.kernel.merge(self._state(), shift, moments)
+
+    def _state(self) -> tuple[Tensor, ...]:
+        return (self.count, self.nan_count, self.active_count, self.active_sum, self.mean,
+                self.m2, self.min, self.max)
 
     def std(self) -> Tensor:
         """Sample standard deviation (n - 1); 0 where fewer than two values were seen."""
