@@ -29,7 +29,7 @@ from .schemas import (
     StatisticsResponse,
     TopFeaturesResponse,
 )
-from .stats import METRICS, MomentsKernel, RunningStats, shift_for
+from .stats import METRICS, MomentsKernel, RunningStats
 from .subscription import Subscription, check_snapshot_options
 
 Tensor = torch.Tensor
@@ -191,10 +191,8 @@ class FeatureMonitor:
             acts = acts.to(self.device, non_blocking=True)
             pos, valid = self._positions_for(request_id, batch, tokens, positions, mask)
             flat = acts.reshape(batch * tokens, self.d_sae)
-            shift = shift_for(flat, self._stats.mean, self._stats.count)
-            moments = self._kernel(flat, valid, shift, self._config.threshold)
-            self._apply(DenseFeatures(flat), valid, pos, batch, tokens, request_id, shift,
-                        moments)
+            self._stats.update(flat, valid, self._config.threshold)
+            self._apply(DenseFeatures(flat), valid, pos, batch, tokens, request_id)
 
     def on_sparse_activation(
         self,
@@ -230,10 +228,9 @@ class FeatureMonitor:
         k = indices.shape[-1]
         features = SparseFeatures(indices.to(self.device).reshape(batch * tokens, k),
                                   values.to(self.device).reshape(batch * tokens, k), self.d_sae)
-        shift = torch.where(self._stats.count > 0, self._stats.mean, 0.0)
-        moments = self._kernel.sparse(features.indices, features.values, valid, shift,
-                                      self._config.threshold)
-        self._apply(features, valid, pos, batch, tokens, request_id, shift, moments)
+        self._stats.update_sparse(features.indices, features.values, valid,
+                                  self._config.threshold)
+        self._apply(features, valid, pos, batch, tokens, request_id)
 
     def encode_and_record(self, sae: Any, x: Tensor, request_id: str,
                           mask: Tensor | None = None, position_ids: Tensor | None = None) -> None:
@@ -266,8 +263,8 @@ class FeatureMonitor:
             )
             if flat.shape[-1] != self.d_sae:
                 raise ValueError(f"SAE gave {flat.shape[-1]} features; monitor has {self.d_sae}")
-            self._apply(DenseFeatures(flat), valid, pos, batch, tokens, request_id, shift,
-                        moments)
+            self._stats.merge(shift, moments)
+            self._apply(DenseFeatures(flat), valid, pos, batch, tokens, request_id)
 
     def _positions_for(self, request_id: str, batch: int, tokens: int, positions: Tensor | None,
                        mask: Tensor | None, position_ids: Tensor | None = None
@@ -284,11 +281,10 @@ class FeatureMonitor:
         return pos.reshape(-1), valid.reshape(-1)
 
     def _apply(self, features: DenseFeatures | SparseFeatures, valid: Tensor, pos: Tensor,
-               batch: int, tokens: int, request_id: str, shift: Tensor,
-               moments: tuple[Tensor, ...]) -> None:
-        """Fold one pass into every store. Called with the lock held."""
+               batch: int, tokens: int, request_id: str) -> None:
+        """Record one pass (its statistics already folded in) in the history, the value
+        histograms and the totals. Called with the lock held."""
         cfg = self._config
-        self._stats.merge(shift, moments)
         rows = torch.arange(batch, device=self.device).repeat_interleave(tokens)
         self._history.write(features, valid, rows, pos, request_id, time.time())
         self._values.update(features, valid, cfg.threshold)

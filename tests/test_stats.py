@@ -10,7 +10,7 @@ from featmon_widget.stats import (
     RunningStats,
     batch_moments,
     shift_for,
-    sparse_moments,
+    sparse_update,
 )
 
 REL = 1e-9
@@ -202,9 +202,11 @@ def test_compiled_sparse_kernel_matches_eager():
     valid = torch.rand(40, generator=gen) > 0.25
     shift = torch.randn(64, generator=gen, dtype=torch.float64)
     kernel = MomentsKernel(compile=True)
+    state = RunningStats(64, torch.device("cpu"))._state()
+    state = (*state[:4], shift, *state[5:])
     for threshold in (0.0, -0.1):
-        compiled = kernel.sparse(indices, values, valid, shift, threshold)
-        eager = sparse_moments(indices, values, valid, shift, threshold)
+        compiled = kernel.sparse_update(state, indices, values, valid, threshold)
+        eager = sparse_update(state, indices, values, valid, threshold)
         for a, b in zip(compiled, eager, strict=True):
             torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
     assert kernel.mode == "compiled"
