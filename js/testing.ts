@@ -16,7 +16,7 @@ export class FakeModel {
   readonly sent: Record<string, unknown>[] = [];
   saves = 0;
 
-  constructor(state: Record<string, unknown> = { snapshot: {}, last_reply: null }) {
+  constructor(state: Record<string, unknown> = { snapshot: {} }) {
     this.state = { ...state };
   }
 

@@ -64,7 +64,7 @@ beforeEach(() => {
   plotly.react.mockClear();
   plotly.purge.mockClear();
   window.__featmonStats = undefined;
-  model = new FakeModel({ snapshot: snapshotMessage(), last_reply: null });
+  model = new FakeModel({ snapshot: snapshotMessage() });
   el = document.createElement("div");
   document.body.append(el);
   cleanups = [];

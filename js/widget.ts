@@ -24,7 +24,6 @@ import { ValuesChart } from "./valuesChart";
 /** The synced traits this frontend reads. */
 export interface FeatmonModel {
   snapshot: Record<string, unknown>;
-  last_reply: unknown;
 }
 
 export const TICK_MS = 1000;
