@@ -335,10 +335,12 @@ class FeatureMonitor:
     def state(self) -> MonitorState:
         """Configuration, attachment, totals and errors."""
         with self._lock:
-            return self._state(int(self._tokens), self._history.count())
+            return self._state(int(self._tokens), self._history.count(),
+                               int(self._stats.dropped_indices))
 
-    def _state(self, total_tokens: int, history_count: int) -> MonitorState:
-        """The state, given the two totals that live on the device. Lock held."""
+    def _state(self, total_tokens: int, history_count: int,
+               dropped_indices: int) -> MonitorState:
+        """The state, given the totals that live on the device. Lock held."""
         cfg = self._config
         return MonitorState(
             enabled=cfg.enabled,
@@ -361,6 +363,7 @@ class FeatureMonitor:
             device=str(self.device),
             errors=self._errors,
             last_error=self._last_error,
+            dropped_indices=dropped_indices,
         )
 
     @property

@@ -102,6 +102,7 @@ class MonitorState:
     device: str | None
     errors: int
     last_error: str | None
+    dropped_indices: int = 0  # sparse feature indices outside 0..d_sae-1, ignored
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict."""

@@ -76,11 +76,12 @@ def gather_snapshot(monitor: FeatureMonitor, sequence: int, table_rows: int, met
     freq, never_fired, never_seen = frequency_histogram(stats.active_count, stats.count)
     history_cols, held, names = monitor._history.gather_last(records)
     device_parts = [monitor._tokens, monitor._history.written.clamp_max(monitor._history.size),
+                    monitor._stats.dropped_indices,
                     index, columns, freq, never_fired, never_seen, monitor._values.counts, held,
                     *history_cols]
     return SnapshotParts(
         sequence=sequence, table_rows=table_rows, metric=metric,
-        state=monitor._state(total_tokens=0, history_count=0),
+        state=monitor._state(total_tokens=0, history_count=0, dropped_indices=0),
         value_features=monitor._values.features, explicit=monitor._history.explicit,
         threshold=monitor.config.threshold, history_names=names,
         wait=start_copy(device_parts),
@@ -89,8 +90,8 @@ def gather_snapshot(monitor: FeatureMonitor, sequence: int, table_rows: int, met
 
 def finish_snapshot(parts: SnapshotParts) -> Snapshot:
     """Wait for the copies (without the monitor's lock) and assemble the `Snapshot`."""
-    (tokens, history_count, index, columns, freq, never_fired, never_seen, value_counts, held,
-     *history_cols) = parts.wait()
+    (tokens, history_count, dropped, index, columns, freq, never_fired, never_seen, value_counts,
+     held, *history_cols) = parts.wait()
     history = HistoryRing.rows_from(history_cols, int(held), parts.history_names)
     latest = []
     for i in range(len(history) - 1, -1, -1):
@@ -110,7 +111,8 @@ def finish_snapshot(parts: SnapshotParts) -> Snapshot:
         sequence=parts.sequence,
         timestamp=time.time(),
         state=dataclasses.replace(parts.state, total_tokens=int(tokens),
-                                  history_count=int(history_count)),
+                                  history_count=int(history_count),
+                                  dropped_indices=int(dropped)),
         table_metric=parts.metric,
         table_features=_i32(index.numpy()),
         table_columns={name: _f64(columns[j].numpy()) for j, name in enumerate(TABLE_COLUMNS)},

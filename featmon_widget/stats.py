@@ -13,6 +13,7 @@ import threading
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -78,11 +79,13 @@ def sparse_moments(
     in O(N k) scatters instead of O(N d_sae). Indices within a row must be distinct.
 
     Every valid row holds each feature: its stored value, or an implicit 0. Implicit zeros are
-    folded in by count (`zeros * shift**2` etc.) instead of being read. Padding rows scatter
-    into a sink bucket past the last feature rather than being masked value by value.
+    folded in by count (`zeros * shift**2` etc.) instead of being read. Padding rows, and
+    indices outside 0..F-1 (which must never crash a forward; `sparse_update` counts them),
+    scatter into a sink bucket past the last feature rather than being masked value by value.
     """
     f = shift.shape[0]
-    idx = torch.where(valid[:, None], indices.to(torch.int64), f).reshape(-1)
+    keep = valid[:, None] & _in_range(indices, f)
+    idx = torch.where(keep, indices.to(torch.int64), f).reshape(-1)
     v = values.reshape(-1)
     ok = (v - v) == 0
     x = torch.where(ok, v.to(torch.float64), 0.0)
@@ -131,14 +134,21 @@ def merge_moments(state: tuple[Tensor, ...], shift: Tensor,
             torch.minimum(mn, mn_b), torch.maximum(mx, mx_b))
 
 
+def _in_range(indices: Tensor, f: int) -> Tensor:
+    return (indices >= 0) & (indices < f)
+
+
 def sparse_update(state: tuple[Tensor, ...], indices: Tensor, values: Tensor, valid: Tensor,
-                  threshold: float) -> tuple[Tensor, ...]:
-    """Running totals `state` with top-k features folded in: shift, moments and merge in one
-    function, so compiled it is one graph with no [F]-sized intermediates between steps."""
+                  threshold: float) -> tuple[tuple[Tensor, ...], Tensor]:
+    """Running totals `state` with top-k features folded in, and how many indices in valid rows
+    were outside 0..F-1 (ignored). Shift, moments and merge are one function, so compiled it is
+    one graph with no [F]-sized intermediates between steps."""
     count, mean = state[0], state[4]
     # Implicit zeros dominate a TopK SAE's output, so 0 is a shift near the data.
     shift = torch.where(count > 0, mean, 0.0)
-    return merge_moments(state, shift, sparse_moments(indices, values, valid, shift, threshold))
+    dropped = (valid[:, None] & ~_in_range(indices, count.shape[0])).sum()
+    moments = sparse_moments(indices, values, valid, shift, threshold)
+    return merge_moments(state, shift, moments), dropped
 
 
 def _chunked_eager_moments(
@@ -181,7 +191,7 @@ class MomentsKernel:
         if compile is None:
             compile = os.environ.get("FEATMON_COMPILE", "1") != "0"
         self.compile = compile
-        self._compiled: dict[str, Callable[..., tuple[Tensor, ...]]] = {}
+        self._compiled: dict[str, Callable[..., Any]] = {}
         self._failed = False
         self._lock = threading.Lock()
 
@@ -197,7 +207,7 @@ class MomentsKernel:
         return self._run(batch_moments, _chunked_eager_moments, acts, valid, shift, threshold)
 
     def sparse_update(self, state: tuple[Tensor, ...], indices: Tensor, values: Tensor,
-                      valid: Tensor, threshold: float) -> tuple[Tensor, ...]:
+                      valid: Tensor, threshold: float) -> tuple[tuple[Tensor, ...], Tensor]:
         """`sparse_update`: new running totals from top-k features, one compiled graph."""
         return self._run(sparse_update, sparse_update, state, indices, values, valid, threshold)
 
@@ -206,8 +216,7 @@ class MomentsKernel:
         """`merge_moments`, one fused kernel when compiled (a dozen [F] passes otherwise)."""
         return self._run(merge_moments, merge_moments, state, shift, moments)
 
-    def _run(self, fn: Callable[..., tuple[Tensor, ...]],
-             eager: Callable[..., tuple[Tensor, ...]], *args: object) -> tuple[Tensor, ...]:
+    def _run(self, fn: Callable[..., Any], eager: Callable[..., Any], *args: object) -> Any:
         if self.compile and not self._failed:
             try:
                 with self._lock:
@@ -246,6 +255,7 @@ class RunningStats:
         self.m2 = torch.zeros(f, dtype=torch.float64, device=dev)
         self.min = torch.full((f,), float("inf"), dtype=torch.float64, device=dev)
         self.max = torch.full((f,), float("-inf"), dtype=torch.float64, device=dev)
+        self.dropped_indices = torch.zeros((), dtype=torch.int64, device=dev)
 
     def reset_active(self) -> None:
         """Forget only the threshold-dependent statistics (after the threshold changed)."""
@@ -261,9 +271,12 @@ class RunningStats:
 
     def update_sparse(self, indices: Tensor, values: Tensor, valid: Tensor,
                       threshold: float) -> None:
-        """Fold top-k features `(indices, values)` [N, k] (0 elsewhere) into the statistics."""
-        self._set_state(self.kernel.sparse_update(self._state(), indices, values, valid,
-                                                  threshold))
+        """Fold top-k features `(indices, values)` [N, k] (0 elsewhere) into the statistics.
+        Indices outside 0..d_sae-1 are ignored and counted in `dropped_indices`."""
+        state, dropped = self.kernel.sparse_update(self._state(), indices, values, valid,
+                                                   threshold)
+        self._set_state(state)
+        self.dropped_indices += dropped
 
     def merge(self, shift: Tensor, moments: tuple[Tensor, ...]) -> None:
         """Fold one batch's `batch_moments` (taken against `shift`) into the running totals."""

@@ -65,6 +65,8 @@ export interface MonitorState {
   device: string | null;
   errors: number;
   last_error: string | null;
+  /** Sparse feature indices outside 0..d_sae-1 that were ignored (absent from old kernels). */
+  dropped_indices?: number;
 }
 
 /** `[feature, value]`; value is null when it was not finite. */

@@ -286,3 +286,16 @@ def test_topk_sae_is_recorded_through_the_sparse_path():
         assert (ra.count, ra.active_count, ra.min, ra.max) == \
             (rb.count, rb.active_count, rb.min, rb.max)
         assert ra.mean == pytest.approx(rb.mean, rel=1e-12, abs=1e-15)
+
+
+def test_out_of_range_sparse_indices_are_ignored_and_counted_never_crash():
+    m = FeatureMonitor(10)
+    indices = torch.tensor([[1, 12], [-3, 2], [4, 5]])
+    values = torch.tensor([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]])
+    m.on_sparse_activation(indices, values, mask=torch.tensor([[1, 1, 0]]))
+    state = m.state
+    assert state.dropped_indices == 2  # the padded row's indices are not counted
+    assert state.total_tokens == 2
+    rows = {r.feature_idx: r for r in m.get_statistics().features}
+    assert (rows[1].count, rows[1].max, rows[2].max, rows[4].count) == (2, 1.0, 4.0, 2)
+    assert m.snapshot().state.dropped_indices == 2
