@@ -206,6 +206,27 @@ def positions_by_row(records: list) -> dict[int, list[int]]:
 # ---- GPT-2 (transformers) ---------------------------------------------------------------------
 
 
+def check_monitored_run(model: nn.Module, hook_point: str, sae: Any, run: Any,
+                        reference: torch.Tensor, *, positions: dict[int, list[int]],
+                        real_tokens: int, positional_mask: bool = False) -> None:
+    """Run `run()` with a monitor hooked at `hook_point`: the output equals `reference`, and
+    the records (positions, values) and statistics match our own capture of the layer."""
+    monitor = FeatureMonitor(D_SAE, compile=False)
+    capture = Capture(model, hook_point, positional_mask=positional_mask)
+    try:
+        with monitor.attach(model, hook_point, sae), torch.no_grad():
+            out = run()
+    finally:
+        capture.remove()
+    assert torch.equal(out, reference)
+    records = monitor.get_history(limit=1000).records
+    assert positions_by_row(records) == positions
+    ref, by_pos = capture.features(sae)
+    assert ref.shape[0] == real_tokens
+    assert_records_match(records, by_pos)
+    assert_statistics_match(monitor, ref)
+
+
 @pytest.fixture(scope="module")
 def gpt2() -> nn.Module:
     transformers = pytest.importorskip("transformers")
@@ -695,21 +716,9 @@ def test_tl_attention_mask_excludes_padding(tl_model: nn.Module,
     mask[0, :2] = 0
     with torch.no_grad():
         ref_logits = tl_model(tl_tokens, attention_mask=mask)
-    sae = make_sae("ours")
-    monitor = FeatureMonitor(D_SAE, compile=False)
-    capture = Capture(tl_model, TL_HOOK)
-    try:
-        with monitor.attach(tl_model, TL_HOOK, sae), torch.no_grad():
-            logits = tl_model(tl_tokens, attention_mask=mask)
-    finally:
-        capture.remove()
-    assert torch.equal(logits, ref_logits)
-    records = monitor.get_history(limit=1000).records
-    assert positions_by_row(records) == {0: list(range(3)), 1: list(range(5))}
-    ref, by_pos = capture.features(sae)
-    assert ref.shape[0] == 8
-    assert_records_match(records, by_pos)
-    assert_statistics_match(monitor, ref)
+    check_monitored_run(tl_model, TL_HOOK, make_sae("ours"),
+                        lambda: tl_model(tl_tokens, attention_mask=mask), ref_logits,
+                        positions={0: list(range(3)), 1: list(range(5))}, real_tokens=8)
 
 
 # ---- layers returning a plain tensor, a tuple or a list ---------------------------------------
@@ -824,21 +833,9 @@ def test_hf_bert_layer_records_both_rows(mask_arg: str) -> None:
 
     with torch.no_grad():
         ref = run()
-    sae = make_sae("foreign")
-    monitor = FeatureMonitor(D_SAE, compile=False)
-    capture = Capture(model, "encoder.layer.1", positional_mask=positional)
-    try:
-        with monitor.attach(model, "encoder.layer.1", sae), torch.no_grad():
-            out = run()
-    finally:
-        capture.remove()
-    assert torch.equal(out, ref)
-    records = monitor.get_history(limit=1000).records
-    assert positions_by_row(records) == {0: list(range(6)), 1: list(range(4))}
-    ref_feats, by_pos = capture.features(sae)
-    assert ref_feats.shape[0] == 10
-    assert_records_match(records, by_pos)
-    assert_statistics_match(monitor, ref_feats)
+    check_monitored_run(model, "encoder.layer.1", make_sae("foreign"), run, ref,
+                        positions={0: list(range(6)), 1: list(range(4))}, real_tokens=10,
+                        positional_mask=positional)
 
 
 def test_prepared_4d_mask_is_ignored() -> None:
