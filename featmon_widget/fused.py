@@ -14,14 +14,15 @@ from typing import Any
 
 import torch
 
-from .stats import MomentsKernel, batch_moments, shift_for
+from .kernel import MomentsKernel
+from .moments import batch_moments, shift_for
 
 Tensor = torch.Tensor
 
 
 def _encode_with_moments(
-    encode: Callable[[Tensor], Tensor], x: Tensor, valid: Tensor, mean: Tensor, count: Tensor,
-    threshold: float,
+    encode: Callable[[Tensor], Tensor], x: Tensor, valid: Tensor | None, mean: Tensor,
+    count: Tensor, threshold: float,
 ) -> tuple[Tensor, Tensor, tuple[Tensor, ...]]:
     acts = encode(x)
     flat = acts.reshape(-1, acts.shape[-1])
@@ -40,7 +41,7 @@ class FusedEncoder:
         self._compiled: Callable[..., Any] | None = None
         self._failed = False
 
-    def __call__(self, sae: Any, x: Tensor, valid: Tensor, mean: Tensor, count: Tensor,
+    def __call__(self, sae: Any, x: Tensor, valid: Tensor | None, mean: Tensor, count: Tensor,
                  threshold: float, fuse: bool = True) -> tuple[Tensor, Tensor, tuple[Tensor, ...]]:
         """Features [N, d_sae] of `x` [..., d_in], the shift used, and the batch moments.
 
@@ -52,7 +53,8 @@ class FusedEncoder:
             # would otherwise tie to the weights) reuse one compiled graph.
             x = x.reshape(-1, x.shape[-1])
             torch._dynamo.maybe_mark_dynamic(x, 0)
-            torch._dynamo.maybe_mark_dynamic(valid, 0)
+            if valid is not None:
+                torch._dynamo.maybe_mark_dynamic(valid, 0)
             try:
                 if self._compiled is None:
                     self._compiled = torch.compile(_encode_with_moments, dynamic=True)

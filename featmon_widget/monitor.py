@@ -19,6 +19,7 @@ from .features import DenseFeatures, SparseFeatures
 from .fused import FusedEncoder
 from .histograms import ValueHistograms
 from .history import HistoryRing
+from .kernel import MomentsKernel
 from .positions import RequestPositions
 from .schemas import (
     ActivationRecord,
@@ -29,7 +30,7 @@ from .schemas import (
     StatisticsResponse,
     TopFeaturesResponse,
 )
-from .stats import METRICS, MomentsKernel, RunningStats
+from .stats import METRICS, RunningStats
 from .subscription import Subscription, check_snapshot_options
 
 Tensor = torch.Tensor
@@ -191,7 +192,8 @@ class FeatureMonitor:
             acts = acts.to(self.device, non_blocking=True)
             pos, valid = self._positions_for(request_id, batch, tokens, positions, mask)
             flat = acts.reshape(batch * tokens, self.d_sae)
-            self._stats.update(flat, valid, self._config.threshold)
+            # Without a mask every row counts, and the kernel can skip a select per value.
+            self._stats.update(flat, None if mask is None else valid, self._config.threshold)
             self._apply(DenseFeatures(flat), valid, pos, batch, tokens, request_id)
 
     def on_sparse_activation(
@@ -257,8 +259,9 @@ class FeatureMonitor:
                 indices, values = sae.encode_sparse(x)
                 self._record_sparse(indices, values, valid, pos, batch, tokens, request_id)
                 return
+            rows = None if mask is None and position_ids is None else valid  # None: all rows
             flat, shift, moments = self._fused(
-                sae, x, valid, self._stats.mean, self._stats.count, self._config.threshold,
+                sae, x, rows, self._stats.mean, self._stats.count, self._config.threshold,
                 fuse=_is_own_sae(sae),
             )
             if flat.shape[-1] != self.d_sae:

@@ -1,269 +1,76 @@
-"""Exact running per-feature statistics, kept on the activations' device.
-
-Counts are int64 and sums float64. Each batch is reduced in one pass against a per-feature shift
-(the running mean so far), so the variance never suffers the cancellation of the naive
-`sum_sq - sum**2 / n` formula, and merging a batch into the running totals is Chan's parallel
-update written in shifted form. Nothing here reads a value back to the host.
-"""
+"""Exact running per-feature statistics, kept on the activations' device (see `moments` for
+the arithmetic, `kernel` for how it runs, `pending` for TopK values held on the CPU)."""
 
 from __future__ import annotations
 
-import os
-import threading
-import warnings
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
-
 import torch
+
+from .kernel import MomentsKernel
+from .moments import shift_for
+from .native import sparse_accumulator
+from .pending import PendingSparse
 
 Tensor = torch.Tensor
 
-# Rows per eager chunk: a chunk's float64 working set stays a few megabytes, so the many
-# elementwise passes of the eager path hit cache instead of memory.
-_EAGER_CHUNK_BYTES = 1 << 22
-
-
-@dataclass
-class BatchMoments:
-    """One batch reduced per feature (all tensors shaped [F])."""
-
-    count: Tensor  # int64: finite values in valid rows
-    nan_count: Tensor  # int64: NaN/Inf values in valid rows
-    active_count: Tensor  # int64: finite values > threshold
-    active_sum: Tensor  # float64
-    shifted_sum: Tensor  # float64: sum(x - shift)
-    shifted_sq_sum: Tensor  # float64: sum((x - shift) ** 2)
-    min: Tensor  # float64, +inf where count == 0
-    max: Tensor  # float64, -inf where count == 0
-
-
-def batch_moments(
-    acts: Tensor, valid: Tensor, shift: Tensor, threshold: float
-) -> tuple[Tensor, ...]:
-    """Reduce `acts` [N, F] over rows where `valid` [N] is true; one fused pass when compiled.
-
-    Invalid rows become NaN first, so a single finiteness test per element covers both padding
-    and NaN/Inf values: `x - x` is 0 exactly for finite x. (A separate row mask and isfinite
-    made the compiled CPU kernel three to five times slower.) Comparisons are in float64, so
-    `x > threshold` means exactly that for every input dtype.
-    """
-    # float32 input keeps its masks and min/max in float32 (exact, twice the vector lanes);
-    # other dtypes widen first (bf16 to float32 to float64 compiled slower on CPU).
-    lanes = acts if acts.dtype == torch.float32 else acts.to(torch.float64)
-    xn = torch.where(valid[:, None], lanes, float("nan"))
-    ok = (xn - xn) == 0
-    x = xn.to(torch.float64)
-    d = torch.where(ok, x - shift, 0.0)
-    # Non-finite values are never active. (where-then-compare: `ok & (x > t)` compiled to a
-    # kernel three times slower on CPU.)
-    x_active = torch.where(ok, x, threshold)
-    active = x_active > threshold
-    count = ok.sum(0)
-    return (
-        count,
-        valid.sum() - count,  # NaN/Inf values in valid rows
-        active.sum(0),
-        torch.where(active, x_active, 0.0).sum(0),
-        d.sum(0),
-        (d * d).sum(0),
-        torch.where(ok, xn, float("inf")).amin(0).to(torch.float64),
-        torch.where(ok, xn, float("-inf")).amax(0).to(torch.float64),
-    )
-
-
-def sparse_moments(
-    indices: Tensor, values: Tensor, valid: Tensor, shift: Tensor, threshold: float
-) -> tuple[Tensor, ...]:
-    """`batch_moments` of the dense matrix that is `values` at `indices` [N, k] and 0 elsewhere,
-    in O(N k) scatters instead of O(N d_sae). Indices within a row must be distinct.
-
-    Every valid row holds each feature: its stored value, or an implicit 0. Implicit zeros are
-    folded in by count (`zeros * shift**2` etc.) instead of being read. Padding rows, and
-    indices outside 0..F-1 (which must never crash a forward; `sparse_update` counts them),
-    scatter into a sink bucket past the last feature rather than being masked value by value.
-    """
-    f = shift.shape[0]
-    keep = valid[:, None] & _in_range(indices, f)
-    idx = torch.where(keep, indices.to(torch.int64), f).reshape(-1)
-    v = values.reshape(-1)
-    ok = (v - v) == 0
-    x = torch.where(ok, v.to(torch.float64), 0.0)
-    d = torch.where(ok, x - torch.cat([shift, shift.new_zeros(1)])[idx], 0.0)
-    x_active = torch.where(ok, x, threshold)
-    active = x_active > threshold
-
-    def scatter_sum(src: Tensor) -> Tensor:
-        out = torch.zeros(f + 1, dtype=src.dtype, device=src.device)
-        return out.scatter_add_(0, idx, src)[:f]
-
-    def scatter_extreme(src: Tensor, fill: float, reduce: str) -> Tensor:
-        out = torch.full((f + 1,), fill, dtype=src.dtype, device=src.device)
-        return out.scatter_reduce_(0, idx, src, reduce)[:f]
-
-    stored = scatter_sum(ok.to(torch.int64))
-    nan_count = scatter_sum((~ok).to(torch.int64))
-    count = valid.sum() - nan_count
-    zeros = count - stored  # valid rows where the feature is an implicit 0
-    zeros_f = zeros.to(torch.float64)
-    s1 = scatter_sum(d) - zeros_f * shift
-    s2 = scatter_sum(d * d) + zeros_f * shift * shift
-    zero_active = zeros if threshold < 0.0 else torch.zeros_like(zeros)  # 0 > threshold
-    active_count = scatter_sum(active.to(torch.int64)) + zero_active
-    active_sum = scatter_sum(torch.where(active, x_active, 0.0))
-    mn = scatter_extreme(torch.where(ok, x, float("inf")), float("inf"), "amin")
-    mx = scatter_extreme(torch.where(ok, x, float("-inf")), float("-inf"), "amax")
-    has_zero = zeros > 0
-    mn = torch.where(has_zero, mn.clamp_max(0.0), mn)
-    mx = torch.where(has_zero, mx.clamp_min(0.0), mx)
-    return count, nan_count, active_count, active_sum, s1, s2, mn, mx
-
-
-def merge_moments(state: tuple[Tensor, ...], shift: Tensor,
-                  moments: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
-    """Running totals `state` (count, nan_count, active_count, active_sum, mean, m2, min, max)
-    with one batch's moments (taken against `shift`) folded in; Chan's merge in shifted form."""
-    count, nan_count, active_count, active_sum, mean, m2, mn, mx = state
-    n_b, nan_b, act_b, act_sum_b, s1, s2, mn_b, mx_b = moments
-    n_new = count + n_b
-    safe_n = n_new.clamp_min(1).to(torch.float64)
-    # With shift == old mean, the sum over everything of (x - shift)^2 is M2 + s2.
-    m2 = torch.where(n_new > 0, m2 + s2 - s1 * s1 / safe_n, m2).clamp_min(0.0)
-    mean = torch.where(n_new > 0, shift + s1 / safe_n, mean)
-    return (n_new, nan_count + nan_b, active_count + act_b, active_sum + act_sum_b, mean, m2,
-            torch.minimum(mn, mn_b), torch.maximum(mx, mx_b))
-
-
-def _in_range(indices: Tensor, f: int) -> Tensor:
-    return (indices >= 0) & (indices < f)
-
-
-def sparse_update(state: tuple[Tensor, ...], indices: Tensor, values: Tensor, valid: Tensor,
-                  threshold: float) -> tuple[tuple[Tensor, ...], Tensor]:
-    """Running totals `state` with top-k features folded in, and how many indices in valid rows
-    were outside 0..F-1 (ignored). Shift, moments and merge are one function, so compiled it is
-    one graph with no [F]-sized intermediates between steps."""
-    count, mean = state[0], state[4]
-    # Implicit zeros dominate a TopK SAE's output, so 0 is a shift near the data.
-    shift = torch.where(count > 0, mean, 0.0)
-    dropped = (valid[:, None] & ~_in_range(indices, count.shape[0])).sum()
-    moments = sparse_moments(indices, values, valid, shift, threshold)
-    return merge_moments(state, shift, moments), dropped
-
-
-def _chunked_eager_moments(
-    acts: Tensor, valid: Tensor, shift: Tensor, threshold: float
-) -> tuple[Tensor, ...]:
-    """`batch_moments` over cache-sized row chunks, for when compilation is unavailable."""
-    rows = max(1, _EAGER_CHUNK_BYTES // (8 * acts.shape[1]))
-    total: list[Tensor] | None = None
-    for start in range(0, acts.shape[0], rows):
-        chunk = slice(start, start + rows)
-        part = batch_moments(acts[chunk], valid[chunk], shift, threshold)
-        if total is None:
-            total = list(part)
-            continue
-        for i in range(6):
-            total[i] += part[i]
-        torch.minimum(total[6], part[6], out=total[6])
-        torch.maximum(total[7], part[7], out=total[7])
-    assert total is not None
-    return tuple(total)
-
-
-def shift_for(acts: Tensor, mean: Tensor, count: Tensor) -> Tensor:
-    """The per-feature shift for a batch: the running mean, or for never-seen features the
-    batch's first row (any value near the data keeps the shifted sums well conditioned)."""
-    first = acts[0].to(torch.float64)
-    first = torch.where(torch.isfinite(first), first, 0.0)
-    return torch.where(count > 0, mean, first)
-
-
-class MomentsKernel:
-    """Runs `batch_moments` (dense) and `sparse_moments` (TopK) compiled, falling back to eager.
-
-    Each is compiled once with dynamic shapes, so a new sequence length does not recompile.
-    If compilation fails, a warning is given once and eager operations take over (the dense one
-    in cache-sized row chunks). `FEATMON_COMPILE=0` forces the eager path.
-    """
-
-    def __init__(self, compile: bool | None = None) -> None:
-        if compile is None:
-            compile = os.environ.get("FEATMON_COMPILE", "1") != "0"
-        self.compile = compile
-        self._compiled: dict[str, Callable[..., Any]] = {}
-        self._failed = False
-        self._lock = threading.Lock()
-
-    @property
-    def mode(self) -> str:
-        """'compiled' once a compiled kernel ran, 'eager' otherwise."""
-        return "compiled" if self._compiled and not self._failed else "eager"
-
-    def __call__(
-        self, acts: Tensor, valid: Tensor, shift: Tensor, threshold: float
-    ) -> tuple[Tensor, ...]:
-        """`batch_moments` of dense `acts` [N, F]."""
-        return self._run(batch_moments, _chunked_eager_moments, acts, valid, shift, threshold)
-
-    def sparse_update(self, state: tuple[Tensor, ...], indices: Tensor, values: Tensor,
-                      valid: Tensor, threshold: float) -> tuple[tuple[Tensor, ...], Tensor]:
-        """`sparse_update`: new running totals from top-k features, one compiled graph."""
-        return self._run(sparse_update, sparse_update, state, indices, values, valid, threshold)
-
-    def merge(self, state: tuple[Tensor, ...], shift: Tensor,
-              moments: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
-        """`merge_moments`, one fused kernel when compiled (a dozen [F] passes otherwise)."""
-        return self._run(merge_moments, merge_moments, state, shift, moments)
-
-    def _run(self, fn: Callable[..., Any], eager: Callable[..., Any], *args: object) -> Any:
-        if self.compile and not self._failed:
-            try:
-                with self._lock:
-                    compiled = self._compiled.get(fn.__name__)
-                    if compiled is None:
-                        compiled = self._compiled[fn.__name__] = torch.compile(fn, dynamic=True)
-                return compiled(*args)
-            except Exception as exc:  # a broken toolchain must not cost the user their data
-                self._failed = True
-                warnings.warn(
-                    f"featmon_widget: compiled statistics unavailable ({exc!r}); "
-                    "using the eager path",
-                    RuntimeWarning,
-                    stacklevel=3,
-                )
-        return eager(*args)
-
 
 class RunningStats:
-    """Per-feature count, mean, variance, min, max and active statistics since the last reset."""
+    """Per-feature count, mean, variance, min, max and active statistics since the last reset.
 
-    def __init__(self, d_sae: int, device: torch.device, kernel: MomentsKernel | None = None):
+    The totals are read through properties, so TopK values still held in a CPU table
+    (`pending.PendingSparse`) are merged first and every reader sees every value recorded.
+    """
+
+    def __init__(self, d_sae: int, device: torch.device, kernel: MomentsKernel | None = None,
+                 native: bool | None = None):
         self.d_sae = d_sae
         self.device = torch.device(device)
         self.kernel = kernel or MomentsKernel()
+        self._native = native is not False and self.device.type == "cpu"
+        self._pending: PendingSparse | None = None  # made on the first CPU TopK update
         self.reset()
 
     def reset(self) -> None:
         """Forget everything; allocates fresh zeroed state on the device."""
         f, dev = self.d_sae, self.device
-        self.count = torch.zeros(f, dtype=torch.int64, device=dev)
-        self.nan_count = torch.zeros(f, dtype=torch.int64, device=dev)
-        self.active_count = torch.zeros(f, dtype=torch.int64, device=dev)
-        self.active_sum = torch.zeros(f, dtype=torch.float64, device=dev)
-        self.mean = torch.zeros(f, dtype=torch.float64, device=dev)
-        self.m2 = torch.zeros(f, dtype=torch.float64, device=dev)
-        self.min = torch.full((f,), float("inf"), dtype=torch.float64, device=dev)
-        self.max = torch.full((f,), float("-inf"), dtype=torch.float64, device=dev)
-        self.dropped_indices = torch.zeros((), dtype=torch.int64, device=dev)
+        self._totals: tuple[Tensor, ...] = (
+            torch.zeros(f, dtype=torch.int64, device=dev),  # count
+            torch.zeros(f, dtype=torch.int64, device=dev),  # nan_count
+            torch.zeros(f, dtype=torch.int64, device=dev),  # active_count
+            torch.zeros(f, dtype=torch.float64, device=dev),  # active_sum
+            torch.zeros(f, dtype=torch.float64, device=dev),  # mean
+            torch.zeros(f, dtype=torch.float64, device=dev),  # m2
+            torch.full((f,), float("inf"), dtype=torch.float64, device=dev),  # min
+            torch.full((f,), float("-inf"), dtype=torch.float64, device=dev),  # max
+        )
+        self._dropped = torch.zeros((), dtype=torch.int64, device=dev)
+        self._merged_any = False
+        if self._pending is not None:
+            self._pending.clear()
+
+    count = property(lambda self: self._state()[0], doc="int64 [F]: finite values seen")
+    nan_count = property(lambda self: self._state()[1], doc="int64 [F]: NaN/Inf values seen")
+    active_count = property(lambda self: self._state()[2], doc="int64 [F]: values > threshold")
+    active_sum = property(lambda self: self._state()[3], doc="float64 [F]: sum of active values")
+    mean = property(lambda self: self._state()[4], doc="float64 [F]: mean of finite values")
+    m2 = property(lambda self: self._state()[5], doc="float64 [F]: sum of squared deviations")
+    min = property(lambda self: self._state()[6], doc="float64 [F]: +inf where none seen")
+    max = property(lambda self: self._state()[7], doc="float64 [F]: -inf where none seen")
+
+    @property
+    def dropped_indices(self) -> Tensor:
+        """int64 scalar: sparse indices outside 0..d_sae-1 (in valid rows), ignored."""
+        self.flush()
+        return self._dropped
 
     def reset_active(self) -> None:
         """Forget only the threshold-dependent statistics (after the threshold changed)."""
-        self.active_count.zero_()
-        self.active_sum.zero_()
+        self.flush()  # held values were judged against the old threshold
+        self._totals[2].zero_()
+        self._totals[3].zero_()
 
-    def update(self, acts: Tensor, valid: Tensor, threshold: float) -> None:
-        """Fold `acts` [N, d_sae] (rows where `valid` is true) into the running statistics."""
+    def update(self, acts: Tensor, valid: Tensor | None, threshold: float) -> None:
+        """Fold `acts` [N, d_sae] (rows where `valid` is true; all if None) into the running
+        statistics."""
         # Reduction and merge stay two graphs: compiled as one, inductor's CPU code for the
         # reduction became about 9x slower.
         shift = shift_for(acts, self.mean, self.count)
@@ -273,22 +80,52 @@ class RunningStats:
                       threshold: float) -> None:
         """Fold top-k features `(indices, values)` [N, k] (0 elsewhere) into the statistics.
         Indices outside 0..d_sae-1 are ignored and counted in `dropped_indices`."""
-        state, dropped = self.kernel.sparse_update(self._state(), indices, values, valid,
-                                                   threshold)
-        self._set_state(state)
-        self.dropped_indices += dropped
+        pending = self._pending_table() if indices.device.type == "cpu" else None
+        if pending is None:
+            state, dropped = self.kernel.sparse_update(self._state(), indices, values, valid,
+                                                       threshold)
+            self._set_state(state)
+            self._dropped += dropped
+            return
+        if pending.must_merge_before(indices.shape[0], threshold):
+            self.flush()
+        if not pending.rows_held:
+            count, mean = self._totals[0], self._totals[4]
+            # Implicit zeros dominate a TopK SAE's output, so 0 is a shift near the data.
+            pending.start(torch.where(count > 0, mean, 0.0), threshold)
+        pending.add(indices, values, valid)
+        if not self._merged_any:
+            self.flush()  # so later tables are taken against a real mean
+
+    def _pending_table(self) -> PendingSparse | None:
+        if self._pending is None and self._native:
+            accumulate = sparse_accumulator()
+            self._native = accumulate is not None
+            if accumulate is not None:
+                self._pending = PendingSparse(self.d_sae, accumulate)
+        return self._pending
+
+    def flush(self) -> None:
+        """Merge TopK values held in the CPU table into the running totals."""
+        pending = self._pending
+        if pending is None or not pending.rows_held:
+            return
+        self._totals, dropped = pending.merge_into(self.kernel, self._totals)
+        self._dropped = self._dropped + dropped
+        self._merged_any = True
+        pending.clear()
 
     def merge(self, shift: Tensor, moments: tuple[Tensor, ...]) -> None:
         """Fold one batch's `batch_moments` (taken against `shift`) into the running totals."""
         self._set_state(self.kernel.merge(self._state(), shift, moments))
 
     def _set_state(self, state: tuple[Tensor, ...]) -> None:
-        (self.count, self.nan_count, self.active_count, self.active_sum, self.mean, self.m2,
-         self.min, self.max) = state
+        self._totals = tuple(state)
+        self._merged_any = True
 
     def _state(self) -> tuple[Tensor, ...]:
-        return (self.count, self.nan_count, self.active_count, self.active_sum, self.mean,
-                self.m2, self.min, self.max)
+        self.flush()
+        return self._totals
 
     def std(self) -> Tensor:
         """Sample standard deviation (n - 1); 0 where fewer than two values were seen."""

@@ -2,7 +2,7 @@ import torch
 
 from featmon_widget import FeatureMonitor, SparseAutoencoder
 from featmon_widget.fused import FusedEncoder
-from featmon_widget.stats import MomentsKernel
+from featmon_widget.kernel import MomentsKernel
 
 
 def _sae(d_in=16, d_sae=40, seed=0):

@@ -29,3 +29,4 @@ def test_built_wheel_contains_the_frontend(tmp_path):
     assert "featmon_widget/static/widget.js" in names
     assert "featmon_widget/static/widget.css" in names
     assert "featmon_widget/monitor.py" in names
+    assert "featmon_widget/native/sparse_accumulate.c" in names  # compiled on first use

@@ -5,13 +5,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from reference import reference_stats
 
-from featmon_widget.stats import (
-    MomentsKernel,
-    RunningStats,
-    batch_moments,
-    shift_for,
-    sparse_update,
-)
+from featmon_widget import pending
+from featmon_widget.kernel import MomentsKernel
+from featmon_widget.stats import RunningStats
 
 REL = 1e-9
 
@@ -134,79 +130,79 @@ def test_single_value_std_is_zero():
     assert stats.std().tolist() == [0.0]
 
 
-def test_compiled_and_eager_kernels_agree():
-    gen = torch.Generator().manual_seed(0)
-    x = torch.relu(torch.randn(257, 300, generator=gen))
-    x[3, 7] = float("nan")
-    x[4, 8] = float("inf")
-    x[5, 9] = -float("inf")
-    valid = torch.rand(257, generator=gen) > 0.2
-    valid[3:6] = True
-    shift = shift_for(x, torch.zeros(300, dtype=torch.float64), torch.zeros(300, dtype=torch.long))
-    eager = batch_moments(x, valid, shift, 0.1)
-    kernel = MomentsKernel(compile=True)
-    compiled = kernel(x, valid, shift, 0.1)
-    assert kernel.mode == "compiled"
-    for a, b in zip(eager, compiled, strict=True):
-        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-9)
-    chunked = MomentsKernel(compile=False)(x, valid, shift, 0.1)
-    for a, b in zip(eager, chunked, strict=True):
-        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-9)
-
-
-def test_compile_failure_falls_back_to_eager(monkeypatch):
-    def broken(*args, **kwargs):
-        raise RuntimeError("no compiler")
-
-    monkeypatch.setattr(torch, "compile", broken)
-    kernel = MomentsKernel(compile=True)
-    x = torch.rand(4, 3)
-    with pytest.warns(RuntimeWarning, match="no compiler"):
-        out = kernel(x, torch.ones(4, dtype=torch.bool), torch.zeros(3, dtype=torch.float64), 0.0)
-    assert kernel.mode == "eager"
-    assert out[0].tolist() == [4, 4, 4]
-
-
+@pytest.mark.parametrize("native", [True, False], ids=["native", "torch"])
 @settings(max_examples=40, deadline=None)
 @given(data=st.data(), n=st.integers(1, 30), f=st.integers(2, 12),
        threshold=st.sampled_from([0.0, 0.4, -0.5]))
-def test_property_sparse_topk_path_equals_dense(data, n, f, threshold):
-    """The O(N k) scatter path gives the dense path's statistics for TopK outputs."""
+def test_property_sparse_topk_path_equals_dense(native, data, n, f, threshold):
+    """The O(N k) sparse path (native CPU table or torch scatters) gives the dense path's
+    statistics for TopK outputs, whatever the chunking and wherever the table is merged."""
     k = data.draw(st.integers(1, f))
     seed = data.draw(st.integers(0, 2**31 - 1))
     gen = torch.Generator().manual_seed(seed)
     values, indices = torch.topk(torch.randn(n, f, generator=gen), k, dim=1)
-    values = torch.relu(values)
+    offset = data.draw(st.sampled_from([0.0, 300.0]))  # a large offset: no cancellation
+    values = torch.relu(values) + offset
     if data.draw(st.booleans()):
         values[0, 0] = float("nan")
     valid = torch.rand(n, generator=gen) > 0.3
     dense = torch.zeros(n, f).scatter_(1, indices, values)
     a = RunningStats(f, torch.device("cpu"), MomentsKernel(compile=False))
-    b = RunningStats(f, torch.device("cpu"), MomentsKernel(compile=False))
-    half = n // 2
-    for part in (slice(0, half), slice(half, n)):
-        if part.stop > part.start:
-            a.update(dense[part], valid[part], threshold)
-            b.update_sparse(indices[part], values[part], valid[part], threshold)
+    b = RunningStats(f, torch.device("cpu"), MomentsKernel(compile=False), native=native)
+    cuts = sorted(data.draw(st.lists(st.integers(0, n), max_size=3)))
+    for start, stop in zip([0, *cuts], [*cuts, n], strict=True):
+        if stop > start:
+            a.update(dense[start:stop], valid[start:stop], threshold)
+            b.update_sparse(indices[start:stop], values[start:stop], valid[start:stop], threshold)
+            if data.draw(st.booleans()):
+                b.flush()  # a read between batches
+    assert (b._pending is not None) == native
     for name in ("count", "nan_count", "active_count", "min", "max"):
         assert torch.equal(getattr(a, name), getattr(b, name)), name
     for name in ("mean", "m2", "active_sum"):
+        torch.testing.assert_close(getattr(a, name), getattr(b, name), rtol=1e-10, atol=1e-9)
+
+
+def test_sparse_table_is_merged_before_every_read_and_threshold_change(monkeypatch):
+    monkeypatch.setattr(pending, "FLUSH_ROWS", 5)
+    stats = RunningStats(4, torch.device("cpu"), MomentsKernel(compile=False), native=True)
+    one = torch.ones(2, dtype=torch.bool)
+    idx, val = torch.tensor([[0, 1], [2, 3]]), torch.tensor([[1.0, 2.0], [3.0, 4.0]])
+    stats.update_sparse(idx, val, one, 0.0)  # first batch: merged at once (shift = its mean)
+    assert stats._pending.rows_held == 0
+    stats.update_sparse(idx, val, one, 0.0)
+    assert stats._pending.rows_held == 2  # held in the table ...
+    assert stats.count.tolist() == [4, 4, 4, 4]  # ... and merged by any read
+    assert stats._pending.rows_held == 0
+    for _ in range(3):
+        stats.update_sparse(idx, val, one, 0.0)  # 6 rows > FLUSH_ROWS: merged on the way
+    assert stats._pending.rows_held == 2
+    stats.update_sparse(idx, val, one, 2.5)  # a new threshold merges what the old one judged
+    assert stats._pending.threshold == 2.5
+    stats.reset_active()
+    assert stats.active_count.tolist() == [0, 0, 0, 0]
+    assert stats.count.tolist() == [12, 12, 12, 12]
+    stats.update_sparse(idx, val, one, 2.5)
+    stats.reset()
+    assert stats.count.tolist() == [0, 0, 0, 0] and stats._pending.rows_held == 0
+
+
+def test_sparse_dense_and_fused_updates_interleave(monkeypatch):
+    """A dense update after held TopK values merges them first (the shift invariant)."""
+    gen = torch.Generator().manual_seed(3)
+    values, indices = torch.topk(torch.randn(40, 9, generator=gen), 3, dim=1)
+    dense = torch.zeros(40, 9).scatter_(1, indices, values)
+    valid = torch.ones(40, dtype=torch.bool)
+    a = RunningStats(9, torch.device("cpu"), MomentsKernel(compile=False))
+    b = RunningStats(9, torch.device("cpu"), MomentsKernel(compile=False), native=True)
+    for part in range(4):
+        rows = slice(part * 10, part * 10 + 10)
+        a.update(dense[rows], valid[rows], 0.0)
+        if part % 2:
+            b.update(dense[rows], valid[rows], 0.0)
+        else:
+            b.update_sparse(indices[rows], values[rows], valid[rows], 0.0)
+    for name in ("count", "active_count", "min", "max"):
+        assert torch.equal(getattr(a, name), getattr(b, name)), name
+    for name in ("mean", "m2", "active_sum"):
         torch.testing.assert_close(getattr(a, name), getattr(b, name), rtol=1e-12, atol=1e-12)
-
-
-def test_compiled_sparse_kernel_matches_eager():
-    gen = torch.Generator().manual_seed(5)
-    values, indices = torch.topk(torch.randn(40, 64, generator=gen), 8, dim=1)
-    values = torch.relu(values)
-    values[2, 0] = float("inf")
-    valid = torch.rand(40, generator=gen) > 0.25
-    shift = torch.randn(64, generator=gen, dtype=torch.float64)
-    kernel = MomentsKernel(compile=True)
-    state = RunningStats(64, torch.device("cpu"))._state()
-    state = (*state[:4], shift, *state[5:])
-    for threshold in (0.0, -0.1):
-        compiled = kernel.sparse_update(state, indices, values, valid, threshold)
-        eager = sparse_update(state, indices, values, valid, threshold)
-        for a, b in zip(compiled, eager, strict=True):
-            torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
-    assert kernel.mode == "compiled"

@@ -1,0 +1,59 @@
+/* One pass over a TopK SAE's (indices, values) that folds every stored value into a per-feature
+ * record of 8 doubles (one cache line): stored, nan, active, active_sum, s1, s2, min, max,
+ * where s1 and s2 sum (x - shift[i]) and its square. Padding rows go to record f and indices
+ * outside 0..f-1 to record f + 1, so no input can write outside the table.
+ *
+ * Counts are doubles: exact up to 2^53, and the caller folds the table long before that.
+ * Why C: in aten the same work is six scatters, each a random pass over an f-sized buffer
+ * plus a prepared copy of its source; here it is one random access per value. */
+#include <stdint.h>
+
+enum { STORED, NONFINITE, ACTIVE, ACTIVE_SUM, S1, S2, MIN, MAX, RECORD };
+enum { PREFETCH_AHEAD = 16 };
+
+static void fold_value(double *a, double x, double shift, double threshold) {
+    if (x - x != 0.0) { /* NaN or infinite */
+        a[NONFINITE] += 1.0;
+        return;
+    }
+    const double d = x - shift;
+    a[STORED] += 1.0;
+    if (x > threshold) {
+        a[ACTIVE] += 1.0;
+        a[ACTIVE_SUM] += x;
+    }
+    a[S1] += d;
+    a[S2] += d * d;
+    if (x < a[MIN]) a[MIN] = x;
+    if (x > a[MAX]) a[MAX] = x;
+}
+
+/* values are float32 unless values_are_f64; rows[0] += number of valid rows. */
+void featmon_sparse_accumulate(const int64_t *idx, const void *values, int values_are_f64,
+                               const uint8_t *valid, int64_t n, int64_t k, int64_t f,
+                               const double *shift, double threshold, double *acc,
+                               double *rows) {
+    const int64_t m = n * k;
+    int64_t valid_rows = 0;
+    for (int64_t r = 0; r < n; r++) {
+        const int row_ok = valid[r] != 0;
+        valid_rows += row_ok;
+        for (int64_t p = r * k; p < (r + 1) * k; p++) {
+            /* The table is far larger than cache and visited at random: ask for later
+             * records now so their misses overlap. */
+            if (p + PREFETCH_AHEAD < m) {
+                const int64_t q = idx[p + PREFETCH_AHEAD];
+                if (q >= 0 && q < f) {
+                    __builtin_prefetch(acc + q * RECORD, 1);
+                    __builtin_prefetch(shift + q, 0);
+                }
+            }
+            int64_t i = idx[p];
+            i = !row_ok ? f : (i >= 0 && i < f) ? i : f + 1;
+            const double x = values_are_f64 ? ((const double *)values)[p]
+                                            : (double)((const float *)values)[p];
+            fold_value(acc + i * RECORD, x, shift[i], threshold);
+        }
+    }
+    rows[0] += (double)valid_rows;
+}

@@ -1,0 +1,103 @@
+"""TopK values gathered into per-feature records between merges into the running statistics.
+
+On the CPU, `RunningStats.update_sparse` hands each batch to the native kernel, which folds it
+into one table against a fixed per-feature shift (the running mean when the table was started).
+Turning the table into batch moments and merging them costs a pass over every feature, so it
+happens only when statistics are read, before any other kind of update, when the threshold
+changes, and every `FLUSH_ROWS` rows (so the shift keeps tracking the mean).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+
+from .moments import merge_moments
+from .native import RECORD, SparseAccumulator
+
+if TYPE_CHECKING:
+    from .kernel import MomentsKernel
+
+Tensor = torch.Tensor
+
+FLUSH_ROWS = 1 << 16
+STORED, NONFINITE, ACTIVE, ACTIVE_SUM, S1, S2, MIN, MAX = range(RECORD)
+
+
+class PendingSparse:
+    """One table of per-feature records [F + 2, 8]: F features, a padding sink, and a sink for
+    out-of-range indices (their count is reported as dropped)."""
+
+    def __init__(self, d_sae: int, accumulate: SparseAccumulator) -> None:
+        self.d_sae = d_sae
+        self._accumulate = accumulate
+        self.table = torch.empty(d_sae + 2, RECORD, dtype=torch.float64)
+        self.shift = torch.zeros(d_sae + 2, dtype=torch.float64)
+        self.rows = torch.zeros(1, dtype=torch.float64)
+        self.threshold = 0.0
+        self.rows_held = 0  # an upper bound, known on the host: rows passed in since clear()
+        self.clear()
+
+    def clear(self) -> None:
+        """Empty the table."""
+        self.table.zero_()
+        self.table[:, MIN] = float("inf")
+        self.table[:, MAX] = float("-inf")
+        self.rows.zero_()
+        self.rows_held = 0
+
+    def start(self, shift: Tensor, threshold: float) -> None:
+        """Begin a new table whose values are taken against `shift` [F] and `threshold`."""
+        self.shift[: self.d_sae] = shift
+        self.threshold = threshold
+
+    def must_merge_before(self, rows: int, threshold: float) -> bool:
+        """Whether the table must be merged before `rows` more rows judged by `threshold`."""
+        return self.rows_held > 0 and (threshold != self.threshold
+                                       or self.rows_held + rows > FLUSH_ROWS)
+
+    def add(self, indices: Tensor, values: Tensor, valid: Tensor) -> None:
+        """Fold `(indices, values)` [N, k] from rows where `valid` [N] is true."""
+        if values.dtype not in (torch.float32, torch.float64):
+            values = values.float()  # bf16 and fp16 are exact in float32
+        self._accumulate(self.table, self.rows, self.shift, indices.to(torch.int64).contiguous(),
+                         values.contiguous(), valid.to(torch.bool).contiguous(), self.threshold)
+        self.rows_held += indices.shape[0]
+
+    def merge_into(self, kernel: MomentsKernel, state: tuple[Tensor, ...]
+                   ) -> tuple[tuple[Tensor, ...], Tensor]:
+        """`state` with the table merged in (one compiled pass over the features), and how
+        many indices were dropped."""
+        return kernel.merge_table(state, self.table, self.rows, self.shift,
+                                  self.threshold < 0.0)
+
+
+def merge_table(state: tuple[Tensor, ...], table: Tensor, rows: Tensor, shift: Tensor,
+                zero_is_active: bool) -> tuple[tuple[Tensor, ...], Tensor]:
+    """Running totals `state` with a table of records (taken against `shift` [F + 2]) merged
+    in, and the count of dropped indices (the out-of-range sink)."""
+    f = table.shape[0] - 2
+    t = table[:f]
+    stored = t[:, STORED].to(torch.int64)
+    nonfinite = t[:, NONFINITE].to(torch.int64)
+    count = rows.to(torch.int64) - nonfinite
+    zeros = count - stored  # valid rows where the feature was an implicit 0
+    zeros_f = zeros.to(torch.float64)
+    s = shift[:f]
+    active = t[:, ACTIVE].to(torch.int64)
+    if zero_is_active:
+        active = active + zeros
+    has_zero = zeros > 0
+    moments = (
+        count,
+        nonfinite,
+        active,
+        t[:, ACTIVE_SUM],
+        t[:, S1] - zeros_f * s,
+        t[:, S2] + zeros_f * s * s,
+        torch.where(has_zero, t[:, MIN].clamp_max(0.0), t[:, MIN]),
+        torch.where(has_zero, t[:, MAX].clamp_min(0.0), t[:, MAX]),
+    )
+    dropped = (table[f + 1, STORED] + table[f + 1, NONFINITE]).to(torch.int64)
+    return merge_moments(state, s, moments), dropped
