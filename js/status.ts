@@ -19,6 +19,11 @@ export class StatusHeader implements Component {
   private readonly age = h("span", { "data-testid": "status-age" });
   private readonly history = h("span", { class: "featmon-num", "data-testid": "status-history" });
   private readonly errors = h("span", { class: "featmon-errors", "data-testid": "status-errors" });
+  private readonly dropped = h("span", {
+    class: "featmon-errors has-errors",
+    "data-testid": "status-dropped",
+    hidden: "",
+  });
   private readonly meter = new RateMeter();
   /** Local time (ms since epoch) the shown snapshot arrived; null before the first one. */
   private receivedAt: number | null = null;
@@ -38,6 +43,7 @@ export class StatusHeader implements Component {
       item("updated", this.age),
       item("history", this.history),
       this.errors,
+      this.dropped,
     );
     this.update(null);
   }
@@ -55,6 +61,7 @@ export class StatusHeader implements Component {
         setText(el, DASH);
       }
       setText(this.errors, "errors: 0");
+      this.dropped.hidden = true;
       this.receivedAt = null;
       return;
     }
@@ -96,6 +103,15 @@ export class StatusHeader implements Component {
       this.errors.classList.remove("has-errors");
       setAttr(this.errors, "title", null);
     }
+    // Sparse indices outside 0..d_sae-1 are ignored, never a crash: say so instead of hiding it.
+    const dropped = s.dropped_indices ?? 0;
+    this.dropped.hidden = dropped === 0;
+    setText(this.dropped, dropped ? `ignored indices: ${formatInt(dropped)}` : "");
+    setAttr(
+      this.dropped,
+      "title",
+      dropped ? `sparse feature indices outside 0..${s.d_sae - 1} were ignored` : null,
+    );
     this.tick();
   }
 

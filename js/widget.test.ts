@@ -95,6 +95,7 @@ describe("rendering a snapshot", () => {
     expect(byTestId(root, "status-enabled").textContent).toContain("live");
     expect(byTestId(root, "status-errors").textContent).toBe("errors: 2 — RuntimeError: boom");
     expect(byTestId(root, "status-errors").classList.contains("has-errors")).toBe(true);
+    expect(byTestId(root, "status-dropped").hidden).toBe(true);
 
     const rows = byTestId(root, "table-top").querySelectorAll("tbody tr");
     expect(Array.from(rows, (r) => r.getAttribute("data-feature"))).toEqual(["42", "7"]);
@@ -132,6 +133,15 @@ describe("rendering a snapshot", () => {
     expect(xaxis.ticktext).toContain("1");
     expect(xaxis.ticktext).toContain("4096");
     expect(values.layout.uirevision).toBe("values");
+  });
+
+  it("warns when sparse indices outside the SAE were ignored", () => {
+    model = new FakeModel({ snapshot: snapshotMessage({ state: { dropped_indices: 1234, d_sae: 64 } }) });
+    const { root } = mount();
+    const dropped = byTestId(root, "status-dropped");
+    expect(dropped.hidden).toBe(false);
+    expect(dropped.textContent).toBe("ignored indices: 1,234");
+    expect(dropped.title).toBe("sparse feature indices outside 0..63 were ignored");
   });
 
   it("shows a waiting state before the first snapshot", () => {
