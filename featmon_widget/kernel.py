@@ -59,8 +59,9 @@ class MomentsKernel:
         return self._run(merge_moments, merge_moments, state, shift, moments)
 
     def merge_table(self, state: tuple[Tensor, ...], table: Tensor, rows: Tensor, shift: Tensor,
-                    zero_is_active: bool) -> tuple[tuple[Tensor, ...], Tensor]:
-        """`pending.merge_table`: a CPU table of TopK records merged into the totals."""
+                    zero_is_active: bool) -> Tensor:
+        """`pending.merge_table`: a CPU table of TopK records merged into the totals in place;
+        returns the count of dropped indices."""
         return self._run(merge_table, merge_table, state, table, rows, shift, zero_is_active)
 
     def _run(self, fn: Callable[..., Any], eager: Callable[..., Any], *args: object,

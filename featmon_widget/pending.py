@@ -23,6 +23,7 @@ Tensor = torch.Tensor
 
 FLUSH_ROWS = 1 << 16
 STORED, NONFINITE, ACTIVE, ACTIVE_SUM, S1, S2, MIN, MAX = range(RECORD)
+_EMPTY_RECORD = torch.tensor([0.0] * MIN + [float("inf"), float("-inf")], dtype=torch.float64)
 
 
 class PendingSparse:
@@ -40,10 +41,8 @@ class PendingSparse:
         self.clear()
 
     def clear(self) -> None:
-        """Empty the table."""
-        self.table.zero_()
-        self.table[:, MIN] = float("inf")
-        self.table[:, MAX] = float("-inf")
+        """Empty the table (one pass over it)."""
+        self.table.copy_(_EMPTY_RECORD.expand_as(self.table))
         self.rows.zero_()
         self.rows_held = 0
 
@@ -65,18 +64,20 @@ class PendingSparse:
                          values.contiguous(), valid.to(torch.bool).contiguous(), self.threshold)
         self.rows_held += indices.shape[0]
 
-    def merge_into(self, kernel: MomentsKernel, state: tuple[Tensor, ...]
-                   ) -> tuple[tuple[Tensor, ...], Tensor]:
-        """`state` with the table merged in (one compiled pass over the features), and how
-        many indices were dropped."""
+    def merge_into(self, kernel: MomentsKernel, state: tuple[Tensor, ...]) -> Tensor:
+        """Merge the table into the running totals `state` in place (one compiled pass over
+        the features); returns how many indices were dropped."""
         return kernel.merge_table(state, self.table, self.rows, self.shift,
                                   self.threshold < 0.0)
 
 
 def merge_table(state: tuple[Tensor, ...], table: Tensor, rows: Tensor, shift: Tensor,
-                zero_is_active: bool) -> tuple[tuple[Tensor, ...], Tensor]:
-    """Running totals `state` with a table of records (taken against `shift` [F + 2]) merged
-    in, and the count of dropped indices (the out-of-range sink)."""
+                zero_is_active: bool) -> Tensor:
+    """Merge a table of records (taken against `shift` [F + 2]) into the running totals
+    `state` in place, and return the count of dropped indices (the out-of-range sink).
+
+    In place: new totals would be eight fresh [F] buffers per merge, and touching fresh pages
+    cost more than the merge itself."""
     f = table.shape[0] - 2
     t = table[:f]
     stored = t[:, STORED].to(torch.int64)
@@ -99,5 +100,6 @@ def merge_table(state: tuple[Tensor, ...], table: Tensor, rows: Tensor, shift: T
         torch.where(has_zero, t[:, MIN].clamp_max(0.0), t[:, MIN]),
         torch.where(has_zero, t[:, MAX].clamp_min(0.0), t[:, MAX]),
     )
-    dropped = (table[f + 1, STORED] + table[f + 1, NONFINITE]).to(torch.int64)
-    return merge_moments(state, s, moments), dropped
+    for total, merged in zip(state, merge_moments(state, s, moments), strict=True):
+        total.copy_(merged)
+    return (table[f + 1, STORED] + table[f + 1, NONFINITE]).to(torch.int64)

@@ -110,7 +110,7 @@ class RunningStats:
         pending = self._pending
         if pending is None or not pending.rows_held:
             return
-        self._totals, dropped = pending.merge_into(self.kernel, self._totals)
+        dropped = pending.merge_into(self.kernel, self._totals)
         self._dropped = self._dropped + dropped
         self._merged_any = True
         pending.clear()
