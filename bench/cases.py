@@ -125,8 +125,8 @@ def _topk_group(n: int, f: int, k: int, repeat: int, device: torch.device) -> li
     amortized = held_s + max(merged_s - held_s, 0.0) / every
     base = "dense fused update"
     return [Row(group, base, dense_s),
-            Row(group, "sparse update (held in the CPU table)", held_s, base),
-            Row(group, "sparse update + merge (a read after every batch)", merged_s, base),
+            Row(group, "sparse update (on the CPU: held in the table)", held_s, base),
+            Row(group, "sparse update + a read of the statistics", merged_s, base),
             Row(group, f"sparse, statistics read every {every} batches", amortized, base)]
 
 

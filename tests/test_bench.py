@@ -13,7 +13,7 @@ def test_quick_bench_prints_the_ratio_table_and_writes_json(tmp_path):
     result = subprocess.run([sys.executable, "-m", "bench", "--quick", "--json", str(out)],
                             cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
-    for needle in ("fused statistics update", "sparse update + merge (a read after every batch)",
+    for needle in ("fused statistics update", "sparse update + a read of the statistics",
                    "hooked forward with monitor (our SAE, fused)", "seed per-value .item() loop",
                    "build snapshot"):
         assert needle in result.stdout
