@@ -19,8 +19,9 @@ function chips(items: readonly FeatureValue[], cls: string): HTMLElement[] {
   );
 }
 
+/** Identity and content of a record: a changed feature selection changes `values`. */
 function recordKey(r: ActivationRecordMessage): string {
-  return `${r.request_id}/${r.row}@${r.position}:${r.timestamp}`;
+  return `${r.request_id}/${r.row}@${r.position}:${r.timestamp}:${JSON.stringify([r.top, r.values])}`;
 }
 
 export class RecentRecords implements Component {
@@ -28,6 +29,9 @@ export class RecentRecords implements Component {
   private readonly list = h("ol", { class: "featmon-records", "data-testid": "records" });
   private readonly empty = h("p", { class: "featmon-chart-note", "data-testid": "records-empty" });
   private lastKey = "";
+  /** Built rows by record key: a record keeps its row while it stays in view, so a new
+   * snapshot builds only the records that are new (rebuilding all 20 dominated apply time). */
+  private rows = new Map<string, HTMLElement>();
 
   constructor() {
     this.el = h(
@@ -44,28 +48,38 @@ export class RecentRecords implements Component {
     const records = snapshot ? snapshot.records.slice(0, MAX_SHOWN) : [];
     setText(this.empty, records.length ? "" : "No tokens recorded yet.");
     this.empty.hidden = records.length > 0;
-    const key = records.map(recordKey).join("|");
+    const keys = records.map(recordKey);
+    const key = keys.join("|");
     if (key === this.lastKey) return;
     this.lastKey = key;
-    this.list.replaceChildren(
-      ...records.map((r) => {
-        const head = h(
-          "span",
-          { class: "featmon-record-id", title: formatClock(r.timestamp) },
-          `${r.request_id}/${r.row}`,
-          h("span", { class: "featmon-pos" }, ` pos ${r.position}`),
-        );
-        const top = r.top.length
-          ? chips(r.top, "top")
-          : [h("span", { class: "featmon-none" }, "no active feature")];
-        const parts: (Node | string)[] = [head, h("span", { class: "featmon-chips" }, ...top)];
-        if (r.values.length) {
-          parts.push(h("span", { class: "featmon-chips values", title: "configured features" }, ...chips(r.values, "value")));
-        }
-        return h("li", { "data-record": `${r.request_id}/${r.row}/${r.position}` }, ...parts);
-      }),
-    );
+    const rows = new Map<string, HTMLElement>();
+    records.forEach((r, i) => {
+      const k = rows.has(keys[i]!) ? `${keys[i]}#${i}` : keys[i]!; // identical twins both show
+      rows.set(k, this.rows.get(k) ?? recordRow(r));
+    });
+    this.rows = rows;
+    this.list.replaceChildren(...rows.values());
   }
 
-  destroy(): void {}
+  destroy(): void {
+    this.rows.clear();
+  }
+}
+
+/** One record as a list row: where it came from, its top features, configured values. */
+function recordRow(r: ActivationRecordMessage): HTMLElement {
+  const head = h(
+    "span",
+    { class: "featmon-record-id", title: formatClock(r.timestamp) },
+    `${r.request_id}/${r.row}`,
+    h("span", { class: "featmon-pos" }, ` pos ${r.position}`),
+  );
+  const top = r.top.length
+    ? chips(r.top, "top")
+    : [h("span", { class: "featmon-none" }, "no active feature")];
+  const parts: (Node | string)[] = [head, h("span", { class: "featmon-chips" }, ...top)];
+  if (r.values.length) {
+    parts.push(h("span", { class: "featmon-chips values", title: "configured features" }, ...chips(r.values, "value")));
+  }
+  return h("li", { "data-record": `${r.request_id}/${r.row}/${r.position}` }, ...parts);
 }

@@ -101,8 +101,11 @@ describe("rendering a snapshot", () => {
     expect(Array.from(rows, (r) => r.getAttribute("data-feature"))).toEqual(["42", "7"]);
     const meanCells = Array.from(rows, (r) => r.querySelectorAll("td")[1]!);
     expect(meanCells[0]!.textContent).toBe("1.5");
+    meanCells[0]!.dispatchEvent(new MouseEvent("mouseover", { bubbles: true }));
     expect(meanCells[0]!.title).toBe("1.5");
     expect(meanCells[1]!.textContent).toBe("—");
+    meanCells[1]!.dispatchEvent(new MouseEvent("mouseover", { bubbles: true }));
+    expect(meanCells[1]!.title).toBe("undefined (no data)");
     expect(rows[0]!.classList.contains("selected")).toBe(true);
     expect(rows[1]!.classList.contains("selected")).toBe(false);
     expect(byTestId(root, "table-top").querySelector('th[data-metric="mean"]')!.classList.contains("active")).toBe(true);
