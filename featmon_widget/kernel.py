@@ -10,7 +10,12 @@ from typing import Any
 
 import torch
 
-from .moments import batch_moments, chunked_eager_moments, merge_moments, sparse_update
+from .moments import (
+    batch_moments,
+    chunked_eager_moments,
+    merge_moments_,
+    sparse_update,
+)
 from .pending import merge_table
 
 Tensor = torch.Tensor
@@ -53,10 +58,10 @@ class MomentsKernel:
         """`sparse_update`: new running totals from top-k features, one compiled graph."""
         return self._run(sparse_update, sparse_update, state, indices, values, valid, threshold)
 
-    def merge(self, state: tuple[Tensor, ...], shift: Tensor,
-              moments: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
-        """`merge_moments`, one fused kernel when compiled (a dozen [F] passes otherwise)."""
-        return self._run(merge_moments, merge_moments, state, shift, moments)
+    def merge(self, state: tuple[Tensor, ...], shift: Tensor, moments: tuple[Tensor, ...]) -> None:
+        """`merge_moments_` (in place), one fused kernel when compiled (a dozen [F] passes
+        otherwise)."""
+        self._run(merge_moments_, merge_moments_, state, shift, moments)
 
     def merge_table(self, state: tuple[Tensor, ...], table: Tensor, rows: Tensor, shift: Tensor,
                     zero_is_active: bool) -> Tensor:

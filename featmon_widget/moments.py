@@ -131,6 +131,13 @@ def merge_moments(state: tuple[Tensor, ...], shift: Tensor,
             torch.minimum(mn, mn_b), torch.maximum(mx, mx_b))
 
 
+def merge_moments_(state: tuple[Tensor, ...], shift: Tensor, moments: tuple[Tensor, ...]) -> None:
+    """`merge_moments` written into `state` in place. New totals would be eight fresh [F]
+    buffers per update, and on the CPU touching fresh pages cost more than the merge."""
+    for total, merged in zip(state, merge_moments(state, shift, moments), strict=True):
+        total.copy_(merged)
+
+
 def _in_range(indices: Tensor, f: int) -> Tensor:
     return (indices >= 0) & (indices < f)
 

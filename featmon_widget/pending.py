@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from .moments import merge_moments
+from .moments import merge_moments_
 from .native import RECORD, SparseAccumulator
 
 if TYPE_CHECKING:
@@ -74,10 +74,7 @@ class PendingSparse:
 def merge_table(state: tuple[Tensor, ...], table: Tensor, rows: Tensor, shift: Tensor,
                 zero_is_active: bool) -> Tensor:
     """Merge a table of records (taken against `shift` [F + 2]) into the running totals
-    `state` in place, and return the count of dropped indices (the out-of-range sink).
-
-    In place: new totals would be eight fresh [F] buffers per merge, and touching fresh pages
-    cost more than the merge itself."""
+    `state` in place, and return the count of dropped indices (the out-of-range sink)."""
     f = table.shape[0] - 2
     t = table[:f]
     stored = t[:, STORED].to(torch.int64)
@@ -100,6 +97,5 @@ def merge_table(state: tuple[Tensor, ...], table: Tensor, rows: Tensor, shift: T
         torch.where(has_zero, t[:, MIN].clamp_max(0.0), t[:, MIN]),
         torch.where(has_zero, t[:, MAX].clamp_min(0.0), t[:, MAX]),
     )
-    for total, merged in zip(state, merge_moments(state, s, moments), strict=True):
-        total.copy_(merged)
+    merge_moments_(state, s, moments)
     return (table[f + 1, STORED] + table[f + 1, NONFINITE]).to(torch.int64)

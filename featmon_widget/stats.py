@@ -117,7 +117,8 @@ class RunningStats:
 
     def merge(self, shift: Tensor, moments: tuple[Tensor, ...]) -> None:
         """Fold one batch's `batch_moments` (taken against `shift`) into the running totals."""
-        self._set_state(self.kernel.merge(self._state(), shift, moments))
+        self.kernel.merge(self._state(), shift, moments)
+        self._merged_any = True
 
     def _set_state(self, state: tuple[Tensor, ...]) -> None:
         self._totals = tuple(state)
