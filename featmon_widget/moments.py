@@ -8,8 +8,6 @@ update written in shifted form. Nothing here reads a value back to the host.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
 Tensor = torch.Tensor
@@ -19,18 +17,10 @@ Tensor = torch.Tensor
 _EAGER_CHUNK_BYTES = 1 << 22
 
 
-@dataclass
-class BatchMoments:
-    """One batch reduced per feature (all tensors shaped [F])."""
-
-    count: Tensor  # int64: finite values in valid rows
-    nan_count: Tensor  # int64: NaN/Inf values in valid rows
-    active_count: Tensor  # int64: finite values > threshold
-    active_sum: Tensor  # float64
-    shifted_sum: Tensor  # float64: sum(x - shift)
-    shifted_sq_sum: Tensor  # float64: sum((x - shift) ** 2)
-    min: Tensor  # float64, +inf where count == 0
-    max: Tensor  # float64, -inf where count == 0
+# Batch moments are tuples of [F] tensors, in this order: count (int64, finite values in valid
+# rows), nan_count (int64, NaN/Inf in valid rows), active_count (int64, finite values >
+# threshold), active_sum, shifted_sum = sum(x - shift), shifted_sq_sum = sum((x - shift)**2),
+# min (+inf where count == 0), max (-inf where count == 0); the floats are float64.
 
 
 def batch_moments(
@@ -147,10 +137,8 @@ def sparse_update(state: tuple[Tensor, ...], indices: Tensor, values: Tensor, va
     """Running totals `state` with top-k features folded in, and how many indices in valid rows
     were outside 0..F-1 (ignored). Shift, moments and merge are one function, so compiled it is
     one graph with no [F]-sized intermediates between steps."""
-    count, mean = state[0], state[4]
-    # Implicit zeros dominate a TopK SAE's output, so 0 is a shift near the data.
-    shift = torch.where(count > 0, mean, 0.0)
-    dropped = (valid[:, None] & ~_in_range(indices, count.shape[0])).sum()
+    shift = sparse_shift(state[0], state[4])
+    dropped = (valid[:, None] & ~_in_range(indices, shift.shape[0])).sum()
     moments = sparse_moments(indices, values, valid, shift, threshold)
     return merge_moments(state, shift, moments), dropped
 
@@ -174,6 +162,12 @@ def chunked_eager_moments(
         torch.maximum(total[7], part[7], out=total[7])
     assert total is not None
     return tuple(total)
+
+
+def sparse_shift(count: Tensor, mean: Tensor) -> Tensor:
+    """The per-feature shift for TopK values: the running mean, or 0 for never-seen features
+    (implicit zeros dominate a TopK SAE's output, so 0 is near the data)."""
+    return torch.where(count > 0, mean, 0.0)
 
 
 def shift_for(acts: Tensor, mean: Tensor, count: Tensor) -> Tensor:

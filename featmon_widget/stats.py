@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 
 from .kernel import MomentsKernel
-from .moments import shift_for
+from .moments import shift_for, sparse_shift
 from .native import sparse_accumulator
 from .pending import PendingSparse
 
@@ -90,9 +90,7 @@ class RunningStats:
         if pending.must_merge_before(indices.shape[0], threshold):
             self.flush()
         if not pending.rows_held:
-            count, mean = self._totals[0], self._totals[4]
-            # Implicit zeros dominate a TopK SAE's output, so 0 is a shift near the data.
-            pending.start(torch.where(count > 0, mean, 0.0), threshold)
+            pending.start(sparse_shift(self._totals[0], self._totals[4]), threshold)
         pending.add(indices, values, valid)
         if not self._merged_any:
             self.flush()  # so later tables are taken against a real mean
