@@ -8,7 +8,7 @@ import { ChartFrame } from "./chartFrame";
 import type { ViewContext } from "./component";
 import { setText } from "./dom";
 import { formatInt } from "./format";
-import { baseLayout, themeKey, themeOf } from "./plot";
+import { baseLayout, countAxis, themeKey, themeOf } from "./plot";
 
 export const NEVER_FIRED_LABEL = "never fired";
 
@@ -84,13 +84,7 @@ export function frequencyFigure(
       gridcolor: theme.grid,
       zeroline: false,
     },
-    yaxis: {
-      title: { text: "features" },
-      type: logY ? "log" : "linear",
-      uirevision: logY ? "log" : "linear",
-      gridcolor: theme.grid,
-      rangemode: "tozero",
-    },
+    yaxis: { ...countAxis(theme, "features", logY), rangemode: "tozero" },
   };
   return { data, layout };
 }

@@ -53,6 +53,16 @@ export function baseLayout(theme: Theme, uirevision: string): Partial<Plotly.Lay
   };
 }
 
+/** The count axis both histograms share: linear or log, keeping zoom per scale. */
+export function countAxis(theme: Theme, title: string, logY: boolean): Partial<Plotly.LayoutAxis> {
+  return {
+    title: { text: title },
+    type: logY ? "log" : "linear",
+    uirevision: logY ? "log" : "linear",
+    gridcolor: theme.grid,
+  };
+}
+
 /** A short key of the theme, to redraw when it changes. */
 export function themeKey(theme: Theme): string {
   return `${theme.font}|${theme.grid}|${theme.accent}|${theme.muted}`;

@@ -9,7 +9,7 @@ import { ChartFrame } from "./chartFrame";
 import type { ViewContext } from "./component";
 import { setText } from "./dom";
 import { formatEdge, formatInt, formatPercent } from "./format";
-import { PALETTE, type Theme, baseLayout, themeKey, themeOf } from "./plot";
+import { PALETTE, type Theme, baseLayout, countAxis, themeKey, themeOf } from "./plot";
 import type { ValueHistogram } from "./protocol";
 
 export const INACTIVE_LABEL = "inactive";
@@ -90,12 +90,7 @@ export function valuesFigure(
       gridcolor: theme.grid,
       zeroline: false,
     },
-    yaxis: {
-      title: { text: "tokens" },
-      type: logY ? "log" : "linear",
-      uirevision: logY ? "log" : "linear",
-      gridcolor: theme.grid,
-    },
+    yaxis: countAxis(theme, "tokens", logY),
   };
   return { data, layout };
 }
