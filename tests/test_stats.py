@@ -187,7 +187,7 @@ def test_sparse_table_is_merged_before_every_read_and_threshold_change(monkeypat
     assert stats.count.tolist() == [0, 0, 0, 0] and stats._pending.rows_held == 0
 
 
-def test_sparse_dense_and_fused_updates_interleave(monkeypatch):
+def test_sparse_dense_and_fused_updates_interleave():
     """A dense update after held TopK values merges them first (the shift invariant)."""
     gen = torch.Generator().manual_seed(3)
     values, indices = torch.topk(torch.randn(40, 9, generator=gen), 3, dim=1)
