@@ -9,8 +9,8 @@ import torch
 from torch import nn
 
 from featmon_widget import FeatureMonitor, SparseAutoencoder
-from featmon_widget.kernel import MomentsKernel
-from featmon_widget.stats import RunningStats
+from featmon_widget.monitor.stats.compiled import CompiledStatistics
+from featmon_widget.monitor.stats.running import RunningStats
 
 from .timing import interleaved_medians, median_seconds
 
@@ -67,8 +67,8 @@ def _update_group(n: int, f: int, dtype: torch.dtype, repeat: int,
     read = "one read (acts.sum(0))"
     acts = torch.relu(torch.randn(n, f, generator=gen, device=device) - 1.5).to(dtype)
     valid = torch.ones(n, dtype=torch.bool, device=device)
-    compiled = RunningStats(f, device, MomentsKernel(compile=True))
-    eager = RunningStats(f, device, MomentsKernel(compile=False))
+    compiled = RunningStats(f, device, CompiledStatistics(compile=True))
+    eager = RunningStats(f, device, CompiledStatistics(compile=False))
     state = {k: torch.zeros(f, dtype=torch.float64, device=device)
              for k in ("sum", "sumsq", "active")}
     state["min"] = torch.full((f,), float("inf"), dtype=torch.float64, device=device)
@@ -90,7 +90,7 @@ def _update_group(n: int, f: int, dtype: torch.dtype, repeat: int,
     for name in list(cases)[4:]:
         pair = interleaved_medians([cases[read], cases[name]], few, 1, device)
         seconds[name] = pair[1] / pair[0] * seconds[read]
-    extra = {"mode": compiled.kernel.mode}
+    extra = {"mode": compiled.compiled.mode}
     return [Row(group, name, seconds[name], None if name == read else read,
                 extra if name == "fused statistics update" else None) for name in cases]
 
@@ -107,9 +107,9 @@ def _topk_group(n: int, f: int, k: int, repeat: int, device: torch.device) -> li
     values = torch.relu(values)
     dense = torch.zeros(n, f, device=device).scatter_(1, indices, values)
     valid = torch.ones(n, dtype=torch.bool, device=device)
-    compiled = RunningStats(f, device, MomentsKernel(compile=True))
-    held = RunningStats(f, device, MomentsKernel(compile=True))
-    merged = RunningStats(f, device, MomentsKernel(compile=True))
+    compiled = RunningStats(f, device, CompiledStatistics(compile=True))
+    held = RunningStats(f, device, CompiledStatistics(compile=True))
+    merged = RunningStats(f, device, CompiledStatistics(compile=True))
 
     def update_and_read() -> None:
         merged.update_sparse(indices, values, valid, 0.0)

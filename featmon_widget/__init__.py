@@ -1,10 +1,16 @@
-"""featmon_widget: live monitoring of sparse-autoencoder features inside Jupyter."""
+"""featmon_widget: live monitoring of sparse-autoencoder features inside Jupyter.
 
-from .config import MonitorConfig
+The packages follow the data: `sae` (SAEs and SAE-like objects) -> `hooks` (a model layer's
+output) -> `monitor` (`FeatureMonitor`: statistics and history on the device) -> `snapshot`
+(bounded summaries) -> `live` (throttled delivery) -> `widget` (the Jupyter view, bundled from
+js/).
+"""
+
 from .hooks import MonitorHook
-from .monitor import FeatureMonitor, sae_width
-from .sae import SparseAutoencoder, load_sae
-from .schemas import (
+from .monitor import FeatureMonitor
+from .monitor.config import MonitorConfig
+from .sae import SparseAutoencoder, load_sae, sae_width
+from .snapshot.schemas import (
     ActivationRecord,
     FeatureStatistics,
     HistoryResponse,

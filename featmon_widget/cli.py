@@ -9,11 +9,11 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from .stats import METRICS
+from .snapshot.schemas import METRICS
 
 
 def _report_html(bundle, monitor, examples, metric: str) -> str:
-    from .figure import snapshot_figure
+    from .snapshot.figure import snapshot_figure
 
     state = monitor.state
     rows = []

@@ -1,6 +1,6 @@
 import pytest
 
-from featmon_widget.config import MAX_EXPLICIT_FEATURES, MonitorConfig
+from featmon_widget.monitor.config import MAX_MONITORED_FEATURES, MonitorConfig
 
 
 def test_replace_changes_only_what_is_passed():
@@ -20,7 +20,7 @@ def test_replace_changes_only_what_is_passed():
         ({"features": [1.5]}, TypeError, "1.5"),
         ({"features": "1,2"}, TypeError, "'1,2'"),
         ({"features": []}, ValueError, "at least one"),
-        ({"features": list(range(MAX_EXPLICIT_FEATURES + 1))}, ValueError, "at most"),
+        ({"features": list(range(MAX_MONITORED_FEATURES + 1))}, ValueError, "at most"),
         ({"history_size": 0}, ValueError, "history_size"),
         ({"history_size": 100_001}, ValueError, "100001"),
         ({"history_size": True}, TypeError, "history_size"),

@@ -1,8 +1,8 @@
 import torch
 
 from featmon_widget import FeatureMonitor, SparseAutoencoder
-from featmon_widget.fused import FusedEncoder
-from featmon_widget.kernel import MomentsKernel
+from featmon_widget.monitor.stats.compiled import CompiledStatistics
+from featmon_widget.monitor.stats.fused import FusedEncoder
 
 
 def _sae(d_in=16, d_sae=40, seed=0):
@@ -24,7 +24,8 @@ def test_fused_encode_gives_the_same_features_and_statistics_as_eager():
         mask[1, :2] = 0
         fused.encode_and_record(sae, x, "r", mask)
         eager.encode_and_record(sae, x, "r", mask)
-    assert fused._fused._compiled is not None and not fused._fused._failed
+    # No public observable: the fused graph compiled and never fell back.
+    assert fused._ingest.fused.runner.mode == "compiled"
     for a, b in zip(fused.get_statistics().features, eager.get_statistics().features,
                     strict=True):
         assert (a.count, a.active_count, a.nan_count) == (b.count, b.active_count, b.nan_count)
@@ -44,12 +45,12 @@ def test_foreign_sae_is_not_compiled():
         def encode(self, x):
             return torch.relu(x[..., :4])
 
-    enc = FusedEncoder(MomentsKernel(compile=True))
+    enc = FusedEncoder(CompiledStatistics(compile=True))
     x = torch.randn(3, 6)
     mean = torch.zeros(4, dtype=torch.float64)
     count = torch.zeros(4, dtype=torch.long)
     flat, _, moments = enc(Foreign(), x, torch.ones(3, dtype=torch.bool), mean, count, 0.0,
                            fuse=False)
-    assert enc._compiled is None
+    assert enc.runner.mode == "eager"  # never compiled
     assert torch.equal(flat, torch.relu(x[:, :4]))
     assert moments[0].tolist() == [3, 3, 3, 3]

@@ -2,12 +2,11 @@ import math
 
 import torch
 
-from featmon_widget.features import DenseFeatures
-from featmon_widget.histograms import (
+from featmon_widget.monitor.features import DenseFeatures
+from featmon_widget.monitor.histograms import VALUE_BIN_COUNT, ValueHistograms
+from featmon_widget.snapshot.frequency import (
     FREQUENCY_BIN_COUNT,
     FREQUENCY_EDGES,
-    VALUE_BIN_COUNT,
-    ValueHistograms,
     frequency_histogram,
 )
 

@@ -1,7 +1,7 @@
 import torch
 
-from featmon_widget.features import DenseFeatures, SparseFeatures
-from featmon_widget.history import HistoryRing
+from featmon_widget.monitor.features import DenseFeatures, SparseFeatures
+from featmon_widget.monitor.history import HistoryRing
 
 CPU = torch.device("cpu")
 
@@ -46,7 +46,7 @@ def test_memory_is_bounded_by_size_not_tokens():
     for _ in range(50):
         _write(ring, torch.rand(100, 4))
     assert ring.top_idx.numel() == before
-    assert len(ring._request_names) <= 8 + 1024
+    assert ring.names_held <= 8 + 1024
 
 
 def test_resize_keeps_newest_records_and_pads():

@@ -4,8 +4,8 @@ import warnings
 import pytest
 import torch
 
-from featmon_widget import native
-from featmon_widget.native import RECORD, sparse_accumulator
+from featmon_widget.monitor.stats import native
+from featmon_widget.monitor.stats.native import RECORD, sparse_accumulator
 
 
 @pytest.fixture
@@ -104,18 +104,18 @@ def test_no_compiler_warns_once_and_falls_back(monkeypatch, fresh_build):
         warnings.simplefilter("error")
         assert sparse_accumulator() is None  # decided once, no second warning
 
-    from featmon_widget.kernel import MomentsKernel
-    from featmon_widget.stats import RunningStats
+    from featmon_widget.monitor.stats.compiled import CompiledStatistics
+    from featmon_widget.monitor.stats.running import RunningStats
 
-    stats = RunningStats(5, torch.device("cpu"), MomentsKernel(compile=False))
+    stats = RunningStats(5, torch.device("cpu"), CompiledStatistics(compile=False))
     stats.update_sparse(torch.tensor([[0, 4]]), torch.tensor([[1.0, 2.0]]),
                         torch.ones(1, dtype=torch.bool), 0.0)
-    assert stats._pending is None
+    assert stats.pending_table is None
     assert stats.count.tolist() == [1, 1, 1, 1, 1]
 
 
 def test_built_library_is_cached(monkeypatch, fresh_build):
-    first = native._build()
+    first = native.build_library()
     monkeypatch.setattr(native.subprocess, "run", lambda *a, **k: pytest.fail("recompiled"))
-    assert native._build() == first
+    assert native.build_library() == first
     assert first.parent == fresh_build

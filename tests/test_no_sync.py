@@ -53,7 +53,7 @@ def test_on_activation_runs_on_meta_tensors():
     with m.request("r"):
         m.on_activation(acts, mask=mask)
         m.on_activation(torch.empty(2, 1, 24, device="meta"))
-    assert m._stats.mean.device.type == "meta"
+    assert m._recording.stats.mean.device.type == "meta"
 
 
 def test_encode_and_record_runs_on_meta_tensors():
@@ -62,7 +62,7 @@ def test_encode_and_record_runs_on_meta_tensors():
     m.encode_and_record(sae, torch.empty(3, 5, 8, device="meta"), "r",
                         torch.empty(3, 5, device="meta"),
                         torch.empty(1, 5, dtype=torch.long, device="meta"))
-    assert m._history.written.device.type == "meta"
+    assert m._recording.history.written.device.type == "meta"
 
 
 @pytest.mark.parametrize("path", ["on_activation", "hooked forward"])
@@ -96,4 +96,4 @@ def test_sparse_path_runs_on_meta_tensors():
     m.on_sparse_activation(torch.empty(2, 5, 8, dtype=torch.long, device="meta"),
                            torch.empty(2, 5, 8, device="meta"),
                            mask=torch.empty(2, 5, device="meta"))
-    assert m._stats.count.device.type == "meta"
+    assert m._recording.stats.count.device.type == "meta"

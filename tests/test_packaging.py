@@ -28,5 +28,5 @@ def test_built_wheel_contains_the_frontend(tmp_path):
     names = set(zipfile.ZipFile(wheel).namelist())
     assert "featmon_widget/static/widget.js" in names
     assert "featmon_widget/static/widget.css" in names
-    assert "featmon_widget/monitor.py" in names
-    assert "featmon_widget/native/sparse_accumulate.c" in names  # compiled on first use
+    assert "featmon_widget/monitor/feature_monitor.py" in names
+    assert "featmon_widget/monitor/stats/csrc/sparse_accumulate.c" in names  # built on first use

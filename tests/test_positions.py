@@ -1,6 +1,6 @@
 import torch
 
-from featmon_widget.positions import RequestPositions
+from featmon_widget.monitor.positions import RequestPositions
 
 
 def test_positions_continue_across_forwards_of_one_request():

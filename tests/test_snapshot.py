@@ -2,9 +2,10 @@ import numpy as np
 import torch
 
 from featmon_widget import FeatureMonitor
-from featmon_widget.histograms import FREQUENCY_BIN_COUNT, VALUE_BIN_COUNT, VALUE_EDGES
-from featmon_widget.schemas import SNAPSHOT_VERSION
-from featmon_widget.snapshot import MAX_RECORDS, TABLE_COLUMNS
+from featmon_widget.monitor.histograms import VALUE_BIN_COUNT, VALUE_EDGES
+from featmon_widget.snapshot.frequency import FREQUENCY_BIN_COUNT
+from featmon_widget.snapshot.options import MAX_RECORDS, TABLE_COLUMNS
+from featmon_widget.snapshot.schemas import SNAPSHOT_VERSION
 
 
 def test_snapshot_is_bounded_for_the_widest_sae():
@@ -62,7 +63,7 @@ def test_snapshot_waits_for_its_copies_without_holding_the_monitor_lock(monkeypa
     """A forward must never queue behind a snapshot's host read."""
     import threading
 
-    import featmon_widget.snapshot as snapshot_module
+    import featmon_widget.snapshot.build as snapshot_module
 
     m = FeatureMonitor(8)
     m.on_activation(torch.rand(3, 8))
@@ -75,16 +76,14 @@ def test_snapshot_waits_for_its_copies_without_holding_the_monitor_lock(monkeypa
         def checked_wait():
             result: list[bool] = []
 
-            def probe_lock():
-                got = m._lock.acquire(timeout=1)
-                if got:
-                    m._lock.release()
-                result.append(got)
+            def forward():
+                m.on_activation(torch.rand(1, 8))
+                result.append(True)
 
-            probe = threading.Thread(target=probe_lock)
+            probe = threading.Thread(target=forward, daemon=True)
             probe.start()
-            probe.join()
-            lock_free_during_wait.append(result[0])
+            probe.join(timeout=2)  # a forward that waits for the lock would not finish
+            lock_free_during_wait.append(result == [True])
             return wait()
 
         return checked_wait

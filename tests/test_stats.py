@@ -5,9 +5,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from reference import reference_stats
 
-from featmon_widget import pending
-from featmon_widget.kernel import MomentsKernel
-from featmon_widget.stats import RunningStats
+from featmon_widget.monitor.stats import pending
+from featmon_widget.monitor.stats.compiled import CompiledStatistics
+from featmon_widget.monitor.stats.running import RunningStats
 
 REL = 1e-9
 
@@ -66,7 +66,7 @@ def test_ten_million_tokens_match_float64_reference(dtype):
     x = torch.stack(cols, 1).to(dtype)
     x[123, 2] = float("nan")
     x[4567, 4] = float("inf")
-    stats = RunningStats(f, torch.device("cpu"), MomentsKernel(compile=False))
+    stats = RunningStats(f, torch.device("cpu"), CompiledStatistics(compile=False))
     chunk = 1_048_576
     feed(stats, x, [chunk] * (n // chunk) + [n % chunk])
     assert_matches_reference(stats, x.to(torch.float64).numpy())
@@ -88,7 +88,7 @@ def test_property_any_chunking_matches_reference(data, n, f, threshold):
                       dtype=np.float32).reshape(n, f)
     cuts = sorted(data.draw(st.lists(st.integers(0, n), max_size=4)))
     chunks = [b - a for a, b in zip([0, *cuts], [*cuts, n], strict=True)]
-    stats = RunningStats(f, torch.device("cpu"), MomentsKernel(compile=False))
+    stats = RunningStats(f, torch.device("cpu"), CompiledStatistics(compile=False))
     feed(stats, torch.from_numpy(values), chunks, threshold)
     assert_matches_reference(stats, values.astype(np.float64), threshold)
 
@@ -99,7 +99,7 @@ def test_property_invalid_rows_are_excluded(data, n):
     values = np.array(data.draw(st.lists(st.floats(-100, 100, width=32), min_size=n * 3,
                                          max_size=n * 3)), dtype=np.float32).reshape(n, 3)
     valid = np.array(data.draw(st.lists(st.booleans(), min_size=n, max_size=n)))
-    stats = RunningStats(3, torch.device("cpu"), MomentsKernel(compile=False))
+    stats = RunningStats(3, torch.device("cpu"), CompiledStatistics(compile=False))
     feed(stats, torch.from_numpy(values), [n // 2, n - n // 2], valid=torch.from_numpy(valid))
     assert_matches_reference(stats, values[valid].astype(np.float64).reshape(-1, 3))
 
@@ -108,14 +108,14 @@ def test_large_offset_has_no_cancellation():
     """The original's sum_sq - sum^2/n went negative here; shifted sums stay exact."""
     x = (torch.full((100_000, 1), 1e6, dtype=torch.float64)
          + torch.arange(100_000, dtype=torch.float64)[:, None] % 3).float()
-    stats = RunningStats(1, torch.device("cpu"), MomentsKernel(compile=False))
+    stats = RunningStats(1, torch.device("cpu"), CompiledStatistics(compile=False))
     feed(stats, x, [1000] * 100)
     assert_matches_reference(stats, x.double().numpy())
     assert stats.m2.min() >= 0
 
 
 def test_empty_feature_reports_undefined_not_zero():
-    stats = RunningStats(2, torch.device("cpu"), MomentsKernel(compile=False))
+    stats = RunningStats(2, torch.device("cpu"), CompiledStatistics(compile=False))
     x = torch.tensor([[1.0, float("nan")], [2.0, float("nan")]])
     stats.update(x, torch.ones(2, dtype=torch.bool), 0.0)
     assert stats.count.tolist() == [2, 0]
@@ -125,7 +125,7 @@ def test_empty_feature_reports_undefined_not_zero():
 
 
 def test_single_value_std_is_zero():
-    stats = RunningStats(1, torch.device("cpu"), MomentsKernel(compile=False))
+    stats = RunningStats(1, torch.device("cpu"), CompiledStatistics(compile=False))
     stats.update(torch.tensor([[3.0]]), torch.ones(1, dtype=torch.bool), 0.0)
     assert stats.std().tolist() == [0.0]
 
@@ -147,8 +147,8 @@ def test_property_sparse_topk_path_equals_dense(native, data, n, f, threshold):
         values[0, 0] = float("nan")
     valid = torch.rand(n, generator=gen) > 0.3
     dense = torch.zeros(n, f).scatter_(1, indices, values)
-    a = RunningStats(f, torch.device("cpu"), MomentsKernel(compile=False))
-    b = RunningStats(f, torch.device("cpu"), MomentsKernel(compile=False), native=native)
+    a = RunningStats(f, torch.device("cpu"), CompiledStatistics(compile=False))
+    b = RunningStats(f, torch.device("cpu"), CompiledStatistics(compile=False), native=native)
     cuts = sorted(data.draw(st.lists(st.integers(0, n), max_size=3)))
     for start, stop in zip([0, *cuts], [*cuts, n], strict=True):
         if stop > start:
@@ -156,7 +156,7 @@ def test_property_sparse_topk_path_equals_dense(native, data, n, f, threshold):
             b.update_sparse(indices[start:stop], values[start:stop], valid[start:stop], threshold)
             if data.draw(st.booleans()):
                 b.flush()  # a read between batches
-    assert (b._pending is not None) == native
+    assert (b.pending_table is not None) == native
     for name in ("count", "nan_count", "active_count", "min", "max"):
         assert torch.equal(getattr(a, name), getattr(b, name)), name
     for name in ("mean", "m2", "active_sum"):
@@ -165,26 +165,26 @@ def test_property_sparse_topk_path_equals_dense(native, data, n, f, threshold):
 
 def test_sparse_table_is_merged_before_every_read_and_threshold_change(monkeypatch):
     monkeypatch.setattr(pending, "FLUSH_ROWS", 5)
-    stats = RunningStats(4, torch.device("cpu"), MomentsKernel(compile=False), native=True)
+    stats = RunningStats(4, torch.device("cpu"), CompiledStatistics(compile=False), native=True)
     one = torch.ones(2, dtype=torch.bool)
     idx, val = torch.tensor([[0, 1], [2, 3]]), torch.tensor([[1.0, 2.0], [3.0, 4.0]])
     stats.update_sparse(idx, val, one, 0.0)  # first batch: merged at once (shift = its mean)
-    assert stats._pending.rows_held == 0
+    assert stats.pending_table.rows_held == 0
     stats.update_sparse(idx, val, one, 0.0)
-    assert stats._pending.rows_held == 2  # held in the table ...
+    assert stats.pending_table.rows_held == 2  # held in the table ...
     assert stats.count.tolist() == [4, 4, 4, 4]  # ... and merged by any read
-    assert stats._pending.rows_held == 0
+    assert stats.pending_table.rows_held == 0
     for _ in range(3):
         stats.update_sparse(idx, val, one, 0.0)  # 6 rows > FLUSH_ROWS: merged on the way
-    assert stats._pending.rows_held == 2
+    assert stats.pending_table.rows_held == 2
     stats.update_sparse(idx, val, one, 2.5)  # a new threshold merges what the old one judged
-    assert stats._pending.threshold == 2.5
+    assert stats.pending_table.threshold == 2.5
     stats.reset_active()
     assert stats.active_count.tolist() == [0, 0, 0, 0]
     assert stats.count.tolist() == [12, 12, 12, 12]
     stats.update_sparse(idx, val, one, 2.5)
     stats.reset()
-    assert stats.count.tolist() == [0, 0, 0, 0] and stats._pending.rows_held == 0
+    assert stats.count.tolist() == [0, 0, 0, 0] and stats.pending_table.rows_held == 0
 
 
 def test_sparse_dense_and_fused_updates_interleave():
@@ -193,8 +193,8 @@ def test_sparse_dense_and_fused_updates_interleave():
     values, indices = torch.topk(torch.randn(40, 9, generator=gen), 3, dim=1)
     dense = torch.zeros(40, 9).scatter_(1, indices, values)
     valid = torch.ones(40, dtype=torch.bool)
-    a = RunningStats(9, torch.device("cpu"), MomentsKernel(compile=False))
-    b = RunningStats(9, torch.device("cpu"), MomentsKernel(compile=False), native=True)
+    a = RunningStats(9, torch.device("cpu"), CompiledStatistics(compile=False))
+    b = RunningStats(9, torch.device("cpu"), CompiledStatistics(compile=False), native=True)
     for part in range(4):
         rows = slice(part * 10, part * 10 + 10)
         a.update(dense[rows], valid[rows], 0.0)

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from featmon_widget import FeatureMonitor
-from featmon_widget.throttle import Throttle
+from featmon_widget.live.throttle import Throttle
 
 
 def test_leading_and_trailing_edge():

@@ -1,6 +1,6 @@
 import torch
 
-from featmon_widget.transfer import start_copy
+from featmon_widget.snapshot.transfer import start_copy
 
 
 def test_cpu_copies_are_independent_of_later_in_place_updates():

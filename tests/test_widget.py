@@ -37,8 +37,9 @@ def _wait_for(predicate, timeout=3.0):
 
 
 def _command(widget, **content):
-    widget._on_command(widget, {"id": 7, **content}, [])
-    return widget.sent[-1]
+    reply = widget.answer({"id": 7, **content})
+    assert widget.sent[-1] == reply  # exactly the reply that was sent
+    return reply
 
 
 def test_initial_snapshot_is_synced_with_binary_buffers(widget):
@@ -82,16 +83,16 @@ def test_configure_round_trip(widget, monitor):
 def test_rejected_commands_reply_with_the_error_and_change_nothing(widget, monitor, content,
                                                                    needle):
     before = monitor.state
-    options = widget._subscription.options()
+    options = widget.subscription.options()
     reply = _command(widget, **content)
     assert reply["ok"] is False and reply["id"] == 7
     assert needle in reply["error"]
     assert monitor.state == before
-    assert widget._subscription.options() == options
+    assert widget.subscription.options() == options
 
 
 def test_malformed_message_gets_an_error_reply(widget):
-    widget._on_command(widget, ["not", "a", "dict"], [])
+    widget.answer(["not", "a", "dict"])
     assert widget.sent[-1]["ok"] is False and "type" in widget.sent[-1]["error"]
 
 
@@ -125,15 +126,15 @@ def test_rank_select_and_table_rows_change_the_snapshot(widget, monitor):
 def test_stale_snapshot_is_not_synced_over_a_newer_one(widget, monitor):
     old = monitor.snapshot()
     newer = monitor.snapshot()
-    widget._push(newer)
-    widget._push(old)
+    widget.push(newer)
+    widget.push(old)
     assert widget.snapshot["sequence"] == newer.sequence
 
 
 def test_close_stops_deliveries(monitor):
     w = MonitorWidget(monitor)
     w.close()
-    assert w._subscription not in monitor._snapshot_subscribers
+    assert w.subscription not in monitor.subscriptions
 
 
 def test_monitor_widget_is_reused_until_closed(monitor):

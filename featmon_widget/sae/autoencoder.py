@@ -1,9 +1,7 @@
-"""Load and run sparse autoencoders stored in the SAELens on-disk format.
+"""`SparseAutoencoder`: an inference-only SAE with SAELens' ``encode`` / ``decode``.
 
-A SAELens SAE directory holds ``cfg.json`` and ``sae_weights.safetensors``. This module reads
-such a directory without importing SAELens and reproduces SAELens' inference ``encode`` /
-``decode`` for the ``standard``, ``jumprelu`` and ``topk`` architectures (checked against
-SAELens 6.x). Weights are read only through safetensors; pickle files are never opened.
+It reproduces SAELens' inference for the ``standard``, ``jumprelu`` and ``topk`` architectures
+(checked against SAELens 6.x); `loader.load_sae` builds one from a SAELens directory.
 
 Semantics (``sae_in`` is the input cast to the SAE dtype):
 
@@ -15,233 +13,31 @@ Semantics (``sae_in`` is the input cast to the SAE dtype):
 * ``topk``: ``torch.topk(hidden_pre, k)``, ReLU on the selected values, zeros elsewhere. With
   ``rescale_acts_by_decoder_norm`` the pre-activations are multiplied by ``||W_dec[i]||``
   before the top-k and the features divided by it again in ``decode``.
-
-Config settings that would change the features and that are not implemented here raise a
-``ValueError`` naming the key and value instead of being silently ignored.
 """
 
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import nn
 
-__all__ = [
-    "CFG_FILENAME",
-    "SUPPORTED_ARCHITECTURES",
-    "WEIGHTS_FILENAME",
-    "SparseAutoencoder",
-    "load_sae",
-]
-
-CFG_FILENAME = "cfg.json"
-WEIGHTS_FILENAME = "sae_weights.safetensors"
-SUPPORTED_ARCHITECTURES = ("standard", "jumprelu", "topk")
-
-# Written into saved configs: SAELens treats configs without a version >= 6 as legacy and
-# rebuilds them (dropping the nested "metadata"), so we mark ours as the 6.x layout.
-_SAVED_CFG_VERSION = "6.0.0"
-
-_DTYPES: dict[str, torch.dtype] = {
-    "float32": torch.float32,
-    "float64": torch.float64,
-    "float16": torch.float16,
-    "bfloat16": torch.bfloat16,
-}
-_DTYPE_NAMES = {v: k for k, v in _DTYPES.items()}
-
-# Config keys SAELens (pre-6 layouts) may keep at top level instead of under "metadata".
-_METADATA_KEYS = (
-    "model_name",
-    "hook_name",
-    "model_class_name",
-    "hook_head_index",
-    "model_from_pretrained_kwargs",
-    "prepend_bos",
-    "exclude_special_tokens",
-    "neuronpedia_id",
-    "context_size",
-    "seqpos_slice",
-    "dataset_path",
-    "sae_lens_version",
-    "sae_lens_training_version",
+from .saelens_cfg import (
+    CFG_FILENAME,
+    DTYPE_NAMES,
+    METADATA_KEYS,
+    SAVED_CFG_VERSION,
+    SUPPORTED_ARCHITECTURES,
+    WEIGHTS_FILENAME,
+    check_shape,
+    expected_shapes,
+    is_legacy_cfg,
+    parse_dtype,
 )
-
-
-def _parse_dtype(value: str | torch.dtype, key: str = "dtype") -> torch.dtype:
-    """Map ``"float32"`` / ``"torch.float32"`` / ``torch.float32`` to a supported dtype."""
-    if isinstance(value, torch.dtype):
-        if value not in _DTYPE_NAMES:
-            raise ValueError(f"unsupported {key}={value!r}; expected one of {list(_DTYPES)}")
-        return value
-    if isinstance(value, str):
-        name = value.removeprefix("torch.")
-        if name in _DTYPES:
-            return _DTYPES[name]
-    raise ValueError(f"unsupported {key}={value!r}; expected one of {list(_DTYPES)}")
-
-
-def _is_legacy_cfg(cfg: Mapping[str, Any]) -> bool:
-    """True for configs written before SAELens 6 (no version, or major version < 6)."""
-    version = cfg.get("sae_lens_version")
-    metadata = cfg.get("metadata")
-    if not version and isinstance(metadata, Mapping):
-        version = metadata.get("sae_lens_version")
-    if not version:
-        return True
-    match = re.match(r"\s*v?(\d+)", str(version))
-    if match is None:
-        raise ValueError(f"cannot parse sae_lens_version={version!r} in the SAE config")
-    return int(match.group(1)) < 6
-
-
-def _require_int(cfg: Mapping[str, Any], key: str) -> int:
-    value = cfg.get(key)
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"SAE config key {key!r} must be a positive integer, got {value!r}")
-    return value
-
-
-def _require_bool(value: Any, key: str) -> bool:
-    if not isinstance(value, bool):
-        raise ValueError(f"SAE config key {key!r} must be true or false, got {value!r}")
-    return value
-
-
-def _normalise_cfg(raw: Mapping[str, Any]) -> dict[str, Any]:
-    """Validate a raw SAELens config and reduce it to the settings that affect encode/decode.
-
-    Mirrors SAELens' config defaulting (including the pre-6.0 layout conversion) and raises
-    ``ValueError`` for every setting whose semantics this module does not implement.
-    """
-    cfg = dict(raw)
-    legacy = _is_legacy_cfg(cfg)
-    metadata: dict[str, Any] = {}
-    if isinstance(cfg.get("metadata"), Mapping):
-        metadata.update(cfg["metadata"])
-    if legacy:
-        # SAELens < 6 names; SAELens renames them the same way when loading.
-        if "hook_point" in cfg and "hook_name" not in cfg:
-            cfg["hook_name"] = cfg["hook_point"]
-        if "hook_point_head_index" in cfg and "hook_head_index" not in cfg:
-            cfg["hook_head_index"] = cfg["hook_point_head_index"]
-        if "activation_fn_str" in cfg and "activation_fn" not in cfg:
-            cfg["activation_fn"] = cfg["activation_fn_str"]
-    for key in _METADATA_KEYS:
-        if key in cfg and key not in metadata:
-            metadata[key] = cfg[key]
-
-    d_in = _require_int(cfg, "d_in")
-    d_sae = _require_int(cfg, "d_sae")
-
-    architecture = cfg.get("architecture")
-    if architecture is None and legacy:
-        architecture = "standard"
-    activation_fn = cfg.get("activation_fn")
-    k = cfg.get("k")
-    if legacy and activation_fn == "topk":
-        # Pre-6 TopK SAEs were "standard" with a topk activation and k in activation_fn_kwargs.
-        kwargs = cfg.get("activation_fn_kwargs") or {}
-        if kwargs.get("k") is None:
-            raise ValueError("SAE config has activation_fn='topk' but no activation_fn_kwargs['k']")
-        architecture = "topk"
-        k = kwargs["k"]
-    if architecture not in SUPPORTED_ARCHITECTURES:
-        raise ValueError(
-            f"unsupported SAE architecture={architecture!r}; "
-            f"supported: {list(SUPPORTED_ARCHITECTURES)}"
-        )
-    if activation_fn not in (None, "relu") and not (
-        architecture == "topk" and activation_fn == "topk"
-    ):
-        raise ValueError(
-            f"unsupported SAE config activation_fn={activation_fn!r} for architecture "
-            f"{architecture!r}; only 'relu' (or 'topk' for topk SAEs) is implemented"
-        )
-
-    normalize = cfg.get("normalize_activations", "none")
-    if legacy and normalize in (None, False):
-        normalize = "none"
-    if normalize != "none":
-        # SAELens either folds these into the weights when saving a finished SAE (then the cfg
-        # says "none"), keeps the statistics outside the SAE directory, or makes decode
-        # depend on the last encode call. None of that can be reproduced from the directory.
-        raise ValueError(
-            f"unsupported SAE config normalize_activations={normalize!r}; only 'none' is "
-            "implemented (fold the normalisation into the weights first)"
-        )
-
-    hook_name = metadata.get("hook_name")
-    if legacy and "reshape_activations" not in cfg:
-        reshape_default = "hook_z" if "hook_z" in str(hook_name or "") else "none"
-    else:
-        reshape_default = "none"
-    reshape = cfg.get("reshape_activations", reshape_default)
-    if reshape not in ("none", "hook_z"):
-        raise ValueError(
-            f"unsupported SAE config reshape_activations={reshape!r}; expected 'none' or 'hook_z'"
-        )
-
-    if cfg.get("finetuning_scaling_factor"):
-        raise ValueError(
-            "unsupported SAE config finetuning_scaling_factor="
-            f"{cfg['finetuning_scaling_factor']!r}; SAELens 6 does not support it either"
-        )
-
-    apply_b_dec = _require_bool(cfg.get("apply_b_dec_to_input", True), "apply_b_dec_to_input")
-    rescale = _require_bool(
-        cfg.get("rescale_acts_by_decoder_norm", False), "rescale_acts_by_decoder_norm"
-    )
-    if architecture == "topk":
-        if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= d_sae:
-            raise ValueError(
-                f"topk SAE config needs an integer k with 1 <= k <= d_sae={d_sae}, got k={k!r}"
-            )
-    else:
-        if rescale:
-            raise ValueError(
-                "unsupported SAE config rescale_acts_by_decoder_norm=True for architecture "
-                f"{architecture!r}; it is only defined for topk SAEs"
-            )
-        k = None
-
-    return {
-        "d_in": d_in,
-        "d_sae": d_sae,
-        "dtype": _parse_dtype(cfg.get("dtype", "float32")),
-        "architecture": architecture,
-        "k": k,
-        "apply_b_dec_to_input": apply_b_dec,
-        "rescale_acts_by_decoder_norm": rescale,
-        "reshape_activations": reshape,
-        "metadata": metadata,
-    }
-
-
-def _expected_shapes(architecture: str, d_in: int, d_sae: int) -> dict[str, tuple[int, ...]]:
-    shapes: dict[str, tuple[int, ...]] = {
-        "W_enc": (d_in, d_sae),
-        "b_enc": (d_sae,),
-        "W_dec": (d_sae, d_in),
-        "b_dec": (d_in,),
-    }
-    if architecture == "jumprelu":
-        shapes["threshold"] = (d_sae,)
-    return shapes
-
-
-def _check_shape(name: str, shape: tuple[int, ...], expected: tuple[int, ...], where: str) -> None:
-    if tuple(shape) != expected:
-        raise ValueError(
-            f"{where}: tensor {name!r} has shape {list(shape)}, expected {list(expected)}"
-        )
 
 
 class SparseAutoencoder(nn.Module):
@@ -301,10 +97,10 @@ class SparseAutoencoder(nn.Module):
             tensors["threshold"] = threshold
         elif threshold is not None:
             raise ValueError(f"threshold is only used by jumprelu SAEs, not {architecture!r}")
-        for tname, expected in _expected_shapes(architecture, d_in, d_sae).items():
-            _check_shape(tname, tuple(tensors[tname].shape), expected, "SparseAutoencoder")
+        for tname, expected in expected_shapes(architecture, d_in, d_sae).items():
+            check_shape(tname, tuple(tensors[tname].shape), expected, "SparseAutoencoder")
         dtype = W_enc.dtype
-        _parse_dtype(dtype, "W_enc dtype")
+        parse_dtype(dtype, "W_enc dtype")
         for tname, t in tensors.items():
             if t.dtype != dtype or t.device != W_enc.device:
                 raise ValueError(
@@ -376,7 +172,7 @@ class SparseAutoencoder(nn.Module):
             device: target device (default: ``W_enc``'s device).
             dtype: target dtype (default: ``W_enc``'s dtype).
         """
-        target_dtype = _parse_dtype(dtype if dtype is not None else W_enc.dtype)
+        target_dtype = parse_dtype(dtype if dtype is not None else W_enc.dtype)
         target_device = torch.device(device) if device is not None else W_enc.device
 
         def prep(t: torch.Tensor) -> torch.Tensor:
@@ -424,19 +220,19 @@ class SparseAutoencoder(nn.Module):
             old_meta = old_cfg.get("metadata")
             if isinstance(old_meta, Mapping):
                 metadata.update(old_meta)
-            for key in _METADATA_KEYS:
+            for key in METADATA_KEYS:
                 if key in old_cfg and key not in metadata:
                     metadata[key] = old_cfg[key]
             hook_name = self.hook_name
             if hook_name is not None:
                 metadata["hook_name"] = hook_name
-        if _is_legacy_cfg({"metadata": metadata}):
-            metadata["sae_lens_version"] = _SAVED_CFG_VERSION
+        if is_legacy_cfg({"metadata": metadata}):
+            metadata["sae_lens_version"] = SAVED_CFG_VERSION
             metadata.setdefault("sae_lens_training_version", None)
         cfg: dict[str, Any] = {
             "d_in": self.d_in,
             "d_sae": self.d_sae,
-            "dtype": _DTYPE_NAMES[self.dtype],
+            "dtype": DTYPE_NAMES[self.dtype],
             "device": str(self.device),
             "apply_b_dec_to_input": self.apply_b_dec_to_input,
             "normalize_activations": "none",
@@ -555,109 +351,3 @@ class SparseAutoencoder(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Reconstruction of ``x``: ``decode(encode(x))``."""
         return self.decode(self.encode(x))
-
-
-def load_sae(
-    path: str | Path,
-    device: str | torch.device | None = None,
-    dtype: str | torch.dtype | None = None,
-) -> SparseAutoencoder:
-    """Load a SAELens-format SAE directory (``cfg.json`` + ``sae_weights.safetensors``).
-
-    Args:
-        path: the SAE directory.
-        device: where to put the weights (default CPU, as SAELens' ``load_from_disk``).
-        dtype: weight dtype (default: the config's ``dtype``, else float32). Weights are read
-            and then cast, as SAELens does.
-
-    Raises:
-        FileNotFoundError: the directory, ``cfg.json`` or the weights file is missing.
-        ValueError: an unsupported architecture or setting, a malformed config, or missing,
-            unexpected or wrongly shaped tensors.
-    """
-    root = Path(path)
-    if not root.is_dir():
-        raise FileNotFoundError(f"SAE directory not found: {str(root)!r}")
-    cfg_path = root / CFG_FILENAME
-    weights_path = root / WEIGHTS_FILENAME
-    if not cfg_path.is_file():
-        raise FileNotFoundError(f"SAE config file not found: {str(cfg_path)!r}")
-    if not weights_path.is_file():
-        raise FileNotFoundError(
-            f"SAE weights file not found: {str(weights_path)!r} "
-            "(only safetensors weights are loaded, never pickle/.pt files)"
-        )
-    try:
-        with open(cfg_path) as f:
-            raw_cfg = json.load(f)
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{str(cfg_path)!r} is not valid JSON: {e}") from e
-    if not isinstance(raw_cfg, dict):
-        raise ValueError(f"{str(cfg_path)!r} must hold a JSON object, got {type(raw_cfg).__name__}")
-
-    spec = _normalise_cfg(raw_cfg)
-    target_dtype = spec["dtype"] if dtype is None else _parse_dtype(dtype)
-    target_device = torch.device(device) if device is not None else torch.device("cpu")
-    expected = _expected_shapes(spec["architecture"], spec["d_in"], spec["d_sae"])
-    where = str(weights_path)
-
-    tensors: dict[str, torch.Tensor] = {}
-    try:
-        with safe_open(str(weights_path), framework="pt", device="cpu") as f:
-            keys = set(f.keys())
-            # Older JumpReLU training checkpoints store log(threshold); SAELens converts too.
-            log_threshold = (
-                spec["architecture"] == "jumprelu"
-                and "threshold" not in keys
-                and "log_threshold" in keys
-            )
-            # SAELens drops an all-ones "scaling_factor" (a no-op) and rejects any other.
-            allowed = set(expected) | {"scaling_factor"}
-            if log_threshold:
-                allowed.add("log_threshold")
-            unexpected = sorted(keys - allowed)
-            if unexpected:
-                raise ValueError(
-                    f"{where}: unexpected tensors {unexpected} for a {spec['architecture']!r} "
-                    f"SAE (expected {sorted(expected)})"
-                )
-            for tname, shape in expected.items():
-                src = "log_threshold" if tname == "threshold" and log_threshold else tname
-                if src not in keys:
-                    raise ValueError(
-                        f"{where}: missing tensor {tname!r} for a {spec['architecture']!r} "
-                        f"SAE (file has {sorted(keys)})"
-                    )
-                _check_shape(src, tuple(f.get_slice(src).get_shape()), shape, where)
-                t = f.get_tensor(src)
-                if not t.is_floating_point():
-                    raise ValueError(f"{where}: tensor {src!r} has non-float dtype {t.dtype}")
-                t = t.to(target_dtype)
-                if src == "log_threshold":
-                    t = torch.exp(t)
-                tensors[tname] = t
-            if "scaling_factor" in keys:
-                scale = f.get_tensor("scaling_factor")
-                if not torch.allclose(scale, torch.ones_like(scale)):
-                    raise ValueError(
-                        f"{where}: tensor 'scaling_factor' is not all ones; "
-                        "finetuning scaling factors are not supported"
-                    )
-    except SafetensorError as e:
-        raise ValueError(f"cannot read safetensors file {where!r}: {e}") from e
-
-    tensors = {n: t.to(target_device).contiguous() for n, t in tensors.items()}
-    return SparseAutoencoder(
-        tensors["W_enc"],
-        tensors["b_enc"],
-        tensors["W_dec"],
-        tensors["b_dec"],
-        architecture=spec["architecture"],
-        threshold=tensors.get("threshold"),
-        k=spec["k"],
-        apply_b_dec_to_input=spec["apply_b_dec_to_input"],
-        rescale_acts_by_decoder_norm=spec["rescale_acts_by_decoder_norm"],
-        reshape_activations=spec["reshape_activations"],
-        cfg=raw_cfg,
-        name=root.resolve().name,
-    )

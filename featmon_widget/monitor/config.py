@@ -9,10 +9,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from ..checks import check_int, is_int
+
 HISTORY_SIZE_RANGE = (1, 100_000)
 TOP_K_RANGE = (1, 256)
-# Explicit features have their value stored for every recorded token; the cap bounds history memory.
-MAX_EXPLICIT_FEATURES = 256
+# Monitored features have their value stored for every recorded token; the cap bounds history
+# memory.
+MAX_MONITORED_FEATURES = 256
 # Selected features each keep a device-side value histogram; the cap bounds snapshot size.
 MAX_SELECTED_FEATURES = 8
 
@@ -22,6 +25,7 @@ class MonitorConfig:
     """What the monitor records. Change it with `FeatureMonitor.configure`, never in place."""
 
     enabled: bool = True
+    # The monitored features (None: all): reported, ranked and stored per token in the history.
     features: tuple[int, ...] | None = None
     history_size: int = 100
     top_k: int = 10
@@ -42,19 +46,6 @@ class MonitorConfig:
         return dataclasses.replace(self, **clean)
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-
-def check_int(name: str, value: Any, lo: int, hi: int) -> int:
-    """`value` as an int in lo..hi, or a TypeError/ValueError naming `name` and the value."""
-    if not _is_int(value):
-        raise TypeError(f"{name} must be an int, got {value!r}")
-    if not lo <= value <= hi:
-        raise ValueError(f"{name} must be in {lo}..{hi}, got {value!r}")
-    return int(value)
-
-
 def _int_in_range(name: str, lo: int, hi: int):
     return lambda value, d_sae: check_int(name, value, lo, hi)
 
@@ -66,12 +57,13 @@ def _check_top_k(value: Any, d_sae: int) -> int:
     return top_k
 
 
-def _feature_list(name: str, cap: int):
+def feature_list(name: str, cap: int):
+    """A validator of a list of distinct feature indices (at most `cap`) for parameter `name`."""
     def check(value: Any, d_sae: int) -> tuple[int, ...]:
         if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
             raise TypeError(f"{name} must be a list of ints, got {value!r}")
         items = list(value)
-        bad = [v for v in items if not _is_int(v)]
+        bad = [v for v in items if not is_int(v)]
         if bad:
             raise TypeError(f"{name} must hold ints, got {bad[0]!r}")
         out_of_range = [int(v) for v in items if not 0 <= v < d_sae]
@@ -92,7 +84,7 @@ def _feature_list(name: str, cap: int):
 def _check_features(value: Any, d_sae: int) -> tuple[int, ...] | None:
     if value is None:
         return None
-    features = _feature_list("features", MAX_EXPLICIT_FEATURES)(value, d_sae)
+    features = feature_list("features", MAX_MONITORED_FEATURES)(value, d_sae)
     if not features:
         raise ValueError("features must name at least one feature (use None for all), got []")
     return features
@@ -127,5 +119,5 @@ _VALIDATORS = {
     "top_k": _check_top_k,
     "threshold": _check_threshold,
     "throttle_ms": _check_throttle,
-    "selected": _feature_list("selected", MAX_SELECTED_FEATURES),
+    "selected": feature_list("selected", MAX_SELECTED_FEATURES),
 }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections import OrderedDict
 
 import torch
@@ -83,3 +84,23 @@ class RequestPositions:
         self._next.move_to_end(request_id)
         while len(self._next) > MAX_TRACKED_REQUESTS:
             self._next.popitem(last=False)
+
+
+def batch_tokens(lead: tuple[int, ...] | torch.Size) -> tuple[int, int]:
+    """[batch, tokens] from the leading dims: one dim is one sequence; more fold into batch."""
+    if len(lead) == 0:
+        return 1, 1
+    if len(lead) == 1:
+        return 1, int(lead[0])
+    return int(math.prod(lead[:-1])), int(lead[-1])
+
+
+def as_batch_mask(mask: Tensor, batch: int, tokens: int) -> Tensor:
+    """`mask` as [batch, L] with L >= tokens, or a ValueError naming both shapes."""
+    if not isinstance(mask, Tensor):
+        raise TypeError(f"mask must be a torch.Tensor, got {type(mask).__name__}")
+    lead = mask.shape[:-1] if mask.dim() > 1 else torch.Size([1])
+    if math.prod(lead) != batch or mask.shape[-1] < tokens:
+        raise ValueError(f"mask of shape {tuple(mask.shape)} does not fit {batch} sequence(s) "
+                         f"of {tokens} token(s)")
+    return mask.reshape(batch, mask.shape[-1])

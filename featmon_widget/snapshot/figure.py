@@ -8,8 +8,8 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from .options import TABLE_COLUMNS
 from .schemas import Snapshot
-from .snapshot import TABLE_COLUMNS
 
 
 def _fmt(value: float) -> str:

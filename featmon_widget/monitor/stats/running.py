@@ -1,12 +1,13 @@
 """Exact running per-feature statistics, kept on the activations' device (see `moments` for
-the arithmetic, `kernel` for how it runs, `pending` for TopK values held on the CPU)."""
+the arithmetic, `compiled` for how it runs, `pending` for TopK values held in a CPU table)."""
 
 from __future__ import annotations
 
 import torch
 
-from .kernel import MomentsKernel
-from .moments import shift_for, sparse_shift
+from ...snapshot.schemas import METRICS
+from .compiled import CompiledStatistics
+from .moments import Moments, Totals, empty_totals, shift_for, sparse_shift
 from .native import sparse_accumulator
 from .pending import PendingSparse
 
@@ -20,41 +21,45 @@ class RunningStats:
     (`pending.PendingSparse`) are merged first and every reader sees every value recorded.
     """
 
-    def __init__(self, d_sae: int, device: torch.device, kernel: MomentsKernel | None = None,
-                 native: bool | None = None):
+    def __init__(self, d_sae: int, device: torch.device,
+                 compiled: CompiledStatistics | None = None, native: bool | None = None):
         self.d_sae = d_sae
         self.device = torch.device(device)
-        self.kernel = kernel or MomentsKernel()
+        self.compiled = compiled or CompiledStatistics()
         self._native = native is not False and self.device.type == "cpu"
         self._pending: PendingSparse | None = None  # made on the first CPU TopK update
         self.reset()
 
     def reset(self) -> None:
         """Forget everything; allocates fresh zeroed state on the device."""
-        f, dev = self.d_sae, self.device
-        self._totals: tuple[Tensor, ...] = (
-            torch.zeros(f, dtype=torch.int64, device=dev),  # count
-            torch.zeros(f, dtype=torch.int64, device=dev),  # nan_count
-            torch.zeros(f, dtype=torch.int64, device=dev),  # active_count
-            torch.zeros(f, dtype=torch.float64, device=dev),  # active_sum
-            torch.zeros(f, dtype=torch.float64, device=dev),  # mean
-            torch.zeros(f, dtype=torch.float64, device=dev),  # m2
-            torch.full((f,), float("inf"), dtype=torch.float64, device=dev),  # min
-            torch.full((f,), float("-inf"), dtype=torch.float64, device=dev),  # max
-        )
-        self._dropped = torch.zeros((), dtype=torch.int64, device=dev)
+        self._totals = empty_totals(self.d_sae, self.device)
+        self._dropped = torch.zeros((), dtype=torch.int64, device=self.device)
         self._merged_any = False
         if self._pending is not None:
             self._pending.clear()
 
-    count = property(lambda self: self._state()[0], doc="int64 [F]: finite values seen")
-    nan_count = property(lambda self: self._state()[1], doc="int64 [F]: NaN/Inf values seen")
-    active_count = property(lambda self: self._state()[2], doc="int64 [F]: values > threshold")
-    active_sum = property(lambda self: self._state()[3], doc="float64 [F]: sum of active values")
-    mean = property(lambda self: self._state()[4], doc="float64 [F]: mean of finite values")
-    m2 = property(lambda self: self._state()[5], doc="float64 [F]: sum of squared deviations")
-    min = property(lambda self: self._state()[6], doc="float64 [F]: +inf where none seen")
-    max = property(lambda self: self._state()[7], doc="float64 [F]: -inf where none seen")
+    count = property(lambda self: self.totals.count, doc="int64 [F]: finite values seen")
+    nan_count = property(lambda self: self.totals.nan_count, doc="int64 [F]: NaN/Inf seen")
+    active_count = property(lambda self: self.totals.active_count,
+                            doc="int64 [F]: values > threshold")
+    active_sum = property(lambda self: self.totals.active_sum,
+                          doc="float64 [F]: sum of active values")
+    mean = property(lambda self: self.totals.mean, doc="float64 [F]: mean of finite values")
+    m2 = property(lambda self: self.totals.m2, doc="float64 [F]: sum of squared deviations")
+    min = property(lambda self: self.totals.min, doc="float64 [F]: +inf where none seen")
+    max = property(lambda self: self.totals.max, doc="float64 [F]: -inf where none seen")
+
+    @property
+    def totals(self) -> Totals:
+        """Every running total, with held TopK values merged first."""
+        self.flush()
+        return self._totals
+
+    @property
+    def pending_table(self) -> PendingSparse | None:
+        """The CPU table holding TopK values until the next merge (None until the native
+        kernel is first used, and where it is not)."""
+        return self._pending
 
     @property
     def dropped_indices(self) -> Tensor:
@@ -64,9 +69,9 @@ class RunningStats:
 
     def reset_active(self) -> None:
         """Forget only the threshold-dependent statistics (after the threshold changed)."""
-        self.flush()  # held values were judged against the old threshold
-        self._totals[2].zero_()
-        self._totals[3].zero_()
+        totals = self.totals  # held values were judged against the old threshold
+        totals.active_count.zero_()
+        totals.active_sum.zero_()
 
     def update(self, acts: Tensor, valid: Tensor | None, threshold: float) -> None:
         """Fold `acts` [N, d_sae] (rows where `valid` is true; all if None) into the running
@@ -74,7 +79,7 @@ class RunningStats:
         # Reduction and merge stay two graphs: compiled as one, inductor's CPU code for the
         # reduction became about 9x slower.
         shift = shift_for(acts, self.mean, self.count)
-        self.merge(shift, self.kernel(acts, valid, shift, threshold))
+        self.merge(shift, self.compiled(acts, valid, shift, threshold))
 
     def update_sparse(self, indices: Tensor, values: Tensor, valid: Tensor,
                       threshold: float) -> None:
@@ -82,15 +87,16 @@ class RunningStats:
         Indices outside 0..d_sae-1 are ignored and counted in `dropped_indices`."""
         pending = self._pending_table() if indices.device.type == "cpu" else None
         if pending is None:
-            state, dropped = self.kernel.sparse_update(self._state(), indices, values, valid,
-                                                       threshold)
-            self._set_state(state)
+            totals, dropped = self.compiled.sparse_update(self.totals, indices, values, valid,
+                                                          threshold)
+            self._totals = Totals(*totals)
+            self._merged_any = True
             self._dropped += dropped
             return
         if pending.must_merge_before(indices.shape[0], threshold):
             self.flush()
         if not pending.rows_held:
-            pending.start(sparse_shift(self._totals[0], self._totals[4]), threshold)
+            pending.start(sparse_shift(self._totals.count, self._totals.mean), threshold)
         pending.add(indices, values, valid)
         if not self._merged_any:
             self.flush()  # so later tables are taken against a real mean
@@ -108,58 +114,52 @@ class RunningStats:
         pending = self._pending
         if pending is None or not pending.rows_held:
             return
-        dropped = pending.merge_into(self.kernel, self._totals)
+        dropped = self.compiled.merge_table(self._totals, pending.table, pending.rows,
+                                            pending.shift, pending.threshold < 0.0)
         self._dropped = self._dropped + dropped
         self._merged_any = True
         pending.clear()
 
-    def merge(self, shift: Tensor, moments: tuple[Tensor, ...]) -> None:
+    def merge(self, shift: Tensor, moments: Moments) -> None:
         """Fold one batch's `batch_moments` (taken against `shift`) into the running totals."""
-        self.kernel.merge(self._state(), shift, moments)
+        self.compiled.merge(self.totals, shift, moments)
         self._merged_any = True
-
-    def _set_state(self, state: tuple[Tensor, ...]) -> None:
-        self._totals = tuple(state)
-        self._merged_any = True
-
-    def _state(self) -> tuple[Tensor, ...]:
-        self.flush()
-        return self._totals
 
     def std(self) -> Tensor:
         """Sample standard deviation (n - 1); 0 where fewer than two values were seen."""
-        denom = (self.count - 1).clamp_min(1).to(torch.float64)
-        return torch.where(self.count > 1, (self.m2 / denom).sqrt(), 0.0)
+        t = self.totals
+        denom = (t.count - 1).clamp_min(1).to(torch.float64)
+        return torch.where(t.count > 1, (t.m2 / denom).sqrt(), 0.0)
 
     def mean_active(self) -> Tensor:
         """Mean over active values; NaN where no value was active."""
-        return self.active_sum / self.active_count.to(torch.float64)
+        t = self.totals
+        return t.active_sum / t.active_count.to(torch.float64)
 
     def active_ratio(self) -> Tensor:
         """Fraction of finite values above the threshold; NaN where no value was seen."""
-        return self.active_count.to(torch.float64) / self.count.to(torch.float64)
+        t = self.totals
+        return t.active_count.to(torch.float64) / t.count.to(torch.float64)
 
     def metric(self, name: str) -> Tensor:
         """One per-feature metric as float64 [F], NaN where undefined (never-seen features)."""
-        seen = self.count > 0
+        t = self.totals
+        seen = t.count > 0
         nan = torch.tensor(float("nan"), dtype=torch.float64, device=self.device)
         if name == "mean":
-            return torch.where(seen, self.mean, nan)
+            return torch.where(seen, t.mean, nan)
         if name == "mean_active":
             return self.mean_active()
         if name == "max":
-            return torch.where(seen, self.max, nan)
+            return torch.where(seen, t.max, nan)
         if name == "min":
-            return torch.where(seen, self.min, nan)
+            return torch.where(seen, t.min, nan)
         if name == "active_ratio":
             return self.active_ratio()
         if name == "count":
-            return self.count.to(torch.float64)
+            return t.count.to(torch.float64)
         if name == "active_count":
-            return self.active_count.to(torch.float64)
+            return t.active_count.to(torch.float64)
         if name == "std":
             return torch.where(seen, self.std(), nan)
         raise ValueError(f"unknown metric {name!r}; expected one of {', '.join(METRICS)}")
-
-
-METRICS = ("mean", "mean_active", "max", "min", "active_ratio", "count", "active_count", "std")

@@ -1,5 +1,5 @@
 """The one CPU kernel aten has no good form for: fold a TopK SAE's (indices, values) into
-per-feature records in a single pass (`native/sparse_accumulate.c`).
+per-feature records in a single pass (`csrc/sparse_accumulate.c`).
 
 It is compiled on first use with the system C compiler (the one `torch.compile` needs on CPU
 anyway) into a per-user cache and loaded with ctypes. If there is no compiler or anything else
@@ -73,15 +73,17 @@ def sparse_accumulator() -> SparseAccumulator | None:
 
 def _build_and_load() -> SparseAccumulator | None:
     try:
-        return SparseAccumulator(ctypes.CDLL(str(_build())))
+        return SparseAccumulator(ctypes.CDLL(str(build_library())))
     except Exception as exc:  # no compiler, read-only cache, exotic platform: use torch
         warnings.warn(f"featmon_widget: native sparse kernel unavailable ({exc}); "
                       "using the torch path", RuntimeWarning, stacklevel=3)
         return None
 
 
-def _build() -> Path:
-    source = resources.files("featmon_widget").joinpath("native", _SOURCE).read_bytes()
+def build_library() -> Path:
+    """Compile the kernel into the cache folder (once per source, compiler and flags); its
+    path."""
+    source = resources.files(__package__).joinpath("csrc", _SOURCE).read_bytes()
     compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
     if compiler is None:
         raise RuntimeError("no C compiler found (set CC)")

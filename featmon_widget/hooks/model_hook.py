@@ -1,21 +1,20 @@
-"""Forward hooks that feed a layer's output through an SAE into a FeatureMonitor.
+"""Forward hooks that feed a layer's output through an SAE into a `Recorder`.
 
 A pre-hook on the model captures each forward's request id and attention mask (the forward's
 `attention_mask` argument, keyword or positional); a hook on the layer encodes its output and
 records it. The hooks never change the model's outputs, and a failure inside monitoring is
-caught, counted in the monitor's state and stops monitoring at that hook, never the forward.
+caught, reported to the recorder and stops monitoring at that hook, never the forward.
 """
 
 from __future__ import annotations
 
 import inspect
 import threading
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
-if TYPE_CHECKING:
-    from .monitor import FeatureMonitor
+from .recorder import Recorder
 
 
 class _ForwardContext(threading.local):
@@ -25,9 +24,10 @@ class _ForwardContext(threading.local):
 
 
 class MonitorHook:
-    """A monitor hooked onto `model.get_submodule(hook_point)`; `remove()` or use `with`."""
+    """A recorder (a `FeatureMonitor`) hooked onto `model.get_submodule(hook_point)`; `remove()`
+    or use `with`."""
 
-    def __init__(self, monitor: FeatureMonitor, model: torch.nn.Module, hook_point: str,
+    def __init__(self, recorder: Recorder, model: torch.nn.Module, hook_point: str,
                  sae: Any) -> None:
         if not isinstance(hook_point, str):
             raise TypeError(f"hook_point must be a dotted module name, got {hook_point!r}")
@@ -36,7 +36,7 @@ class MonitorHook:
         except AttributeError as exc:
             raise ValueError(f"hook_point {hook_point!r} is not a submodule of the model "
                              f"({exc})") from None
-        self.monitor = monitor
+        self.recorder = recorder
         self.model = model
         self.hook_point = hook_point
         self.sae = sae
@@ -52,7 +52,7 @@ class MonitorHook:
     def _begin_forward(self, module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
         ctx = self._context
         try:
-            ctx.request_id = self.monitor.current_request()
+            ctx.request_id = self.recorder.current_request()
             mask = kwargs.get("attention_mask")
             if mask is None and self._mask_arg is not None and len(args) > self._mask_arg:
                 mask = args[self._mask_arg]  # passed positionally, e.g. `bert(ids, mask)`
@@ -78,20 +78,20 @@ class MonitorHook:
                 raise TypeError(f"{self.hook_point} returned {type(hidden).__name__}, "
                                 "expected a tensor or a tuple starting with one")
             ctx = self._context
-            request_id = ctx.request_id or self.monitor.current_request()
+            request_id = ctx.request_id or self.recorder.current_request()
             mask = ctx.mask
             if mask is not None and mask.dim() != 2:
                 mask = None  # a prepared 4-D mask does not say which tokens are padding
             ids = ctx.position_ids
             if ids is not None and (ids.dim() != 2 or ids.shape[-1] != hidden.shape[-2]):
                 ids = None  # not per-token ids of this layer's tokens: fall back to the mask
-            self.monitor.encode_and_record(self.sae, hidden.detach(), request_id, mask, ids)
+            self.recorder.encode_and_record(self.sae, hidden.detach(), request_id, mask, ids)
         except Exception as exc:
             self._fail(exc)
 
     def _fail(self, exc: BaseException) -> None:
         self.remove()
-        self.monitor.report_hook_error(self, exc)
+        self.recorder.report_hook_error(self, exc)
 
     def remove(self) -> None:
         """Detach from the model; the monitor keeps everything it recorded."""
@@ -99,7 +99,7 @@ class MonitorHook:
         for handle in self._handles:
             handle.remove()
         self._handles = []
-        self.monitor._hook_removed(self)
+        self.recorder.hook_removed(self)
 
     def __enter__(self) -> MonitorHook:
         return self

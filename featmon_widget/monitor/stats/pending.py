@@ -1,6 +1,6 @@
 """TopK values gathered into per-feature records between merges into the running statistics.
 
-On the CPU, `RunningStats.update_sparse` hands each batch to the native kernel, which folds it
+On the CPU, `running.RunningStats.update_sparse` hands each batch to the native kernel, which folds it
 into one table against a fixed per-feature shift (the running mean when the table was started).
 Turning the table into batch moments and merging them costs a pass over every feature, so it
 happens only when statistics are read, before any other kind of update, when the threshold
@@ -9,15 +9,10 @@ changes, and every `FLUSH_ROWS` rows (so the shift keeps tracking the mean).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 
-from .moments import merge_moments_
+from .moments import Moments, Totals, merge_moments_
 from .native import RECORD, SparseAccumulator
-
-if TYPE_CHECKING:
-    from .kernel import MomentsKernel
 
 Tensor = torch.Tensor
 
@@ -64,14 +59,8 @@ class PendingSparse:
                          values.contiguous(), valid.to(torch.bool).contiguous(), self.threshold)
         self.rows_held += indices.shape[0]
 
-    def merge_into(self, kernel: MomentsKernel, state: tuple[Tensor, ...]) -> Tensor:
-        """Merge the table into the running totals `state` in place (one compiled pass over
-        the features); returns how many indices were dropped."""
-        return kernel.merge_table(state, self.table, self.rows, self.shift,
-                                  self.threshold < 0.0)
 
-
-def merge_table(state: tuple[Tensor, ...], table: Tensor, rows: Tensor, shift: Tensor,
+def merge_table(state: Totals, table: Tensor, rows: Tensor, shift: Tensor,
                 zero_is_active: bool) -> Tensor:
     """Merge a table of records (taken against `shift` [F + 2]) into the running totals
     `state` in place, and return the count of dropped indices (the out-of-range sink)."""
@@ -87,7 +76,7 @@ def merge_table(state: tuple[Tensor, ...], table: Tensor, rows: Tensor, shift: T
     if zero_is_active:
         active = active + zeros
     has_zero = zeros > 0
-    moments = (
+    moments = Moments(
         count,
         nonfinite,
         active,

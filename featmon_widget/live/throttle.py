@@ -24,7 +24,6 @@ class Throttle:
         self._closed = False
         self._last = float("-inf")
         self._thread: threading.Thread | None = None
-        self.delivered = 0
 
     @property
     def interval_s(self) -> float:
@@ -76,7 +75,6 @@ class Throttle:
                 self._last = time.monotonic()
             try:
                 self._deliver()
-                self.delivered += 1
             except Exception as exc:  # a broken subscriber must not kill later deliveries
                 warnings.warn(f"featmon_widget: snapshot delivery failed: {exc!r}",
                               RuntimeWarning, stacklevel=1)

@@ -1,6 +1,7 @@
 """The typed results of the monitor's operations and the snapshot sent to the frontend.
 
-Defined once here; the TypeScript frontend mirrors `Snapshot.to_message()`.
+Defined once here; the TypeScript frontend mirrors `Snapshot.to_message()`, and the names and
+limits it needs are generated from the Python side (`scripts/generate_protocol.py`).
 """
 
 from __future__ import annotations
@@ -10,6 +11,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 SNAPSHOT_VERSION = 1
+
+# Per-feature metrics that features can be ranked by (`FeatureStatistics` fields).
+METRICS = ("mean", "mean_active", "max", "min", "active_ratio", "count", "active_count", "std")
 
 
 @dataclass(frozen=True)
@@ -63,7 +67,11 @@ class HistoryResponse:
 
 @dataclass(frozen=True)
 class StatisticsResponse:
-    """Per-feature statistics, total non-padding tokens seen and the time of the last reset."""
+    """Per-feature statistics, total non-padding tokens seen and the time of the last reset.
+
+    `total_activations` is the same count as `MonitorState.total_tokens` (the name comes from
+    the original design's API and is kept for it).
+    """
 
     features: list[FeatureStatistics]
     total_activations: int

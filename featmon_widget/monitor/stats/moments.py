@@ -8,6 +8,8 @@ update written in shifted form. Nothing here reads a value back to the host.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 
 Tensor = torch.Tensor
@@ -17,15 +19,48 @@ Tensor = torch.Tensor
 _EAGER_CHUNK_BYTES = 1 << 22
 
 
-# Batch moments are tuples of [F] tensors, in this order: count (int64, finite values in valid
-# rows), nan_count (int64, NaN/Inf in valid rows), active_count (int64, finite values >
-# threshold), active_sum, shifted_sum = sum(x - shift), shifted_sq_sum = sum((x - shift)**2),
-# min (+inf where count == 0), max (-inf where count == 0); the floats are float64.
+class Moments(NamedTuple):
+    """One batch reduced per feature, against a per-feature shift; each field is [F]."""
+
+    count: Tensor  # int64: finite values in valid rows
+    nan_count: Tensor  # int64: NaN/Inf values in valid rows
+    active_count: Tensor  # int64: finite values > threshold
+    active_sum: Tensor  # float64: sum of active values
+    shifted_sum: Tensor  # float64: sum(x - shift)
+    shifted_sq_sum: Tensor  # float64: sum((x - shift)**2)
+    min: Tensor  # float64: +inf where count == 0
+    max: Tensor  # float64: -inf where count == 0
+
+
+class Totals(NamedTuple):
+    """Running per-feature statistics since the last reset; each field is [F]."""
+
+    count: Tensor  # int64: finite values seen
+    nan_count: Tensor  # int64: NaN/Inf values seen
+    active_count: Tensor  # int64: values > threshold (since the threshold was set)
+    active_sum: Tensor  # float64: sum of active values
+    mean: Tensor  # float64: mean of finite values
+    m2: Tensor  # float64: sum of squared deviations from the mean
+    min: Tensor  # float64: +inf where none seen
+    max: Tensor  # float64: -inf where none seen
+
+
+def empty_totals(features: int, device: torch.device) -> Totals:
+    """Zeroed totals (min +inf, max -inf) for `features` features on `device`."""
+    def zeros(dtype: torch.dtype) -> Tensor:
+        return torch.zeros(features, dtype=dtype, device=device)
+
+    def full(value: float) -> Tensor:
+        return torch.full((features,), value, dtype=torch.float64, device=device)
+
+    return Totals(zeros(torch.int64), zeros(torch.int64), zeros(torch.int64),
+                  zeros(torch.float64), zeros(torch.float64), zeros(torch.float64),
+                  full(float("inf")), full(float("-inf")))
 
 
 def batch_moments(
     acts: Tensor, valid: Tensor | None, shift: Tensor, threshold: float
-) -> tuple[Tensor, ...]:
+) -> Moments:
     """Reduce `acts` [N, F] over rows where `valid` [N] is true (every row if None: the caller
     knows there is no padding, and the kernel skips a select per value); one fused pass when
     compiled.
@@ -47,7 +82,7 @@ def batch_moments(
     x_active = torch.where(ok, x, threshold)
     active = x_active > threshold
     count = ok.sum(0)
-    return (
+    return Moments(
         count,
         (acts.shape[0] if valid is None else valid.sum()) - count,  # NaN/Inf in valid rows
         active.sum(0),
@@ -61,7 +96,7 @@ def batch_moments(
 
 def sparse_moments(
     indices: Tensor, values: Tensor, valid: Tensor, shift: Tensor, threshold: float
-) -> tuple[Tensor, ...]:
+) -> Moments:
     """`batch_moments` of the dense matrix that is `values` at `indices` [N, k] and 0 elsewhere,
     in O(N k) scatters instead of O(N d_sae). Indices within a row must be distinct.
 
@@ -103,25 +138,25 @@ def sparse_moments(
     has_zero = zeros > 0
     mn = torch.where(has_zero, mn.clamp_max(0.0), mn)
     mx = torch.where(has_zero, mx.clamp_min(0.0), mx)
-    return count, nan_count, active_count, active_sum, s1, s2, mn, mx
+    return Moments(count, nan_count, active_count, active_sum, s1, s2, mn, mx)
 
 
-def merge_moments(state: tuple[Tensor, ...], shift: Tensor,
-                  moments: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
-    """Running totals `state` (count, nan_count, active_count, active_sum, mean, m2, min, max)
-    with one batch's moments (taken against `shift`) folded in; Chan's merge in shifted form."""
-    count, nan_count, active_count, active_sum, mean, m2, mn, mx = state
-    n_b, nan_b, act_b, act_sum_b, s1, s2, mn_b, mx_b = moments
-    n_new = count + n_b
+def merge_moments(state: Totals, shift: Tensor, moments: Moments) -> Totals:
+    """Running totals `state` with one batch's moments (taken against `shift`) folded in;
+    Chan's merge in shifted form."""
+    n_new = state.count + moments.count
     safe_n = n_new.clamp_min(1).to(torch.float64)
+    s1, s2 = moments.shifted_sum, moments.shifted_sq_sum
     # With shift == old mean, the sum over everything of (x - shift)^2 is M2 + s2.
-    m2 = torch.where(n_new > 0, m2 + s2 - s1 * s1 / safe_n, m2).clamp_min(0.0)
-    mean = torch.where(n_new > 0, shift + s1 / safe_n, mean)
-    return (n_new, nan_count + nan_b, active_count + act_b, active_sum + act_sum_b, mean, m2,
-            torch.minimum(mn, mn_b), torch.maximum(mx, mx_b))
+    m2 = torch.where(n_new > 0, state.m2 + s2 - s1 * s1 / safe_n, state.m2).clamp_min(0.0)
+    mean = torch.where(n_new > 0, shift + s1 / safe_n, state.mean)
+    return Totals(n_new, state.nan_count + moments.nan_count,
+                  state.active_count + moments.active_count,
+                  state.active_sum + moments.active_sum, mean, m2,
+                  torch.minimum(state.min, moments.min), torch.maximum(state.max, moments.max))
 
 
-def merge_moments_(state: tuple[Tensor, ...], shift: Tensor, moments: tuple[Tensor, ...]) -> None:
+def merge_moments_(state: Totals, shift: Tensor, moments: Moments) -> None:
     """`merge_moments` written into `state` in place. New totals would be eight fresh [F]
     buffers per update, and on the CPU touching fresh pages cost more than the merge."""
     for total, merged in zip(state, merge_moments(state, shift, moments), strict=True):
@@ -132,12 +167,12 @@ def _in_range(indices: Tensor, f: int) -> Tensor:
     return (indices >= 0) & (indices < f)
 
 
-def sparse_update(state: tuple[Tensor, ...], indices: Tensor, values: Tensor, valid: Tensor,
-                  threshold: float) -> tuple[tuple[Tensor, ...], Tensor]:
+def sparse_update(state: Totals, indices: Tensor, values: Tensor, valid: Tensor,
+                  threshold: float) -> tuple[Totals, Tensor]:
     """Running totals `state` with top-k features folded in, and how many indices in valid rows
     were outside 0..F-1 (ignored). Shift, moments and merge are one function, so compiled it is
     one graph with no [F]-sized intermediates between steps."""
-    shift = sparse_shift(state[0], state[4])
+    shift = sparse_shift(state.count, state.mean)
     dropped = (valid[:, None] & ~_in_range(indices, shift.shape[0])).sum()
     moments = sparse_moments(indices, values, valid, shift, threshold)
     return merge_moments(state, shift, moments), dropped
@@ -145,23 +180,19 @@ def sparse_update(state: tuple[Tensor, ...], indices: Tensor, values: Tensor, va
 
 def chunked_eager_moments(
     acts: Tensor, valid: Tensor | None, shift: Tensor, threshold: float
-) -> tuple[Tensor, ...]:
+) -> Moments:
     """`batch_moments` over cache-sized row chunks, for when compilation is unavailable."""
     rows = max(1, _EAGER_CHUNK_BYTES // (8 * acts.shape[1]))
-    total: list[Tensor] | None = None
+    total: Moments | None = None
     for start in range(0, acts.shape[0], rows):
         chunk = slice(start, start + rows)
         part = batch_moments(acts[chunk], None if valid is None else valid[chunk], shift,
                              threshold)
-        if total is None:
-            total = list(part)
-            continue
-        for i in range(6):
-            total[i] += part[i]
-        torch.minimum(total[6], part[6], out=total[6])
-        torch.maximum(total[7], part[7], out=total[7])
+        total = part if total is None else Moments(
+            *(a + b for a, b in zip(total[:6], part[:6], strict=True)),
+            torch.minimum(total.min, part.min), torch.maximum(total.max, part.max))
     assert total is not None
-    return tuple(total)
+    return total
 
 
 def sparse_shift(count: Tensor, mean: Tensor) -> Tensor:

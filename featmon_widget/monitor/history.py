@@ -1,6 +1,6 @@
 """Preallocated ring buffer of per-token records, on the device.
 
-Memory depends on history_size, top_k and the number of explicit features only. Each forward
+Memory depends on history_size, top_k and the number of monitored features only. Each forward
 writes the last `history_size` of its real tokens; which rows those are is worked out on the
 device (ranks from a cumulative sum, then a scatter), so no count is read back on the hot path.
 """
@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass
 
 import torch
 
+from ..snapshot.records import HistoryRows, HistoryTail, history_rows
+from ..snapshot.transfer import start_copy
 from .features import DenseFeatures, SparseFeatures
-from .transfer import start_copy
 
 Tensor = torch.Tensor
 
@@ -22,44 +22,29 @@ Tensor = torch.Tensor
 _SPARE_REQUEST_NAMES = 1024
 
 
-@dataclass
-class HistoryRows:
-    """History copied to the host, oldest first."""
-
-    top_idx: list[list[int]]
-    top_val: list[list[float]]
-    values: list[list[float]]
-    request_ids: list[str]
-    rows: list[int]
-    positions: list[int]
-    timestamps: list[float]
-
-    def __len__(self) -> int:
-        return len(self.positions)
-
-
 class HistoryRing:
-    """Per token: its top_k (index, value) pairs, the explicit features' values, request, position.
+    """Per token: its top_k (index, value) pairs, the monitored features' values, request, row,
+    position and time.
 
     One extra slot past the end is a write sink for rows that are not kept.
     """
 
-    def __init__(self, size: int, top_k: int, explicit: tuple[int, ...], device: torch.device):
+    def __init__(self, size: int, top_k: int, monitored: tuple[int, ...], device: torch.device):
         self.size = size
         self.top_k = top_k
-        self.explicit = explicit
+        self.monitored = monitored
         self.device = torch.device(device)
         slots = size + 1
         dev = self.device
         self.top_idx = torch.zeros(slots, top_k, dtype=torch.int32, device=dev)
         self.top_val = torch.zeros(slots, top_k, dtype=torch.float32, device=dev)
-        self.values = torch.zeros(slots, len(explicit), dtype=torch.float32, device=dev)
+        self.values = torch.zeros(slots, len(monitored), dtype=torch.float32, device=dev)
         self.request = torch.zeros(slots, dtype=torch.int64, device=dev)
         self.row = torch.zeros(slots, dtype=torch.int32, device=dev)
         self.position = torch.zeros(slots, dtype=torch.int64, device=dev)
         self.timestamp = torch.zeros(slots, dtype=torch.float64, device=dev)
         self.written = torch.zeros((), dtype=torch.int64, device=dev)
-        self._explicit_index = torch.tensor(explicit, dtype=torch.int64, device=dev)
+        self._monitored_index = torch.tensor(monitored, dtype=torch.int64, device=dev)
         # Names of the latest writes: a write older than the last `size` that stored a record
         # cannot still have one in the ring.
         self._request_names: OrderedDict[int, str] = OrderedDict()
@@ -92,8 +77,8 @@ class HistoryRing:
         top_idx, top_val = chosen.top(self.top_k)
         self.top_idx.index_copy_(0, dest, top_idx)
         self.top_val.index_copy_(0, dest, top_val)
-        if self.explicit:
-            self.values.index_copy_(0, dest, chosen.columns(self._explicit_index))
+        if self.monitored:
+            self.values.index_copy_(0, dest, chosen.columns(self._monitored_index))
         self.request.index_fill_(0, dest, code)
         self.row.index_copy_(0, dest, rows.index_select(0, pick).to(torch.int32))
         self.position.index_copy_(0, dest, positions.index_select(0, pick))
@@ -117,13 +102,13 @@ class HistoryRing:
             self._request_names.clear()
         return held
 
-    def resized(self, size: int, top_k: int, explicit: tuple[int, ...]) -> HistoryRing:
+    def resized(self, size: int, top_k: int, monitored: tuple[int, ...]) -> HistoryRing:
         """A new ring with the newest records of this one carried over.
 
-        Extra top-k slots are filled with index -1; explicit features this ring did not record
+        Extra top-k slots are filled with index -1; monitored features this ring did not record
         get NaN. Nothing that fits is dropped.
         """
-        new = HistoryRing(size, top_k, explicit, self.device)
+        new = HistoryRing(size, top_k, monitored, self.device)
         written = int(self.written)
         held = min(written, self.size, size)
         if held == 0:
@@ -133,8 +118,8 @@ class HistoryRing:
         new.top_idx[:held].fill_(-1)
         new.top_idx[:held, :k] = self.top_idx[order, :k]
         new.top_val[:held, :k] = self.top_val[order, :k]
-        old_cols = {f: i for i, f in enumerate(self.explicit)}
-        for j, f in enumerate(explicit):
+        old_cols = {f: i for i, f in enumerate(self.monitored)}
+        for j, f in enumerate(monitored):
             i = old_cols.get(f)
             new.values[:held, j] = self.values[order, i] if i is not None else float("nan")
         for name in ("request", "row", "position", "timestamp"):
@@ -149,9 +134,15 @@ class HistoryRing:
         """Records currently held."""
         return int(min(int(self.written), self.size))
 
-    def gather_last(self, last: int) -> tuple[list[Tensor], Tensor, dict[int, str]]:
+    @property
+    def names_held(self) -> int:
+        """Request ids remembered for the records (bounded by size + a spare)."""
+        with self._lock:
+            return len(self._request_names)
+
+    def gather_last(self, last: int) -> HistoryTail:
         """The newest `last` slots on the device, oldest first, and how many of them hold a
-        record; reads nothing back to the host (see `rows_from`)."""
+        record; reads nothing back to the host (`snapshot.records.history_rows` decodes)."""
         want = min(max(last, 0), self.size)
         n = max(1, want)  # gather at least one slot; `held` says how many are records
         order = (self.written - n + torch.arange(n, device=self.device)) % self.size
@@ -160,22 +151,10 @@ class HistoryRing:
                                                     self.timestamp)]
         with self._lock:
             names = dict(self._request_names)
-        return cols, self.written.clamp_max(want), names
-
-    @staticmethod
-    def rows_from(cols: list[Tensor], held: int, names: dict[int, str]) -> HistoryRows:
-        """`HistoryRows` from host copies of `gather_last`'s columns."""
-        top_idx, top_val, values, request, row, position, timestamp = (
-            c[c.shape[0] - held:].tolist() for c in cols
-        )
-        return HistoryRows(
-            top_idx=top_idx, top_val=top_val, values=values,
-            request_ids=[names.get(c, "?") for c in request],
-            rows=row, positions=position, timestamps=timestamp,
-        )
+        return HistoryTail(cols, self.written.clamp_max(want), names, self.monitored)
 
     def read(self, last: int | None = None) -> HistoryRows:
         """Copy the held records (only the newest `last` if given) to the host, oldest first."""
-        cols, held, names = self.gather_last(self.size if last is None else last)
-        *host, held_h = start_copy([*cols, held])()
-        return self.rows_from(host, int(held_h), names)
+        tail = self.gather_last(self.size if last is None else last)
+        *host, held = start_copy([*tail.columns, tail.held])()
+        return history_rows(host, int(held), tail.names)

@@ -1,0 +1,21 @@
+"""Argument checks shared by every layer: a bad value raises TypeError or ValueError naming the
+parameter and the value, before anything changes."""
+
+from __future__ import annotations
+
+import numbers
+from typing import Any
+
+
+def is_int(value: Any) -> bool:
+    """An integer that is not a bool."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def check_int(name: str, value: Any, lo: int, hi: int) -> int:
+    """`value` as an int in lo..hi, or a TypeError/ValueError naming `name` and the value."""
+    if not is_int(value):
+        raise TypeError(f"{name} must be an int, got {value!r}")
+    if not lo <= value <= hi:
+        raise ValueError(f"{name} must be in {lo}..{hi}, got {value!r}")
+    return int(value)

@@ -1,0 +1,108 @@
+"""Live delivery: throttled snapshots to subscribers, and state-change events.
+
+The hot path only `poke()`s; a background thread (`Throttle`) builds one snapshot per distinct
+set of options and hands it to every subscriber that asked for those options.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+from ..snapshot.options import SnapshotOptions
+from ..snapshot.schemas import MonitorState, Snapshot
+from .subscriptions import Subscription
+from .throttle import Throttle
+
+SnapshotCallback = Callable[[Snapshot], None]
+EventCallback = Callable[[str, MonitorState], None]
+
+
+class LiveDelivery:
+    """Snapshot subscriptions and event callbacks of one monitor.
+
+    `build(options)` makes a snapshot and `state()` reads the current state; both are the
+    monitor's, called from the delivery thread or after an operation, never with a lock held
+    here.
+    """
+
+    def __init__(self, build: Callable[[SnapshotOptions], Snapshot],
+                 state: Callable[[], MonitorState], interval_s: float) -> None:
+        self._build = build
+        self._state = state
+        self._interval_s = interval_s
+        self._lock = threading.Lock()
+        self._subscribers: list[Subscription] = []
+        self._listeners: list[EventCallback] = []
+        self._throttle: Throttle | None = None
+
+    @property
+    def subscriptions(self) -> tuple[Subscription, ...]:
+        """The active snapshot subscriptions."""
+        with self._lock:
+            return tuple(self._subscribers)
+
+    def set_interval(self, interval_s: float) -> None:
+        """Deliver at most once per `interval_s` from now on."""
+        with self._lock:
+            self._interval_s = interval_s
+            throttle = self._throttle
+        if throttle is not None:
+            throttle.interval_s = interval_s
+
+    def subscribe(self, callback: SnapshotCallback, options: SnapshotOptions) -> Subscription:
+        """Add a subscriber and deliver to it soon (starts the delivery thread)."""
+        sub = Subscription(callback, options, cancel=self._unsubscribe, poke=self.poke)
+        with self._lock:
+            self._subscribers.append(sub)
+            if self._throttle is None:
+                self._throttle = Throttle(self._deliver, self._interval_s)
+        self.poke()
+        return sub
+
+    def _unsubscribe(self, sub: Subscription) -> None:
+        with self._lock:
+            if sub in self._subscribers:
+                self._subscribers.remove(sub)
+
+    def listen(self, callback: EventCallback) -> Callable[[], None]:
+        """Call `callback(event, state)` on every `emit`; returns the function that stops it."""
+        with self._lock:
+            self._listeners.append(callback)
+
+        def unsubscribe() -> None:
+            with self._lock:
+                if callback in self._listeners:
+                    self._listeners.remove(callback)
+        return unsubscribe
+
+    def poke(self) -> None:
+        """Something changed: deliver soon (cheap; never waits for a delivery)."""
+        throttle = self._throttle
+        if throttle is not None:
+            throttle.poke()
+
+    def emit(self, event: str) -> None:
+        """Tell the event listeners about `event` with the state now, and deliver soon."""
+        with self._lock:
+            listeners = list(self._listeners)
+        if listeners:
+            state = self._state()
+            for callback in listeners:
+                callback(event, state)
+        self.poke()
+
+    def close(self) -> None:
+        """Stop the delivery thread."""
+        with self._lock:
+            throttle = self._throttle
+        if throttle is not None:
+            throttle.close()
+
+    def _deliver(self) -> None:
+        built: dict[SnapshotOptions, Snapshot] = {}  # one build per distinct option set
+        for sub in self.subscriptions:
+            options = sub.options()
+            if options not in built:
+                built[options] = self._build(options)
+            sub.callback(built[options])

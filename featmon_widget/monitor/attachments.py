@@ -1,0 +1,53 @@
+"""Where a monitor is attached: its hooks on models, the SAE they encode with, and the
+failures the hooks reported (each failure stops monitoring at that hook, never the forward)."""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import torch
+
+from ..hooks import MonitorHook, Recorder
+from ..sae.adapter import sae_width
+
+
+class Attachments:
+    """Hooks, the attached SAE, and hook errors of one monitor. Callers hold its lock."""
+
+    def __init__(self) -> None:
+        self.hooks: list[MonitorHook] = []
+        self.hook_point: str | None = None
+        self.sae: Any = None
+        self.errors = 0
+        self.last_error: str | None = None
+
+    def attach(self, recorder: Recorder, d_sae: int, model: torch.nn.Module, hook_point: str,
+               sae: Any) -> MonitorHook:
+        """Hook `sae` (or the SAE attached before) onto `model.get_submodule(hook_point)`."""
+        sae = sae if sae is not None else self.sae
+        if sae is None:
+            raise ValueError("attach needs an SAE: pass sae=... or build with for_sae(sae)")
+        width = sae_width(sae)
+        if width != d_sae:
+            raise ValueError(f"SAE has d_sae={width}, monitor has d_sae={d_sae}")
+        hook = MonitorHook(recorder, model, hook_point, sae)
+        self.hooks.append(hook)
+        self.hook_point = hook_point
+        self.sae = sae
+        return hook
+
+    def removed(self, hook: MonitorHook) -> None:
+        """Forget a hook that detached itself."""
+        if hook in self.hooks:
+            self.hooks.remove(hook)
+
+    def failed(self, hook: Any, exc: BaseException) -> None:
+        """Count a failure inside `hook` and warn (the hook has already removed itself)."""
+        self.errors += 1
+        self.last_error = f"{type(exc).__name__}: {exc}"
+        warnings.warn(
+            f"featmon_widget: monitoring failed at {getattr(hook, 'hook_point', '?')} and was "
+            f"stopped there ({self.last_error}); the model's forward is unaffected",
+            RuntimeWarning, stacklevel=4,
+        )

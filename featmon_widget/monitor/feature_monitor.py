@@ -1,0 +1,296 @@
+"""FeatureMonitor: the facade. One lock, the configuration, the 8 operations; recording, queries,
+snapshots and live delivery are delegated to their own modules."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from typing import Any
+
+import torch
+
+from ..checks import check_int
+from ..hooks import MonitorHook
+from ..live.delivery import EventCallback, LiveDelivery, SnapshotCallback
+from ..live.subscriptions import Subscription
+from ..sae.adapter import sae_device, sae_width
+from ..snapshot.build import finish_snapshot, gather_snapshot
+from ..snapshot.options import SnapshotOptions, check_metric, snapshot_options
+from ..snapshot.schemas import (
+    HistoryResponse,
+    MonitorState,
+    Snapshot,
+    StatisticsResponse,
+    TopFeaturesResponse,
+)
+from .attachments import Attachments
+from .config import MonitorConfig
+from .ingest import Ingest, check_dense, check_sparse
+from .queries import history_records, statistics_rows
+from .recording import Recording
+from .requests import RequestContext
+from .state import monitor_state
+from .stats.compiled import CompiledStatistics
+from .stats.fused import FusedEncoder
+
+HISTORY_LIMIT_RANGE = (1, 100_000)
+TOP_FEATURES_K_RANGE = (1, 1000)
+
+
+class FeatureMonitor:
+    """Records which SAE features fire and keeps exact per-feature statistics on the device.
+
+    Feed it with `on_activation(acts)` or hook it onto a model with `attach`. All state lives on
+    the activations' device and the hot path never reads a value back to the host; queries and
+    snapshots do the copying.
+    """
+
+    def __init__(self, d_sae: int, *, device: torch.device | str | None = None,
+                 features: list[int] | None = None, history_size: int = 100,
+                 top_k: int | None = None, threshold: float = 0.0, throttle_ms: float = 100.0,
+                 enabled: bool = True, selected: list[int] | tuple[int, ...] = (),
+                 compile: bool | None = None) -> None:
+        if not isinstance(d_sae, int) or isinstance(d_sae, bool) or d_sae < 1:
+            raise ValueError(f"d_sae must be a positive int, got {d_sae!r}")
+        self.d_sae = d_sae
+        config = MonitorConfig().replace(
+            d_sae, features=features, history_size=history_size,
+            top_k=min(10, d_sae) if top_k is None else top_k,
+            threshold=threshold, throttle_ms=throttle_ms, enabled=enabled, selected=selected,
+        )
+        self._lock = threading.RLock()
+        statistics = CompiledStatistics(compile)
+        self._recording = Recording(d_sae, config, device, statistics)
+        self._ingest = Ingest(self._recording, FusedEncoder(statistics))
+        self._requests = RequestContext(f"featmon_request_{id(self)}")
+        self._sequence = itertools.count(1)
+        self._live = LiveDelivery(self._build_snapshot, lambda: self.state,
+                                  config.throttle_ms / 1000)
+        self._attached = Attachments()
+        self._widget: Any = None
+
+    @classmethod
+    def for_sae(cls, sae: Any, **config: Any) -> FeatureMonitor:
+        """A monitor as wide as `sae`, on its device unless `device` is given."""
+        if "device" not in config and sae_device(sae) is not None:
+            config["device"] = sae_device(sae)
+        monitor = cls(sae_width(sae), **config)
+        monitor.sae = sae
+        return monitor
+
+    @property
+    def device(self) -> torch.device:
+        """Where the statistics and the history live."""
+        return self._recording.device
+
+    @property
+    def config(self) -> MonitorConfig:
+        """The current configuration (immutable)."""
+        return self._recording.config
+
+    # ---- input ------------------------------------------------------------------------------
+
+    def request(self, request_id: str) -> AbstractContextManager[str]:
+        """Tag every forward pass inside the block with `request_id`; positions continue."""
+        return self._requests.request(request_id)
+
+    def current_request(self) -> str:
+        """The active request id, or a fresh automatic one (`auto-N`) for one forward pass."""
+        return self._requests.current()
+
+    def on_activation(self, acts: torch.Tensor, request_id: str | None = None,
+                      positions: torch.Tensor | None = None,
+                      mask: torch.Tensor | None = None) -> None:
+        """Record one forward pass's features `acts` [..., d_sae].
+
+        Leading dims are [batch, tokens] (one dim: tokens of one sequence). `mask` (nonzero =
+        real token) may be longer than the tokens: its last columns belong to this pass.
+        `positions` overrides the automatic ones. Bad input raises and records nothing.
+        """
+        if not self.config.enabled:
+            return
+        check_dense(acts, self.d_sae)
+        self._record(self._ingest.dense, acts, request_id or self.current_request(),
+                     positions, mask)
+
+    def on_sparse_activation(self, indices: torch.Tensor, values: torch.Tensor,
+                             request_id: str | None = None,
+                             positions: torch.Tensor | None = None,
+                             mask: torch.Tensor | None = None) -> None:
+        """Record a TopK SAE's output in sparse form: `indices`, `values` [..., k] (every other
+        feature is 0; indices distinct within a token). Same statistics as `on_activation` of
+        the dense tensor, in O(k) instead of O(d_sae) work per token.
+        """
+        if not self.config.enabled:
+            return
+        check_sparse(indices, values)
+        self._record(self._ingest.sparse, indices, values, request_id or self.current_request(),
+                     positions, mask)
+
+    def encode_and_record(self, sae: Any, x: torch.Tensor, request_id: str,
+                          mask: torch.Tensor | None = None,
+                          position_ids: torch.Tensor | None = None) -> None:
+        """Encode a layer output `x` [..., d_in] with `sae` and record it (used by hooks).
+
+        `position_ids` are the model's own ([batch or 1, tokens]); with them, tokens a request
+        already recorded (a re-fed prefix) are skipped. Our own SAE class runs encode and
+        statistics as one compiled graph.
+        """
+        if self.config.enabled:
+            self._record(self._ingest.encoded, sae, x, request_id, mask, position_ids)
+
+    def _record(self, ingest: Callable[..., None], *args: Any) -> None:
+        with self._lock, torch.no_grad():
+            ingest(*args)
+        self._live.poke()
+
+    # ---- hooks ------------------------------------------------------------------------------
+
+    def attach(self, model: torch.nn.Module, hook_point: str, sae: Any = None) -> MonitorHook:
+        """Hook `sae` onto `model`'s submodule `hook_point`; returns a removable handle."""
+        with self._lock:
+            return self._attached.attach(self, self.d_sae, model, hook_point, sae)
+
+    @property
+    def sae(self) -> Any:
+        """The SAE last attached (or given to `for_sae`)."""
+        return self._attached.sae
+
+    @sae.setter
+    def sae(self, sae: Any) -> None:
+        self._attached.sae = sae
+
+    def hook_removed(self, hook: MonitorHook) -> None:
+        """Forget a hook that detached itself (called by `MonitorHook.remove`)."""
+        with self._lock:
+            self._attached.removed(hook)
+
+    def report_hook_error(self, hook: Any, exc: BaseException) -> None:
+        """Count a monitoring failure inside a hook; the hook then stops monitoring."""
+        with self._lock:
+            self._attached.failed(hook, exc)
+        self._live.emit("error")
+
+    # ---- the 8 operations -------------------------------------------------------------------
+
+    @property
+    def state(self) -> MonitorState:
+        """Configuration, attachment, totals and errors."""
+        with self._lock:
+            totals = self._recording.device_totals()
+            return monitor_state(self._recording, self._attached, *(int(t) for t in totals))
+
+    def configure(self, **changes: Any) -> MonitorState:
+        """Change only the given settings: enabled, features, history_size, top_k, threshold,
+        throttle_ms, selected. Invalid values raise and change nothing.
+
+        Resizing the history keeps the newest records that fit. A new threshold restarts the
+        threshold-dependent statistics (active_count, mean_active; see `active_since`).
+        """
+        with self._lock:
+            new = self.config.replace(self.d_sae, **changes)
+            self._recording.reconfigure(new)
+            self._live.set_interval(new.throttle_ms / 1000)
+        self._live.emit("configured")
+        return self.state
+
+    def enable(self, flag: bool = True) -> MonitorState:
+        """Turn recording on or off; statistics and history are kept."""
+        return self.configure(enabled=flag)
+
+    def get_history(self, limit: int = 50, request_id: str | None = None) -> HistoryResponse:
+        """Recorded tokens, newest first; `request_id` matches a request or a `request/row`."""
+        check_int("limit", limit, *HISTORY_LIMIT_RANGE)
+        with self._lock:
+            history = self._recording.history
+            rows, monitored = history.read(), history.monitored
+            threshold = self.config.threshold
+        matches = history_records(rows, monitored, threshold, request_id)
+        return HistoryResponse(records=matches[:limit], total=len(matches))
+
+    def clear_history(self) -> int:
+        """Empty the history; returns how many records were cleared."""
+        with self._lock:
+            cleared = self._recording.clear_history()
+        self._live.emit("history_cleared")
+        return cleared
+
+    def get_statistics(self, features: list[int] | None = None) -> StatisticsResponse:
+        """Statistics of `features` (default: the monitored features, or all)."""
+        with self._lock:
+            rec = self._recording
+            rows = statistics_rows(rec.stats, rec.feature_index(features))
+            total, since = int(rec.tokens), rec.since
+        return StatisticsResponse(features=rows, total_activations=total, since=since)
+
+    def reset_statistics(self) -> int:
+        """Zero every statistic and total; returns the number of monitored features reset."""
+        with self._lock:
+            self._recording.reset_statistics()
+            features = self.config.features
+        self._live.emit("statistics_reset")
+        return len(features) if features is not None else self.d_sae
+
+    def get_top_features(self, k: int = 10, metric: str = "mean") -> TopFeaturesResponse:
+        """The k monitored features ranked by `metric`, computed on the device.
+
+        Metrics: mean, mean_active, max, min, active_ratio, count, active_count, std. Ties go to
+        the lower index; features where the metric is undefined come last.
+        """
+        check_int("k", k, *TOP_FEATURES_K_RANGE)
+        check_metric(metric)
+        with self._lock:
+            rows = statistics_rows(self._recording.stats, self._recording.ranked(metric, k))
+        return TopFeaturesResponse(metric=metric, features=rows)
+
+    # ---- snapshots and live delivery --------------------------------------------------------
+
+    def snapshot(self, table_rows: int = 50, metric: str = "mean", records: int = 20) -> Snapshot:
+        """A bounded summary for the frontend (see `Snapshot`)."""
+        return self._build_snapshot(snapshot_options(table_rows, metric, records))
+
+    def _build_snapshot(self, options: SnapshotOptions) -> Snapshot:
+        with self._lock:  # only enqueue device work and copies here; wait after releasing
+            state = monitor_state(self._recording, self._attached, 0, 0, 0)  # totals: later
+            parts = gather_snapshot(self._recording, state, next(self._sequence), options)
+        return finish_snapshot(parts)
+
+    def subscribe(self, callback: SnapshotCallback, *, table_rows: int = 50,
+                  metric: str = "mean", records: int = 20) -> Subscription:
+        """Deliver snapshots to `callback` at most every throttle_ms, and always after the last
+        change of a burst (from a background thread). `cancel()` the result to stop."""
+        return self._live.subscribe(callback, snapshot_options(table_rows, metric, records))
+
+    @property
+    def subscriptions(self) -> tuple[Subscription, ...]:
+        """The active snapshot subscriptions (a widget holds one)."""
+        return self._live.subscriptions
+
+    def on_state_change(self, callback: EventCallback) -> Callable[[], None]:
+        """Call `callback(event, state)` after configure/enable/clear/reset and hook errors."""
+        return self._live.listen(callback)
+
+    def widget(self, **options: Any) -> Any:
+        """This monitor's live `MonitorWidget` (created once; re-running a cell that calls this
+        shows the same widget instead of starting another subscription)."""
+        from ..widget import MonitorWidget  # the widget sits above the monitor; built on demand
+
+        with self._lock:
+            live = self._widget is not None and getattr(self._widget, "comm", None) is not None
+            if not live:
+                self._widget = MonitorWidget(self, **options)
+            return self._widget
+
+    def close(self) -> None:
+        """Remove hooks and stop the delivery thread."""
+        for hook in list(self._attached.hooks):
+            hook.remove()
+        self._live.close()
+
+    def __repr__(self) -> str:
+        cfg = self.config
+        return (f"FeatureMonitor(d_sae={self.d_sae}, device={str(self.device)!r}, "
+                f"enabled={cfg.enabled}, history_size={cfg.history_size}, top_k={cfg.top_k})")
+

@@ -1,0 +1,99 @@
+"""The three ways features come in: dense activations, a TopK SAE's sparse (indices, values),
+and a layer output encoded here by an SAE. Each is checked, given positions, folded into the
+running statistics and recorded. Callers hold the monitor's lock; nothing here reads a value
+back to the host.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from ..sae.adapter import flatten_heads, has_sparse_encode, is_own_sae
+from .features import DenseFeatures, SparseFeatures
+from .positions import batch_tokens
+from .recording import Recording
+from .stats.fused import FusedEncoder
+
+Tensor = torch.Tensor
+
+
+def check_dense(acts: Any, d_sae: int) -> None:
+    """Raise TypeError/ValueError unless `acts` is a tensor [..., d_sae]."""
+    if not isinstance(acts, Tensor):
+        raise TypeError(f"acts must be a torch.Tensor, got {type(acts).__name__}")
+    if acts.dim() == 0 or acts.shape[-1] != d_sae:
+        raise ValueError(f"acts must be [..., d_sae={d_sae}], got {tuple(acts.shape)}")
+
+
+def check_sparse(indices: Any, values: Any) -> None:
+    """Raise TypeError/ValueError unless `indices` and `values` are tensors of one shape
+    [..., k] and `indices` holds integers."""
+    for name, t in (("indices", indices), ("values", values)):
+        if not isinstance(t, Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    if indices.shape != values.shape or indices.dim() == 0:
+        raise ValueError(f"indices {tuple(indices.shape)} and values "
+                         f"{tuple(values.shape)} must have one shape [..., k]")
+    if indices.dtype.is_floating_point or indices.dtype == torch.bool:
+        raise TypeError(f"indices must be integers, got {indices.dtype}")
+
+
+class Ingest:
+    """Feeds one `Recording` (see module doc)."""
+
+    def __init__(self, recording: Recording, fused: FusedEncoder) -> None:
+        self.recording = recording
+        self.fused = fused
+
+    def dense(self, acts: Tensor, request_id: str, positions: Tensor | None,
+              mask: Tensor | None) -> None:
+        """Record features `acts` [..., d_sae] (checked with `check_dense`)."""
+        rec = self.recording
+        batch, tokens = batch_tokens(acts.shape[:-1])
+        rec.adopt_device(acts.device)
+        acts = acts.to(rec.device, non_blocking=True)
+        pos, valid = rec.positions_for(request_id, batch, tokens, positions, mask)
+        flat = acts.reshape(batch * tokens, rec.d_sae)
+        # Without a mask every row counts, and the kernel can skip a select per value.
+        rec.stats.update(flat, None if mask is None else valid, rec.config.threshold)
+        rec.record(DenseFeatures(flat), valid, pos, batch, tokens, request_id)
+
+    def sparse(self, indices: Tensor, values: Tensor, request_id: str,
+               positions: Tensor | None, mask: Tensor | None,
+               position_ids: Tensor | None = None) -> None:
+        """Record a TopK SAE's `indices`, `values` [..., k] (checked with `check_sparse`)."""
+        rec = self.recording
+        batch, tokens = batch_tokens(indices.shape[:-1])
+        rec.adopt_device(values.device)
+        pos, valid = rec.positions_for(request_id, batch, tokens, positions, mask, position_ids)
+        k = indices.shape[-1]
+        features = SparseFeatures(indices.to(rec.device).reshape(batch * tokens, k),
+                                  values.to(rec.device).reshape(batch * tokens, k), rec.d_sae)
+        rec.stats.update_sparse(features.indices, features.values, valid, rec.config.threshold)
+        rec.record(features, valid, pos, batch, tokens, request_id)
+
+    def encoded(self, sae: Any, x: Tensor, request_id: str, mask: Tensor | None,
+                position_ids: Tensor | None) -> None:
+        """Encode a layer output `x` [..., d_in] with `sae` and record it. Our own SAE class
+        runs encode and statistics as one compiled graph; our TopK SAEs record sparsely."""
+        rec = self.recording
+        x = flatten_heads(sae, x)
+        if has_sparse_encode(sae):
+            # A TopK SAE's output is k values per token: record it without densifying.
+            rec.adopt_device(x.device)
+            indices, values = sae.encode_sparse(x.to(rec.device, non_blocking=True))
+            self.sparse(indices, values, request_id, None, mask, position_ids)
+            return
+        batch, tokens = batch_tokens(x.shape[:-1])
+        rec.adopt_device(x.device)
+        x = x.to(rec.device, non_blocking=True)
+        pos, valid = rec.positions_for(request_id, batch, tokens, None, mask, position_ids)
+        rows = None if mask is None and position_ids is None else valid  # None: all rows
+        flat, shift, moments = self.fused(sae, x, rows, rec.stats.mean, rec.stats.count,
+                                          rec.config.threshold, fuse=is_own_sae(sae))
+        if flat.shape[-1] != rec.d_sae:
+            raise ValueError(f"SAE gave {flat.shape[-1]} features; monitor has {rec.d_sae}")
+        rec.stats.merge(shift, moments)
+        rec.record(DenseFeatures(flat), valid, pos, batch, tokens, request_id)

@@ -1,0 +1,65 @@
+"""Answers to the read operations, from the running statistics and the history: ranking on the
+device, statistics rows and history records on the host."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ..snapshot.records import HistoryRows
+from ..snapshot.schemas import ActivationRecord, FeatureStatistics
+from .stats.running import RunningStats
+
+Tensor = torch.Tensor
+
+
+def rank(stats: RunningStats, candidates: Tensor, metric: str, k: int) -> Tensor:
+    """The top-k of `candidates` (feature indices) by `metric`, on the device. Ties go to the
+    lower index; features where the metric is undefined (NaN) come last."""
+    index = candidates.sort().values  # a stable sort of the sorted indices keeps ties in order
+    values = stats.metric(metric).index_select(0, index)
+    key = torch.where(torch.isnan(values), float("-inf"), values)
+    order = torch.sort(key, descending=True, stable=True).indices[:k]
+    return index.index_select(0, order)
+
+
+def statistics_rows(stats: RunningStats, index: Tensor) -> list[FeatureStatistics]:
+    """`FeatureStatistics` of the features `index`, in that order (one copy to the host)."""
+    cols = torch.stack([
+        stats.count.to(torch.float64), stats.active_count.to(torch.float64),
+        stats.active_ratio(), stats.metric("mean"), stats.mean_active(), stats.metric("std"),
+        stats.metric("min"), stats.metric("max"), stats.nan_count.to(torch.float64),
+    ]).index_select(1, index).cpu()
+    count, active, ratio, mean, mean_active, std, mn, mx, nans = cols.tolist()
+    return [
+        FeatureStatistics(
+            feature_idx=f, count=int(count[i]), active_count=int(active[i]),
+            active_ratio=_defined(ratio[i]), mean=_defined(mean[i]),
+            mean_active=_defined(mean_active[i]), std=_defined(std[i]), min=_defined(mn[i]),
+            max=_defined(mx[i]), nan_count=int(nans[i]),
+        )
+        for i, f in enumerate(index.cpu().tolist())
+    ]
+
+
+def history_records(rows: HistoryRows, monitored: tuple[int, ...], threshold: float,
+                    request_id: str | None) -> list[ActivationRecord]:
+    """The records in `rows`, newest first; `request_id` keeps only a request or a
+    `request/row`."""
+    matches: list[ActivationRecord] = []
+    for i in range(len(rows) - 1, -1, -1):
+        rid, row = rows.request_ids[i], rows.rows[i]
+        if request_id is not None and request_id not in (rid, f"{rid}/{row}"):
+            continue
+        matches.append(ActivationRecord(
+            timestamp=rows.timestamps[i], request_id=rid, row=row,
+            token_position=rows.positions[i],
+            activations=dict(zip(monitored, rows.values[i], strict=True)),
+            top_k=rows.top_above(i, threshold),
+        ))
+    return matches
+
+
+def _defined(value: float) -> float | None:
+    return None if math.isnan(value) else value

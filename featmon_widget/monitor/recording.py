@@ -1,0 +1,154 @@
+"""Everything a monitor has recorded, on one device, and the configuration it records with.
+
+`Recording` owns the running statistics, the history ring, the selected features' value
+histograms, the per-request positions and the token totals. It is the `SnapshotSource` the
+snapshot builder reads. Callers hold the monitor's lock.
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+from ..snapshot.records import HistoryTail
+from ..snapshot.source import DeviceTotals, ValueHistogramCounts
+from .config import MonitorConfig, feature_list
+from .features import DenseFeatures, SparseFeatures
+from .histograms import VALUE_EDGES, ValueHistograms
+from .history import HistoryRing
+from .positions import RequestPositions, as_batch_mask
+from .queries import rank
+from .stats.compiled import CompiledStatistics
+from .stats.running import RunningStats
+
+Tensor = torch.Tensor
+
+
+class Recording:
+    """Statistics, history, value histograms and totals of one monitor (see module doc)."""
+
+    def __init__(self, d_sae: int, config: MonitorConfig, device: torch.device | None,
+                 compiled: CompiledStatistics) -> None:
+        self.d_sae = d_sae
+        self.config = config
+        self.compiled = compiled
+        # An explicit device is kept; otherwise the first activations choose it.
+        self.device_fixed = device is not None
+        self.positions = RequestPositions()
+        self.forward_passes = 0
+        self.allocate(torch.device(device) if device is not None else torch.device("cpu"))
+
+    def allocate(self, device: torch.device) -> None:
+        """Fresh, empty state on `device`."""
+        cfg = self.config
+        self.device = device
+        self.stats = RunningStats(self.d_sae, device, self.compiled)
+        self.history = HistoryRing(cfg.history_size, cfg.top_k, cfg.features or (), device)
+        self.values = ValueHistograms(cfg.selected, device)
+        self.tokens = torch.zeros((), dtype=torch.int64, device=device)
+        self.since = self.active_since = time.time()
+
+    def adopt_device(self, device: torch.device) -> None:
+        """Follow the activations' device while nothing is recorded; afterwards keep ours."""
+        if device == self.device or self.device_fixed:
+            return
+        if self.forward_passes == 0:
+            self.allocate(device)
+        self.device_fixed = True
+
+    # ---- recording --------------------------------------------------------------------------
+
+    def positions_for(self, request_id: str, batch: int, tokens: int, positions: Tensor | None,
+                      mask: Tensor | None, position_ids: Tensor | None = None
+                      ) -> tuple[Tensor, Tensor]:
+        """Flat positions and validity [batch * tokens] of one forward pass (see
+        `RequestPositions.assign`); `positions` overrides the automatic ones."""
+        if mask is not None:
+            mask = as_batch_mask(mask, batch, tokens).to(self.device)
+        if positions is None:
+            pos, valid = self.positions.assign(request_id, batch, tokens, mask, self.device,
+                                               position_ids)
+        else:
+            pos = positions.to(self.device, torch.int64).reshape(batch, tokens)
+            valid = (mask[:, -tokens:] != 0 if mask is not None else
+                     torch.ones(batch, tokens, dtype=torch.bool, device=self.device))
+        return pos.reshape(-1), valid.reshape(-1)
+
+    def record(self, features: DenseFeatures | SparseFeatures, valid: Tensor, pos: Tensor,
+               batch: int, tokens: int, request_id: str) -> None:
+        """Record one pass (its statistics already folded in) in the history, the value
+        histograms and the totals."""
+        rows = torch.arange(batch, device=self.device).repeat_interleave(tokens)
+        self.history.write(features, valid, rows, pos, request_id, time.time())
+        self.values.update(features, valid, self.config.threshold)
+        self.tokens += valid.sum()
+        self.forward_passes += 1
+
+    # ---- operations -------------------------------------------------------------------------
+
+    def reconfigure(self, new: MonitorConfig) -> None:
+        """Apply a validated configuration: resize the history (newest records kept), carry
+        value histograms of features still selected, restart threshold statistics."""
+        old = self.config
+        if (new.history_size, new.top_k, new.features) != (
+            old.history_size, old.top_k, old.features
+        ):
+            self.history = self.history.resized(new.history_size, new.top_k, new.features or ())
+        if new.selected != old.selected:
+            self.values = self.values.reselected(new.selected)
+        if new.threshold != old.threshold:
+            self.stats.reset_active()
+            self.values = ValueHistograms(new.selected, self.device)
+            self.active_since = time.time()
+        self.config = new
+
+    def reset_statistics(self) -> None:
+        """Zero every statistic and total (the history stays)."""
+        self.stats.reset()
+        self.values = ValueHistograms(self.config.selected, self.device)
+        self.tokens.zero_()
+        self.forward_passes = 0
+        self.since = self.active_since = time.time()
+
+    def clear_history(self) -> int:
+        """Empty the history and forget request positions; returns the records cleared."""
+        cleared = self.history.clear()
+        self.positions.clear()
+        return cleared
+
+    def feature_index(self, features: list[int] | None) -> Tensor:
+        """`features` (checked), else the monitored features, else all, as a device index."""
+        if features is None:
+            features = self.config.features
+        if features is None:
+            return torch.arange(self.d_sae, device=self.device)
+        checked = feature_list("features", self.d_sae)(features, self.d_sae)
+        return torch.tensor(checked, dtype=torch.int64, device=self.device)
+
+    # ---- SnapshotSource ---------------------------------------------------------------------
+
+    def device_totals(self) -> DeviceTotals:
+        """Tokens recorded, records held, sparse indices dropped (device scalars)."""
+        return DeviceTotals(self.tokens, self.history.written.clamp_max(self.history.size),
+                            self.stats.dropped_indices)
+
+    def ranked(self, metric: str, k: int) -> Tensor:
+        """Indices of the top-k monitored features by `metric`, stable on ties."""
+        return rank(self.stats, self.feature_index(None), metric, k)
+
+    def metric(self, name: str) -> Tensor:
+        """One per-feature metric, float64 [d_sae]."""
+        return self.stats.metric(name)
+
+    def firing_counts(self) -> tuple[Tensor, Tensor]:
+        """(active_count, count) per feature."""
+        return self.stats.active_count, self.stats.count
+
+    def value_histograms(self) -> ValueHistogramCounts:
+        """The selected features' value histograms."""
+        return ValueHistogramCounts(self.values.features, VALUE_EDGES, self.values.counts)
+
+    def history_tail(self, records: int) -> HistoryTail:
+        """The newest `records` history slots."""
+        return self.history.gather_last(records)

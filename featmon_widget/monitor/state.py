@@ -1,0 +1,26 @@
+"""`MonitorState`: the configuration, attachment, totals and errors of a monitor, in one value."""
+
+from __future__ import annotations
+
+from ..sae.adapter import sae_id
+from ..snapshot.schemas import MonitorState
+from .attachments import Attachments
+from .recording import Recording
+
+
+def monitor_state(recording: Recording, attached: Attachments, total_tokens: int,
+                  history_count: int, dropped_indices: int) -> MonitorState:
+    """The state, given the three totals that live on the device (read by the caller)."""
+    cfg = recording.config
+    return MonitorState(
+        enabled=cfg.enabled, sae_attached=attached.sae is not None,
+        hook_attached=bool(attached.hooks), hook_point=attached.hook_point,
+        sae_id=sae_id(attached.sae), d_sae=recording.d_sae,
+        monitored_features=list(cfg.features) if cfg.features is not None else None,
+        selected_features=list(cfg.selected), history_size=cfg.history_size,
+        history_count=history_count, top_k=cfg.top_k, threshold=cfg.threshold,
+        throttle_ms=cfg.throttle_ms, total_tokens=total_tokens,
+        forward_passes=recording.forward_passes, since=recording.since,
+        active_since=recording.active_since, device=str(recording.device),
+        errors=attached.errors, last_error=attached.last_error, dropped_indices=dropped_indices,
+    )

@@ -1,0 +1,56 @@
+"""What the monitor needs to know about any SAE-like object: ours, a `sae_lens.SAE`, or anything
+with `encode(x)` and a width."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from .autoencoder import SparseAutoencoder
+
+
+def sae_width(sae: Any) -> int:
+    """The number of features of an SAE-like object (`d_sae`, `cfg.d_sae` or `W_enc`'s width)."""
+    cfg = getattr(sae, "cfg", None)
+    for candidate in (getattr(sae, "d_sae", None), getattr(cfg, "d_sae", None)):
+        if isinstance(candidate, int) and candidate > 0:
+            return candidate
+    w_enc = getattr(sae, "W_enc", None)
+    if isinstance(w_enc, torch.Tensor) and w_enc.dim() == 2:
+        return int(w_enc.shape[1])
+    raise TypeError(f"cannot tell the width of {type(sae).__name__}: give it a d_sae attribute")
+
+
+def sae_id(sae: Any) -> str | None:
+    """A short name for the state line: `name`, `cfg.neuronpedia_id`, or the class name."""
+    if sae is None:
+        return None
+    name = getattr(sae, "name", None) or getattr(getattr(sae, "cfg", None), "neuronpedia_id", None)
+    return str(name) if name else type(sae).__name__
+
+
+def sae_device(sae: Any) -> torch.device | None:
+    """The device of the SAE's first parameter, if it has parameters."""
+    param = next(iter(getattr(sae, "parameters", lambda: iter(()))()), None)
+    return None if param is None else param.device
+
+
+def is_own_sae(sae: Any) -> bool:
+    """Our own class: its encode is compiled together with the statistics."""
+    return isinstance(sae, SparseAutoencoder)
+
+
+def has_sparse_encode(sae: Any) -> bool:
+    """Our TopK SAEs give (indices, values) directly."""
+    return is_own_sae(sae) and sae.architecture == "topk"
+
+
+def flatten_heads(sae: Any, x: torch.Tensor) -> torch.Tensor:
+    """Per-head outputs `[..., heads, d_head]` of a hook_z SAE as `[..., d_in]`; other inputs as
+    they are."""
+    d_in = getattr(sae, "d_in", None)
+    if isinstance(d_in, int) and x.dim() >= 2 and x.shape[-1] != d_in \
+            and x.shape[-2] * x.shape[-1] == d_in:
+        return x.flatten(-2)
+    return x

@@ -1,0 +1,57 @@
+"""What a snapshot reads from the monitor: a small protocol, so that building a snapshot needs
+nothing but these calls (the monitor's `Recording` implements it)."""
+
+from __future__ import annotations
+
+from typing import NamedTuple, Protocol
+
+import torch
+
+from .records import HistoryTail
+
+Tensor = torch.Tensor
+
+
+class DeviceTotals(NamedTuple):
+    """Totals that live on the device (int64 scalars), read back with the rest of a snapshot."""
+
+    tokens: Tensor
+    history_count: Tensor
+    dropped_indices: Tensor
+
+
+class ValueHistogramCounts(NamedTuple):
+    """Value histograms of the selected features: bin counts [features, bins] on the device."""
+
+    features: tuple[int, ...]
+    edges: Tensor  # float64 [log bins + 1] on the host; bin 0 (inactive) has no edges
+    counts: Tensor  # int64 on the device
+
+
+class SnapshotSource(Protocol):
+    """Read by `build.gather_snapshot` while the caller holds the monitor's lock. Every call
+    only enqueues device work: nothing is read back to the host."""
+
+    def device_totals(self) -> DeviceTotals:
+        """Tokens recorded, records held, sparse indices dropped."""
+        ...
+
+    def ranked(self, metric: str, k: int) -> Tensor:
+        """Indices of the top-k monitored features by `metric` (ties to the lower index)."""
+        ...
+
+    def metric(self, name: str) -> Tensor:
+        """One per-feature metric, float64 [d_sae], NaN where undefined."""
+        ...
+
+    def firing_counts(self) -> tuple[Tensor, Tensor]:
+        """Per feature: (values above the threshold, values seen), int64 [d_sae] each."""
+        ...
+
+    def value_histograms(self) -> ValueHistogramCounts:
+        """The selected features' value histograms."""
+        ...
+
+    def history_tail(self, records: int) -> HistoryTail:
+        """The newest `records` history slots."""
+        ...

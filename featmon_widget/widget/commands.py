@@ -1,0 +1,97 @@
+"""Commands from the frontend's buttons, applied through the monitor's operations.
+
+Every command gets exactly one reply, `{type: "reply", id, ok, message, error}`: the monitor's
+own error text when it rejected the command (then nothing changed), and an error reply too when
+handling failed in any other way (out of memory while resizing the history, a bug), so the
+frontend is never left waiting.
+"""
+
+from __future__ import annotations
+
+import numbers
+from typing import Any
+
+from ..live.subscriptions import Subscription
+from .controls import MonitorControls
+
+# Settings the configure form may change; enabling and selection have their own commands.
+FORM_SETTINGS = ("features", "history_size", "top_k", "threshold", "throttle_ms")
+COMMANDS = ("configure", "enable", "clear_history", "reset_statistics", "rank", "select",
+            "table_rows")
+
+
+class CommandError(ValueError):
+    """A frontend command that is malformed or was rejected by the monitor."""
+
+
+class CommandHandler:
+    """Applies commands to `monitor` and to the widget's snapshot `subscription`."""
+
+    def __init__(self, monitor: MonitorControls, subscription: Subscription) -> None:
+        self.monitor = monitor
+        self.subscription = subscription
+
+    def reply(self, content: Any) -> dict[str, Any]:
+        """Apply one command and return its reply; never raises."""
+        msg_id = content.get("id") if isinstance(content, dict) else None
+        try:
+            message = self.handle(content)
+        except (ValueError, TypeError) as exc:  # rejected: the monitor's own words
+            return _reply(msg_id, False, str(exc))
+        except Exception as exc:  # failed while applying: still answer, and say what happened
+            return _reply(msg_id, False, f"the kernel failed: {type(exc).__name__}: {exc}")
+        return _reply(msg_id, True, message)
+
+    def handle(self, content: Any) -> str:
+        """Apply one command; returns a short success message or raises with the reason (and
+        then nothing changed)."""
+        if not isinstance(content, dict) or not isinstance(content.get("type"), str):
+            raise CommandError(f"a command must be an object with a 'type', got {content!r}")
+        kind = content["type"]
+        if kind not in COMMANDS:
+            raise CommandError(f"unknown command {kind!r}")
+        return getattr(self, f"_{kind}")(content)
+
+    def _configure(self, content: dict) -> str:
+        changes = content.get("changes")
+        if not isinstance(changes, dict) or not changes:
+            raise CommandError(f"configure needs a non-empty 'changes' object, got {changes!r}")
+        unknown = sorted(set(changes) - set(FORM_SETTINGS))
+        if unknown:
+            raise CommandError(f"configure cannot change {', '.join(unknown)}")
+        self.monitor.configure(**changes)
+        return "applied " + ", ".join(sorted(changes))
+
+    def _enable(self, content: dict) -> str:
+        flag = content.get("enabled")
+        if not isinstance(flag, bool):
+            raise CommandError(f"enable needs 'enabled': true or false, got {flag!r}")
+        self.monitor.enable(flag)
+        return "recording" if flag else "paused"
+
+    def _clear_history(self, content: dict) -> str:
+        return f"cleared {self.monitor.clear_history()} records"
+
+    def _reset_statistics(self, content: dict) -> str:
+        return f"reset statistics of {self.monitor.reset_statistics()} features"
+
+    def _rank(self, content: dict) -> str:
+        self.subscription.update(metric=content.get("metric"))
+        return f"ranked by {self.subscription.metric}"
+
+    def _select(self, content: dict) -> str:
+        features = content.get("features")
+        self.monitor.configure(selected=features)
+        return f"showing {len(features)} histogram(s)"
+
+    def _table_rows(self, content: dict) -> str:
+        rows = content.get("rows")
+        if isinstance(rows, numbers.Real) and not isinstance(rows, bool) and rows == int(rows):
+            rows = int(rows)
+        self.subscription.update(table_rows=rows)
+        return f"showing {rows} rows"
+
+
+def _reply(msg_id: Any, ok: bool, text: str) -> dict[str, Any]:
+    return {"type": "reply", "id": msg_id, "ok": ok, "message": text if ok else "",
+            "error": None if ok else text}
