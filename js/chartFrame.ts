@@ -1,6 +1,6 @@
 /**
  * The frame every chart shares: a titled section with a "log y" checkbox, the plot and a text
- * note, plus the cheap `update` / `refresh` that only schedule a redraw. Subclasses supply the
+ * note, plus the cheap `update` that only schedules a redraw. Subclasses supply the
  * note text and the plotly drawing.
  */
 
@@ -66,11 +66,6 @@ export abstract class ChartFrame implements Component {
   update(snapshot: Snapshot | null): void {
     this.snapshot = snapshot;
     this.updateNote();
-    this.requestDraw();
-  }
-
-  /** Ask for a redraw, which happens if anything drawn changed (e.g. the theme). */
-  refresh(): void {
     this.requestDraw();
   }
 

@@ -10,9 +10,10 @@ import type { Component, ViewContext } from "./component";
 import { h } from "./dom";
 import { Feedback } from "./feedback";
 import { type Parsed, formatFeatureList, parseFeatureList, parseInteger, parseNumber } from "./parse";
-import type { ConfigureChanges, MonitorState, Snapshot } from "./protocol";
+import type { ConfigureChanges, FormSetting, MonitorState, Snapshot } from "./protocol";
+import { HISTORY_SIZE_RANGE, TOP_K_RANGE } from "./protocolConstants";
 
-type Field = "features" | "history_size" | "top_k" | "threshold" | "throttle_ms";
+type Field = FormSetting;
 
 interface FieldDef {
   field: Field;
@@ -149,8 +150,8 @@ export class ConfigForm implements Component {
     const dSae = this.state && this.state.d_sae > 0 ? this.state.d_sae : undefined;
     const parsed: { [F in Field]: Parsed<ConfigureChanges[F]> } = {
       features: parseFeatureList(v("features"), dSae),
-      history_size: parseInteger("history size", v("history_size"), 1),
-      top_k: parseInteger("top-k", v("top_k"), 1),
+      history_size: parseInteger("history size", v("history_size"), HISTORY_SIZE_RANGE[0]),
+      top_k: parseInteger("top-k", v("top_k"), TOP_K_RANGE[0]),
       threshold: parseNumber("threshold", v("threshold")),
       throttle_ms: parseNumber("throttle", v("throttle_ms"), 0),
     };

@@ -57,12 +57,6 @@ export class Feedback {
     else this.fail(reply.error || reply.message || "the kernel rejected the command");
   }
 
-  clear(): void {
-    this.clearTimer();
-    setText(this.message, "");
-    setText(this.error, "");
-  }
-
   destroy(): void {
     this.clearTimer();
   }

@@ -8,37 +8,24 @@
  * may be reused by the widget manager.
  */
 
-export const SNAPSHOT_VERSION = 1;
+import {
+  COMMANDS,
+  FORM_SETTINGS,
+  MAX_SELECTED,
+  METRICS,
+  SNAPSHOT_VERSION,
+  TABLE_COLUMNS,
+  TABLE_ROWS_RANGE,
+} from "./protocolConstants";
 
-/** Metrics the kernel can rank the table by (featmon_widget/stats.py METRICS). */
-export const METRICS = [
-  "mean",
-  "mean_active",
-  "max",
-  "min",
-  "active_ratio",
-  "count",
-  "active_count",
-  "std",
-] as const;
+// The names and limits shared with the kernel are generated from the Python package.
+export { COMMANDS, FORM_SETTINGS, MAX_SELECTED, METRICS, SNAPSHOT_VERSION, TABLE_COLUMNS, TABLE_ROWS_RANGE };
+
 export type Metric = (typeof METRICS)[number];
-
-/** Table columns sent in every snapshot (featmon_widget/snapshot.py TABLE_COLUMNS). */
-export const TABLE_COLUMNS = [
-  "mean",
-  "mean_active",
-  "max",
-  "active_ratio",
-  "count",
-  "active_count",
-  "std",
-] as const;
 export type TableColumn = (typeof TABLE_COLUMNS)[number];
-
-/** Selected features with value histograms: at most this many (config.py MAX_SELECTED_FEATURES). */
-export const MAX_SELECTED = 8;
-/** Bounds of the `table_rows` command. */
-export const TABLE_ROWS_RANGE = [1, 200] as const;
+/** A setting the configure form may change. */
+export type FormSetting = (typeof FORM_SETTINGS)[number];
+export type CommandType = (typeof COMMANDS)[number];
 
 /** Binary payload as it may arrive in the model state. */
 export type Binary = DataView | ArrayBuffer | ArrayBufferView | readonly number[];
@@ -322,6 +309,11 @@ export interface ConfigureChanges {
   throttle_ms?: number;
 }
 
+// Every form setting has a field in ConfigureChanges and nothing else does.
+type Same<A, B> = [A] extends [B] ? ([B] extends [A] ? true : false) : false;
+const formSettingsMatch: Same<keyof ConfigureChanges, FormSetting> = true;
+void formSettingsMatch;
+
 export type CommandBody =
   | { type: "configure"; changes: ConfigureChanges }
   | { type: "enable"; enabled: boolean }
@@ -332,6 +324,10 @@ export type CommandBody =
   | { type: "table_rows"; rows: number };
 
 export type Command = CommandBody & { id: number };
+
+// Every command the kernel answers has a body here and nothing else does.
+const commandsMatch: Same<CommandBody["type"], CommandType> = true;
+void commandsMatch;
 
 // ---- replies (kernel -> frontend) ----------------------------------------------------------
 

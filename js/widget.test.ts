@@ -7,6 +7,7 @@ const plotly = vi.hoisted(() => ({
 }));
 vi.mock("plotly.js-basic-dist-min", () => ({ default: plotly }));
 
+import { REPLY_TIMEOUT_MS } from "./commands";
 import { SUCCESS_MS } from "./feedback";
 import { CHART_INTERVAL_MS } from "./schedule";
 import { NEVER_FIRED_LABEL } from "./frequencyChart";
@@ -506,6 +507,23 @@ describe("action buttons", () => {
     for (const id of ["btn-toggle", "btn-clear", "btn-reset", "btn-apply"]) {
       expect(byTestId(root, id).getAttribute("aria-label")).toBeTruthy();
     }
+  });
+
+  it("gives up on a reply after the timeout, says so, and ignores a late reply", () => {
+    const { root } = mount();
+    byTestId(root, "btn-clear").click();
+    const id = model.lastSent().id as number;
+    vi.advanceTimersByTime(REPLY_TIMEOUT_MS - 1);
+    expect(byTestId(root, "actions-error").textContent).toBe("");
+    vi.advanceTimersByTime(1);
+    expect(byTestId(root, "actions-error").textContent).toContain("did not answer within 20 s");
+    model.reply(id, true, "cleared 10 records"); // too late: already settled
+    expect(byTestId(root, "actions-message").textContent).toBe("");
+    // An answered command does not time out afterwards.
+    byTestId(root, "btn-reset").click();
+    model.reply(model.lastSent().id as number, true, "reset statistics of 3 features");
+    vi.advanceTimersByTime(REPLY_TIMEOUT_MS);
+    expect(byTestId(root, "actions-error").textContent).toBe("");
   });
 
   it("uses unique command ids", () => {

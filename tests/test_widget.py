@@ -176,3 +176,22 @@ def test_figure_without_selected_features(monitor):
     w = MonitorWidget(monitor)
     assert [t.type for t in w.figure().data] == ["bar", "table"]
     w.close()
+
+
+def test_a_command_that_fails_in_any_way_still_gets_one_reply(widget, monitor, monkeypatch):
+    def out_of_memory(**changes):
+        raise RuntimeError("out of memory while resizing the history")
+
+    monkeypatch.setattr(monitor, "configure", out_of_memory)
+    before = len(widget.sent)
+    reply = _command(widget, type="configure", changes={"history_size": 10**5})
+    assert len(widget.sent) == before + 1
+    assert reply["ok"] is False
+    assert "RuntimeError: out of memory while resizing the history" in reply["error"]
+
+
+def test_non_finite_table_rows_gets_an_error_reply(widget):
+    options = widget.subscription.options()
+    reply = _command(widget, type="table_rows", rows=float("inf"))
+    assert reply["ok"] is False and reply["id"] == 7
+    assert widget.subscription.options() == options

@@ -1,9 +1,9 @@
 """TopK values gathered into per-feature records between merges into the running statistics.
 
-On the CPU, `running.RunningStats.update_sparse` hands each batch to the native kernel, which folds it
-into one table against a fixed per-feature shift (the running mean when the table was started).
-Turning the table into batch moments and merging them costs a pass over every feature, so it
-happens only when statistics are read, before any other kind of update, when the threshold
+On the CPU, `running.RunningStats.update_sparse` hands each batch to the native kernel, which
+folds it into one table against a fixed per-feature shift (the running mean when the table was
+started). Turning the table into batch moments and merging them costs a pass over every feature,
+so it happens only when statistics are read, before any other kind of update, when the threshold
 changes, and every `FLUSH_ROWS` rows (so the shift keeps tracking the mean).
 """
 
