@@ -29,10 +29,6 @@ export class FrameScheduler {
     });
   }
 
-  get pending(): boolean {
-    return this.handle !== null;
-  }
-
   cancel(): void {
     if (this.handle !== null) cancelFrame(this.handle);
     this.handle = null;
@@ -88,10 +84,6 @@ export class ThrottledFrame {
       this.running = false;
     }
     if (this.again) this.request();
-  }
-
-  get pending(): boolean {
-    return this.timer !== null || this.frame !== null;
   }
 
   cancel(): void {
