@@ -64,6 +64,10 @@ export interface ActivationRecordMessage {
   row: number;
   position: number;
   timestamp: number;
+  /** The input token, when known (absent from old kernels). */
+  token_id?: number | null;
+  /** Its text, when the kernel knows a tokenizer. */
+  token?: string | null;
   top: FeatureValue[];
   values: FeatureValue[];
 }

@@ -32,4 +32,17 @@ describe("recent records", () => {
     expect(after!.textContent).toContain("#9 0.25");
     expect(show(view, [record(4), record(4)])).toHaveLength(2);
   });
+
+  it("shows each record's token text, or its id when no tokenizer is known", () => {
+    const view = new RecentRecords();
+    const [named, numbered, unknown] = show(view, [
+      { ...record(3), token_id: 464, token: " the" },
+      { ...record(2), token_id: 318 },
+      record(1),
+    ]);
+    expect(named!.querySelector(".featmon-token")!.textContent).toBe(" the");
+    expect(named!.querySelector(".featmon-token")!.getAttribute("title")).toBe("token 464");
+    expect(numbered!.querySelector(".featmon-token")!.textContent).toBe("#318");
+    expect(unknown!.querySelector(".featmon-token")).toBeNull();
+  });
 });

@@ -21,7 +21,7 @@ function chips(items: readonly FeatureValue[], cls: string): HTMLElement[] {
 
 /** Identity and content of a record: a changed feature selection changes `values`. */
 function recordKey(r: ActivationRecordMessage): string {
-  return `${r.request_id}/${r.row}@${r.position}:${r.timestamp}:${JSON.stringify([r.top, r.values])}`;
+  return `${r.request_id}/${r.row}@${r.position}:${r.timestamp}:${JSON.stringify([r.top, r.values, r.token_id])}`;
 }
 
 export class RecentRecords implements Component {
@@ -66,11 +66,23 @@ export class RecentRecords implements Component {
   }
 }
 
-/** One record as a list row: where it came from, its top features, configured values. */
+/** A record's token: its text when the kernel knows a tokenizer, else its id, else nothing. */
+function tokenLabel(r: ActivationRecordMessage): HTMLElement | null {
+  if (typeof r.token === "string") {
+    return h("span", { class: "featmon-token", title: `token ${r.token_id ?? ""}` }, r.token);
+  }
+  if (typeof r.token_id === "number") return h("span", { class: "featmon-token id" }, `#${r.token_id}`);
+  return null;
+}
+
+/** One record as a list row: its token, where it came from, its top features, configured
+ * values. */
 function recordRow(r: ActivationRecordMessage): HTMLElement {
+  const token = tokenLabel(r);
   const head = h(
     "span",
     { class: "featmon-record-id", title: formatClock(r.timestamp) },
+    ...(token ? [token, " "] : []),
     `${r.request_id}/${r.row}`,
     h("span", { class: "featmon-pos" }, ` pos ${r.position}`),
   );

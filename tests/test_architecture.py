@@ -24,7 +24,7 @@ ALLOWED = {
 }
 # Modules longer than this must say in their docstring why they are not split.
 MAX_LINES = 400
-FACADE_MAX_LINES = 300
+FACADE_MAX_LINES = 320  # the class is ~265 of them: one delegating method per operation
 
 
 def _modules() -> dict[str, Path]:

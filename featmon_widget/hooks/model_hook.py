@@ -1,9 +1,10 @@
 """Forward hooks that feed a layer's output through an SAE into a `Recorder`.
 
-A pre-hook on the model captures each forward's request id and attention mask (the forward's
-`attention_mask` argument, keyword or positional); a hook on the layer encodes its output and
-records it. The hooks never change the model's outputs, and a failure inside monitoring is
-caught, reported to the recorder and stops monitoring at that hook, never the forward.
+A pre-hook on the model captures each forward's request id, attention mask (the forward's
+`attention_mask` argument, keyword or positional), position ids and input token ids; a hook on
+the layer encodes its output and records it. The hooks never change the model's outputs, and a
+failure inside monitoring is caught, reported to the recorder and stops monitoring at that hook,
+never the forward.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ class _ForwardContext(threading.local):
     request_id: str | None = None
     mask: torch.Tensor | None = None
     position_ids: torch.Tensor | None = None
+    token_ids: torch.Tensor | None = None
 
 
 class MonitorHook:
@@ -60,6 +62,7 @@ class MonitorHook:
             # HF generate passes pad-aware position ids; they also reveal a re-fed prefix.
             ids = kwargs.get("position_ids")
             ctx.position_ids = ids.detach() if isinstance(ids, torch.Tensor) else None
+            ctx.token_ids = _input_token_ids(module, args, kwargs)
         except Exception as exc:
             self._fail(exc)
 
@@ -67,6 +70,7 @@ class MonitorHook:
         self._context.request_id = None
         self._context.mask = None
         self._context.position_ids = None
+        self._context.token_ids = None
 
     def _after_layer(self, module: torch.nn.Module, args: tuple, output: Any) -> None:
         if not self.active:
@@ -85,7 +89,9 @@ class MonitorHook:
             ids = ctx.position_ids
             if ids is not None and (ids.dim() != 2 or ids.shape[-1] != hidden.shape[-2]):
                 ids = None  # not per-token ids of this layer's tokens: fall back to the mask
-            self.recorder.encode_and_record(self.sae, hidden.detach(), request_id, mask, ids)
+            # Token ids that do not fit this layer's tokens are dropped by the recorder.
+            self.recorder.encode_and_record(self.sae, hidden.detach(), request_id, mask, ids,
+                                            ctx.token_ids)
         except Exception as exc:
             self._fail(exc)
 
@@ -125,3 +131,18 @@ def _positional_index(model: torch.nn.Module, name: str) -> int | None:
         if param.name == name:
             return i
     return None
+
+
+def _input_token_ids(model: torch.nn.Module, args: tuple, kwargs: dict) -> torch.Tensor | None:
+    """The forward's input token ids [batch, tokens]: HF `input_ids` (keyword or first
+    positional), a TransformerLens tokens tensor, or a TransformerLens text input tokenized the
+    way its forward does (`to_tokens` with its defaults)."""
+    ids = kwargs.get("input_ids", kwargs.get("input", args[0] if args else None))
+    if isinstance(ids, (str, list)) and hasattr(model, "to_tokens") \
+            and not {"prepend_bos", "padding_side"} & set(kwargs):
+        ids = model.to_tokens(ids)
+    if not isinstance(ids, torch.Tensor) or ids.is_floating_point() or ids.dtype == torch.bool:
+        return None
+    ids = ids.detach()
+    return ids if ids.dim() == 2 else ids.reshape(1, -1) if ids.dim() == 1 else None
+

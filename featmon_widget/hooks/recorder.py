@@ -17,8 +17,10 @@ class Recorder(Protocol):
 
     def encode_and_record(self, sae: Any, x: torch.Tensor, request_id: str,
                           mask: torch.Tensor | None = None,
-                          position_ids: torch.Tensor | None = None) -> None:
-        """Encode the layer output `x` with `sae` and record the features."""
+                          position_ids: torch.Tensor | None = None,
+                          token_ids: torch.Tensor | None = None) -> None:
+        """Encode the layer output `x` with `sae` and record the features (and which tokens
+        they belong to, when `token_ids` [batch, tokens] is known)."""
         ...
 
     def report_hook_error(self, hook: Any, exc: BaseException) -> None:

@@ -1,5 +1,6 @@
-"""Where a monitor is attached: its hooks on models, the SAE they encode with, and the
-failures the hooks reported (each failure stops monitoring at that hook, never the forward)."""
+"""Where a monitor is attached: its hooks on models, the SAE they encode with, the tokenizer
+that names their tokens, and the failures the hooks reported (each failure stops monitoring at
+that hook, never the forward)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import torch
 
 from ..hooks import MonitorHook, Recorder
 from ..sae.adapter import sae_width
+from .tokens import TokenText, no_text
 
 
 class Attachments:
@@ -21,17 +23,36 @@ class Attachments:
         self.sae: Any = None
         self.errors = 0
         self.last_error: str | None = None
+        self.token_text: TokenText | None = None
+
+    @property
+    def tokenizer(self) -> Any:
+        """The tokenizer that turns recorded token ids into text, if one is known."""
+        return None if self.token_text is None else self.token_text.tokenizer
+
+    @tokenizer.setter
+    def tokenizer(self, tokenizer: Any) -> None:
+        self.token_text = None if tokenizer is None else TokenText(tokenizer)
+
+    def text_of(self) -> TokenText | Any:
+        """A function from token id to text (None when no tokenizer is known)."""
+        return self.token_text or no_text
 
     def attach(self, recorder: Recorder, d_sae: int, model: torch.nn.Module, hook_point: str,
-               sae: Any) -> MonitorHook:
-        """Hook `sae` (or the SAE attached before) onto `model.get_submodule(hook_point)`."""
+               sae: Any, tokenizer: Any = None) -> MonitorHook:
+        """Hook `sae` (or the SAE attached before) onto `model.get_submodule(hook_point)`;
+        `tokenizer` (default: the model's own `tokenizer`, as TransformerLens models have)
+        names the recorded tokens."""
         sae = sae if sae is not None else self.sae
         if sae is None:
             raise ValueError("attach needs an SAE: pass sae=... or build with for_sae(sae)")
         width = sae_width(sae)
         if width != d_sae:
             raise ValueError(f"SAE has d_sae={width}, monitor has d_sae={d_sae}")
+        tokenizer = tokenizer if tokenizer is not None else getattr(model, "tokenizer", None)
+        token_text = TokenText(tokenizer) if tokenizer is not None else self.token_text
         hook = MonitorHook(recorder, model, hook_point, sae)
+        self.token_text = token_text
         self.hooks.append(hook)
         self.hook_point = hook_point
         self.sae = sae

@@ -28,15 +28,17 @@ from ..snapshot.schemas import (
 from .attachments import Attachments
 from .config import MonitorConfig
 from .ingest import Ingest, check_dense, check_sparse
-from .queries import history_records, statistics_rows
+from .queries import (
+    HISTORY_LIMIT_RANGE,
+    TOP_FEATURES_K_RANGE,
+    history_records,
+    statistics_rows,
+)
 from .recording import Recording
 from .requests import RequestContext
 from .state import monitor_state
 from .stats.compiled import CompiledStatistics
 from .stats.fused import FusedEncoder
-
-HISTORY_LIMIT_RANGE = (1, 100_000)
-TOP_FEATURES_K_RANGE = (1, 1000)
 
 
 class FeatureMonitor:
@@ -69,13 +71,11 @@ class FeatureMonitor:
         self._live = LiveDelivery(self._build_snapshot, lambda: self.state,
                                   config.throttle_ms / 1000)
         self._attached = Attachments()
-        self._widget: Any = None
 
     @classmethod
     def for_sae(cls, sae: Any, **config: Any) -> FeatureMonitor:
         """A monitor as wide as `sae`, on its device unless `device` is given."""
-        if "device" not in config and sae_device(sae) is not None:
-            config["device"] = sae_device(sae)
+        config.setdefault("device", sae_device(sae))  # None: follow the activations
         monitor = cls(sae_width(sae), **config)
         monitor.sae = sae
         return monitor
@@ -101,24 +101,26 @@ class FeatureMonitor:
         return self._requests.current()
 
     def on_activation(self, acts: torch.Tensor, request_id: str | None = None,
-                      positions: torch.Tensor | None = None,
-                      mask: torch.Tensor | None = None) -> None:
+                      positions: torch.Tensor | None = None, mask: torch.Tensor | None = None,
+                      token_ids: torch.Tensor | None = None) -> None:
         """Record one forward pass's features `acts` [..., d_sae].
 
         Leading dims are [batch, tokens] (one dim: tokens of one sequence). `mask` (nonzero =
         real token) may be longer than the tokens: its last columns belong to this pass.
-        `positions` overrides the automatic ones. Bad input raises and records nothing.
+        `positions` overrides the automatic ones; `token_ids` [batch, tokens] say which input
+        tokens these are. Bad input raises and records nothing.
         """
         if not self.config.enabled:
             return
         check_dense(acts, self.d_sae)
         self._record(self._ingest.dense, acts, request_id or self.current_request(),
-                     positions, mask)
+                     positions, mask, token_ids)
 
     def on_sparse_activation(self, indices: torch.Tensor, values: torch.Tensor,
                              request_id: str | None = None,
                              positions: torch.Tensor | None = None,
-                             mask: torch.Tensor | None = None) -> None:
+                             mask: torch.Tensor | None = None,
+                             token_ids: torch.Tensor | None = None) -> None:
         """Record a TopK SAE's output in sparse form: `indices`, `values` [..., k] (every other
         feature is 0; indices distinct within a token). Same statistics as `on_activation` of
         the dense tensor, in O(k) instead of O(d_sae) work per token.
@@ -127,19 +129,22 @@ class FeatureMonitor:
             return
         check_sparse(indices, values)
         self._record(self._ingest.sparse, indices, values, request_id or self.current_request(),
-                     positions, mask)
+                     positions, mask, token_ids)
 
     def encode_and_record(self, sae: Any, x: torch.Tensor, request_id: str,
                           mask: torch.Tensor | None = None,
-                          position_ids: torch.Tensor | None = None) -> None:
+                          position_ids: torch.Tensor | None = None,
+                          token_ids: torch.Tensor | None = None) -> None:
         """Encode a layer output `x` [..., d_in] with `sae` and record it (used by hooks).
 
         `position_ids` are the model's own ([batch or 1, tokens]); with them, tokens a request
-        already recorded (a re-fed prefix) are skipped. Our own SAE class runs encode and
+        already recorded (a re-fed prefix) are skipped. `token_ids` [batch, tokens] are the
+        input tokens (ignored when they do not fit `x`). Our own SAE class runs encode and
         statistics as one compiled graph.
         """
         if self.config.enabled:
-            self._record(self._ingest.encoded, sae, x, request_id, mask, position_ids)
+            self._record(self._ingest.encoded, sae, x, request_id, mask, position_ids,
+                         token_ids)
 
     def _record(self, ingest: Callable[..., None], *args: Any) -> None:
         with self._lock, torch.no_grad():
@@ -148,10 +153,23 @@ class FeatureMonitor:
 
     # ---- hooks ------------------------------------------------------------------------------
 
-    def attach(self, model: torch.nn.Module, hook_point: str, sae: Any = None) -> MonitorHook:
-        """Hook `sae` onto `model`'s submodule `hook_point`; returns a removable handle."""
+    def attach(self, model: torch.nn.Module, hook_point: str, sae: Any = None,
+               tokenizer: Any = None) -> MonitorHook:
+        """Hook `sae` onto `model`'s submodule `hook_point`; returns a removable handle.
+        `tokenizer` (default: `model.tokenizer` if it has one) turns recorded tokens into
+        text."""
         with self._lock:
-            return self._attached.attach(self, self.d_sae, model, hook_point, sae)
+            return self._attached.attach(self, self.d_sae, model, hook_point, sae, tokenizer)
+
+    @property
+    def tokenizer(self) -> Any:
+        """The tokenizer that names recorded tokens (anything with `decode(ids)`), or None."""
+        return self._attached.tokenizer
+
+    @tokenizer.setter
+    def tokenizer(self, tokenizer: Any) -> None:
+        with self._lock:
+            self._attached.tokenizer = tokenizer
 
     @property
     def sae(self) -> Any:
@@ -206,8 +224,8 @@ class FeatureMonitor:
         with self._lock:
             history = self._recording.history
             rows, monitored = history.read(), history.monitored
-            threshold = self.config.threshold
-        matches = history_records(rows, monitored, threshold, request_id)
+            threshold, token_text = self.config.threshold, self._attached.text_of()
+        matches = history_records(rows, monitored, threshold, request_id, token_text)
         return HistoryResponse(records=matches[:limit], total=len(matches))
 
     def clear_history(self) -> int:
@@ -254,7 +272,8 @@ class FeatureMonitor:
     def _build_snapshot(self, options: SnapshotOptions) -> Snapshot:
         with self._lock:  # only enqueue device work and copies here; wait after releasing
             state = monitor_state(self._recording, self._attached, 0, 0, 0)  # totals: later
-            parts = gather_snapshot(self._recording, state, next(self._sequence), options)
+            parts = gather_snapshot(self._recording, state, next(self._sequence), options,
+                                    self._attached.text_of())
         return finish_snapshot(parts)
 
     def subscribe(self, callback: SnapshotCallback, *, table_rows: int = 50,
@@ -275,13 +294,9 @@ class FeatureMonitor:
     def widget(self, **options: Any) -> Any:
         """This monitor's live `MonitorWidget` (created once; re-running a cell that calls this
         shows the same widget instead of starting another subscription)."""
-        from ..widget import MonitorWidget  # the widget sits above the monitor; built on demand
+        from ..widget import MonitorWidget  # needs the built frontend bundle: loaded on demand
 
-        with self._lock:
-            live = self._widget is not None and getattr(self._widget, "comm", None) is not None
-            if not live:
-                self._widget = MonitorWidget(self, **options)
-            return self._widget
+        return MonitorWidget.of(self, **options)
 
     def close(self) -> None:
         """Remove hooks and stop the delivery thread."""

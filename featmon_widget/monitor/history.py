@@ -43,6 +43,7 @@ class HistoryRing:
         self.row = torch.zeros(slots, dtype=torch.int32, device=dev)
         self.position = torch.zeros(slots, dtype=torch.int64, device=dev)
         self.timestamp = torch.zeros(slots, dtype=torch.float64, device=dev)
+        self.token = torch.full((slots,), -1, dtype=torch.int64, device=dev)  # -1: unknown
         self.written = torch.zeros((), dtype=torch.int64, device=dev)
         self._monitored_index = torch.tensor(monitored, dtype=torch.int64, device=dev)
         # Names of the latest writes: a write older than the last `size` that stored a record
@@ -52,8 +53,10 @@ class HistoryRing:
         self._lock = threading.Lock()
 
     def write(self, features: DenseFeatures | SparseFeatures, valid: Tensor, rows: Tensor,
-              positions: Tensor, request_id: str, timestamp: float) -> None:
-        """Append the last `size` valid rows of `features` (with `rows`, `positions` [N])."""
+              positions: Tensor, request_id: str, timestamp: float,
+              token_ids: Tensor | None = None) -> None:
+        """Append the last `size` valid rows of `features` (with `rows`, `positions` and, when
+        known, `token_ids` [N])."""
         n = features.n
         keep_n = min(n, self.size)
         if keep_n == 0:
@@ -83,6 +86,10 @@ class HistoryRing:
         self.row.index_copy_(0, dest, rows.index_select(0, pick).to(torch.int32))
         self.position.index_copy_(0, dest, positions.index_select(0, pick))
         self.timestamp.index_fill_(0, dest, timestamp)
+        if token_ids is None:
+            self.token.index_fill_(0, dest, -1)
+        else:
+            self.token.index_copy_(0, dest, token_ids.index_select(0, pick))
         self.written += total.clamp_max(keep_n)
 
     def _register(self, request_id: str) -> int:
@@ -122,7 +129,7 @@ class HistoryRing:
         for j, f in enumerate(monitored):
             i = old_cols.get(f)
             new.values[:held, j] = self.values[order, i] if i is not None else float("nan")
-        for name in ("request", "row", "position", "timestamp"):
+        for name in ("request", "row", "position", "timestamp", "token"):
             getattr(new, name)[:held] = getattr(self, name)[order]
         new.written.fill_(held)
         with self._lock:
@@ -148,7 +155,7 @@ class HistoryRing:
         order = (self.written - n + torch.arange(n, device=self.device)) % self.size
         cols = [c.index_select(0, order) for c in (self.top_idx, self.top_val, self.values,
                                                     self.request, self.row, self.position,
-                                                    self.timestamp)]
+                                                    self.timestamp, self.token)]
         with self._lock:
             names = dict(self._request_names)
         return HistoryTail(cols, self.written.clamp_max(want), names, self.monitored)

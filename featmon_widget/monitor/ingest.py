@@ -40,6 +40,29 @@ def check_sparse(indices: Any, values: Any) -> None:
         raise TypeError(f"indices must be integers, got {indices.dtype}")
 
 
+def check_token_ids(token_ids: Any, batch: int, tokens: int) -> Tensor | None:
+    """`token_ids` as a flat int64 [batch * tokens], or a TypeError/ValueError naming it."""
+    if token_ids is None:
+        return None
+    if not isinstance(token_ids, Tensor):
+        raise TypeError(f"token_ids must be a torch.Tensor, got {type(token_ids).__name__}")
+    if token_ids.is_floating_point() or token_ids.is_complex() or token_ids.dtype == torch.bool:
+        raise TypeError(f"token_ids must be integers, got {token_ids.dtype}")
+    if token_ids.numel() != batch * tokens or token_ids.shape[-1] != tokens:
+        raise ValueError(f"token_ids of shape {tuple(token_ids.shape)} do not fit {batch} "
+                         f"sequence(s) of {tokens} token(s)")
+    return token_ids.reshape(-1)
+
+
+def _fitting_token_ids(token_ids: Tensor | None, batch: int, tokens: int) -> Tensor | None:
+    """Token ids captured by a hook, if they are this layer's tokens (else unknown)."""
+    try:
+        check_token_ids(token_ids, batch, tokens)
+    except (TypeError, ValueError):
+        return None
+    return token_ids
+
+
 class Ingest:
     """Feeds one `Recording` (see module doc)."""
 
@@ -48,45 +71,49 @@ class Ingest:
         self.fused = fused
 
     def dense(self, acts: Tensor, request_id: str, positions: Tensor | None,
-              mask: Tensor | None) -> None:
+              mask: Tensor | None, token_ids: Tensor | None = None) -> None:
         """Record features `acts` [..., d_sae] (checked with `check_dense`)."""
         rec = self.recording
         batch, tokens = batch_tokens(acts.shape[:-1])
+        token_ids = check_token_ids(token_ids, batch, tokens)
         rec.adopt_device(acts.device)
         acts = acts.to(rec.device, non_blocking=True)
         pos, valid = rec.positions_for(request_id, batch, tokens, positions, mask)
         flat = acts.reshape(batch * tokens, rec.d_sae)
         # Without a mask every row counts, and the kernel can skip a select per value.
         rec.stats.update(flat, None if mask is None else valid, rec.config.threshold)
-        rec.record(DenseFeatures(flat), valid, pos, batch, tokens, request_id)
+        rec.record(DenseFeatures(flat), valid, pos, batch, tokens, request_id, token_ids)
 
     def sparse(self, indices: Tensor, values: Tensor, request_id: str,
                positions: Tensor | None, mask: Tensor | None,
-               position_ids: Tensor | None = None) -> None:
+               token_ids: Tensor | None = None, position_ids: Tensor | None = None) -> None:
         """Record a TopK SAE's `indices`, `values` [..., k] (checked with `check_sparse`)."""
         rec = self.recording
         batch, tokens = batch_tokens(indices.shape[:-1])
+        token_ids = check_token_ids(token_ids, batch, tokens)
         rec.adopt_device(values.device)
         pos, valid = rec.positions_for(request_id, batch, tokens, positions, mask, position_ids)
         k = indices.shape[-1]
         features = SparseFeatures(indices.to(rec.device).reshape(batch * tokens, k),
                                   values.to(rec.device).reshape(batch * tokens, k), rec.d_sae)
         rec.stats.update_sparse(features.indices, features.values, valid, rec.config.threshold)
-        rec.record(features, valid, pos, batch, tokens, request_id)
+        rec.record(features, valid, pos, batch, tokens, request_id, token_ids)
 
     def encoded(self, sae: Any, x: Tensor, request_id: str, mask: Tensor | None,
-                position_ids: Tensor | None) -> None:
+                position_ids: Tensor | None, token_ids: Tensor | None = None) -> None:
         """Encode a layer output `x` [..., d_in] with `sae` and record it. Our own SAE class
-        runs encode and statistics as one compiled graph; our TopK SAEs record sparsely."""
+        runs encode and statistics as one compiled graph; our TopK SAEs record sparsely.
+        `token_ids` that do not fit the layer's tokens are ignored (the tokens are unknown)."""
         rec = self.recording
         x = flatten_heads(sae, x)
+        batch, tokens = batch_tokens(x.shape[:-1])
+        token_ids = _fitting_token_ids(token_ids, batch, tokens)
         if has_sparse_encode(sae):
             # A TopK SAE's output is k values per token: record it without densifying.
             rec.adopt_device(x.device)
             indices, values = sae.encode_sparse(x.to(rec.device, non_blocking=True))
-            self.sparse(indices, values, request_id, None, mask, position_ids)
+            self.sparse(indices, values, request_id, None, mask, token_ids, position_ids)
             return
-        batch, tokens = batch_tokens(x.shape[:-1])
         rec.adopt_device(x.device)
         x = x.to(rec.device, non_blocking=True)
         pos, valid = rec.positions_for(request_id, batch, tokens, None, mask, position_ids)
@@ -96,4 +123,5 @@ class Ingest:
         if flat.shape[-1] != rec.d_sae:
             raise ValueError(f"SAE gave {flat.shape[-1]} features; monitor has {rec.d_sae}")
         rec.stats.merge(shift, moments)
-        rec.record(DenseFeatures(flat), valid, pos, batch, tokens, request_id)
+        rec.record(DenseFeatures(flat), valid, pos, batch, tokens, request_id,
+                   check_token_ids(token_ids, batch, tokens))

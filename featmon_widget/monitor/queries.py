@@ -4,6 +4,7 @@ device, statistics rows and history records on the host."""
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 
@@ -12,6 +13,9 @@ from ..snapshot.schemas import ActivationRecord, FeatureStatistics
 from .stats.running import RunningStats
 
 Tensor = torch.Tensor
+
+HISTORY_LIMIT_RANGE = (1, 100_000)
+TOP_FEATURES_K_RANGE = (1, 1000)
 
 
 def rank(stats: RunningStats, candidates: Tensor, metric: str, k: int) -> Tensor:
@@ -44,7 +48,8 @@ def statistics_rows(stats: RunningStats, index: Tensor) -> list[FeatureStatistic
 
 
 def history_records(rows: HistoryRows, monitored: tuple[int, ...], threshold: float,
-                    request_id: str | None) -> list[ActivationRecord]:
+                    request_id: str | None,
+                    token_text: Callable[[int], str | None]) -> list[ActivationRecord]:
     """The records in `rows`, newest first; `request_id` keeps only a request or a
     `request/row`."""
     matches: list[ActivationRecord] = []
@@ -57,6 +62,8 @@ def history_records(rows: HistoryRows, monitored: tuple[int, ...], threshold: fl
             token_position=rows.positions[i],
             activations=dict(zip(monitored, rows.values[i], strict=True)),
             top_k=rows.top_above(i, threshold),
+            token_id=rows.token_ids[i] if rows.token_ids[i] >= 0 else None,
+            token=token_text(rows.token_ids[i]),
         ))
     return matches
 

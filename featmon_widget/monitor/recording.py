@@ -76,11 +76,13 @@ class Recording:
         return pos.reshape(-1), valid.reshape(-1)
 
     def record(self, features: DenseFeatures | SparseFeatures, valid: Tensor, pos: Tensor,
-               batch: int, tokens: int, request_id: str) -> None:
+               batch: int, tokens: int, request_id: str, token_ids: Tensor | None = None) -> None:
         """Record one pass (its statistics already folded in) in the history, the value
-        histograms and the totals."""
+        histograms and the totals. `token_ids` [batch * tokens], when known."""
         rows = torch.arange(batch, device=self.device).repeat_interleave(tokens)
-        self.history.write(features, valid, rows, pos, request_id, time.time())
+        if token_ids is not None:
+            token_ids = token_ids.to(self.device, torch.int64, non_blocking=True)
+        self.history.write(features, valid, rows, pos, request_id, time.time(), token_ids)
         self.values.update(features, valid, self.config.threshold)
         self.tokens += valid.sum()
         self.forward_passes += 1

@@ -53,13 +53,16 @@ class SnapshotParts:
     value_edges: bytes
     monitored: tuple[int, ...]
     history_names: dict[int, str]
+    token_text: Callable[[int], str | None]
     wait: Callable[[], list[torch.Tensor]]
 
 
 def gather_snapshot(source: SnapshotSource, state: MonitorState, sequence: int,
-                    options: SnapshotOptions) -> SnapshotParts:
+                    options: SnapshotOptions,
+                    token_text: Callable[[int], str | None]) -> SnapshotParts:
     """Enqueue every device computation and copy a snapshot needs; reads nothing back.
-    The caller holds the monitor's lock; `state`'s device totals are filled in later."""
+    The caller holds the monitor's lock; `state`'s device totals are filled in later, and
+    `token_text` decodes the records' token ids after the lock is released."""
     index = source.ranked(options.metric, options.table_rows)
     columns = torch.stack([source.metric(name) for name in TABLE_COLUMNS]).index_select(1, index)
     freq, never_fired, never_seen = frequency_histogram(*source.firing_counts())
@@ -70,7 +73,7 @@ def gather_snapshot(source: SnapshotSource, state: MonitorState, sequence: int,
     return SnapshotParts(
         sequence=sequence, options=options, state=state, value_features=values.features,
         value_edges=_f32(values.edges.numpy()), monitored=tail.monitored,
-        history_names=tail.names, wait=start_copy(device_parts),
+        history_names=tail.names, token_text=token_text, wait=start_copy(device_parts),
     )
 
 
@@ -87,6 +90,8 @@ def finish_snapshot(parts: SnapshotParts) -> Snapshot:
             "row": history.rows[i],
             "position": history.positions[i],
             "timestamp": history.timestamps[i],
+            "token_id": history.token_ids[i] if history.token_ids[i] >= 0 else None,
+            "token": parts.token_text(history.token_ids[i]),
             "top": [[f, _finite_or_none(v)]
                     for f, v in history.top_above(i, threshold)[:RECORD_TOP]],
             "values": [[f, _finite_or_none(v)]

@@ -13,7 +13,7 @@ Tensor = torch.Tensor
 class HistoryTail(NamedTuple):
     """The newest slots of the history ring, gathered on the device, oldest first."""
 
-    # top_idx, top_val, monitored values, request code, row, position, timestamp
+    # top_idx, top_val, monitored values, request code, row, position, timestamp, token id
     columns: list[Tensor]
     held: Tensor  # int64 scalar: how many of the gathered slots hold a record (the newest ones)
     names: dict[int, str]  # request code -> request id
@@ -31,6 +31,7 @@ class HistoryRows:
     rows: list[int]
     positions: list[int]
     timestamps: list[float]
+    token_ids: list[int]  # -1 where the token is not known
 
     def __len__(self) -> int:
         return len(self.positions)
@@ -44,11 +45,11 @@ class HistoryRows:
 
 def history_rows(columns: list[Tensor], held: int, names: dict[int, str]) -> HistoryRows:
     """`HistoryRows` from host copies of a `HistoryTail`'s columns."""
-    top_idx, top_val, values, request, row, position, timestamp = (
+    top_idx, top_val, values, request, row, position, timestamp, token = (
         c[c.shape[0] - held:].tolist() for c in columns
     )
     return HistoryRows(
         top_idx=top_idx, top_val=top_val, values=values,
         request_ids=[names.get(c, "?") for c in request],
-        rows=row, positions=position, timestamps=timestamp,
+        rows=row, positions=position, timestamps=timestamp, token_ids=token,
     )

@@ -40,8 +40,9 @@ class FeatureStatistics:
 class ActivationRecord:
     """One token in the history.
 
-    `activations` holds the values of the explicitly configured features; `top_k` the token's
-    strongest features above the threshold, strongest first.
+    `activations` holds the values of the monitored (configured) features; `top_k` the token's
+    strongest features above the threshold, strongest first. `token_id` is the input token when
+    it was known (hooked models, or `token_ids=` given), `token` its text when a tokenizer is.
     """
 
     timestamp: float
@@ -50,6 +51,8 @@ class ActivationRecord:
     token_position: int
     activations: dict[int, float]
     top_k: list[tuple[int, float]]
+    token_id: int | None = None
+    token: str | None = None
 
     @property
     def record_id(self) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,20 @@ class MonitorWidget(anywidget.AnyWidget):
     _css = STATIC / "widget.css"
 
     snapshot = traitlets.Dict().tag(sync=True)
+
+    # The live widget of each monitor, for `of`.
+    _live: weakref.WeakKeyDictionary[Any, MonitorWidget] = weakref.WeakKeyDictionary()
+    _live_lock = threading.Lock()
+
+    @classmethod
+    def of(cls, monitor: MonitorControls, **options: Any) -> MonitorWidget:
+        """`monitor`'s live widget: the one made before while its view is open, else a new one
+        (so re-running a cell does not start another subscription)."""
+        with cls._live_lock:
+            widget = cls._live.get(monitor)
+            if widget is None or getattr(widget, "comm", None) is None:
+                widget = cls._live[monitor] = cls(monitor, **options)
+            return widget
 
     def __init__(self, monitor: MonitorControls, *, table_rows: int = 50, metric: str = "mean",
                  records: int = 20, **kwargs: Any) -> None:

@@ -879,3 +879,41 @@ def test_one_automatic_id_per_forward_for_a_shared_layer() -> None:
         by_request[rec.request_id] += 1
     assert sorted(by_request.values()) == [20, 24]
     assert all(re.fullmatch(r"auto-\d+", rid) for rid in by_request)
+
+
+class FakeTokenizer:
+    """Anything with `decode(ids)` names tokens."""
+
+    def decode(self, ids: list[int]) -> str:
+        return f"<tok{ids[0]}>"
+
+
+@pytest.mark.parametrize("use_cache", [True, False])
+def test_gpt2_generate_records_the_input_token_at_each_position(gpt2: nn.Module, prompt: tuple,
+                                                                use_cache: bool) -> None:
+    """Left padding, with and without a KV cache: each record's token is the sequence's token at
+    its position (pads excluded), and its text comes from the tokenizer."""
+    ids, mask = prompt
+    monitor = FeatureMonitor(D_SAE, compile=False)
+    with monitor.attach(gpt2, GPT2_HOOK, make_sae("foreign"), tokenizer=FakeTokenizer()), \
+            monitor.request("req-1"):
+        sequences = generate(gpt2, ids, mask, use_cache=use_cache)
+    records = monitor.get_history(limit=1000).records
+    pads = {0: LEFT_PADS, 1: 0}
+    assert len(records) == monitor.state.total_tokens > 0
+    for rec in records:
+        assert rec.token_id == int(sequences[rec.row, pads[rec.row] + rec.token_position])
+        assert rec.token == f"<tok{rec.token_id}>"
+    latest = monitor.snapshot(records=5).records[0]
+    assert latest["token"] == f"<tok{latest['token_id']}>"
+
+
+def test_tl_records_the_input_tokens(tl_model: nn.Module, tl_tokens: torch.Tensor) -> None:
+    monitor = FeatureMonitor(D_SAE, compile=False)
+    with monitor.attach(tl_model, TL_HOOK, make_sae("foreign")), torch.no_grad():
+        tl_model(tl_tokens)
+    records = monitor.get_history(limit=100).records
+    assert len(records) == tl_tokens.numel()
+    for rec in records:
+        assert rec.token_id == int(tl_tokens[rec.row, rec.token_position])
+        assert rec.token is None  # this model has no tokenizer

@@ -299,3 +299,35 @@ def test_out_of_range_sparse_indices_are_ignored_and_counted_never_crash():
     rows = {r.feature_idx: r for r in m.get_statistics().features}
     assert (rows[1].count, rows[1].max, rows[2].max, rows[4].count) == (2, 1.0, 4.0, 2)
     assert m.snapshot().state.dropped_indices == 2
+
+
+class _Tokenizer:
+    def decode(self, ids):
+        return "x" * 100 if ids[0] == 9 else f"t{ids[0]}"
+
+
+def test_token_ids_are_recorded_and_named_when_read():
+    m = FeatureMonitor(6, history_size=10)
+    m.tokenizer = _Tokenizer()
+    m.on_activation(torch.rand(2, 3, 6), request_id="r",
+                    token_ids=torch.tensor([[1, 2, 3], [4, 5, 9]]))
+    records = {(r.row, r.token_position): r for r in m.get_history().records}
+    assert records[(0, 1)].token_id == 2 and records[(0, 1)].token == "t2"
+    assert records[(1, 2)].token == "x" * 64  # token text is bounded
+    m.tokenizer = None
+    assert m.get_history().records[0].token is None
+    m.on_activation(torch.rand(1, 6))  # tokens unknown
+    assert m.get_history(limit=1).records[0].token_id is None
+
+
+@pytest.mark.parametrize("token_ids, error", [
+    ([[1, 2, 3]], TypeError),
+    (torch.tensor([[1.0, 2.0, 3.0]]), TypeError),
+    (torch.tensor([[1, 2]]), ValueError),
+    (torch.tensor([[1, 2, 3, 4]]), ValueError),
+])
+def test_bad_token_ids_are_rejected_and_change_nothing(token_ids, error):
+    m = FeatureMonitor(6)
+    with pytest.raises(error, match="token_ids"):
+        m.on_activation(torch.rand(1, 3, 6), token_ids=token_ids)
+    assert m.state.total_tokens == 0 and m.state.forward_passes == 0

@@ -51,7 +51,8 @@ def test_on_activation_runs_on_meta_tensors():
     acts = torch.empty(2, 7, 24, device="meta")
     mask = torch.empty(2, 9, dtype=torch.long, device="meta")
     with m.request("r"):
-        m.on_activation(acts, mask=mask)
+        m.on_activation(acts, mask=mask,
+                        token_ids=torch.empty(2, 7, dtype=torch.long, device="meta"))
         m.on_activation(torch.empty(2, 1, 24, device="meta"))
     assert m._recording.stats.mean.device.type == "meta"
 
@@ -77,7 +78,7 @@ def test_hot_path_calls_no_syncing_operator(path):
     with guard, torch.no_grad():
         for _ in range(3):
             if path == "on_activation":
-                m.on_activation(acts, mask=torch.ones(2, 6))
+                m.on_activation(acts, mask=torch.ones(2, 6), token_ids=torch.ones(2, 6).long())
             else:
                 model(x)
     assert guard.seen == []
