@@ -11,7 +11,9 @@ from .monitor import FeatureMonitor
 from .monitor.config import MonitorConfig
 from .sae import SparseAutoencoder, load_sae, sae_width
 from .snapshot.schemas import (
+    ActivatingExample,
     ActivationRecord,
+    ExamplesResponse,
     FeatureStatistics,
     HistoryResponse,
     MonitorState,
@@ -21,7 +23,9 @@ from .snapshot.schemas import (
 )
 
 __all__ = [
+    "ActivatingExample",
     "ActivationRecord",
+    "ExamplesResponse",
     "MonitorWidget",
     "FeatureMonitor",
     "FeatureStatistics",

@@ -18,6 +18,9 @@ TOP_K_RANGE = (1, 256)
 MAX_MONITORED_FEATURES = 256
 # Selected features each keep a device-side value histogram; the cap bounds snapshot size.
 MAX_SELECTED_FEATURES = 8
+# Top-activating examples kept per feature, and tokens kept on each side of one.
+EXAMPLES_PER_FEATURE_RANGE = (0, 64)
+CONTEXT_WINDOW_RANGE = (0, 64)
 
 
 @dataclass(frozen=True)
@@ -32,6 +35,8 @@ class MonitorConfig:
     threshold: float = 0.0
     throttle_ms: float = 100.0
     selected: tuple[int, ...] = ()
+    examples_per_feature: int = 8
+    context_window: int = 8
 
     def replace(self, d_sae: int, **changes: Any) -> MonitorConfig:
         """Return a copy with `changes` applied, after validating every changed value.
@@ -120,4 +125,6 @@ _VALIDATORS = {
     "threshold": _check_threshold,
     "throttle_ms": _check_throttle,
     "selected": feature_list("selected", MAX_SELECTED_FEATURES),
+    "examples_per_feature": _int_in_range("examples_per_feature", *EXAMPLES_PER_FEATURE_RANGE),
+    "context_window": _int_in_range("context_window", *CONTEXT_WINDOW_RANGE),
 }

@@ -19,6 +19,7 @@ from ..sae.adapter import sae_device, sae_width
 from ..snapshot.build import finish_snapshot, gather_snapshot
 from ..snapshot.options import SnapshotOptions, check_metric, snapshot_options
 from ..snapshot.schemas import (
+    ExamplesResponse,
     HistoryResponse,
     MonitorState,
     Snapshot,
@@ -31,6 +32,7 @@ from .ingest import Ingest, check_dense, check_sparse
 from .queries import (
     HISTORY_LIMIT_RANGE,
     TOP_FEATURES_K_RANGE,
+    feature_examples,
     history_records,
     statistics_rows,
 )
@@ -53,6 +55,7 @@ class FeatureMonitor:
                  features: list[int] | None = None, history_size: int = 100,
                  top_k: int | None = None, threshold: float = 0.0, throttle_ms: float = 100.0,
                  enabled: bool = True, selected: list[int] | tuple[int, ...] = (),
+                 examples_per_feature: int = 8, context_window: int = 8,
                  compile: bool | None = None) -> None:
         if not isinstance(d_sae, int) or isinstance(d_sae, bool) or d_sae < 1:
             raise ValueError(f"d_sae must be a positive int, got {d_sae!r}")
@@ -61,6 +64,7 @@ class FeatureMonitor:
             d_sae, features=features, history_size=history_size,
             top_k=min(10, d_sae) if top_k is None else top_k,
             threshold=threshold, throttle_ms=throttle_ms, enabled=enabled, selected=selected,
+            examples_per_feature=examples_per_feature, context_window=context_window,
         )
         self._lock = threading.RLock()
         statistics = CompiledStatistics(compile)
@@ -202,7 +206,8 @@ class FeatureMonitor:
 
     def configure(self, **changes: Any) -> MonitorState:
         """Change only the given settings: enabled, features, history_size, top_k, threshold,
-        throttle_ms, selected. Invalid values raise and change nothing.
+        throttle_ms, selected, examples_per_feature, context_window. Invalid values raise and
+        change nothing.
 
         Resizing the history keeps the newest records that fit. A new threshold restarts the
         threshold-dependent statistics (active_count, mean_active; see `active_since`).
@@ -262,6 +267,16 @@ class FeatureMonitor:
         with self._lock:
             rows = statistics_rows(self._recording.stats, self._recording.ranked(metric, k))
         return TopFeaturesResponse(metric=metric, features=rows)
+
+    def get_examples(self, feature: int, k: int | None = None) -> ExamplesResponse:
+        """`feature`'s top-activating examples since the last reset (at most one per sequence
+        row of a forward pass), highest first, with the tokens around each."""
+        check_int("feature", feature, 0, self.d_sae - 1)
+        with self._lock:
+            table, token_text = self._recording.examples, self._attached.text_of()
+            k = table.per_feature if k is None else check_int("k", k, 0, table.per_feature)
+            examples = feature_examples(table, feature, k, token_text)
+        return ExamplesResponse(feature=feature, examples=examples)
 
     # ---- snapshots and live delivery --------------------------------------------------------
 

@@ -9,7 +9,8 @@ from collections.abc import Callable
 import torch
 
 from ..snapshot.records import HistoryRows
-from ..snapshot.schemas import ActivationRecord, FeatureStatistics
+from ..snapshot.schemas import ActivatingExample, ActivationRecord, FeatureStatistics
+from .examples import ExampleTable
 from .stats.running import RunningStats
 
 Tensor = torch.Tensor
@@ -66,6 +67,24 @@ def history_records(rows: HistoryRows, monitored: tuple[int, ...], threshold: fl
             token=token_text(rows.token_ids[i]),
         ))
     return matches
+
+
+def feature_examples(table: ExampleTable, feature: int, k: int,
+                     token_text: Callable[[int], str | None]) -> list[ActivatingExample]:
+    """Feature `feature`'s best `k` kept examples, highest first."""
+    rows = table.read(feature, k)
+    out = []
+    for i, window in enumerate(rows.windows):
+        known = [(j, t) for j, t in enumerate(window) if t >= 0]
+        ids = [t for _, t in known]
+        index = next((n for n, (j, _) in enumerate(known) if j == table.window), -1)
+        texts = [token_text(t) for t in ids]
+        out.append(ActivatingExample(
+            value=rows.values[i], request_id=table.names.name(rows.requests[i]),
+            row=rows.rows[i], position=rows.positions[i], token_ids=ids, index=index,
+            tokens=texts if ids and texts[0] is not None else None,
+        ))
+    return out
 
 
 def _defined(value: float) -> float | None:

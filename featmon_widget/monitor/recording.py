@@ -1,8 +1,8 @@
 """Everything a monitor has recorded, on one device, and the configuration it records with.
 
-`Recording` owns the running statistics, the history ring, the selected features' value
-histograms, the per-request positions and the token totals. It is the `SnapshotSource` the
-snapshot builder reads. Callers hold the monitor's lock.
+`Recording` owns the running statistics, the history ring, the top-activating examples, the
+selected features' value histograms, the per-request positions and the token totals. It is the
+`SnapshotSource` the snapshot builder reads. Callers hold the monitor's lock.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import torch
 from ..snapshot.records import HistoryTail
 from ..snapshot.source import DeviceTotals, ValueHistogramCounts
 from .config import MonitorConfig, feature_list
+from .examples import ExampleTable
 from .features import DenseFeatures, SparseFeatures
 from .histograms import VALUE_EDGES, ValueHistograms
 from .history import HistoryRing
@@ -46,6 +47,8 @@ class Recording:
         self.stats = RunningStats(self.d_sae, device, self.compiled)
         self.history = HistoryRing(cfg.history_size, cfg.top_k, cfg.features or (), device)
         self.values = ValueHistograms(cfg.selected, device)
+        self.examples = ExampleTable(self.d_sae, cfg.examples_per_feature, cfg.context_window,
+                                     device)
         self.tokens = torch.zeros((), dtype=torch.int64, device=device)
         self.since = self.active_since = time.time()
 
@@ -83,6 +86,8 @@ class Recording:
         if token_ids is not None:
             token_ids = token_ids.to(self.device, torch.int64, non_blocking=True)
         self.history.write(features, valid, rows, pos, request_id, time.time(), token_ids)
+        self.examples.update(features, valid, pos, batch, tokens, request_id, token_ids,
+                             self.config.threshold)
         self.values.update(features, valid, self.config.threshold)
         self.tokens += valid.sum()
         self.forward_passes += 1
@@ -99,6 +104,10 @@ class Recording:
             self.history = self.history.resized(new.history_size, new.top_k, new.features or ())
         if new.selected != old.selected:
             self.values = self.values.reselected(new.selected)
+        if (new.examples_per_feature, new.context_window) != (
+            old.examples_per_feature, old.context_window
+        ):
+            self.examples = self.examples.resized(new.examples_per_feature, new.context_window)
         if new.threshold != old.threshold:
             self.stats.reset_active()
             self.values = ValueHistograms(new.selected, self.device)
@@ -108,6 +117,7 @@ class Recording:
     def reset_statistics(self) -> None:
         """Zero every statistic and total (the history stays)."""
         self.stats.reset()
+        self.examples.clear()
         self.values = ValueHistograms(self.config.selected, self.device)
         self.tokens.zero_()
         self.forward_passes = 0

@@ -23,4 +23,6 @@ def monitor_state(recording: Recording, attached: Attachments, total_tokens: int
         forward_passes=recording.forward_passes, since=recording.since,
         active_since=recording.active_since, device=str(recording.device),
         errors=attached.errors, last_error=attached.last_error, dropped_indices=dropped_indices,
+        examples_per_feature=cfg.examples_per_feature, context_window=cfg.context_window,
+        examples_bytes=recording.examples.nbytes,
     )

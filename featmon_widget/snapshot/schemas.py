@@ -61,6 +61,39 @@ class ActivationRecord:
 
 
 @dataclass(frozen=True)
+class ActivatingExample:
+    """One of a feature's top-activating examples: the maximum of one sequence row of one
+    forward pass, with the tokens around it.
+
+    `token_ids` is the window of input tokens around the activating one (up to
+    `context_window` each side, clipped at the sequence ends and at what was known when it was
+    recorded); `index` is where the activating token is in it (-1 when its id is unknown);
+    `tokens` their text when a tokenizer is known.
+    """
+
+    value: float
+    request_id: str
+    row: int
+    position: int
+    token_ids: list[int]
+    index: int
+    tokens: list[str] | None = None
+
+    @property
+    def record_id(self) -> str:
+        """`request_id/row`: the sequence it came from."""
+        return f"{self.request_id}/{self.row}"
+
+
+@dataclass(frozen=True)
+class ExamplesResponse:
+    """A feature's top-activating examples since the last reset, highest first."""
+
+    feature: int
+    examples: list[ActivatingExample]
+
+
+@dataclass(frozen=True)
 class HistoryResponse:
     """Records newest first, and how many records matched before `limit` was applied."""
 
@@ -114,6 +147,9 @@ class MonitorState:
     errors: int
     last_error: str | None
     dropped_indices: int = 0  # sparse feature indices outside 0..d_sae-1, ignored
+    examples_per_feature: int = 0  # top-activating examples kept per feature (0: off)
+    context_window: int = 0  # tokens kept on each side of an example
+    examples_bytes: int = 0  # device memory the examples hold
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict."""
