@@ -188,9 +188,13 @@ def chunked_eager_moments(
         chunk = slice(start, start + rows)
         part = batch_moments(acts[chunk], None if valid is None else valid[chunk], shift,
                              threshold)
-        total = part if total is None else Moments(
-            *(a + b for a, b in zip(total[:6], part[:6], strict=True)),
-            torch.minimum(total.min, part.min), torch.maximum(total.max, part.max))
+        if total is None:
+            total = part  # fresh tensors: accumulated into in place below
+            continue
+        for acc, add in zip(total[:6], part[:6], strict=True):
+            acc += add
+        torch.minimum(total.min, part.min, out=total.min)
+        torch.maximum(total.max, part.max, out=total.max)
     assert total is not None
     return total
 
