@@ -6,11 +6,14 @@ token), each with its value, request, row, position and a window of token ids ar
 activation is a candidate when it is finite and above the threshold in force when it was
 recorded; ties go to the earliest (forward pass, then row).
 
-Each slot's key packs the value and its age into one int64: the float32 value's bits made
-order-preserving in the high 32 bits, and `2**32 - 1 - rank` in the low ones, where kept examples
-rank 0.. (best first) and a new forward's row b ranks `per_feature + b`. Keys are unique, so one
-`topk` over [kept + new rows, d_sae] keeps exactly the examples an offline sort would, with no
-host read. Rows are merged in chunks so the working set stays bounded for any batch.
+Each feature's examples are kept best first in [d_sae, per_feature] arrays (value -inf marks
+an empty slot). On the CPU two small C kernels (`stats/csrc/examples.c`) find each row's maxima
+streaming tokens in order and insert the new ones. Elsewhere the merge is one `topk`: a key
+packs each value and its age into one int64 (the float32 bits made order-preserving in the high
+32 bits, `2**32 - 1 - rank` in the low ones, where kept examples rank 0.. best first and a new
+forward's row b ranks `per_feature + b`); keys are unique, so the kept set is exactly what an
+offline sort keeps. No host read either way. Rows are merged in chunks so the working set stays
+bounded for any batch.
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ from typing import NamedTuple
 import torch
 
 from .features import DenseFeatures, SparseFeatures
+from .stats.compiled import CompileOrEager
+from .stats.native import ExampleKernels, example_kernels
 
 Tensor = torch.Tensor
 
@@ -89,17 +94,19 @@ class ExampleTable:
     """The kept examples of every feature (see module doc), and the left context (last
     `window` real tokens per row) of each request that may continue."""
 
-    def __init__(self, d_sae: int, per_feature: int, window: int, device: torch.device):
+    def __init__(self, d_sae: int, per_feature: int, window: int, device: torch.device,
+                 runner: CompileOrEager | None = None):
+        self.runner = runner or CompileOrEager(False, "compiled examples")
         self.d_sae = d_sae
         self.per_feature = per_feature
         self.window = window
         self.device = torch.device(device)
         e, f, dev = per_feature, d_sae, self.device
-        self.keys = torch.full((e, f), EMPTY, dtype=torch.int64, device=dev)
-        self.request = torch.zeros(e, f, dtype=torch.int64, device=dev)
-        self.row = torch.zeros(e, f, dtype=torch.int32, device=dev)
-        self.position = torch.zeros(e, f, dtype=torch.int64, device=dev)
-        self.tokens = torch.full((e, f, 2 * window + 1), -1, dtype=torch.int32, device=dev)
+        self.value = torch.full((f, e), float("-inf"), dtype=torch.float32, device=dev)
+        self.request = torch.zeros(f, e, dtype=torch.int64, device=dev)
+        self.row = torch.zeros(f, e, dtype=torch.int32, device=dev)
+        self.position = torch.zeros(f, e, dtype=torch.int64, device=dev)
+        self.tokens = torch.full((f, e, 2 * window + 1), -1, dtype=torch.int32, device=dev)
         self.names = RequestNames()
         self._tails: OrderedDict[str, Tensor] = OrderedDict()
 
@@ -107,11 +114,11 @@ class ExampleTable:
     def nbytes(self) -> int:
         """Device bytes held by the table."""
         return sum(t.numel() * t.element_size()
-                   for t in (self.keys, self.request, self.row, self.position, self.tokens))
+                   for t in (self.value, self.request, self.row, self.position, self.tokens))
 
     def clear(self) -> None:
         """Forget every example (the requests' left contexts stay)."""
-        self.keys.fill_(EMPTY)
+        self.value.fill_(float("-inf"))
         self.tokens.fill_(-1)
 
     def update(self, features: DenseFeatures | SparseFeatures, valid: Tensor, positions: Tensor,
@@ -124,11 +131,16 @@ class ExampleTable:
         valid2 = valid.reshape(batch, tokens)
         context, rank = self._context(request_id, valid2, token_ids, batch, tokens)
         code = self.names.code(request_id)
+        native = example_kernels() if self.device.type == "cpu" else None
         chunk = max(1, _CHUNK_ELEMENTS // max(self.d_sae, 1))
         for b0 in range(0, batch, chunk):
             b1 = min(batch, b0 + chunk)
-            value, t = _row_maxima(features, valid, threshold, b0, b1, tokens, self.d_sae)
-            self._merge(value, t, b0, tokens, positions, rank, context, code)
+            value, t = self._row_maxima(native, features, valid, threshold, b0, b1, tokens)
+            if native is None:
+                self._merge(value, t, b0, tokens, positions, rank, context, code)
+            else:
+                native.merge(value, t, b0, tokens, positions.contiguous(), rank, context, code,
+                             self.value, self.request, self.row, self.position, self.tokens)
 
     def _context(self, request_id: str, valid: Tensor, token_ids: Tensor | None, batch: int,
                  tokens: int) -> tuple[Tensor, Tensor]:
@@ -160,91 +172,108 @@ class ExampleTable:
 
     def _merge(self, value: Tensor, t: Tensor, b0: int, tokens: int, positions: Tensor,
                rank: Tensor, context: Tensor, code: int) -> None:
-        e, w, dev = self.per_feature, self.window, self.device
+        """The torch merge (see module doc) of candidates [rows, F] of rows b0.."""
+        e, w, f, dev = self.per_feature, self.window, self.d_sae, self.device
         rows = value.shape[0]
-        kept = self.keys != EMPTY
-        slot = torch.arange(e, device=dev)[:, None]
-        old = torch.where(kept, ((self.keys >> 32) << 32) + (_LOW - 1 - slot), EMPTY)
-        new_rank = e + torch.arange(rows, device=dev)[:, None]
-        fresh = value > float("-inf")
-        new = torch.where(fresh, (ordered_bits(value).to(torch.int64) << 32)
-                          + (_LOW - 1 - new_rank), EMPTY)
-        keys, src = torch.cat([old, new]).topk(e, dim=0)
+        slot = torch.arange(e, device=dev)
+        old = torch.where(self.value > float("-inf"),
+                          (ordered_bits(self.value).to(torch.int64) << 32) + (_LOW - 1 - slot),
+                          EMPTY)
+        new_rank = e + torch.arange(rows, device=dev)
+        candidate = value.t()
+        new = torch.where(candidate > float("-inf"),
+                          (ordered_bits(candidate).to(torch.int64) << 32) + (_LOW - 1 - new_rank),
+                          EMPTY)
+        keys, src = torch.cat([old, new], 1).topk(e, dim=1)
         from_old = src < e
-        old_slot = src.clamp_max(e - 1)
         b = (src - e).clamp_min(0)  # row within the chunk
-        tok = t.gather(0, b)  # token within the row
-        flat = (b0 + b) * tokens + tok
-        where_ = torch.where
-        self.position.copy_(where_(from_old, self.position.gather(0, old_slot),
-                                   positions.index_select(0, flat.reshape(-1)).view_as(flat)))
-        self.request.copy_(where_(from_old, self.request.gather(0, old_slot), code))
-        self.row.copy_(where_(from_old, self.row.gather(0, old_slot),
-                              (b0 + b).to(torch.int32)))
-        # The window: context columns rank .. rank + 2w of the row (see `_context`).
-        start = rank.reshape(-1).index_select(0, flat.reshape(-1)).view_as(flat)
-        width = context.shape[1]
-        # Slots not taken from this chunk may point anywhere: keep their reads in bounds.
-        cols = (start[..., None] + torch.arange(2 * w + 1, device=dev)).clamp(0, width - 1)
-        window = context.reshape(-1).index_select(
-            0, ((b0 + b)[..., None] * width + cols).reshape(-1)).view(*flat.shape, 2 * w + 1)
-        old_window = self.tokens.gather(0, old_slot[..., None].expand(-1, -1, 2 * w + 1))
-        self.tokens.copy_(where_(from_old[..., None], old_window, window.to(torch.int32)))
-        self.keys.copy_(keys)
+        local = b * tokens + t.t().gather(1, b)  # token within the chunk
+        # Every field is one gather from [kept slots, then this chunk's tokens].
+        feature = torch.arange(f, device=dev)[:, None]
+        pick = torch.where(from_old, feature * e + src, f * e + local).reshape(-1)
+        span = slice(b0 * tokens, (b0 + rows) * tokens)
+        chunk_rows = torch.arange(b0, b0 + rows, device=dev).repeat_interleave(tokens)
+        # Each token's window: context columns rank .. rank + 2w of its row (see `_context`).
+        cols = (rank[b0:b0 + rows].reshape(-1, 1) + torch.arange(2 * w + 1, device=dev))
+        windows = context[b0:b0 + rows].gather(
+            1, cols.clamp(0, context.shape[1] - 1).view(rows, -1)).view(-1, 2 * w + 1)
+        for field, fresh in ((self.position, positions[span]),
+                             (self.row, chunk_rows.to(torch.int32)),
+                             (self.request, torch.full_like(chunk_rows, code))):
+            field.copy_(torch.cat([field.reshape(-1), fresh]).index_select(0, pick)
+                        .view(f, e))
+        self.tokens.copy_(torch.cat([self.tokens.view(f * e, -1), windows.to(torch.int32)])
+                          .index_select(0, pick).view(f, e, -1))
+        self.value.copy_(torch.where(keys != EMPTY, value_of(keys), float("-inf")))
 
     def read(self, feature: int, k: int) -> ExampleRows:
         """Feature `feature`'s best `k` examples, copied to the host."""
-        keys = self.keys[:k, feature]
-        cols = torch.stack([self.request[:k, feature], self.row[:k, feature].to(torch.int64),
-                            self.position[:k, feature]]).cpu().tolist()
-        keys_h = keys.cpu()
-        held = int((keys_h != EMPTY).sum())
-        values = value_of(keys_h[:held]).tolist()
-        windows = self.tokens[:held, feature].to(torch.int64).cpu().tolist()
-        request, row, position = (c[:held] for c in cols)
-        return ExampleRows(values, request, row, position, windows)
+        values = self.value[feature, :k].cpu()
+        held = int((values > float("-inf")).sum())
+        request, row, position = torch.stack([
+            self.request[feature, :held], self.row[feature, :held].to(torch.int64),
+            self.position[feature, :held]]).cpu().tolist()
+        windows = self.tokens[feature, :held].to(torch.int64).cpu().tolist()
+        return ExampleRows(values[:held].tolist(), request, row, position, windows)
 
     def resized(self, per_feature: int, window: int) -> ExampleTable:
         """A table with room for `per_feature` examples and `window` tokens each side, holding
         the best examples of this one that fit (windows cut or padded around their token)."""
-        new = ExampleTable(self.d_sae, per_feature, window, self.device)
+        new = ExampleTable(self.d_sae, per_feature, window, self.device, self.runner)
         new.names = self.names
         keep = min(per_feature, self.per_feature)
-        new.keys[:keep] = self.keys[:keep]
-        new.request[:keep] = self.request[:keep]
-        new.row[:keep] = self.row[:keep]
-        new.position[:keep] = self.position[:keep]
+        for name in ("value", "request", "row", "position"):
+            getattr(new, name)[:, :keep] = getattr(self, name)[:, :keep]
         cut = min(window, self.window)
-        new.tokens[:keep, :, window - cut: window + cut + 1] = \
-            self.tokens[:keep, :, self.window - cut: self.window + cut + 1]
+        new.tokens[:, :keep, window - cut: window + cut + 1] = \
+            self.tokens[:, :keep, self.window - cut: self.window + cut + 1]
         if window == self.window:
             new._tails = self._tails
         return new
 
 
-def _row_maxima(features: DenseFeatures | SparseFeatures, valid: Tensor, threshold: float,
-                b0: int, b1: int, tokens: int, d_sae: int) -> tuple[Tensor, Tensor]:
-    """For rows b0..b1-1 and every feature: the maximum candidate value (float32, -inf where
-    none) and the earliest token holding it ([rows, d_sae] each)."""
-    rows = slice(b0 * tokens, b1 * tokens)
-    ok = valid[rows]
-    if isinstance(features, DenseFeatures):
-        x = features.acts[rows].to(torch.float32)
-        x = torch.where(ok[:, None] & ((x - x) == 0) & (x > threshold), x, float("-inf"))
-        value, t = x.view(b1 - b0, tokens, d_sae).max(dim=1)
-        return value, t
-    idx = features.indices[rows]
-    v = features.values[rows].to(torch.float32)
-    k = idx.shape[1]
-    n = idx.shape[0]
-    t = (torch.arange(n, device=idx.device) % tokens)[:, None].expand(n, k)
-    b = (torch.arange(n, device=idx.device) // tokens)[:, None].expand(n, k)
-    good = ok[:, None] & (idx >= 0) & (idx < d_sae) & ((v - v) == 0) & (v > threshold)
+    def _row_maxima(self, native: ExampleKernels | None, features: DenseFeatures | SparseFeatures,
+                    valid: Tensor, threshold: float, b0: int, b1: int,
+                    tokens: int) -> tuple[Tensor, Tensor]:
+        """For rows b0..b1-1 and every feature: the maximum candidate value (float32, -inf
+        where none) and the earliest token holding it ([rows, d_sae] each)."""
+        span = slice(b0 * tokens, b1 * tokens)
+        if isinstance(features, DenseFeatures):
+            acts = features.acts[span].view(b1 - b0, tokens, self.d_sae)
+            ok = valid[span].view(b1 - b0, tokens)
+            if native is not None and acts.dtype in (torch.float32, torch.bfloat16):
+                # Streams tokens in order: fast on every CPU.
+                return native.row_max(acts.contiguous(), ok.contiguous(), threshold)
+            return self.runner.run(dense_row_maxima, dense_row_maxima, acts, ok, threshold)
+        return sparse_row_maxima(features.indices[span], features.values[span], valid[span],
+                                 threshold, b1 - b0, tokens, self.d_sae)
+
+
+def dense_row_maxima(acts: Tensor, ok: Tensor, threshold: float) -> tuple[Tensor, Tensor]:
+    """Per row of `acts` [rows, tokens, F] and feature: the largest finite value above
+    `threshold` among tokens where `ok` [rows, tokens] (-inf if none), and the earliest token
+    holding it. One fused pass pair when compiled."""
+    x = acts.to(torch.float32)
+    v = torch.where(ok[:, :, None] & ((x - x) == 0) & (x > threshold), x, float("-inf"))
+    best = v.amax(1)
+    t = torch.arange(acts.shape[1], device=acts.device)[None, :, None]
+    return best, torch.where(v == best[:, None, :], t, acts.shape[1]).amin(1)
+
+
+def sparse_row_maxima(indices: Tensor, values: Tensor, ok: Tensor, threshold: float, rows: int,
+                      tokens: int, d_sae: int) -> tuple[Tensor, Tensor]:
+    """`dense_row_maxima` of TopK features `(indices, values)` [rows * tokens, k]: only stored
+    values are candidates (implicit zeros never are)."""
+    n, k = indices.shape
+    t = (torch.arange(n, device=indices.device) % tokens)[:, None].expand(n, k)
+    b = (torch.arange(n, device=indices.device) // tokens)[:, None].expand(n, k)
+    v = values.to(torch.float32)
+    good = ok[:, None] & (indices >= 0) & (indices < d_sae) & ((v - v) == 0) & (v > threshold)
     # Per (row, feature): the largest value, then the earliest token, in one int64 key.
     key = torch.where(good, (ordered_bits(v).to(torch.int64) << 32) + (_LOW - 1 - t), EMPTY)
-    slot = torch.where(good, b * d_sae + idx.clamp(0, d_sae - 1), 0)
-    best = torch.full(((b1 - b0) * d_sae,), EMPTY, dtype=torch.int64, device=idx.device)
+    slot = torch.where(good, b * d_sae + indices.clamp(0, d_sae - 1), 0)
+    best = torch.full((rows * d_sae,), EMPTY, dtype=torch.int64, device=indices.device)
     best.scatter_reduce_(0, slot.reshape(-1), key.reshape(-1), "amax")
-    best = best.view(b1 - b0, d_sae)
+    best = best.view(rows, d_sae)
     value = torch.where(best != EMPTY, value_of(best), float("-inf"))
     return value, (_LOW - 1 - (best & (_LOW - 1))).clamp(0, tokens - 1)

@@ -48,7 +48,7 @@ class Recording:
         self.history = HistoryRing(cfg.history_size, cfg.top_k, cfg.features or (), device)
         self.values = ValueHistograms(cfg.selected, device)
         self.examples = ExampleTable(self.d_sae, cfg.examples_per_feature, cfg.context_window,
-                                     device)
+                                     device, self.compiled.runner)
         self.tokens = torch.zeros((), dtype=torch.int64, device=device)
         self.since = self.active_since = time.time()
 

@@ -1,6 +1,7 @@
 """Top-activating examples: the kept set equals an offline computation over the same forwards."""
 
 import math
+import os
 
 import pytest
 import torch
@@ -87,16 +88,24 @@ def run(fwds, per_feature, window, threshold):
     return m, got
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=80, deadline=None)
 @given(fwds=forwards(sparse_ok=True), per_feature=st.integers(1, 4), window=st.integers(0, 3),
-       threshold=st.sampled_from([0.0, 0.75]), chunk=st.sampled_from([1, 1 << 21]))
-def test_kept_examples_equal_the_offline_reference(fwds, per_feature, window, threshold, chunk):
-    old = examples_module._CHUNK_ELEMENTS
-    examples_module._CHUNK_ELEMENTS = chunk  # one row per merge, or all rows at once
+       threshold=st.sampled_from([0.0, 0.75]), chunk=st.sampled_from([1, 1 << 21]),
+       native=st.booleans())
+def test_kept_examples_equal_the_offline_reference(fwds, per_feature, window, threshold, chunk,
+                                                   native):
+    """Both merges (the C kernels, and the torch one GPUs use), one row or all rows at once."""
+    old = examples_module._CHUNK_ELEMENTS, os.environ.get("FEATMON_NATIVE")
+    examples_module._CHUNK_ELEMENTS = chunk
+    os.environ["FEATMON_NATIVE"] = "1" if native else "0"
     try:
         _, got = run(fwds, per_feature, window, threshold)
     finally:
-        examples_module._CHUNK_ELEMENTS = old
+        examples_module._CHUNK_ELEMENTS = old[0]
+        if old[1] is None:
+            os.environ.pop("FEATMON_NATIVE")
+        else:
+            os.environ["FEATMON_NATIVE"] = old[1]
     assert got == reference(fwds, per_feature, window, threshold)
 
 

@@ -1,10 +1,12 @@
-"""The one CPU kernel aten has no good form for: fold a TopK SAE's (indices, values) into
-per-feature records in a single pass (`csrc/sparse_accumulate.c`).
+"""The CPU kernels aten and inductor have no good form for: fold a TopK SAE's (indices, values)
+into per-feature records in a single pass (`csrc/sparse_accumulate.c`); and for the
+top-activating examples, each sequence row's per-feature maximum streamed token by token and
+their merge into the kept examples (`csrc/examples.c`).
 
-It is compiled on first use with the system C compiler (the one `torch.compile` needs on CPU
+Each is compiled on first use with the system C compiler (the one `torch.compile` needs on CPU
 anyway) into a per-user cache and loaded with ctypes. If there is no compiler or anything else
-goes wrong, `sparse_accumulator()` returns None once and for all and callers use the torch
-path. `FEATMON_NATIVE=0` turns it off.
+goes wrong, `sparse_accumulator()` / `example_kernels()` return None once and for all and callers
+use the torch path. `FEATMON_NATIVE=0` turns them off.
 """
 
 from __future__ import annotations
@@ -27,9 +29,13 @@ Tensor = torch.Tensor
 
 RECORD = 8  # doubles per feature: stored, nonfinite, active, active_sum, s1, s2, min, max
 _SOURCE = "sparse_accumulate.c"
+_EXAMPLES_SOURCE = "examples.c"
 _FLAGS = ["-O2", "-std=c99", "-shared", "-fPIC"]
+# -fno-trapping-math lets gcc if-convert (and so vectorize) the float compares.
+_FLAGS_BY_SOURCE = {_EXAMPLES_SOURCE: ["-O3", "-fno-trapping-math", "-std=c99", "-shared",
+                                       "-fPIC", "-pthread"]}
 _lock = threading.Lock()
-_loaded: dict[str, SparseAccumulator | None] = {}
+_loaded: dict[str, object] = {}
 
 
 class SparseAccumulator:
@@ -61,45 +67,110 @@ class SparseAccumulator:
                  table.data_ptr(), rows.data_ptr())
 
 
+class ExampleKernels:
+    """Calls the compiled example kernels on CPU tensors, checking every buffer first."""
+
+    def __init__(self, library: ctypes.CDLL) -> None:
+        p, i64 = ctypes.c_void_p, ctypes.c_int64
+        self._row_max = library.featmon_row_max
+        self._row_max.argtypes = [p, ctypes.c_int, p, i64, i64, i64, ctypes.c_float, p, p,
+                                  ctypes.c_int]
+        self._row_max.restype = None
+        self._merge = library.featmon_examples_merge
+        self._merge.argtypes = [i64, i64, i64, i64, p, p, i64, i64, p, p, p, i64, i64,
+                                p, p, p, p, p]
+        self._merge.restype = None
+
+    def row_max(self, acts: Tensor, valid: Tensor, threshold: float) -> tuple[Tensor, Tensor]:
+        """Per row of `acts` [rows, tokens, F] (float32 or bfloat16) and feature: the largest
+        finite value above `threshold` among tokens where `valid` [rows, tokens] (float32, -inf
+        where none), and the earliest token holding it (int64)."""
+        rows, tokens, f = acts.shape
+        _check(acts.dtype in (torch.float32, torch.bfloat16) and valid.dtype == torch.bool
+               and valid.shape == (rows, tokens), acts, valid)
+        best = torch.empty(rows, f, dtype=torch.float32)
+        arg = torch.empty(rows, f, dtype=torch.int32)
+        # As many threads as torch uses for its own operators.
+        self._row_max(acts.data_ptr(), int(acts.dtype == torch.bfloat16), valid.data_ptr(), rows,
+                      tokens, f, float(threshold), best.data_ptr(), arg.data_ptr(),
+                      torch.get_num_threads())
+        return torch.where(arg >= 0, best, float("-inf")), arg.clamp_min(0).to(torch.int64)
+
+    def merge(self, cand_value: Tensor, cand_t: Tensor, b0: int, tokens: int,
+              positions: Tensor, rank: Tensor, context: Tensor, code: int, value: Tensor,
+              request: Tensor, row: Tensor, position: Tensor, window: Tensor) -> None:
+        """Merge candidates [rows, F] of rows b0.. into the kept examples [F, E] in place."""
+        rows, f = cand_value.shape
+        e, span = window.shape[1], window.shape[2]
+        batch = rank.shape[0]
+        _check(cand_value.dtype == value.dtype == torch.float32
+               and cand_t.dtype == positions.dtype == rank.dtype == context.dtype
+               == request.dtype == position.dtype == torch.int64
+               and row.dtype == window.dtype == torch.int32
+               and cand_t.shape == (rows, f) and value.shape == request.shape == row.shape
+               == position.shape == (f, e) and window.shape == (f, e, span)
+               and rank.shape == (batch, tokens) and positions.shape == (batch * tokens,)
+               and context.shape[0] == batch and context.shape[1] >= tokens + span - 1
+               and b0 >= 0 and b0 + rows <= batch,
+               cand_value, cand_t, positions, rank, context, value, request, row, position,
+               window)
+        self._merge(f, e, span, rows, cand_value.data_ptr(), cand_t.data_ptr(), b0, tokens,
+                    positions.data_ptr(), rank.data_ptr(), context.data_ptr(), context.shape[1],
+                    code, value.data_ptr(), request.data_ptr(), row.data_ptr(),
+                    position.data_ptr(), window.data_ptr())
+
+
+def _check(ok: bool, *tensors: Tensor) -> None:
+    # The C code trusts these; a wrong one would read or write outside a buffer.
+    if not (ok and all(t.device.type == "cpu" and t.is_contiguous() for t in tensors)):
+        raise ValueError("example kernel got buffers of the wrong shape, dtype or layout")
+
+
 def sparse_accumulator() -> SparseAccumulator | None:
-    """The compiled kernel, or None where it cannot be built here (warned about once)."""
+    """The compiled TopK kernel, or None where it cannot be built here (warned about once)."""
+    return _kernel(_SOURCE, SparseAccumulator, "native sparse kernel")
+
+
+def example_kernels() -> ExampleKernels | None:
+    """The compiled example kernels, or None where they cannot be built (warned once)."""
+    return _kernel(_EXAMPLES_SOURCE, ExampleKernels, "native example kernels")
+
+
+def _kernel(source: str, wrapper: type, what: str):  # -> wrapper instance | None
     if os.environ.get("FEATMON_NATIVE", "1") == "0":
         return None
     with _lock:
-        if _SOURCE not in _loaded:
-            _loaded[_SOURCE] = _build_and_load()
-        return _loaded[_SOURCE]
+        if source not in _loaded:
+            try:
+                _loaded[source] = wrapper(ctypes.CDLL(str(build_library(source))))
+            except Exception as exc:  # no compiler, read-only cache, exotic platform: torch
+                warnings.warn(f"featmon_widget: {what} unavailable ({exc}); using the torch "
+                              "path", RuntimeWarning, stacklevel=3)
+                _loaded[source] = None
+        return _loaded[source]
 
 
-def _build_and_load() -> SparseAccumulator | None:
-    try:
-        return SparseAccumulator(ctypes.CDLL(str(build_library())))
-    except Exception as exc:  # no compiler, read-only cache, exotic platform: use torch
-        warnings.warn(f"featmon_widget: native sparse kernel unavailable ({exc}); "
-                      "using the torch path", RuntimeWarning, stacklevel=3)
-        return None
-
-
-def build_library() -> Path:
-    """Compile the kernel into the cache folder (once per source, compiler and flags); its
-    path."""
-    source = resources.files(__package__).joinpath("csrc", _SOURCE).read_bytes()
+def build_library(name: str = _SOURCE) -> Path:
+    """Compile kernel source `name` into the cache folder (once per source, compiler and
+    flags); its path."""
+    flags = _FLAGS_BY_SOURCE.get(name, _FLAGS)
+    source = resources.files(__package__).joinpath("csrc", name).read_bytes()
     compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
     if compiler is None:
         raise RuntimeError("no C compiler found (set CC)")
-    key = hashlib.sha256(b"\0".join([source, compiler.encode(), " ".join(_FLAGS).encode(),
+    key = hashlib.sha256(b"\0".join([source, compiler.encode(), " ".join(flags).encode(),
                                      platform.machine().encode(),
                                      platform.system().encode()])).hexdigest()[:16]
     cache = _cache_dir()
-    target = cache / f"sparse_accumulate-{key}.so"
+    target = cache / f"{Path(name).stem}-{key}.so"
     if target.exists():
         return target
     cache.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=cache) as work:
-        src = Path(work) / _SOURCE
+        src = Path(work) / name
         src.write_bytes(source)
         out = Path(work) / target.name
-        result = subprocess.run([compiler, *_FLAGS, "-o", str(out), str(src)],
+        result = subprocess.run([compiler, *flags, "-o", str(out), str(src)],
                                 capture_output=True, text=True, timeout=120)
         if result.returncode != 0:
             raise RuntimeError(f"{compiler} failed: {result.stderr.strip()[-500:]}")

@@ -1,0 +1,146 @@
+/* The top-activating examples' two CPU kernels (see featmon_widget/monitor/examples.py).
+ *
+ * featmon_row_max: per sequence row of a batch [rows, tokens, f] and per feature, the largest
+ * finite value above the threshold among the row's valid tokens, and the earliest token
+ * holding it.
+ *
+ * Why C: the reduction runs over tokens, a stride of a whole feature row apart. Inductor's code
+ * walks that stride column block by column block, which runs at memory latency on CPUs whose
+ * prefetchers do not follow strides across pages. Here each token's features are streamed
+ * contiguously, one tile at a time, while the tile's best values and tokens stay in L1.
+ * Compiled with -O3 -fno-trapping-math the inner loop is if-converted and vectorized. */
+#define _POSIX_C_SOURCE 200809L
+#include <math.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <string.h>
+#include <unistd.h>
+
+enum { TILE = 1024 };
+
+/* Wider vectors where the CPU has them, chosen when the library loads (gcc's function
+ * multiversioning; plain C elsewhere). */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define VECTOR_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define VECTOR_CLONES
+#endif
+
+VECTOR_CLONES static void tile_f32(const float *restrict x, float *restrict best, int32_t *restrict arg,
+                     int64_t n, int32_t t) {
+    for (int64_t i = 0; i < n; i++) {
+        const float v = x[i];
+        const int take = (v > best[i]) & (v < INFINITY); /* NaN compares false */
+        best[i] = take ? v : best[i];
+        arg[i] = take ? t : arg[i];
+    }
+}
+
+VECTOR_CLONES static void tile_bf16(const uint16_t *restrict x, float *restrict best, int32_t *restrict arg,
+                      int64_t n, int32_t t) {
+    for (int64_t i = 0; i < n; i++) {
+        const uint32_t bits = (uint32_t)x[i] << 16; /* bf16 is the top half of a float32 */
+        float v;
+        memcpy(&v, &bits, sizeof v);
+        const int take = (v > best[i]) & (v < INFINITY);
+        best[i] = take ? v : best[i];
+        arg[i] = take ? t : arg[i];
+    }
+}
+
+/* acts: [rows, tokens, f] float32 (is_bf16 = 0) or bfloat16 (1); valid: [rows, tokens];
+ * best, arg: [rows, f] outputs (arg -1 where no token qualified). Work items are (row, tile)
+ * pairs, split across up to `threads` threads in contiguous ranges. */
+typedef struct {
+    const void *acts;
+    int is_bf16;
+    const uint8_t *valid;
+    int64_t tokens, f, tiles, begin, end;
+    float threshold;
+    float *best;
+    int32_t *arg;
+} RowMaxWork;
+
+static void *row_max_items(void *p) {
+    const RowMaxWork *w = p;
+    for (int64_t item = w->begin; item < w->end; item++) {
+        const int64_t b = item / w->tiles, start = (item % w->tiles) * TILE;
+        const int64_t n = w->f - start < TILE ? w->f - start : TILE;
+        float *tile_best = w->best + b * w->f + start;
+        int32_t *tile_arg = w->arg + b * w->f + start;
+        for (int64_t i = 0; i < n; i++) {
+            tile_best[i] = w->threshold;
+            tile_arg[i] = -1;
+        }
+        for (int64_t t = 0; t < w->tokens; t++) {
+            if (!w->valid[b * w->tokens + t]) continue;
+            const int64_t at = (b * w->tokens + t) * w->f + start;
+            if (w->is_bf16)
+                tile_bf16((const uint16_t *)w->acts + at, tile_best, tile_arg, n, (int32_t)t);
+            else
+                tile_f32((const float *)w->acts + at, tile_best, tile_arg, n, (int32_t)t);
+        }
+    }
+    return NULL;
+}
+
+enum { MAX_THREADS = 16 };
+
+void featmon_row_max(const void *acts, int is_bf16, const uint8_t *valid, int64_t rows,
+                     int64_t tokens, int64_t f, float threshold, float *best, int32_t *arg,
+                     int threads) {
+    const int64_t tiles = (f + TILE - 1) / TILE, items = rows * tiles;
+    if (threads > MAX_THREADS) threads = MAX_THREADS;
+    if (threads > items) threads = (int)items;
+    if (threads < 1) threads = 1;
+    RowMaxWork work[MAX_THREADS];
+    pthread_t ids[MAX_THREADS];
+    int started[MAX_THREADS] = {0};
+    for (int k = 0; k < threads; k++) {
+        work[k] = (RowMaxWork){acts, is_bf16, valid, tokens, f, tiles, items * k / threads,
+                               items * (k + 1) / threads, threshold, best, arg};
+        /* Thread 0's share runs here; a thread that cannot start runs here too. */
+        if (k > 0) started[k] = pthread_create(&ids[k], NULL, row_max_items, &work[k]) == 0;
+    }
+    row_max_items(&work[0]);
+    for (int k = 1; k < threads; k++) {
+        if (started[k])
+            pthread_join(ids[k], NULL);
+        else
+            row_max_items(&work[k]);
+    }
+}
+
+/* Merge one chunk of rows' candidates (value [rows, f], -inf where none; token t [rows, f])
+ * into the kept examples of every feature: value [f, e] (best first, -inf = empty), request,
+ * row, position [f, e] and token windows [f, e, span]. Rows are taken in order and an equal
+ * value goes after the ones already kept, so ties stay with the earliest. A new example's
+ * window is context[row, rank[row, t] .. + span) (see examples.py). */
+void featmon_examples_merge(int64_t f, int64_t e, int64_t span, int64_t rows,
+                            const float *cand_value, const int64_t *cand_t, int64_t b0,
+                            int64_t tokens, const int64_t *positions, const int64_t *rank,
+                            const int64_t *context, int64_t width, int64_t code, float *value,
+                            int64_t *request, int32_t *row, int64_t *position, int32_t *window) {
+    for (int64_t i = 0; i < f; i++) {
+        float *val = value + i * e;
+        for (int64_t r = 0; r < rows; r++) {
+            const float v = cand_value[r * f + i];
+            if (!(v > -INFINITY) || !(v > val[e - 1])) continue; /* none, or not better */
+            int64_t j = e - 1;
+            while (j > 0 && val[j - 1] < v) j--;
+            const int64_t at = i * e + j, moved = e - 1 - j;
+            memmove(val + j + 1, val + j, moved * sizeof *val);
+            memmove(request + at + 1, request + at, moved * sizeof *request);
+            memmove(row + at + 1, row + at, moved * sizeof *row);
+            memmove(position + at + 1, position + at, moved * sizeof *position);
+            memmove(window + (at + 1) * span, window + at * span, moved * span * sizeof *window);
+            const int64_t b = b0 + r, t = cand_t[r * f + i];
+            val[j] = v;
+            request[at] = code;
+            row[at] = (int32_t)b;
+            position[at] = positions[b * tokens + t];
+            const int64_t *ctx = context + b * width + rank[b * tokens + t];
+            for (int64_t k = 0; k < span; k++) window[at * span + k] = (int32_t)ctx[k];
+        }
+    }
+}
