@@ -16,26 +16,14 @@ from ..hooks import MonitorHook
 from ..live.delivery import EventCallback, LiveDelivery, SnapshotCallback
 from ..live.subscriptions import Subscription
 from ..sae.adapter import sae_device, sae_width
+from ..snapshot import schemas
 from ..snapshot.build import finish_snapshot, gather_snapshot
 from ..snapshot.options import SnapshotOptions, check_metric, snapshot_options
-from ..snapshot.schemas import (
-    ExamplesResponse,
-    HistoryResponse,
-    MonitorState,
-    Snapshot,
-    StatisticsResponse,
-    TopFeaturesResponse,
-)
+from ..snapshot.schemas import MonitorState, Snapshot
+from . import queries
 from .attachments import Attachments
 from .config import MonitorConfig
 from .ingest import Ingest, check_dense, check_sparse
-from .queries import (
-    HISTORY_LIMIT_RANGE,
-    TOP_FEATURES_K_RANGE,
-    feature_examples,
-    history_records,
-    statistics_rows,
-)
 from .recording import Recording
 from .requests import RequestContext
 from .state import monitor_state
@@ -223,15 +211,16 @@ class FeatureMonitor:
         """Turn recording on or off; statistics and history are kept."""
         return self.configure(enabled=flag)
 
-    def get_history(self, limit: int = 50, request_id: str | None = None) -> HistoryResponse:
+    def get_history(self, limit: int = 50,
+                    request_id: str | None = None) -> schemas.HistoryResponse:
         """Recorded tokens, newest first; `request_id` matches a request or a `request/row`."""
-        check_int("limit", limit, *HISTORY_LIMIT_RANGE)
+        check_int("limit", limit, *queries.HISTORY_LIMIT_RANGE)
         with self._lock:
             history = self._recording.history
             rows, monitored = history.read(), history.monitored
             threshold, token_text = self.config.threshold, self._attached.text_of()
-        matches = history_records(rows, monitored, threshold, request_id, token_text)
-        return HistoryResponse(records=matches[:limit], total=len(matches))
+        matches = queries.history_records(rows, monitored, threshold, request_id, token_text)
+        return schemas.HistoryResponse(records=matches[:limit], total=len(matches))
 
     def clear_history(self) -> int:
         """Empty the history; returns how many records were cleared."""
@@ -240,13 +229,13 @@ class FeatureMonitor:
         self._live.emit("history_cleared")
         return cleared
 
-    def get_statistics(self, features: list[int] | None = None) -> StatisticsResponse:
+    def get_statistics(self, features: list[int] | None = None) -> schemas.StatisticsResponse:
         """Statistics of `features` (default: the monitored features, or all)."""
         with self._lock:
             rec = self._recording
-            rows = statistics_rows(rec.stats, rec.feature_index(features))
+            rows = queries.statistics_rows(rec.stats, rec.feature_index(features))
             total, since = int(rec.tokens), rec.since
-        return StatisticsResponse(features=rows, total_activations=total, since=since)
+        return schemas.StatisticsResponse(features=rows, total_activations=total, since=since)
 
     def reset_statistics(self) -> int:
         """Zero every statistic and total; returns the number of monitored features reset."""
@@ -256,27 +245,28 @@ class FeatureMonitor:
         self._live.emit("statistics_reset")
         return len(features) if features is not None else self.d_sae
 
-    def get_top_features(self, k: int = 10, metric: str = "mean") -> TopFeaturesResponse:
+    def get_top_features(self, k: int = 10, metric: str = "mean") -> schemas.TopFeaturesResponse:
         """The k monitored features ranked by `metric`, computed on the device.
 
         Metrics: mean, mean_active, max, min, active_ratio, count, active_count, std. Ties go to
         the lower index; features where the metric is undefined come last.
         """
-        check_int("k", k, *TOP_FEATURES_K_RANGE)
+        check_int("k", k, *queries.TOP_FEATURES_K_RANGE)
         check_metric(metric)
         with self._lock:
-            rows = statistics_rows(self._recording.stats, self._recording.ranked(metric, k))
-        return TopFeaturesResponse(metric=metric, features=rows)
+            rec = self._recording
+            rows = queries.statistics_rows(rec.stats, rec.ranked(metric, k))
+        return schemas.TopFeaturesResponse(metric=metric, features=rows)
 
-    def get_examples(self, feature: int, k: int | None = None) -> ExamplesResponse:
+    def get_examples(self, feature: int, k: int | None = None) -> schemas.ExamplesResponse:
         """`feature`'s top-activating examples since the last reset (at most one per sequence
         row of a forward pass), highest first, with the tokens around each."""
         check_int("feature", feature, 0, self.d_sae - 1)
         with self._lock:
             table, token_text = self._recording.examples, self._attached.text_of()
             k = table.per_feature if k is None else check_int("k", k, 0, table.per_feature)
-            examples = feature_examples(table, feature, k, token_text)
-        return ExamplesResponse(feature=feature, examples=examples)
+            examples = queries.feature_examples(table, feature, k, token_text)
+        return schemas.ExamplesResponse(feature=feature, examples=examples)
 
     # ---- snapshots and live delivery --------------------------------------------------------
 
