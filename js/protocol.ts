@@ -89,6 +89,8 @@ export interface SnapshotMessage {
   value_edges: Binary; // float32 [E]
   value_counts: Binary; // float64 [S * (1 + E - 1)]
   records: ActivationRecordMessage[];
+  /** Per table row, the feature's label cut short, or null (absent from old kernels). */
+  table_labels?: (string | null)[];
 }
 
 /** One selected feature's value histogram: counts[0] is the inactive bin, then E-1 log bins. */
@@ -106,6 +108,8 @@ export interface Snapshot {
   tableMetric: string;
   tableFeatures: Int32Array;
   tableColumns: Record<TableColumn, Float64Array>;
+  /** Per table row: the feature's label, or null. */
+  tableLabels: (string | null)[];
   frequencyEdges: Float32Array;
   frequencyCounts: Int32Array;
   neverFired: number;
@@ -291,6 +295,10 @@ export function decodeSnapshot(value: unknown): Snapshot | null {
     tableMetric: typeof msg.table_metric === "string" ? msg.table_metric : "mean",
     tableFeatures,
     tableColumns: columns,
+    tableLabels: Array.from(tableFeatures, (_, i) => {
+      const label = Array.isArray(msg.table_labels) ? msg.table_labels[i] : null;
+      return typeof label === "string" ? label : null;
+    }),
     frequencyEdges,
     frequencyCounts,
     neverFired: num(msg.never_fired, "never_fired"),

@@ -50,6 +50,7 @@ export function toggleSelection(current: readonly number[], feature: number, max
 interface Row {
   tr: HTMLTableRowElement;
   button: HTMLButtonElement;
+  label: HTMLSpanElement;
   cells: HTMLTableCellElement[];
 }
 
@@ -176,6 +177,9 @@ export class TopTable implements Component {
         "aria-label",
         `${isSelected ? "Hide" : "Show"} the value histogram of feature ${feature}`,
       );
+      const label = snapshot.tableLabels[i] ?? "";
+      setText(row.label, label);
+      setAttr(row.label, "title", label || null);
       for (let c = 0; c < COLUMNS.length; c++) {
         const col = COLUMNS[c]!;
         const value = snapshot.tableColumns[col.metric][i]!;
@@ -187,9 +191,10 @@ export class TopTable implements Component {
   private resize(n: number): void {
     while (this.rows.length < n) {
       const button = h("button", { type: "button", class: "featmon-feature" });
+      const label = h("span", { class: "featmon-label" });
       const cells = COLUMNS.map(() => h("td", { class: "num" }));
-      const tr = h("tr", {}, h("td", { class: "idx" }, button), ...cells);
-      this.rows.push({ tr, button, cells });
+      const tr = h("tr", {}, h("td", { class: "idx" }, button, label), ...cells);
+      this.rows.push({ tr, button, label, cells });
       this.tbody.append(tr);
     }
     while (this.rows.length > n) this.rows.pop()!.tr.remove();

@@ -135,6 +135,8 @@ export function monitorState(overrides: Partial<MonitorState> = {}): MonitorStat
 }
 
 export interface SnapshotSpec {
+  /** Per table row: the feature's label. */
+  labels?: (string | null)[];
   sequence?: number;
   timestamp?: number;
   state?: Partial<MonitorState>;
@@ -182,6 +184,7 @@ export function snapshotMessage(spec: SnapshotSpec = {}): Record<string, unknown
     value_edges: binary(VALUE_EDGES, "float32", offset),
     value_counts: binary(valueEntries.flatMap(([, counts]) => counts), "float64", offset),
     records: spec.records ?? [],
+    ...(spec.labels ? { table_labels: spec.labels } : {}),
   };
 }
 

@@ -139,6 +139,15 @@ describe("rendering a snapshot", () => {
     expect(values.layout.uirevision).toBe("values");
   });
 
+  it("shows each feature's label next to its index, full text on hover", () => {
+    model = new FakeModel({ snapshot: snapshotMessage({ labels: ["passive 'by'", null, "paths"] }) });
+    const { root } = mount();
+    const labels = Array.from(byTestId(root, "table-top").querySelectorAll("tbody .featmon-label"));
+    expect(labels.map((l) => l.textContent)).toEqual(["passive 'by'", "", "paths"]);
+    expect(labels[0]!.getAttribute("title")).toBe("passive 'by'");
+    expect(labels[1]!.hasAttribute("title")).toBe(false);
+  });
+
   it("warns when sparse indices outside the SAE were ignored", () => {
     model = new FakeModel({ snapshot: snapshotMessage({ state: { dropped_indices: 1234, d_sae: 64 } }) });
     const { root } = mount();

@@ -24,7 +24,9 @@ ALLOWED = {
 }
 # Modules longer than this must say in their docstring why they are not split.
 MAX_LINES = 400
-FACADE_MAX_LINES = 320  # the class is ~265 of them: one delegating method per operation
+# The facade grows with the API (one delegating method per operation); each method stays thin.
+FACADE_MAX_LINES = 350
+FACADE_METHOD_MAX_LINES = 25
 
 
 def _modules() -> dict[str, Path]:
@@ -117,6 +119,11 @@ def test_modules_stay_small_and_the_monitor_is_a_facade():
     assert long == {}
     facade = PACKAGE / "monitor" / "feature_monitor.py"
     assert len(facade.read_text().splitlines()) <= FACADE_MAX_LINES
+    (cls,) = [n for n in ast.parse(facade.read_text()).body if isinstance(n, ast.ClassDef)]
+    long_methods = {n.name: n.end_lineno - n.lineno + 1 for n in cls.body
+                    if isinstance(n, ast.FunctionDef)
+                    and n.end_lineno - n.lineno + 1 > FACADE_METHOD_MAX_LINES}
+    assert long_methods == {}
 
 
 def test_generated_frontend_constants_are_current():

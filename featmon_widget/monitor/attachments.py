@@ -1,6 +1,6 @@
 """Where a monitor is attached: its hooks on models, the SAE they encode with, the tokenizer
-that names their tokens, and the failures the hooks reported (each failure stops monitoring at
-that hook, never the forward)."""
+that names their tokens, the labels that name its features, and the failures the hooks reported
+(each failure stops monitoring at that hook, never the forward)."""
 
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ class Attachments:
         self.errors = 0
         self.last_error: str | None = None
         self.token_text: TokenText | None = None
+        self.labels: dict[int, str] = {}  # replaced whole, never changed in place
 
     @property
     def tokenizer(self) -> Any:

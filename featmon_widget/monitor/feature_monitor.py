@@ -24,6 +24,7 @@ from . import queries
 from .attachments import Attachments
 from .config import MonitorConfig
 from .ingest import Ingest, check_dense, check_sparse
+from .labels import load_labels
 from .recording import Recording
 from .requests import RequestContext
 from .state import monitor_state
@@ -233,7 +234,8 @@ class FeatureMonitor:
         """Statistics of `features` (default: the monitored features, or all)."""
         with self._lock:
             rec = self._recording
-            rows = queries.statistics_rows(rec.stats, rec.feature_index(features))
+            rows = queries.statistics_rows(rec.stats, rec.feature_index(features),
+                                           self._attached.labels)
             total, since = int(rec.tokens), rec.since
         return schemas.StatisticsResponse(features=rows, total_activations=total, since=since)
 
@@ -255,7 +257,7 @@ class FeatureMonitor:
         check_metric(metric)
         with self._lock:
             rec = self._recording
-            rows = queries.statistics_rows(rec.stats, rec.ranked(metric, k))
+            rows = queries.statistics_rows(rec.stats, rec.ranked(metric, k), self._attached.labels)
         return schemas.TopFeaturesResponse(metric=metric, features=rows)
 
     def get_examples(self, feature: int, k: int | None = None) -> schemas.ExamplesResponse:
@@ -266,7 +268,18 @@ class FeatureMonitor:
             table, token_text = self._recording.examples, self._attached.text_of()
             k = table.per_feature if k is None else check_int("k", k, 0, table.per_feature)
             examples = queries.feature_examples(table, feature, k, token_text)
-        return schemas.ExamplesResponse(feature=feature, examples=examples)
+            label = self._attached.labels.get(feature)
+        return schemas.ExamplesResponse(feature=feature, examples=examples, label=label)
+
+    def set_labels(self, source: Any) -> int:
+        """Name features: a dict `{feature: text}`, or a JSON / JSON Lines / CSV file (e.g. a
+        Neuronpedia explanations export; see `labels`). Replaces all labels (`{}` clears);
+        returns how many features have one. A bad entry raises and changes nothing."""
+        labels = load_labels(source, self.d_sae)
+        with self._lock:
+            self._attached.labels = labels
+        self._live.emit("labels")
+        return len(labels)
 
     # ---- snapshots and live delivery --------------------------------------------------------
 
@@ -278,7 +291,7 @@ class FeatureMonitor:
         with self._lock:  # only enqueue device work and copies here; wait after releasing
             state = monitor_state(self._recording, self._attached, 0, 0, 0)  # totals: later
             parts = gather_snapshot(self._recording, state, next(self._sequence), options,
-                                    self._attached.text_of())
+                                    self._attached.text_of(), self._attached.labels)
         return finish_snapshot(parts)
 
     def subscribe(self, callback: SnapshotCallback, *, table_rows: int = 50,

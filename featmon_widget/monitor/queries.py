@@ -29,8 +29,10 @@ def rank(stats: RunningStats, candidates: Tensor, metric: str, k: int) -> Tensor
     return index.index_select(0, order)
 
 
-def statistics_rows(stats: RunningStats, index: Tensor) -> list[FeatureStatistics]:
-    """`FeatureStatistics` of the features `index`, in that order (one copy to the host)."""
+def statistics_rows(stats: RunningStats, index: Tensor,
+                    labels: dict[int, str]) -> list[FeatureStatistics]:
+    """`FeatureStatistics` of the features `index`, in that order (one copy to the host), with
+    their `labels`."""
     cols = torch.stack([
         stats.count.to(torch.float64), stats.active_count.to(torch.float64),
         stats.active_ratio(), stats.metric("mean"), stats.mean_active(), stats.metric("std"),
@@ -42,7 +44,7 @@ def statistics_rows(stats: RunningStats, index: Tensor) -> list[FeatureStatistic
             feature_idx=f, count=int(count[i]), active_count=int(active[i]),
             active_ratio=_defined(ratio[i]), mean=_defined(mean[i]),
             mean_active=_defined(mean_active[i]), std=_defined(std[i]), min=_defined(mn[i]),
-            max=_defined(mx[i]), nan_count=int(nans[i]),
+            max=_defined(mx[i]), nan_count=int(nans[i]), label=labels.get(f),
         )
         for i, f in enumerate(index.cpu().tolist())
     ]

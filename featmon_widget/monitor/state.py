@@ -24,5 +24,5 @@ def monitor_state(recording: Recording, attached: Attachments, total_tokens: int
         active_since=recording.active_since, device=str(recording.device),
         errors=attached.errors, last_error=attached.last_error, dropped_indices=dropped_indices,
         examples_per_feature=cfg.examples_per_feature, context_window=cfg.context_window,
-        examples_bytes=recording.examples.nbytes,
+        examples_bytes=recording.examples.nbytes, labels=len(attached.labels),
     )

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from .frequency import FREQUENCY_EDGES, frequency_histogram
-from .options import RECORD_TOP, TABLE_COLUMNS, SnapshotOptions
+from .options import RECORD_TOP, TABLE_COLUMNS, TABLE_LABEL_CHARS, SnapshotOptions
 from .records import history_rows
 from .schemas import MonitorState, Snapshot
 from .source import SnapshotSource
@@ -54,15 +54,17 @@ class SnapshotParts:
     monitored: tuple[int, ...]
     history_names: dict[int, str]
     token_text: Callable[[int], str | None]
+    labels: dict[int, str]
     wait: Callable[[], list[torch.Tensor]]
 
 
 def gather_snapshot(source: SnapshotSource, state: MonitorState, sequence: int,
-                    options: SnapshotOptions,
-                    token_text: Callable[[int], str | None]) -> SnapshotParts:
+                    options: SnapshotOptions, token_text: Callable[[int], str | None],
+                    labels: dict[int, str]) -> SnapshotParts:
     """Enqueue every device computation and copy a snapshot needs; reads nothing back.
     The caller holds the monitor's lock; `state`'s device totals are filled in later, and
-    `token_text` decodes the records' token ids after the lock is released."""
+    `token_text` decodes the records' token ids after the lock is released. `labels` must not
+    change afterwards (the monitor replaces its labels whole)."""
     index = source.ranked(options.metric, options.table_rows)
     columns = torch.stack([source.metric(name) for name in TABLE_COLUMNS]).index_select(1, index)
     freq, never_fired, never_seen = frequency_histogram(*source.firing_counts())
@@ -73,7 +75,8 @@ def gather_snapshot(source: SnapshotSource, state: MonitorState, sequence: int,
     return SnapshotParts(
         sequence=sequence, options=options, state=state, value_features=values.features,
         value_edges=_f32(values.edges.numpy()), monitored=tail.monitored,
-        history_names=tail.names, token_text=token_text, wait=start_copy(device_parts),
+        history_names=tail.names, token_text=token_text, labels=labels,
+        wait=start_copy(device_parts),
     )
 
 
@@ -115,4 +118,12 @@ def finish_snapshot(parts: SnapshotParts) -> Snapshot:
         value_edges=parts.value_edges,
         value_counts=_f64(value_counts.numpy().reshape(-1)),
         records=latest,
+        table_labels=[_short(parts.labels.get(f)) for f in index.tolist()],
     )
+
+
+def _short(label: str | None) -> str | None:
+    """A label cut for the table (the full text stays in get_statistics / get_examples)."""
+    if label is None or len(label) <= TABLE_LABEL_CHARS:
+        return label
+    return label[: TABLE_LABEL_CHARS - 1] + "…"

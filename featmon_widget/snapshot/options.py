@@ -14,6 +14,8 @@ TABLE_ROWS_RANGE = (1, 200)
 # in get_history. With at most MAX_RECORDS records this keeps a snapshot under 64 KB.
 RECORD_TOP = 12
 MAX_RECORDS = 50
+# Feature labels in the table are cut to this many characters (200 rows stay a few KB).
+TABLE_LABEL_CHARS = 48
 
 
 class SnapshotOptions(NamedTuple):

@@ -34,6 +34,7 @@ class FeatureStatistics:
     min: float | None
     max: float | None
     nan_count: int
+    label: str | None = None  # what the feature means, when labels were set
 
 
 @dataclass(frozen=True)
@@ -91,6 +92,7 @@ class ExamplesResponse:
 
     feature: int
     examples: list[ActivatingExample]
+    label: str | None = None
 
 
 @dataclass(frozen=True)
@@ -150,6 +152,7 @@ class MonitorState:
     examples_per_feature: int = 0  # top-activating examples kept per feature (0: off)
     context_window: int = 0  # tokens kept on each side of an example
     examples_bytes: int = 0  # device memory the examples hold
+    labels: int = 0  # features with a label
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict."""
@@ -179,6 +182,7 @@ class Snapshot:
     value_edges: bytes  # float32 [log bins + 1]; bin 0 (inactive) has no edges
     value_counts: bytes  # float64 [selected, 1 + log bins]
     records: list[dict[str, Any]] = field(default_factory=list)
+    table_labels: list[str | None] = field(default_factory=list)  # per table row, cut short
     version: int = SNAPSHOT_VERSION
 
     def to_message(self) -> dict[str, Any]:
