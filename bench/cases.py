@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import platform
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -74,20 +76,22 @@ def _update_group(n: int, f: int, dtype: torch.dtype, repeat: int,
     state["min"] = torch.full((f,), float("inf"), dtype=torch.float64, device=device)
     state["max"] = torch.full((f,), float("-inf"), dtype=torch.float64, device=device)
     monitor = FeatureMonitor(f, device=device, compile=True)
+    without = FeatureMonitor(f, device=device, compile=True, examples_per_feature=0)
     cases = {
         read: lambda: acts.sum(0),
         "fused statistics update": lambda: compiled.update(acts, None, 0.0),
-        "monitor.on_activation (stats+history)": lambda: monitor.on_activation(acts),
+        "monitor.on_activation (stats+history+examples)": lambda: monitor.on_activation(acts),
+        "monitor.on_activation, examples off": lambda: without.on_activation(acts),
         "fused update, rows chosen by a padding mask": lambda: compiled.update(acts, valid, 0.0),
         "naive eager (5 separate passes)": lambda: naive_update(acts, state),
         "chunked eager update (fallback)": lambda: eager.update(acts, valid, 0.0),
     }
-    fast = list(cases)[:4]
+    fast = list(cases)[:5]
     seconds = dict(zip(fast, interleaved_medians([cases[k] for k in fast], repeat, 3, device),
                        strict=True))
     # The slow baselines run fewer rounds, still interleaved with the read they are compared to.
     few = max(3, repeat // 3)
-    for name in list(cases)[4:]:
+    for name in list(cases)[5:]:
         pair = interleaved_medians([cases[read], cases[name]], few, 1, device)
         seconds[name] = pair[1] / pair[0] * seconds[read]
     extra = {"mode": compiled.compiled.mode}
@@ -198,10 +202,12 @@ def forward_cases(tokens: int, d_in: int, d_sae: int, repeat: int,
     compiled_encode = torch.compile(ours.encode, dynamic=True)
     hooked = {}
     monitors = []
-    for label, sae in (("ours", ours), ("foreign", foreign)):
+    for label, sae, examples in (("ours", ours, 8), ("foreign", foreign, 8),
+                                 ("ours, no examples", ours, 0),
+                                 ("foreign, no examples", foreign, 0)):
         copy = TinyModel(d_in).to(device).eval()
         copy.load_state_dict(model.state_dict())
-        monitor = FeatureMonitor.for_sae(sae, compile=True)
+        monitor = FeatureMonitor.for_sae(sae, compile=True, examples_per_feature=examples)
         monitor.attach(copy, "blocks.1", sae)
         hooked[label] = copy
         monitors.append(monitor)
@@ -220,6 +226,8 @@ def forward_cases(tokens: int, d_in: int, d_sae: int, repeat: int,
         "hooked forward with monitor (our SAE, fused)": run(lambda: hooked["ours"](x)),
         "forward + eager encode (foreign)": run(lambda: (model(x), foreign.encode(captured["h"]))),
         "hooked forward with monitor (foreign SAE)": run(lambda: hooked["foreign"](x)),
+        "hooked, our SAE, examples off": run(lambda: hooked["ours, no examples"](x)),
+        "hooked, foreign SAE, examples off": run(lambda: hooked["foreign, no examples"](x)),
     }
     seconds = dict(zip(cases, interleaved_medians(list(cases.values()), repeat, 3, device),
                        strict=True))
@@ -237,6 +245,12 @@ def forward_cases(tokens: int, d_in: int, d_sae: int, repeat: int,
         Row(group, "hooked forward with monitor (foreign SAE)",
             seconds["hooked forward with monitor (foreign SAE)"],
             "forward + eager encode (foreign)"),
+        Row(group, "hooked, our SAE, examples off", seconds["hooked, our SAE, examples off"],
+            "forward + eager encode (our SAE)"),
+        Row(group, "hooked, our SAE, examples off vs compiled",
+            seconds["hooked, our SAE, examples off"], "forward + compiled encode (our SAE)"),
+        Row(group, "hooked, foreign SAE, examples off",
+            seconds["hooked, foreign SAE, examples off"], "forward + eager encode (foreign)"),
     ]
 
 
@@ -248,6 +262,25 @@ def snapshot_case(d_sae: int, repeat: int) -> list[Row]:
                 median_seconds(monitor.snapshot, repeat), None, {"bytes": snap.nbytes()})]
 
 
+def cpu_model() -> str:
+    """The CPU's model name and vector extensions (a speed figure names its CPU)."""
+    name, flags = platform.processor() or platform.machine(), set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name":
+                name = value.strip()
+            elif key.strip() in ("flags", "Features"):
+                flags = set(value.split())
+    except OSError:
+        pass
+    extensions = [label for flag, label in (("avx2", "AVX2"), ("avx512f", "AVX-512"),
+                                            ("amx_tile", "AMX"), ("asimd", "NEON"))
+                  if flag in flags]
+    return f"{name} ({', '.join(extensions) or 'no AVX2/AVX-512/AMX/NEON seen'})"
+
+
 def machine() -> str:
     threads = torch.get_num_threads()
-    return f"{os.cpu_count()} CPU cores, torch {torch.__version__}, {threads} threads"
+    return (f"{cpu_model()}, {os.cpu_count()} CPU cores, torch {torch.__version__}, "
+            f"{threads} threads")
