@@ -34,6 +34,8 @@ _FLAGS = ["-O2", "-std=c99", "-shared", "-fPIC"]
 # -fno-trapping-math lets gcc if-convert (and so vectorize) the float compares.
 _FLAGS_BY_SOURCE = {_EXAMPLES_SOURCE: ["-O3", "-fno-trapping-math", "-std=c99", "-shared",
                                        "-fPIC", "-pthread"]}
+# Row maxima over fewer values than this run on the calling thread only.
+_THREADED_ELEMENTS = 1 << 22
 _lock = threading.Lock()
 _loaded: dict[str, object] = {}
 
@@ -90,10 +92,11 @@ class ExampleKernels:
                and valid.shape == (rows, tokens), acts, valid)
         best = torch.empty(rows, f, dtype=torch.float32)
         arg = torch.empty(rows, f, dtype=torch.int32)
-        # As many threads as torch uses for its own operators.
+        # As many threads as torch uses, for work worth starting them: a fresh thread can wait a
+        # scheduler slice (milliseconds) behind torch's own spinning workers.
+        threads = torch.get_num_threads() if acts.numel() >= _THREADED_ELEMENTS else 1
         self._row_max(acts.data_ptr(), int(acts.dtype == torch.bfloat16), valid.data_ptr(), rows,
-                      tokens, f, float(threshold), best.data_ptr(), arg.data_ptr(),
-                      torch.get_num_threads())
+                      tokens, f, float(threshold), best.data_ptr(), arg.data_ptr(), threads)
         return torch.where(arg >= 0, best, float("-inf")), arg.clamp_min(0).to(torch.int64)
 
     def merge(self, cand_value: Tensor, cand_t: Tensor, b0: int, tokens: int,
