@@ -88,6 +88,7 @@ class ExampleRows(NamedTuple):
     rows: list[int]
     positions: list[int]
     windows: list[list[int]]  # token ids [2 * window + 1], -1 where unknown or outside
+    window_acts: list[list[float]]  # the feature on each window token (bfloat16), NaN: unknown
 
 
 class ExampleTable:
@@ -105,8 +106,12 @@ class ExampleTable:
         self.value = torch.full((f, e), float("-inf"), dtype=torch.float32, device=dev)
         self.request = torch.zeros(f, e, dtype=torch.int64, device=dev)
         self.row = torch.zeros(f, e, dtype=torch.int32, device=dev)
-        self.position = torch.zeros(f, e, dtype=torch.int64, device=dev)
+        self.position = torch.zeros(f, e, dtype=torch.int32, device=dev)
         self.tokens = torch.full((f, e, 2 * window + 1), -1, dtype=torch.int32, device=dev)
+        # The feature's activation on each window token; only tokens of the example's own
+        # forward are known (bfloat16: enough to shade text, the example's value is exact).
+        self.acts = torch.full((f, e, 2 * window + 1), float("nan"), dtype=torch.bfloat16,
+                               device=dev)
         self.names = RequestNames()
         self._tails: OrderedDict[str, Tensor] = OrderedDict()
 
@@ -114,12 +119,14 @@ class ExampleTable:
     def nbytes(self) -> int:
         """Device bytes held by the table."""
         return sum(t.numel() * t.element_size()
-                   for t in (self.value, self.request, self.row, self.position, self.tokens))
+                   for t in (self.value, self.request, self.row, self.position, self.tokens,
+                             self.acts))
 
     def clear(self) -> None:
         """Forget every example (the requests' left contexts stay)."""
         self.value.fill_(float("-inf"))
         self.tokens.fill_(-1)
+        self.acts.fill_(float("nan"))
 
     def update(self, features: DenseFeatures | SparseFeatures, valid: Tensor, positions: Tensor,
                batch: int, tokens: int, request_id: str, token_ids: Tensor | None,
@@ -129,24 +136,29 @@ class ExampleTable:
         if self.per_feature == 0:
             return
         valid2 = valid.reshape(batch, tokens)
-        context, rank = self._context(request_id, valid2, token_ids, batch, tokens)
+        context, source, rank = self._context(request_id, valid2, token_ids, batch, tokens)
         code = self.names.code(request_id)
         native = example_kernels() if self.device.type == "cpu" else None
+        if native is not None:
+            acts, indices = _native_features(features)
         chunk = max(1, _CHUNK_ELEMENTS // max(self.d_sae, 1))
         for b0 in range(0, batch, chunk):
             b1 = min(batch, b0 + chunk)
             value, t = self._row_maxima(native, features, valid, threshold, b0, b1, tokens)
             if native is None:
-                self._merge(value, t, b0, tokens, positions, rank, context, code)
+                self._merge(value, t, b0, tokens, positions, rank, context, source, features,
+                            code)
             else:
-                native.merge(value, t, b0, tokens, positions.contiguous(), rank, context, code,
-                             self.value, self.request, self.row, self.position, self.tokens)
+                native.merge(value, t, b0, tokens, positions.contiguous(), rank, context, source,
+                             acts, indices, code, self.value, self.request, self.row,
+                             self.position, self.tokens, self.acts)
 
     def _context(self, request_id: str, valid: Tensor, token_ids: Tensor | None, batch: int,
-                 tokens: int) -> tuple[Tensor, Tensor]:
+                 tokens: int) -> tuple[Tensor, Tensor, Tensor]:
         """Per row: the request's last `window` real tokens, then this forward's real tokens in
-        order, then `window` unknowns ([batch, tokens + 2 window]); and each token's rank among
-        this forward's real tokens of its row ([batch, tokens])."""
+        order, then `window` unknowns ([batch, tokens + 2 window]); per context column, the
+        token of this forward it holds (-1 for none); and each token's rank among this
+        forward's real tokens of its row ([batch, tokens])."""
         w, dev = self.window, self.device
         if token_ids is None:
             current = torch.full((batch, tokens), -1, dtype=torch.int64, device=dev)
@@ -168,10 +180,13 @@ class ExampleTable:
             while len(self._tails) > MAX_TRACKED_REQUESTS:
                 self._tails.popitem(last=False)
         rank = valid.to(torch.int64).cumsum(1) - 1
-        return context, rank
+        held = torch.arange(tokens, device=dev) < real
+        source = torch.cat([unknown, torch.where(held, order, -1), unknown], 1)
+        return context, source, rank
 
     def _merge(self, value: Tensor, t: Tensor, b0: int, tokens: int, positions: Tensor,
-               rank: Tensor, context: Tensor, code: int) -> None:
+               rank: Tensor, context: Tensor, source: Tensor,
+               features: DenseFeatures | SparseFeatures, code: int) -> None:
         """The torch merge (see module doc) of candidates [rows, F] of rows b0.."""
         e, w, f, dev = self.per_feature, self.window, self.d_sae, self.device
         rows = value.shape[0]
@@ -195,8 +210,9 @@ class ExampleTable:
         chunk_rows = torch.arange(b0, b0 + rows, device=dev).repeat_interleave(tokens)
         # Each token's window: context columns rank .. rank + 2w of its row (see `_context`).
         cols = (rank[b0:b0 + rows].reshape(-1, 1) + torch.arange(2 * w + 1, device=dev))
-        windows = context[b0:b0 + rows].gather(
-            1, cols.clamp(0, context.shape[1] - 1).view(rows, -1)).view(-1, 2 * w + 1)
+        cols = cols.clamp(0, context.shape[1] - 1).view(rows, -1)
+        windows = context[b0:b0 + rows].gather(1, cols).view(-1, 2 * w + 1)
+        held = source[b0:b0 + rows].gather(1, cols).view(-1, 2 * w + 1)  # token in its row
         for field, fresh in ((self.position, positions[span]),
                              (self.row, chunk_rows.to(torch.int32)),
                              (self.request, torch.full_like(chunk_rows, code))):
@@ -204,7 +220,31 @@ class ExampleTable:
                         .view(f, e))
         self.tokens.copy_(torch.cat([self.tokens.view(f * e, -1), windows.to(torch.int32)])
                           .index_select(0, pick).view(f, e, -1))
-        self.value.copy_(torch.where(keys != EMPTY, value_of(keys), float("-inf")))
+        new_value = torch.where(keys != EMPTY, value_of(keys), float("-inf"))
+        self.acts.copy_(self._window_acts(features, held, local, from_old, src, new_value, b0,
+                                          tokens))
+        self.value.copy_(new_value)
+
+    def _window_acts(self, features: DenseFeatures | SparseFeatures, held: Tensor,
+                     local: Tensor, from_old: Tensor, src: Tensor, new_value: Tensor, b0: int,
+                     tokens: int) -> Tensor:
+        """The torch merge's window activations [F, E, span]: kept slots keep theirs; a new
+        one reads the feature on each window token of its forward (with sparse input only on
+        the activating token, whose value is the example's)."""
+        e, f, dev = self.per_feature, self.d_sae, self.device
+        kept = self.acts.gather(1, src.clamp_max(e - 1)[..., None].expand_as(self.acts))
+        span = held.shape[1]
+        token = held.index_select(0, local.reshape(-1)).view(f, e, span)  # -1: not known
+        row = (b0 + local // tokens)[..., None]
+        feature = torch.arange(f, device=dev)[:, None, None]
+        if isinstance(features, DenseFeatures):
+            flat = ((row * tokens + token.clamp_min(0)) * f + feature).reshape(-1)
+            fresh = features.acts.reshape(-1).index_select(0, flat).view(f, e, span)
+            fresh = torch.where(token >= 0, fresh.to(torch.float32), float("nan"))
+        else:
+            centre = torch.arange(span, device=dev) == self.window
+            fresh = torch.where(centre, new_value[..., None], float("nan"))
+        return torch.where(from_old[..., None], kept, fresh.to(torch.bfloat16))
 
     def read(self, feature: int, k: int) -> ExampleRows:
         """Feature `feature`'s best `k` examples, copied to the host."""
@@ -214,7 +254,8 @@ class ExampleTable:
             self.request[feature, :held], self.row[feature, :held].to(torch.int64),
             self.position[feature, :held]]).cpu().tolist()
         windows = self.tokens[feature, :held].to(torch.int64).cpu().tolist()
-        return ExampleRows(values[:held].tolist(), request, row, position, windows)
+        acts = self.acts[feature, :held].to(torch.float32).cpu().tolist()
+        return ExampleRows(values[:held].tolist(), request, row, position, windows, acts)
 
     def resized(self, per_feature: int, window: int) -> ExampleTable:
         """A table with room for `per_feature` examples and `window` tokens each side, holding
@@ -225,8 +266,9 @@ class ExampleTable:
         for name in ("value", "request", "row", "position"):
             getattr(new, name)[:, :keep] = getattr(self, name)[:, :keep]
         cut = min(window, self.window)
-        new.tokens[:, :keep, window - cut: window + cut + 1] = \
-            self.tokens[:, :keep, self.window - cut: self.window + cut + 1]
+        for name in ("tokens", "acts"):
+            getattr(new, name)[:, :keep, window - cut: window + cut + 1] = \
+                getattr(self, name)[:, :keep, self.window - cut: self.window + cut + 1]
         if window == self.window:
             new._tails = self._tails
         return new
@@ -277,3 +319,15 @@ def sparse_row_maxima(indices: Tensor, values: Tensor, ok: Tensor, threshold: fl
     best = best.view(rows, d_sae)
     value = torch.where(best != EMPTY, value_of(best), float("-inf"))
     return value, (_LOW - 1 - (best & (_LOW - 1))).clamp(0, tokens - 1)
+
+
+def _native_features(features: DenseFeatures | SparseFeatures) -> tuple[Tensor, Tensor | None]:
+    """The forward's features as the C merge reads them: dense float32/bfloat16, or TopK
+    indices with float32 values."""
+    if isinstance(features, DenseFeatures):
+        acts = features.acts
+        if acts.dtype not in (torch.float32, torch.bfloat16):
+            acts = acts.to(torch.float32)
+        return acts.contiguous(), None
+    return (features.values.to(torch.float32).contiguous(),
+            features.indices.to(torch.int64).contiguous())

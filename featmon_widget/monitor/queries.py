@@ -77,14 +77,15 @@ def feature_examples(table: ExampleTable, feature: int, k: int,
     rows = table.read(feature, k)
     out = []
     for i, window in enumerate(rows.windows):
-        known = [(j, t) for j, t in enumerate(window) if t >= 0]
-        ids = [t for _, t in known]
-        index = next((n for n, (j, _) in enumerate(known) if j == table.window), -1)
+        known = [j for j, t in enumerate(window) if t >= 0]
+        ids = [window[j] for j in known]
+        index = known.index(table.window) if table.window in known else -1
         texts = [token_text(t) for t in ids]
         out.append(ActivatingExample(
             value=rows.values[i], request_id=table.names.name(rows.requests[i]),
             row=rows.rows[i], position=rows.positions[i], token_ids=ids, index=index,
             tokens=texts if ids and texts[0] is not None else None,
+            activations=[_defined(rows.window_acts[i][j]) for j in known],
         ))
     return out
 

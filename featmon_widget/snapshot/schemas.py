@@ -69,7 +69,9 @@ class ActivatingExample:
     `token_ids` is the window of input tokens around the activating one (up to
     `context_window` each side, clipped at the sequence ends and at what was known when it was
     recorded); `index` is where the activating token is in it (-1 when its id is unknown);
-    `tokens` their text when a tokenizer is known.
+    `tokens` their text when a tokenizer is known; `activations` the feature's value on each of
+    them (bfloat16 precision; None for tokens of earlier forward passes, whose activations were
+    not kept).
     """
 
     value: float
@@ -79,6 +81,7 @@ class ActivatingExample:
     token_ids: list[int]
     index: int
     tokens: list[str] | None = None
+    activations: list[float | None] = field(default_factory=list)
 
     @property
     def record_id(self) -> str:

@@ -34,13 +34,20 @@ def forwards(draw, sparse_ok: bool):
     return out
 
 
-def reference(fwds, per_feature, window, threshold):
-    """Per feature: (value, request, row, position, window ids without unknowns, index), best
-    first; ties to the earliest (forward, row)."""
+def _bf16(v: float) -> float | None:
+    out = torch.tensor(v).to(torch.bfloat16).float().item()
+    return None if math.isnan(out) else out
+
+
+def reference(fwds, per_feature, window, threshold, native=True):
+    """Per feature: (value, request, row, position, window ids without unknowns, index, the
+    feature's activation on each of them), best first; ties to the earliest (forward, row).
+    Activations are known for tokens of the example's own forward (with sparse input on the
+    torch merge, only for the activating token)."""
     candidates = {f: [] for f in range(F)}
     seen: dict[tuple[str, int], list[int]] = {}  # real tokens so far, per request row
     order = 0
-    for request, acts, mask, ids, _ in fwds:
+    for request, acts, mask, ids, sparse in fwds:
         batch, tokens, _ = acts.shape
         for b in range(batch):
             prior = seen.get((request, b), [])
@@ -58,16 +65,22 @@ def reference(fwds, per_feature, window, threshold):
                 v, rank = best
                 at = len(prior) + rank
                 lo = max(0, at - window)
-                win = context[lo: at + window + 1]
-                ids_known = [t for t in win if t >= 0]
-                index = -1 if win[at - lo] < 0 else sum(1 for t in win[: at - lo] if t >= 0)
-                candidates[f].append((v, order, request, b, len(prior) + rank, ids_known, index))
+                cols = range(lo, min(len(context), at + window + 1))
+                known = [c for c in cols if context[c] >= 0]
+                index = known.index(at) if at in known else -1
+                acts_known = []
+                for c in known:
+                    mine = c >= len(prior) and (native or not sparse or c == at)
+                    acts_known.append(_bf16(float(acts[b, real[c - len(prior)], f]))
+                                      if mine else None)
+                candidates[f].append((v, order, request, b, len(prior) + rank,
+                                      [context[c] for c in known], index, acts_known))
             seen[(request, b)] = context
             order += 1
     out = {}
     for f, cands in candidates.items():
         cands.sort(key=lambda c: (-c[0], c[1]))
-        out[f] = [(c[0], c[2], c[3], c[4], c[5], c[6]) for c in cands[:per_feature]]
+        out[f] = [(c[0], c[2], c[3], c[4], c[5], c[6], c[7]) for c in cands[:per_feature]]
     return out
 
 
@@ -83,7 +96,7 @@ def run(fwds, per_feature, window, threshold):
             m.on_activation(acts, request_id=request, mask=mask, token_ids=ids)
     got = {}
     for f in range(F):
-        got[f] = [(e.value, e.request_id, e.row, e.position, e.token_ids, e.index)
+        got[f] = [(e.value, e.request_id, e.row, e.position, e.token_ids, e.index, e.activations)
                   for e in m.get_examples(f).examples]
     return m, got
 
@@ -106,7 +119,7 @@ def test_kept_examples_equal_the_offline_reference(fwds, per_feature, window, th
             os.environ.pop("FEATMON_NATIVE")
         else:
             os.environ["FEATMON_NATIVE"] = old[1]
-    assert got == reference(fwds, per_feature, window, threshold)
+    assert got == reference(fwds, per_feature, window, threshold, native)
 
 
 @settings(max_examples=30, deadline=None)

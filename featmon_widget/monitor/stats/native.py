@@ -79,8 +79,8 @@ class ExampleKernels:
                                   ctypes.c_int]
         self._row_max.restype = None
         self._merge = library.featmon_examples_merge
-        self._merge.argtypes = [i64, i64, i64, i64, p, p, i64, i64, p, p, p, i64, i64,
-                                p, p, p, p, p]
+        self._merge.argtypes = [i64, i64, i64, i64, p, p, i64, i64, p, p, p, p, i64, p,
+                                ctypes.c_int, p, i64, i64, p, p, p, p, p, p]
         self._merge.restype = None
 
     def row_max(self, acts: Tensor, valid: Tensor, threshold: float) -> tuple[Tensor, Tensor]:
@@ -100,27 +100,41 @@ class ExampleKernels:
         return torch.where(arg >= 0, best, float("-inf")), arg.clamp_min(0).to(torch.int64)
 
     def merge(self, cand_value: Tensor, cand_t: Tensor, b0: int, tokens: int,
-              positions: Tensor, rank: Tensor, context: Tensor, code: int, value: Tensor,
-              request: Tensor, row: Tensor, position: Tensor, window: Tensor) -> None:
-        """Merge candidates [rows, F] of rows b0.. into the kept examples [F, E] in place."""
+              positions: Tensor, rank: Tensor, context: Tensor, source: Tensor,
+              acts: Tensor, indices: Tensor | None, code: int, value: Tensor, request: Tensor,
+              row: Tensor, position: Tensor, window: Tensor, window_acts: Tensor) -> None:
+        """Merge candidates [rows, F] of rows b0.. into the kept examples [F, E] in place.
+        `acts` is the forward's dense features [batch * tokens, F] (float32 or bfloat16), or
+        with `indices` its TopK values [batch * tokens, k] (float32)."""
         rows, f = cand_value.shape
         e, span = window.shape[1], window.shape[2]
         batch = rank.shape[0]
-        _check(cand_value.dtype == value.dtype == torch.float32
+        if indices is None:
+            kind, k = (1 if acts.dtype == torch.bfloat16 else 0), 0
+            acts_ok = acts.dtype in (torch.float32, torch.bfloat16) \
+                and acts.shape == (batch * tokens, f)
+        else:
+            kind, k = 2, indices.shape[1]
+            acts_ok = acts.dtype == torch.float32 and indices.dtype == torch.int64 \
+                and acts.shape == indices.shape and indices.shape[0] == batch * tokens
+        _check(acts_ok and cand_value.dtype == value.dtype == torch.float32
                and cand_t.dtype == positions.dtype == rank.dtype == context.dtype
-               == request.dtype == position.dtype == torch.int64
-               and row.dtype == window.dtype == torch.int32
+               == source.dtype == request.dtype == torch.int64
+               and row.dtype == position.dtype == window.dtype == torch.int32
+               and window_acts.dtype == torch.bfloat16
                and cand_t.shape == (rows, f) and value.shape == request.shape == row.shape
-               == position.shape == (f, e) and window.shape == (f, e, span)
+               == position.shape == (f, e) and window.shape == window_acts.shape == (f, e, span)
                and rank.shape == (batch, tokens) and positions.shape == (batch * tokens,)
-               and context.shape[0] == batch and context.shape[1] >= tokens + span - 1
-               and b0 >= 0 and b0 + rows <= batch,
-               cand_value, cand_t, positions, rank, context, value, request, row, position,
-               window)
+               and context.shape == source.shape and context.shape[0] == batch
+               and context.shape[1] >= tokens + span - 1 and b0 >= 0 and b0 + rows <= batch,
+               cand_value, cand_t, positions, rank, context, source, acts, value, request, row,
+               position, window, window_acts, *([] if indices is None else [indices]))
         self._merge(f, e, span, rows, cand_value.data_ptr(), cand_t.data_ptr(), b0, tokens,
-                    positions.data_ptr(), rank.data_ptr(), context.data_ptr(), context.shape[1],
-                    code, value.data_ptr(), request.data_ptr(), row.data_ptr(),
-                    position.data_ptr(), window.data_ptr())
+                    positions.data_ptr(), rank.data_ptr(), context.data_ptr(),
+                    source.data_ptr(), context.shape[1], acts.data_ptr(), kind,
+                    0 if indices is None else indices.data_ptr(), k, code, value.data_ptr(),
+                    request.data_ptr(), row.data_ptr(), position.data_ptr(), window.data_ptr(),
+                    window_acts.data_ptr())
 
 
 def _check(ok: bool, *tensors: Tensor) -> None:

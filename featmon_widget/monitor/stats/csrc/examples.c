@@ -111,16 +111,45 @@ void featmon_row_max(const void *acts, int is_bf16, const uint8_t *valid, int64_
     }
 }
 
+/* float32 -> bfloat16 bits, rounded to nearest even (NaN stays NaN). */
+static uint16_t to_bf16(float v) {
+    uint32_t bits;
+    memcpy(&bits, &v, sizeof bits);
+    if (v != v) return 0x7FC0;
+    return (uint16_t)((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16);
+}
+
+/* The feature's activation on token t of row b: dense float32 (kind 0) or bfloat16 (kind 1)
+ * [batch * tokens, f], or TopK (kind 2) indices / float32 values [batch * tokens, k] where an
+ * index that is not stored means 0. */
+static float activation(const void *acts, int kind, const int64_t *indices, int64_t k,
+                        int64_t token, int64_t f, int64_t feature) {
+    if (kind == 0) return ((const float *)acts)[token * f + feature];
+    if (kind == 1) {
+        const uint32_t bits = (uint32_t)((const uint16_t *)acts)[token * f + feature] << 16;
+        float v;
+        memcpy(&v, &bits, sizeof v);
+        return v;
+    }
+    for (int64_t j = 0; j < k; j++)
+        if (indices[token * k + j] == feature) return ((const float *)acts)[token * k + j];
+    return 0.0f;
+}
+
 /* Merge one chunk of rows' candidates (value [rows, f], -inf where none; token t [rows, f])
  * into the kept examples of every feature: value [f, e] (best first, -inf = empty), request,
- * row, position [f, e] and token windows [f, e, span]. Rows are taken in order and an equal
- * value goes after the ones already kept, so ties stay with the earliest. A new example's
- * window is context[row, rank[row, t] .. + span) (see examples.py). */
+ * row, position [f, e], token windows and the feature's activation on each window token
+ * [f, e, span] (bfloat16 bits, NaN where not known). Rows are taken in order and an equal value
+ * goes after the ones already kept, so ties stay with the earliest. A new example's window is
+ * context[row, rank[row, t] .. + span) (see examples.py); `source` gives, per context column,
+ * the token of this forward it holds (-1: an earlier forward's, or none). */
 void featmon_examples_merge(int64_t f, int64_t e, int64_t span, int64_t rows,
                             const float *cand_value, const int64_t *cand_t, int64_t b0,
                             int64_t tokens, const int64_t *positions, const int64_t *rank,
-                            const int64_t *context, int64_t width, int64_t code, float *value,
-                            int64_t *request, int32_t *row, int64_t *position, int32_t *window) {
+                            const int64_t *context, const int64_t *source, int64_t width,
+                            const void *acts, int kind, const int64_t *indices, int64_t k,
+                            int64_t code, float *value, int64_t *request, int32_t *row,
+                            int32_t *position, int32_t *window, uint16_t *window_acts) {
     for (int64_t i = 0; i < f; i++) {
         float *val = value + i * e;
         for (int64_t r = 0; r < rows; r++) {
@@ -134,13 +163,20 @@ void featmon_examples_merge(int64_t f, int64_t e, int64_t span, int64_t rows,
             memmove(row + at + 1, row + at, moved * sizeof *row);
             memmove(position + at + 1, position + at, moved * sizeof *position);
             memmove(window + (at + 1) * span, window + at * span, moved * span * sizeof *window);
+            memmove(window_acts + (at + 1) * span, window_acts + at * span,
+                    moved * span * sizeof *window_acts);
             const int64_t b = b0 + r, t = cand_t[r * f + i];
             val[j] = v;
             request[at] = code;
             row[at] = (int32_t)b;
-            position[at] = positions[b * tokens + t];
-            const int64_t *ctx = context + b * width + rank[b * tokens + t];
-            for (int64_t k = 0; k < span; k++) window[at * span + k] = (int32_t)ctx[k];
+            position[at] = (int32_t)positions[b * tokens + t];
+            const int64_t first = b * width + rank[b * tokens + t];
+            for (int64_t c = 0; c < span; c++) {
+                const int64_t token = source[first + c];
+                window[at * span + c] = (int32_t)context[first + c];
+                window_acts[at * span + c] = token < 0 ? 0x7FC0
+                    : to_bf16(activation(acts, kind, indices, k, b * tokens + token, f, i));
+            }
         }
     }
 }
