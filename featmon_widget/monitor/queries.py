@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import torch
 
-from ..snapshot.records import HistoryRows
+from ..snapshot.records import HistoryRows, known_window
 from ..snapshot.schemas import ActivatingExample, ActivationRecord, FeatureStatistics
 from .examples import ExampleTable
 from .stats.running import RunningStats
@@ -77,15 +77,12 @@ def feature_examples(table: ExampleTable, feature: int, k: int,
     rows = table.read(feature, k)
     out = []
     for i, window in enumerate(rows.windows):
-        known = [j for j, t in enumerate(window) if t >= 0]
-        ids = [window[j] for j in known]
-        index = known.index(table.window) if table.window in known else -1
+        ids, index, acts = known_window(window, rows.window_acts[i], table.window)
         texts = [token_text(t) for t in ids]
         out.append(ActivatingExample(
             value=rows.values[i], request_id=table.names.name(rows.requests[i]),
             row=rows.rows[i], position=rows.positions[i], token_ids=ids, index=index,
-            tokens=texts if ids and texts[0] is not None else None,
-            activations=[_defined(rows.window_acts[i][j]) for j in known],
+            tokens=texts if ids and texts[0] is not None else None, activations=acts,
         ))
     return out
 

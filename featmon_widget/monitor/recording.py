@@ -12,7 +12,7 @@ import time
 import torch
 
 from ..snapshot.records import HistoryTail
-from ..snapshot.source import DeviceTotals, ValueHistogramCounts
+from ..snapshot.source import DeviceTotals, ExampleSlices, ValueHistogramCounts
 from .config import MonitorConfig, feature_list
 from .examples import ExampleTable
 from .features import DenseFeatures, SparseFeatures
@@ -164,3 +164,12 @@ class Recording:
     def history_tail(self, records: int) -> HistoryTail:
         """The newest `records` history slots."""
         return self.history.gather_last(records)
+
+    def examples_of(self, features: tuple[int, ...], k: int) -> ExampleSlices:
+        """The best `k` kept examples of `features`."""
+        ex = self.examples
+        index = torch.tensor(features, dtype=torch.int64, device=self.device)
+        k = min(k, ex.per_feature)
+        columns = [t.index_select(0, index)[:, :k]
+                   for t in (ex.value, ex.request, ex.row, ex.position, ex.tokens, ex.acts)]
+        return ExampleSlices(features, columns, ex.window, ex.names.name)

@@ -8,20 +8,35 @@ monitor's lock and only enqueues small device computations and their copies to t
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 
 from .frequency import FREQUENCY_EDGES, frequency_histogram
-from .options import RECORD_TOP, TABLE_COLUMNS, TABLE_LABEL_CHARS, SnapshotOptions
-from .records import history_rows
+from .options import (
+    PANEL_BYTES,
+    PANEL_EXAMPLES,
+    PANEL_LABEL_CHARS,
+    PANEL_TOKEN_CHARS,
+    RECORD_TOP,
+    TABLE_COLUMNS,
+    TABLE_LABEL_BYTES,
+    TABLE_LABEL_CHARS,
+    SnapshotOptions,
+)
+from .records import history_rows, known_window
 from .schemas import MonitorState, Snapshot
-from .source import SnapshotSource
+from .source import ExampleSlices, SnapshotSource
 from .transfer import start_copy
+
+# Per selected feature in its panel, in this order.
+PANEL_STATS = ("count", "active_ratio", "mean_active", "max")
 
 
 def _f32(values: object) -> bytes:
@@ -55,6 +70,7 @@ class SnapshotParts:
     history_names: dict[int, str]
     token_text: Callable[[int], str | None]
     labels: dict[int, str]
+    examples: ExampleSlices
     wait: Callable[[], list[torch.Tensor]]
 
 
@@ -70,12 +86,16 @@ def gather_snapshot(source: SnapshotSource, state: MonitorState, sequence: int,
     freq, never_fired, never_seen = frequency_histogram(*source.firing_counts())
     values = source.value_histograms()
     tail = source.history_tail(options.records)
+    examples = source.examples_of(values.features, PANEL_EXAMPLES)
+    selected = torch.tensor(values.features, dtype=torch.int64, device=index.device)
+    panel_stats = torch.stack([source.metric(name) for name in PANEL_STATS]).index_select(
+        1, selected)
     device_parts = [*source.device_totals(), index, columns, freq, never_fired, never_seen,
-                    values.counts, tail.held, *tail.columns]
+                    values.counts, panel_stats, *examples.columns, tail.held, *tail.columns]
     return SnapshotParts(
         sequence=sequence, options=options, state=state, value_features=values.features,
         value_edges=_f32(values.edges.numpy()), monitored=tail.monitored,
-        history_names=tail.names, token_text=token_text, labels=labels,
+        history_names=tail.names, token_text=token_text, labels=labels, examples=examples,
         wait=start_copy(device_parts),
     )
 
@@ -83,7 +103,8 @@ def gather_snapshot(source: SnapshotSource, state: MonitorState, sequence: int,
 def finish_snapshot(parts: SnapshotParts) -> Snapshot:
     """Wait for the copies (without the monitor's lock) and assemble the `Snapshot`."""
     (tokens, history_count, dropped, index, columns, freq, never_fired, never_seen, value_counts,
-     held, *history_cols) = parts.wait()
+     panel_stats, ex_value, ex_request, ex_row, ex_position, ex_tokens, ex_acts, held,
+     *history_cols) = parts.wait()
     history = history_rows(history_cols, int(held), parts.history_names)
     threshold = parts.state.threshold
     latest = []
@@ -94,7 +115,7 @@ def finish_snapshot(parts: SnapshotParts) -> Snapshot:
             "position": history.positions[i],
             "timestamp": history.timestamps[i],
             "token_id": history.token_ids[i] if history.token_ids[i] >= 0 else None,
-            "token": parts.token_text(history.token_ids[i]),
+            "token": _cut(parts.token_text(history.token_ids[i]), PANEL_TOKEN_CHARS),
             "top": [[f, _finite_or_none(v)]
                     for f, v in history.top_above(i, threshold)[:RECORD_TOP]],
             "values": [[f, _finite_or_none(v)]
@@ -118,12 +139,58 @@ def finish_snapshot(parts: SnapshotParts) -> Snapshot:
         value_edges=parts.value_edges,
         value_counts=_f64(value_counts.numpy().reshape(-1)),
         records=latest,
-        table_labels=[_short(parts.labels.get(f)) for f in index.tolist()],
+        table_labels=_table_labels(parts.labels, index.tolist()),
+        feature_panels=_panels(parts, panel_stats, [ex_value, ex_request, ex_row, ex_position,
+                                                    ex_tokens, ex_acts]),
     )
 
 
-def _short(label: str | None) -> str | None:
-    """A label cut for the table (the full text stays in get_statistics / get_examples)."""
-    if label is None or len(label) <= TABLE_LABEL_CHARS:
-        return label
-    return label[: TABLE_LABEL_CHARS - 1] + "…"
+def _panels(parts: SnapshotParts, stats: torch.Tensor,
+            columns: list[torch.Tensor]) -> list[dict[str, Any]]:
+    """One panel per selected feature: its label, a few statistics and its best examples as
+    token text with the feature's activation on each token; within `PANEL_BYTES`."""
+    value, request, row, position, tokens, acts = (c.float().tolist() if c.is_floating_point()
+                                                   else c.tolist() for c in columns)
+    stats_h = stats.tolist()
+    panels = []
+    for s, feature in enumerate(parts.examples.features):
+        examples = []
+        for i, v in enumerate(value[s]):
+            if not math.isfinite(v):
+                break  # empty slots come last
+            ids, index, window_acts = known_window(tokens[s][i], acts[s][i],
+                                                   parts.examples.window)
+            examples.append({
+                "value": v, "request_id": parts.examples.request_name(request[s][i]),
+                "row": row[s][i], "position": position[s][i], "index": index,
+                "token_ids": ids,
+                "tokens": [_cut(parts.token_text(t), PANEL_TOKEN_CHARS) for t in ids],
+                "activations": [None if a is None else _finite_or_none(a) for a in window_acts],
+            })
+        panels.append({
+            "feature": feature, "label": _cut(parts.labels.get(feature), PANEL_LABEL_CHARS),
+            **{name: _finite_or_none(stats_h[j][s]) for j, name in enumerate(PANEL_STATS)},
+            "count": int(stats_h[0][s]),
+            "examples": examples,
+        })
+    while (len(json.dumps(panels, ensure_ascii=False).encode()) > PANEL_BYTES
+           and any(p["examples"] for p in panels)):
+        max(panels, key=lambda p: len(p["examples"]))["examples"].pop()
+    return panels
+
+
+def _cut(text: str | None, chars: int) -> str | None:
+    return text if text is None or len(text) <= chars else text[: chars - 1] + "…"
+
+
+def _table_labels(labels: dict[int, str], features: list[int]) -> list[str | None]:
+    """Labels of the table's rows, cut short, in row order while they fit the byte budget (the
+    full text stays in get_statistics / get_examples)."""
+    out: list[str | None] = []
+    budget = TABLE_LABEL_BYTES
+    for feature in features:
+        label = _cut(labels.get(feature), TABLE_LABEL_CHARS)
+        size = 0 if label is None else len(label.encode()) + 4
+        out.append(label if size <= budget else None)
+        budget -= size if size <= budget else 0
+    return out

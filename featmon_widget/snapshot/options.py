@@ -14,8 +14,17 @@ TABLE_ROWS_RANGE = (1, 200)
 # in get_history. With at most MAX_RECORDS records this keeps a snapshot under 64 KB.
 RECORD_TOP = 12
 MAX_RECORDS = 50
-# Feature labels in the table are cut to this many characters (200 rows stay a few KB).
-TABLE_LABEL_CHARS = 48
+# Feature labels in the table are cut to this many characters, and given to rows in order while
+# they fit in this many bytes (the full text stays in get_statistics).
+TABLE_LABEL_CHARS = 32
+TABLE_LABEL_BYTES = 4_000
+# Feature panels (the selected features): examples each, a token's text cut to this many
+# characters, and the bytes all panels may take in a message (examples are dropped from the
+# end until they fit).
+PANEL_EXAMPLES = 5
+PANEL_TOKEN_CHARS = 16
+PANEL_LABEL_CHARS = 80
+PANEL_BYTES = 8_000
 
 
 class SnapshotOptions(NamedTuple):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -53,3 +54,14 @@ def history_rows(columns: list[Tensor], held: int, names: dict[int, str]) -> His
         request_ids=[names.get(c, "?") for c in request],
         rows=row, positions=position, timestamps=timestamp, token_ids=token,
     )
+
+
+def known_window(token_ids: list[int], activations: list[float], centre: int
+                 ) -> tuple[list[int], int, list[float | None]]:
+    """An example's window with unknown tokens (id -1) left out: the ids, where the activating
+    token (`centre` of the full window) is among them (-1 if unknown), and the activations on
+    them (None where not known)."""
+    known = [j for j, t in enumerate(token_ids) if t >= 0]
+    index = known.index(centre) if centre in known else -1
+    acts = [None if math.isnan(activations[j]) else activations[j] for j in known]
+    return [token_ids[j] for j in known], index, acts

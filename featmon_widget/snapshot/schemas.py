@@ -186,6 +186,9 @@ class Snapshot:
     value_counts: bytes  # float64 [selected, 1 + log bins]
     records: list[dict[str, Any]] = field(default_factory=list)
     table_labels: list[str | None] = field(default_factory=list)  # per table row, cut short
+    # Per selected feature: label, count, active_ratio, mean_active, max, and its best examples
+    # (value, request_id, row, position, index, token_ids, tokens, activations).
+    feature_panels: list[dict[str, Any]] = field(default_factory=list)
     version: int = SNAPSHOT_VERSION
 
     def to_message(self) -> dict[str, Any]:
@@ -208,5 +211,7 @@ class Snapshot:
                 return [strip(v) for v in value]
             return value
 
-        text = json.dumps(strip(self.to_message()), allow_nan=False, default=str)
+        # Jupyter sends messages as UTF-8 JSON (ensure_ascii off).
+        text = json.dumps(strip(self.to_message()), allow_nan=False, default=str,
+                          ensure_ascii=False)
         return len(text.encode()) + sum(buffers)

@@ -3,6 +3,7 @@ nothing but these calls (the monitor's `Recording` implements it)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import NamedTuple, Protocol
 
 import torch
@@ -26,6 +27,16 @@ class ValueHistogramCounts(NamedTuple):
     features: tuple[int, ...]
     edges: Tensor  # float64 [log bins + 1] on the host; bin 0 (inactive) has no edges
     counts: Tensor  # int64 on the device
+
+
+class ExampleSlices(NamedTuple):
+    """The kept examples of a few features, on the device, best first: value [S, E], request,
+    row, position [S, E], token ids and activations [S, E, 2 window + 1]."""
+
+    features: tuple[int, ...]
+    columns: list[Tensor]
+    window: int
+    request_name: Callable[[int], str]
 
 
 class SnapshotSource(Protocol):
@@ -54,4 +65,8 @@ class SnapshotSource(Protocol):
 
     def history_tail(self, records: int) -> HistoryTail:
         """The newest `records` history slots."""
+        ...
+
+    def examples_of(self, features: tuple[int, ...], k: int) -> ExampleSlices:
+        """The best `k` kept examples of `features`."""
         ...

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from featmon_widget import FeatureMonitor
+from featmon_widget.snapshot.options import TABLE_LABEL_CHARS
 
 # The shape of a Neuronpedia explanations export (fields we do not read are kept as they come).
 NEURONPEDIA = [
@@ -86,4 +87,4 @@ def test_long_labels_are_cut_in_the_snapshot_table_only():
     m.set_labels({5: "x" * 300})
     assert m.get_statistics([5]).features[0].label == "x" * 300
     labels = [lab for lab in m.snapshot(table_rows=10).table_labels if lab]
-    assert labels == ["x" * 47 + "…"]
+    assert labels == ["x" * (TABLE_LABEL_CHARS - 1) + "…"]

@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 import torch
 
 from featmon_widget import FeatureMonitor
@@ -101,3 +102,43 @@ def test_snapshot_is_not_changed_by_later_updates():
     before = (snap.value_counts, snap.table_columns["count"], snap.state.total_tokens)
     m.on_activation(torch.rand(3, 8))
     assert (snap.value_counts, snap.table_columns["count"], snap.state.total_tokens) == before
+
+
+class _LongTokens:
+    def decode(self, ids):
+        return "\u2603" * 100  # escapes to 6 bytes a character in JSON
+
+
+def test_panels_show_the_selected_features_examples_as_get_examples_does():
+    m = FeatureMonitor(6, selected=[1, 4])
+    m.tokenizer = _LongTokens()
+    m.set_labels({4: "four"})
+    m.on_activation(torch.rand(2, 5, 6), request_id="r", token_ids=torch.arange(10).view(2, 5))
+    panels = {p["feature"]: p for p in m.snapshot().feature_panels}
+    assert list(panels) == [1, 4] and panels[4]["label"] == "four"
+    for feature, panel in panels.items():
+        want = m.get_examples(feature).examples
+        assert [e["value"] for e in panel["examples"]] == [e.value for e in want[:5]]
+        for got, ref in zip(panel["examples"], want, strict=False):
+            assert (got["request_id"], got["row"], got["position"], got["index"],
+                    got["token_ids"]) == (ref.request_id, ref.row, ref.position, ref.index,
+                                          ref.token_ids)
+            assert got["activations"] == pytest.approx(ref.activations, rel=1e-8)
+            assert got["tokens"] == ["\u2603" * 15 + "…"] * len(ref.token_ids)
+    stats = m.get_statistics([4]).features[0]
+    assert panels[4]["count"] == stats.count
+    assert panels[4]["max"] == pytest.approx(stats.max, rel=1e-8)
+
+
+def test_worst_case_snapshot_with_panels_labels_and_tokens_stays_under_64_kb():
+    d_sae = 4096
+    m = FeatureMonitor(d_sae, features=list(range(256)), top_k=256, history_size=1000,
+                       selected=list(range(8)))
+    m.tokenizer = _LongTokens()
+    m.set_labels({f: "\u2603" * 500 for f in range(d_sae)})
+    gen = torch.Generator().manual_seed(0)
+    m.on_activation(torch.relu(torch.randn(32, 40, d_sae, generator=gen)),
+                    token_ids=torch.randint(0, 1000, (32, 40), generator=gen))
+    snap = m.snapshot(table_rows=200, records=MAX_RECORDS)
+    assert snap.nbytes() <= 64 * 1024, snap.nbytes()
+    assert all(panel["examples"] for panel in snap.feature_panels)  # budget shared, none empty
