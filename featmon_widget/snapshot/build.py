@@ -37,6 +37,8 @@ from .transfer import start_copy
 
 # Per selected feature in its panel, in this order.
 PANEL_STATS = ("count", "active_ratio", "mean_active", "max")
+# Tokens kept each side of an example's activating token when panels must shrink.
+PANEL_NARROW = 2
 
 
 def _f32(values: object) -> bytes:
@@ -160,12 +162,16 @@ def _panels(parts: SnapshotParts, stats: torch.Tensor,
                 break  # empty slots come last
             ids, index, window_acts = known_window(tokens[s][i], acts[s][i],
                                                    parts.examples.window)
+            texts = [_cut(parts.token_text(t), PANEL_TOKEN_CHARS) for t in ids]
             examples.append({
-                "value": v, "request_id": parts.examples.request_name(request[s][i]),
+                "value": _finite_or_none(v), "request_id": parts.examples.request_name(
+                    request[s][i]),
                 "row": row[s][i], "position": position[s][i], "index": index,
-                "token_ids": ids,
-                "tokens": [_cut(parts.token_text(t), PANEL_TOKEN_CHARS) for t in ids],
-                "activations": [None if a is None else _finite_or_none(a) for a in window_acts],
+                # Text when a tokenizer is known, else the ids.
+                **({"tokens": texts} if texts and texts[0] is not None else {"token_ids": ids}),
+                # bfloat16 values: four significant digits say all they hold.
+                "activations": [None if a is None or not math.isfinite(a) else
+                                float(f"{a:.4g}") for a in window_acts],
             })
         panels.append({
             "feature": feature, "label": _cut(parts.labels.get(feature), PANEL_LABEL_CHARS),
@@ -173,10 +179,29 @@ def _panels(parts: SnapshotParts, stats: torch.Tensor,
             "count": int(stats_h[0][s]),
             "examples": examples,
         })
-    while (len(json.dumps(panels, ensure_ascii=False).encode()) > PANEL_BYTES
-           and any(p["examples"] for p in panels)):
+    def size() -> int:
+        return len(json.dumps(panels, ensure_ascii=False).encode())
+
+    # Over budget: fewer examples (down to one a feature), then narrower windows, then fewer.
+    while size() > PANEL_BYTES and max(len(p["examples"]) for p in panels) > 1:
+        max(panels, key=lambda p: len(p["examples"]))["examples"].pop()
+    if size() > PANEL_BYTES:
+        for example in (e for p in panels for e in p["examples"]):
+            _narrow(example, PANEL_NARROW)
+    while size() > PANEL_BYTES and any(p["examples"] for p in panels):
         max(panels, key=lambda p: len(p["examples"]))["examples"].pop()
     return panels
+
+
+def _narrow(example: dict[str, Any], radius: int) -> None:
+    """Keep `radius` tokens each side of the activating one."""
+    index = max(example["index"], 0)
+    lo = max(0, index - radius)
+    for key in ("token_ids", "tokens", "activations"):
+        if key in example:
+            example[key] = example[key][lo: index + radius + 1]
+    if example["index"] >= 0:
+        example["index"] = index - lo
 
 
 def _cut(text: str | None, chars: int) -> str | None:

@@ -187,7 +187,8 @@ class Snapshot:
     records: list[dict[str, Any]] = field(default_factory=list)
     table_labels: list[str | None] = field(default_factory=list)  # per table row, cut short
     # Per selected feature: label, count, active_ratio, mean_active, max, and its best examples
-    # (value, request_id, row, position, index, token_ids, tokens, activations).
+    # (value, request_id, row, position, index, tokens (or token_ids without a tokenizer),
+    # activations).
     feature_panels: list[dict[str, Any]] = field(default_factory=list)
     version: int = SNAPSHOT_VERSION
 

@@ -118,12 +118,12 @@ def test_panels_show_the_selected_features_examples_as_get_examples_does():
     assert list(panels) == [1, 4] and panels[4]["label"] == "four"
     for feature, panel in panels.items():
         want = m.get_examples(feature).examples
-        assert [e["value"] for e in panel["examples"]] == [e.value for e in want[:5]]
+        assert [e["value"] for e in panel["examples"]] == pytest.approx(
+            [e.value for e in want[:5]], rel=1e-8)
         for got, ref in zip(panel["examples"], want, strict=False):
-            assert (got["request_id"], got["row"], got["position"], got["index"],
-                    got["token_ids"]) == (ref.request_id, ref.row, ref.position, ref.index,
-                                          ref.token_ids)
-            assert got["activations"] == pytest.approx(ref.activations, rel=1e-8)
+            assert (got["request_id"], got["row"], got["position"], got["index"]) == (
+                ref.request_id, ref.row, ref.position, ref.index)
+            assert got["activations"] == pytest.approx(ref.activations, rel=1e-3)
             assert got["tokens"] == ["\u2603" * 15 + "…"] * len(ref.token_ids)
     stats = m.get_statistics([4]).features[0]
     assert panels[4]["count"] == stats.count
@@ -153,4 +153,7 @@ def test_panels_keep_several_examples_for_ordinary_text():
     gen = torch.Generator().manual_seed(1)
     m.on_activation(torch.relu(torch.randn(16, 20, 64, generator=gen)),
                     token_ids=torch.randint(0, 5000, (16, 20), generator=gen))
-    assert all(len(panel["examples"]) >= 3 for panel in m.snapshot().feature_panels)
+    # Eight panels share the budget: two or more examples each (more with fewer selected).
+    assert all(len(panel["examples"]) >= 2 for panel in m.snapshot().feature_panels)
+    m.configure(selected=[0, 1])
+    assert all(len(panel["examples"]) == 5 for panel in m.snapshot().feature_panels)
