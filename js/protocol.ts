@@ -91,6 +91,35 @@ export interface SnapshotMessage {
   records: ActivationRecordMessage[];
   /** Per table row, the feature's label cut short, or null (absent from old kernels). */
   table_labels?: (string | null)[];
+  /** Per selected feature (absent from old kernels). */
+  feature_panels?: FeaturePanelMessage[];
+}
+
+/** One of a feature's top-activating examples, as the kernel sends it. */
+export interface PanelExample {
+  value: number | null;
+  request_id: string;
+  row: number;
+  position: number;
+  /** Where the activating token is in the window (-1: unknown). */
+  index: number;
+  /** Token text (with a tokenizer) ... */
+  tokens?: (string | null)[];
+  /** ... or token ids (without one). */
+  token_ids?: number[];
+  /** The feature's activation on each window token; null where not known. */
+  activations: (number | null)[];
+}
+
+/** A selected feature's panel: what it means and where it fired hardest. */
+export interface FeaturePanelMessage {
+  feature: number;
+  label: string | null;
+  count: number;
+  active_ratio: number | null;
+  mean_active: number | null;
+  max: number | null;
+  examples: PanelExample[];
 }
 
 /** One selected feature's value histogram: counts[0] is the inactive bin, then E-1 log bins. */
@@ -110,6 +139,8 @@ export interface Snapshot {
   tableColumns: Record<TableColumn, Float64Array>;
   /** Per table row: the feature's label, or null. */
   tableLabels: (string | null)[];
+  /** Per selected feature: label, statistics and top examples. */
+  panels: FeaturePanelMessage[];
   frequencyEdges: Float32Array;
   frequencyCounts: Int32Array;
   neverFired: number;
@@ -295,6 +326,7 @@ export function decodeSnapshot(value: unknown): Snapshot | null {
     tableMetric: typeof msg.table_metric === "string" ? msg.table_metric : "mean",
     tableFeatures,
     tableColumns: columns,
+    panels: Array.isArray(msg.feature_panels) ? (msg.feature_panels as FeaturePanelMessage[]) : [],
     tableLabels: Array.from(tableFeatures, (_, i) => {
       const label = Array.isArray(msg.table_labels) ? msg.table_labels[i] : null;
       return typeof label === "string" ? label : null;

@@ -4,7 +4,13 @@
  */
 
 import type { AnyModel, RenderProps } from "@anywidget/types";
-import type { ActivationRecordMessage, MonitorState, Reply, TableColumn } from "./protocol";
+import type {
+  ActivationRecordMessage,
+  FeaturePanelMessage,
+  MonitorState,
+  Reply,
+  TableColumn,
+} from "./protocol";
 import { TABLE_COLUMNS } from "./protocol";
 import type { FeatmonModel } from "./widget";
 
@@ -137,6 +143,8 @@ export function monitorState(overrides: Partial<MonitorState> = {}): MonitorStat
 export interface SnapshotSpec {
   /** Per table row: the feature's label. */
   labels?: (string | null)[];
+  /** Per selected feature: its panel. */
+  panels?: FeaturePanelMessage[];
   sequence?: number;
   timestamp?: number;
   state?: Partial<MonitorState>;
@@ -185,6 +193,7 @@ export function snapshotMessage(spec: SnapshotSpec = {}): Record<string, unknown
     value_counts: binary(valueEntries.flatMap(([, counts]) => counts), "float64", offset),
     records: spec.records ?? [],
     ...(spec.labels ? { table_labels: spec.labels } : {}),
+    ...(spec.panels ? { feature_panels: spec.panels } : {}),
   };
 }
 

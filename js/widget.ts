@@ -9,6 +9,7 @@ import type { RenderProps } from "@anywidget/types";
 import { CommandClient } from "./commands";
 import type { Component, ViewContext } from "./component";
 import { ConfigForm } from "./configForm";
+import { FeaturePanels } from "./featurePanels";
 import { Controls } from "./controls";
 import { h, setText } from "./dom";
 import { FrequencyChart } from "./frequencyChart";
@@ -50,7 +51,8 @@ export function render({ model, el, signal }: RenderProps<FeatmonModel>): () => 
   const values = new ValuesChart(ctx, requestCharts);
   const table = new TopTable(ctx);
   const records = new RecentRecords();
-  const components: Component[] = [status, controls, form, frequency, values, table, records];
+  const panels = new FeaturePanels();
+  const components: Component[] = [status, controls, form, frequency, values, panels, table, records];
 
   const problem = h("div", {
     class: "featmon-problem",
@@ -66,6 +68,7 @@ export function render({ model, el, signal }: RenderProps<FeatmonModel>): () => 
     problem,
     h("div", { class: "featmon-row featmon-settings" }, controls.el, form.el),
     h("div", { class: "featmon-row featmon-charts" }, frequency.el, values.el),
+    panels.el,
     h("div", { class: "featmon-row featmon-lower" }, table.el, records.el),
   );
   el.append(root);

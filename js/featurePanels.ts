@@ -1,0 +1,100 @@
+/**
+ * Feature panels: for each selected feature (a clicked table row), its label, a few statistics
+ * and its top-activating examples as token text, each token shaded by the feature's activation
+ * on it, the activating token marked, values on hover. Panels follow the kernel's snapshots, so
+ * better examples appear as they arrive.
+ */
+
+import type { Component } from "./component";
+import { h } from "./dom";
+import { formatFloat, formatInt, formatPercent } from "./format";
+import type { FeaturePanelMessage, PanelExample, Snapshot } from "./protocol";
+
+/** Background of a token: the accent colour, as strong as its activation against the
+ * example's own maximum (0 and unknown: no shading). */
+export function tokenShade(activation: number | null, max: number): string {
+  if (activation === null || !(max > 0) || !(activation > 0)) return "";
+  const alpha = Math.min(1, activation / max);
+  return `rgba(255, 127, 14, ${(0.12 + 0.68 * alpha).toFixed(3)})`;
+}
+
+function tokenText(example: PanelExample, i: number): string {
+  const text = example.tokens?.[i];
+  if (typeof text === "string") return text;
+  const id = example.token_ids?.[i];
+  return id === undefined ? "?" : `#${id}`;
+}
+
+function exampleRow(example: PanelExample): HTMLElement {
+  const known = example.activations.filter((a): a is number => a !== null);
+  const max = Math.max(example.value ?? 0, ...known);
+  const count = example.tokens?.length ?? example.token_ids?.length ?? 0;
+  const tokens: HTMLElement[] = [];
+  for (let i = 0; i < count; i++) {
+    const activation = example.activations[i] ?? null;
+    const span = h(
+      "span",
+      {
+        class: i === example.index ? "featmon-tok active" : "featmon-tok",
+        title: activation === null ? "activation not kept" : `activation ${formatFloat(activation)}`,
+      },
+      tokenText(example, i),
+    );
+    span.style.background = tokenShade(activation, max);
+    tokens.push(span);
+  }
+  return h(
+    "li",
+    { "data-record": `${example.request_id}/${example.row}/${example.position}` },
+    h("span", { class: "featmon-example-value" }, formatFloat(example.value ?? NaN)),
+    h("span", { class: "featmon-example-text" }, ...(tokens.length ? tokens : ["(tokens not known)"])),
+    h("span", { class: "featmon-pos" }, ` ${example.request_id}/${example.row} pos ${example.position}`),
+  );
+}
+
+function panel(p: FeaturePanelMessage): HTMLElement {
+  const stats =
+    `seen ${formatInt(p.count)} · active ${formatPercent(p.active_ratio ?? NaN)} · ` +
+    `mean active ${formatFloat(p.mean_active ?? NaN)} · max ${formatFloat(p.max ?? NaN)}`;
+  return h(
+    "article",
+    { class: "featmon-panel", "data-feature": String(p.feature), "data-testid": `panel-${p.feature}` },
+    h("h4", {}, `feature ${p.feature}`, p.label ? h("span", { class: "featmon-label" }, p.label) : ""),
+    h("div", { class: "featmon-chart-note" }, stats),
+    p.examples.length
+      ? h("ol", { class: "featmon-examples" }, ...p.examples.map(exampleRow))
+      : h("p", { class: "featmon-chart-note" }, "No example yet: it has not fired above the threshold."),
+  );
+}
+
+export class FeaturePanels implements Component {
+  readonly el: HTMLElement;
+  private readonly list = h("div", { class: "featmon-panels", "data-testid": "panels" });
+  private readonly empty = h("p", { class: "featmon-chart-note" },
+    "Click a feature in the table to see what it fires on.");
+  private lastKey = "";
+
+  constructor() {
+    this.el = h(
+      "section",
+      { class: "featmon-panels-section", "aria-label": "Selected features" },
+      h("h3", {}, "What the selected features fire on"),
+      this.empty,
+      this.list,
+    );
+  }
+
+  update(snapshot: Snapshot | null): void {
+    const panels = snapshot?.panels ?? [];
+    this.empty.hidden = panels.length > 0;
+    // Rebuild only when the panels changed (most snapshots leave the examples as they were).
+    const key = JSON.stringify(panels);
+    if (key === this.lastKey) return;
+    this.lastKey = key;
+    this.list.replaceChildren(...panels.map(panel));
+  }
+
+  destroy(): void {
+    this.list.replaceChildren();
+  }
+}
