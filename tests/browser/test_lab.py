@@ -254,6 +254,44 @@ def test_header_ranks_in_the_kernel_and_row_selects_a_feature(lab: LabSession) -
     expect(values.locator(".legend")).to_contain_text(f"#{feature}")
 
 
+PANEL_SETUP = """
+class _Words:
+    def decode(self, ids):
+        return f" w{ids[0]}"
+
+monitor.reset_statistics()
+monitor.tokenizer = _Words()
+monitor.set_labels({7: "the seventh feature"})
+_g = torch.Generator().manual_seed(3)
+monitor.on_activation(torch.relu(torch.randn(3, 6, D_SAE, generator=_g)), request_id="panel",
+                      token_ids=torch.arange(18).view(3, 6))
+monitor.configure(selected=[7])
+"""
+
+
+def test_selected_feature_panel_shows_the_kernels_examples(lab: LabSession) -> None:
+    """Selecting a feature shows its examples as shaded token text equal to get_examples."""
+    lab.kernel.run(PANEL_SETUP)
+    panel = lab.by_id("panel-7")
+    expect(panel.locator("h4")).to_contain_text("the seventh feature", timeout=UI_TIMEOUT_MS)
+    want = lab.kernel.value(
+        "[{'tokens': e.tokens, 'index': e.index, 'acts': e.activations}"
+        " for e in monitor.get_examples(7, k=5).examples]")
+    rows = panel.locator("li")
+    expect(rows).to_have_count(len(want), timeout=UI_TIMEOUT_MS)
+    assert want, "feature 7 has examples"
+    for i, example in enumerate(want):
+        tokens = rows.nth(i).locator(".featmon-tok")
+        assert tokens.all_text_contents() == example["tokens"]
+        active = [t.get_attribute("class") for t in tokens.all()]
+        assert [j for j, c in enumerate(active) if "active" in c] == [example["index"]]
+        shaded = tokens.evaluate_all("els => els.map(e => e.style.background !== '')")
+        assert shaded == [a is not None and a > 0 for a in example["acts"]]
+    lab.page.screenshot(path=str(artifacts_dir() / "widget-panel.png"), full_page=True)
+    lab.kernel.run("monitor.configure(selected=[]); monitor.tokenizer = None; "
+                   "monitor.set_labels({})")
+
+
 def test_toggle_pauses_recording_in_the_kernel(lab: LabSession) -> None:
     lab.ensure_recorded()
     toggle = lab.by_id("btn-toggle")
