@@ -93,6 +93,8 @@ export interface SnapshotMessage {
   table_labels?: (string | null)[];
   /** Per selected feature (absent from old kernels). */
   feature_panels?: FeaturePanelMessage[];
+  /** The search that chose the table's features ("" for none; absent from old kernels). */
+  table_search?: string;
 }
 
 /** One of a feature's top-activating examples, as the kernel sends it. */
@@ -141,6 +143,8 @@ export interface Snapshot {
   tableLabels: (string | null)[];
   /** Per selected feature: label, statistics and top examples. */
   panels: FeaturePanelMessage[];
+  /** The search that chose the table's features ("" for none). */
+  tableSearch: string;
   frequencyEdges: Float32Array;
   frequencyCounts: Int32Array;
   neverFired: number;
@@ -327,6 +331,7 @@ export function decodeSnapshot(value: unknown): Snapshot | null {
     tableFeatures,
     tableColumns: columns,
     panels: Array.isArray(msg.feature_panels) ? (msg.feature_panels as FeaturePanelMessage[]) : [],
+    tableSearch: typeof msg.table_search === "string" ? msg.table_search : "",
     tableLabels: Array.from(tableFeatures, (_, i) => {
       const label = Array.isArray(msg.table_labels) ? msg.table_labels[i] : null;
       return typeof label === "string" ? label : null;
@@ -365,7 +370,8 @@ export type CommandBody =
   | { type: "reset_statistics" }
   | { type: "rank"; metric: string }
   | { type: "select"; features: number[] }
-  | { type: "table_rows"; rows: number };
+  | { type: "table_rows"; rows: number }
+  | { type: "search"; text: string };
 
 export type Command = CommandBody & { id: number };
 

@@ -38,6 +38,8 @@ export const COLUMNS: ColumnDef[] = [
 ];
 
 export const ROW_CHOICES = [10, 20, 50, 100, 200];
+/** Typing pause before a search is sent (ms). */
+export const SEARCH_DELAY_MS = 250;
 
 /** Toggle `feature` in `current`; keep at most `max`, dropping the oldest. */
 export function toggleSelection(current: readonly number[], feature: number, max = MAX_SELECTED): number[] {
@@ -60,6 +62,8 @@ export class TopTable implements Component {
   readonly feedback = new Feedback("table");
   readonly metricSelect: HTMLSelectElement;
   readonly rowsSelect: HTMLSelectElement;
+  readonly searchInput: HTMLInputElement;
+  private searchTimer: ReturnType<typeof setTimeout> | undefined;
   private readonly caption = h("caption", {});
   private readonly tbody = h("tbody", {});
   private readonly headers = new Map<string, HTMLTableCellElement>();
@@ -115,6 +119,25 @@ export class TopTable implements Component {
       signal,
     });
 
+    this.searchInput = h("input", {
+      type: "search",
+      "data-testid": "table-search",
+      "aria-label": "Search features by index or label",
+      placeholder: "index or label",
+    });
+    // The kernel searches every feature; wait for a pause in typing before asking it.
+    this.searchInput.addEventListener(
+      "input",
+      () => {
+        if (this.searchTimer !== undefined) clearTimeout(this.searchTimer);
+        this.searchTimer = setTimeout(() => {
+          this.searchTimer = undefined;
+          this.search(this.searchInput.value);
+        }, SEARCH_DELAY_MS);
+      },
+      { signal },
+    );
+
     this.el = h(
       "section",
       { class: "featmon-top", "aria-label": "Top features" },
@@ -124,6 +147,7 @@ export class TopTable implements Component {
         h("h3", {}, "Top features"),
         h("label", { class: "featmon-inline" }, "rank by ", this.metricSelect),
         h("label", { class: "featmon-inline" }, "rows ", this.rowsSelect),
+        h("label", { class: "featmon-inline" }, "search ", this.searchInput),
         this.feedback.el,
       ),
       h("div", { class: "featmon-table-scroll" }, this.table),
@@ -153,10 +177,13 @@ export class TopTable implements Component {
     }
     const n = snapshot.tableFeatures.length;
     if (this.requestedRows === null && ROW_CHOICES.includes(n)) this.rowsSelect.value = String(n);
+    const found = snapshot.tableSearch
+      ? `${formatInt(n)} feature${n === 1 ? "" : "s"} matching '${snapshot.tableSearch}'`
+      : `${formatInt(n)} of ${formatInt(snapshot.state.d_sae)} features`;
     setText(
       this.caption,
-      `${formatInt(n)} of ${formatInt(snapshot.state.d_sae)} features, ranked by ${metric} in the ` +
-        "kernel; click a header to rank, a row to show its histogram",
+      `${found}, ranked by ${metric} in the kernel; click a header to rank, a row to show its ` +
+        "histogram and examples",
     );
 
     const selected = new Set(snapshot.state.selected_features);
@@ -262,7 +289,13 @@ export class TopTable implements Component {
     });
   }
 
+  search(text: string): void {
+    this.feedback.pending();
+    this.ctx.commands.send({ type: "search", text }, (reply) => this.feedback.reply(reply));
+  }
+
   destroy(): void {
+    if (this.searchTimer !== undefined) clearTimeout(this.searchTimer);
     this.feedback.destroy();
   }
 }

@@ -145,6 +145,8 @@ export interface SnapshotSpec {
   labels?: (string | null)[];
   /** Per selected feature: its panel. */
   panels?: FeaturePanelMessage[];
+  /** The search that chose the table's features. */
+  table_search?: string;
   sequence?: number;
   timestamp?: number;
   state?: Partial<MonitorState>;
@@ -194,6 +196,7 @@ export function snapshotMessage(spec: SnapshotSpec = {}): Record<string, unknown
     records: spec.records ?? [],
     ...(spec.labels ? { table_labels: spec.labels } : {}),
     ...(spec.panels ? { feature_panels: spec.panels } : {}),
+    ...(spec.table_search ? { table_search: spec.table_search } : {}),
   };
 }
 

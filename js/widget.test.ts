@@ -10,6 +10,7 @@ vi.mock("plotly.js-basic-dist-min", () => ({ default: plotly }));
 import { REPLY_TIMEOUT_MS } from "./commands";
 import { SUCCESS_MS } from "./feedback";
 import { CHART_INTERVAL_MS } from "./schedule";
+import { SEARCH_DELAY_MS } from "./table";
 import { NEVER_FIRED_LABEL } from "./frequencyChart";
 import { INACTIVE_X } from "./valuesChart";
 import { FakeModel, counts81, renderProps, snapshotMessage } from "./testing";
@@ -377,6 +378,22 @@ describe("table commands", () => {
     expect(byTestId(root, "table-error").textContent).toBe("ValueError: nope");
     row(2).click();
     expect(model.lastSent()).toMatchObject({ type: "select", features: [2] });
+  });
+
+  it("searches in the kernel after a pause in typing and says how many matched", () => {
+    const { root } = mount();
+    input(root, "table-search", "pa");
+    input(root, "table-search", "path");
+    vi.advanceTimersByTime(SEARCH_DELAY_MS - 1);
+    expect(model.sent.filter((m) => m.type === "search")).toHaveLength(0);
+    vi.advanceTimersByTime(1);
+    expect(model.lastSent()).toEqual({ id: expect.any(Number), type: "search", text: "path" });
+    model.reply(model.lastSent().id as number, true, "searching for 'path'");
+    model.set("snapshot", snapshotMessage({ sequence: 2, features: [12, 40], table_search: "path" }));
+    vi.advanceTimersToNextFrame();
+    expect(byTestId(root, "table-top").querySelector("caption")!.textContent).toContain(
+      "2 features matching 'path'",
+    );
   });
 
   it("sends table_rows from the rows control and restores it on error", () => {

@@ -34,8 +34,13 @@ class Subscription:
         """Recent records per snapshot."""
         return self._options.records
 
+    @property
+    def search(self) -> str:
+        """The table search ("" for none)."""
+        return self._options.search
+
     def update(self, **options: Any) -> None:
-        """Change table_rows / metric / records (validated first) and deliver soon."""
+        """Change table_rows / metric / records / search (validated first) and deliver soon."""
         unknown = sorted(set(options) - set(SnapshotOptions._fields))
         if unknown:
             raise TypeError(f"unknown snapshot option(s): {', '.join(unknown)}")
@@ -43,7 +48,7 @@ class Subscription:
         self._poke()
 
     def options(self) -> SnapshotOptions:
-        """(table_rows, metric, records)."""
+        """(table_rows, metric, records, search)."""
         return self._options
 
     def cancel(self) -> None:

@@ -283,9 +283,11 @@ class FeatureMonitor:
 
     # ---- snapshots and live delivery --------------------------------------------------------
 
-    def snapshot(self, table_rows: int = 50, metric: str = "mean", records: int = 20) -> Snapshot:
-        """A bounded summary for the frontend (see `Snapshot`)."""
-        return self._build_snapshot(snapshot_options(table_rows, metric, records))
+    def snapshot(self, table_rows: int = 50, metric: str = "mean", records: int = 20,
+                 search: str = "") -> Snapshot:
+        """A bounded summary for the frontend (see `Snapshot`); `search` limits the table to
+        the feature with that index and those whose label contains it."""
+        return self._build_snapshot(snapshot_options(table_rows, metric, records, search))
 
     def _build_snapshot(self, options: SnapshotOptions) -> Snapshot:
         with self._lock:  # only enqueue device work and copies here; wait after releasing
@@ -295,10 +297,11 @@ class FeatureMonitor:
         return finish_snapshot(parts)
 
     def subscribe(self, callback: SnapshotCallback, *, table_rows: int = 50,
-                  metric: str = "mean", records: int = 20) -> Subscription:
+                  metric: str = "mean", records: int = 20, search: str = "") -> Subscription:
         """Deliver snapshots to `callback` at most every throttle_ms, and always after the last
         change of a burst (from a background thread). `cancel()` the result to stop."""
-        return self._live.subscribe(callback, snapshot_options(table_rows, metric, records))
+        options = snapshot_options(table_rows, metric, records, search)
+        return self._live.subscribe(callback, options)
 
     @property
     def subscriptions(self) -> tuple[Subscription, ...]:

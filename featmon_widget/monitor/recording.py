@@ -145,9 +145,15 @@ class Recording:
         return DeviceTotals(self.tokens, self.history.written.clamp_max(self.history.size),
                             self.stats.dropped_indices)
 
-    def ranked(self, metric: str, k: int) -> Tensor:
-        """Indices of the top-k monitored features by `metric`, stable on ties."""
-        return rank(self.stats, self.feature_index(None), metric, k)
+    def ranked(self, metric: str, k: int, among: list[int] | None = None) -> Tensor:
+        """Indices of the top-k monitored features (of `among`, if given) by `metric`, stable
+        on ties."""
+        candidates = self.feature_index(None)
+        if among is not None:
+            monitored = set(self.config.features) if self.config.features is not None else None
+            keep = [f for f in among if monitored is None or f in monitored]
+            candidates = torch.tensor(keep, dtype=torch.int64, device=self.device)
+        return rank(self.stats, candidates, metric, k)
 
     def metric(self, name: str) -> Tensor:
         """One per-feature metric, float64 [d_sae]."""

@@ -29,6 +29,7 @@ from .options import (
     TABLE_LABEL_BYTES,
     TABLE_LABEL_CHARS,
     SnapshotOptions,
+    matches,
 )
 from .records import history_rows, known_window
 from .schemas import MonitorState, Snapshot
@@ -83,7 +84,8 @@ def gather_snapshot(source: SnapshotSource, state: MonitorState, sequence: int,
     The caller holds the monitor's lock; `state`'s device totals are filled in later, and
     `token_text` decodes the records' token ids after the lock is released. `labels` must not
     change afterwards (the monitor replaces its labels whole)."""
-    index = source.ranked(options.metric, options.table_rows)
+    among = matches(options.search, labels, state.d_sae) if options.search else None
+    index = source.ranked(options.metric, options.table_rows, among)
     columns = torch.stack([source.metric(name) for name in TABLE_COLUMNS]).index_select(1, index)
     freq, never_fired, never_seen = frequency_histogram(*source.firing_counts())
     values = source.value_histograms()
@@ -131,6 +133,7 @@ def finish_snapshot(parts: SnapshotParts) -> Snapshot:
                                   history_count=int(history_count),
                                   dropped_indices=int(dropped)),
         table_metric=parts.options.metric,
+        table_search=parts.options.search,
         table_features=_i32(index.numpy()),
         table_columns={name: _f64(columns[j].numpy()) for j, name in enumerate(TABLE_COLUMNS)},
         frequency_edges=_f32(FREQUENCY_EDGES.numpy()),

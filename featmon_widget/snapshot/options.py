@@ -1,4 +1,5 @@
-"""What a snapshot holds and the options that size it (table rows, ranking metric, records)."""
+"""What a snapshot holds and the options that shape it (table rows, ranking metric, records, a
+search that filters the table)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from .schemas import METRICS
 # Table columns, in the order the frontend shows them.
 TABLE_COLUMNS = ("mean", "mean_active", "max", "active_ratio", "count", "active_count", "std")
 TABLE_ROWS_RANGE = (1, 200)
+MAX_SEARCH_CHARS = 200
 # Top features (and monitored values) listed per record in a snapshot; the full record stays
 # in get_history. With at most MAX_RECORDS records this keeps a snapshot under 64 KB.
 RECORD_TOP = 12
@@ -28,11 +30,13 @@ PANEL_BYTES = 8_000
 
 
 class SnapshotOptions(NamedTuple):
-    """How many table rows, ranked by which metric, and how many recent records."""
+    """How many table rows, ranked by which metric, how many recent records, and which
+    features the table may list (`search`: empty for all)."""
 
     table_rows: int = 50
     metric: str = "mean"
     records: int = 20
+    search: str = ""
 
 
 def check_metric(metric: Any) -> str:
@@ -42,7 +46,29 @@ def check_metric(metric: Any) -> str:
     return metric
 
 
-def snapshot_options(table_rows: Any, metric: Any, records: Any) -> SnapshotOptions:
+def check_search(search: Any) -> str:
+    """`search` stripped, if it is text of at most `MAX_SEARCH_CHARS`."""
+    if not isinstance(search, str):
+        raise TypeError(f"search must be text, got {type(search).__name__}")
+    if len(search) > MAX_SEARCH_CHARS:
+        raise ValueError(f"search must be at most {MAX_SEARCH_CHARS} characters, got "
+                         f"{len(search)}")
+    return search.strip()
+
+
+def snapshot_options(table_rows: Any, metric: Any, records: Any,
+                     search: Any = "") -> SnapshotOptions:
     """Checked options, or a ValueError/TypeError naming the bad one."""
     return SnapshotOptions(check_int("table_rows", table_rows, *TABLE_ROWS_RANGE),
-                           check_metric(metric), check_int("records", records, 0, MAX_RECORDS))
+                           check_metric(metric), check_int("records", records, 0, MAX_RECORDS),
+                           check_search(search))
+
+
+def matches(search: str, labels: dict[int, str], d_sae: int) -> list[int]:
+    """Features a table search finds, in index order: the feature whose index it is, and every
+    feature whose label contains it (ignoring case)."""
+    needle = search.casefold()
+    found = {f for f, label in labels.items() if needle in label.casefold()}
+    if search.isdigit() and int(search) < d_sae:
+        found.add(int(search))
+    return sorted(found)

@@ -186,6 +186,7 @@ class Snapshot:
     value_counts: bytes  # float64 [selected, 1 + log bins]
     records: list[dict[str, Any]] = field(default_factory=list)
     table_labels: list[str | None] = field(default_factory=list)  # per table row, cut short
+    table_search: str = ""  # the search that chose the table's features ("" for none)
     # Per selected feature: label, count, active_ratio, mean_active, max, and its best examples
     # (value, request_id, row, position, index, tokens (or token_ids without a tokenizer),
     # activations).

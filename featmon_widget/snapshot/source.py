@@ -47,8 +47,9 @@ class SnapshotSource(Protocol):
         """Tokens recorded, records held, sparse indices dropped."""
         ...
 
-    def ranked(self, metric: str, k: int) -> Tensor:
-        """Indices of the top-k monitored features by `metric` (ties to the lower index)."""
+    def ranked(self, metric: str, k: int, among: list[int] | None = None) -> Tensor:
+        """Indices of the top-k monitored features (of `among`, if given) by `metric`, ties to
+        the lower index."""
         ...
 
     def metric(self, name: str) -> Tensor:

@@ -17,7 +17,7 @@ from .controls import MonitorControls
 # Settings the configure form may change; enabling and selection have their own commands.
 FORM_SETTINGS = ("features", "history_size", "top_k", "threshold", "throttle_ms")
 COMMANDS = ("configure", "enable", "clear_history", "reset_statistics", "rank", "select",
-            "table_rows")
+            "table_rows", "search")
 
 
 class CommandError(ValueError):
@@ -90,6 +90,11 @@ class CommandHandler:
             rows = int(rows)
         self.subscription.update(table_rows=rows)
         return f"showing {rows} rows"
+
+    def _search(self, content: dict) -> str:
+        self.subscription.update(search=content.get("text"))
+        text = self.subscription.search
+        return f"searching for {text!r}" if text else "showing all features"
 
 
 def _reply(msg_id: Any, ok: bool, text: str) -> dict[str, Any]:

@@ -292,6 +292,20 @@ def test_selected_feature_panel_shows_the_kernels_examples(lab: LabSession) -> N
                    "monitor.set_labels({})")
 
 
+def test_search_box_finds_a_labelled_feature(lab: LabSession) -> None:
+    lab.ensure_recorded()
+    lab.kernel.run("monitor.set_labels({123: 'Semicolons in code', 321: 'colons'})")
+    lab.by_id("table-search").fill("semicolon")
+    rows = lab.by_id("table-top").locator("tbody tr[data-feature]")
+    expect(rows).to_have_count(1, timeout=UI_TIMEOUT_MS)
+    expect(rows.first).to_have_attribute("data-feature", "123")
+    expect(rows.first.locator(".featmon-label")).to_have_text("Semicolons in code")
+    assert lab.kernel.value("monitor.widget().subscription.search") == "semicolon"
+    lab.by_id("table-search").fill("")
+    expect(rows).to_have_count(50, timeout=UI_TIMEOUT_MS)
+    lab.kernel.run("monitor.set_labels({})")
+
+
 def test_toggle_pauses_recording_in_the_kernel(lab: LabSession) -> None:
     lab.ensure_recorded()
     toggle = lab.by_id("btn-toggle")

@@ -157,3 +157,23 @@ def test_panels_keep_several_examples_for_ordinary_text():
     assert all(len(panel["examples"]) >= 2 for panel in m.snapshot().feature_panels)
     m.configure(selected=[0, 1])
     assert all(len(panel["examples"]) == 5 for panel in m.snapshot().feature_panels)
+
+
+def test_search_limits_the_table_to_the_index_and_labels_that_match():
+    m = FeatureMonitor(300, features=list(range(0, 300, 2)))
+    m.on_activation(torch.rand(4, 300))
+    m.set_labels({12: "File paths", 40: "path separators", 41: "odd, not monitored", 7: "x"})
+
+    def table(search):
+        return np.frombuffer(m.snapshot(table_rows=200, search=search).table_features,
+                             "<i4").tolist()
+
+    assert sorted(table("PATH")) == [12, 40]  # label text, any case; ranked by the metric
+    assert table("100") == [100]  # an index
+    assert table("41") == []  # matches only a feature that is not monitored
+    assert table("no such thing") == []
+    assert len(table("")) == 150 and m.snapshot(search=" path ").table_search == "path"
+    with pytest.raises(TypeError, match="search"):
+        m.snapshot(search=5)
+    with pytest.raises(ValueError, match="search"):
+        m.snapshot(search="x" * 201)

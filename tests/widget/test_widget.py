@@ -195,3 +195,16 @@ def test_non_finite_table_rows_gets_an_error_reply(widget):
     reply = _command(widget, type="table_rows", rows=float("inf"))
     assert reply["ok"] is False and reply["id"] == 7
     assert widget.subscription.options() == options
+
+
+def test_search_command_filters_the_table_in_the_kernel(widget, monitor):
+    monitor.configure(features=None)
+    monitor.set_labels({5: "commas", 9: "semicolons"})
+    monitor.on_activation(torch.rand(3, 16))
+    reply = _command(widget, type="search", text="  COMMAS ")
+    assert reply["ok"] and reply["message"] == "searching for 'COMMAS'"
+    assert np.frombuffer(widget.snapshot["table_features"], "<i4").tolist() == [5]
+    assert widget.snapshot["table_search"] == "COMMAS"
+    assert _command(widget, type="search", text="")["message"] == "showing all features"
+    assert len(np.frombuffer(widget.snapshot["table_features"], "<i4")) == 16
+    assert _command(widget, type="search", text=["x"])["ok"] is False
