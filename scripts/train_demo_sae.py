@@ -36,13 +36,10 @@ Examples::
 from __future__ import annotations
 
 import argparse
-import ast
 import json
 import math
 import os
-import re
 import sys
-import sysconfig
 import time
 import zlib
 from collections.abc import Iterator
@@ -54,6 +51,11 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
+from featmon_widget.corpus import (  # noqa: E402
+    pydoc_sentences,
+    stdlib_sentences,
+)
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = REPO_ROOT / "featmon_widget" / "data" / "demo_sae"
 HOOK_POINT = "encoder.layer.3"
@@ -64,103 +66,12 @@ HELDOUT_MODULUS = 10  # a sentence is held out when crc32(text) % 10 == 0
 
 # ------------------------------------------------------------------------------- corpus
 
-_FUNCTION_WORDS_TEXT = (
-    "the a an is are to of and in for be this that it if with as or by on not from which will "
-    "can when was its into has have may all any each no but should must used return returns"
-)
-_FUNCTION_WORDS = frozenset(_FUNCTION_WORDS_TEXT.split())
-_SENTENCE_SPLIT = re.compile(r"(?<=[a-z0-9)\"'”*][.!?])\s+(?=[A-Z\"“(*])")
-_CODE_LIKE = re.compile(r">>>|::=|==|->|[{}\\|$^~@#]|\s=\s|\.\.\.")
-_UNDERLINE = re.compile(r"^[-=*~^\"#+]{3,}$")
-_BULLET = re.compile(r"^(?:[-*+•]|\[\d+\]|\d+[.)]|\(\w\))\s+")
-_SKIP_DIRS = frozenset({"site-packages", "dist-packages", "test", "tests", "idle_test",
-                        "__pycache__"})
-
-
-def stdlib_files() -> list[Path]:
-    """The standard library's ``.py`` files (no tests, no site-packages), sorted."""
-    root = Path(sysconfig.get_paths()["stdlib"])
-    return [p for p in sorted(root.rglob("*.py"))
-            if not _SKIP_DIRS & set(p.relative_to(root).parts)]
-
-
-def docstrings(path: Path) -> list[str]:
-    """Module, class and function docstrings of one source file, parsed with ``ast``."""
-    try:
-        tree = ast.parse(path.read_bytes(), filename=str(path))
-    except (SyntaxError, ValueError, OSError):
-        return []
-    found = []
-    for node in ast.walk(tree):
-        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
-            doc = ast.get_docstring(node, clean=True)
-            if doc:
-                found.append(doc)
-    return found
-
-
-def _blocks(text: str) -> Iterator[str]:
-    """Runs of lines with one indentation (a bullet's continuation lines included), joined.
-
-    Blank lines, reST underlines, bullets and indentation changes end a block, so code
-    examples, argument lists and grammar rules come out as blocks of their own.
-    """
-    current: list[str] = []
-    indent: int | None = None
-    for line in [*text.split("\n"), ""]:
-        stripped = line.strip()
-        here = len(line) - len(line.lstrip())
-        bullet = _BULLET.match(stripped)
-        if not stripped or _UNDERLINE.match(stripped) or bullet or here != indent:
-            if current:
-                yield " ".join(current)
-            current, indent = [], None
-            if not stripped or _UNDERLINE.match(stripped):
-                continue
-            if bullet:
-                stripped = stripped[bullet.end():]
-                indent = here + bullet.end()
-            else:
-                indent = here
-        current.append(stripped)
-
-
-def prose_sentences(text: str) -> Iterator[str]:
-    """English prose sentences of a docstring or manual text; code-like text is dropped."""
-    for block in _blocks(text):
-        if block.startswith(("..", ":", ">>>", "%")):
-            continue
-        parts = _SENTENCE_SPLIT.split(block)
-        for i, part in enumerate(parts):
-            s = " ".join(part.split())
-            words = s.split()
-            if not 4 <= len(words) <= 80:
-                continue
-            if not (s[0].isupper() or s[0] in "\"“"):
-                continue
-            # A block's last sentence may lack the full stop (one-line docstrings often do).
-            if not (s[-1] in ".!?" or (i == len(parts) - 1 and s[-1].isalnum())):
-                continue
-            if _CODE_LIKE.search(s):
-                continue
-            if not any(w.lower().strip(",;:.\"()") in _FUNCTION_WORDS for w in words):
-                continue
-            if sum(c.isalpha() or c == " " for c in s) < 0.85 * len(s):
-                continue
-            yield s
-
-
 def _stdlib_sentences() -> Iterator[str]:
-    for path in stdlib_files():
-        for doc in docstrings(path):
-            yield from prose_sentences(doc)
+    return stdlib_sentences()
 
 
 def _pydoc_sentences() -> Iterator[str]:
-    from pydoc_data.topics import topics  # a data module: a dict of manual texts
-
-    for key in sorted(topics):
-        yield from prose_sentences(topics[key])
+    return pydoc_sentences()
 
 
 def is_heldout(sentence: str) -> bool:

@@ -15,6 +15,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from featmon_widget import corpus
 from featmon_widget.sae import load_sae
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "train_demo_sae.py"
@@ -103,7 +104,7 @@ def test_prose_filter_keeps_sentences_and_drops_code() -> None:
         "\n"
         "* If the list is empty, a ValueError is raised. See os.path for details.\n"
     )
-    assert list(script.prose_sentences(doc)) == [
+    assert list(corpus.prose_sentences(doc)) == [
         "Return the number of items in the container.",
         "If the list is empty, a ValueError is raised.",
         "See os.path for details.",
@@ -114,10 +115,9 @@ def test_prose_filter_keeps_sentences_and_drops_code() -> None:
 
 
 def test_docstrings_are_parsed_not_imported(tmp_path: Path) -> None:
-    script = _script_module()
     source = tmp_path / "mod.py"
     source.write_text('"""Module doc."""\nraise SystemExit("imported!")\n'
                       'def f():\n    """Function doc."""\n')
-    assert script.docstrings(source) == ["Module doc.", "Function doc."]
+    assert corpus.docstrings(source) == ["Module doc.", "Function doc."]
     (tmp_path / "bad.py").write_text("def (:\n")
-    assert script.docstrings(tmp_path / "bad.py") == []
+    assert corpus.docstrings(tmp_path / "bad.py") == []
