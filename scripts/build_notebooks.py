@@ -157,8 +157,8 @@ print("every selected feature has examples:",
 for f in top:
     print(f"feature {f.feature_idx}: active on {f.active_ratio:.3%} of tokens")
     for e in monitor.get_examples(f.feature_idx, k=3).examples:
-        words = [f"[[{t.strip()}]]" if i == e.index else t.strip() for i, t in enumerate(e.tokens)]
-        print(f"  {e.value:7.3f}  {' '.join(words)}")
+        text = "".join(f"[[{t}]]" if i == e.index else t for i, t in enumerate(e.tokens))
+        print(f"  {e.value:7.3f}  {text.strip()}")
 """),
 ]
 
