@@ -1,5 +1,6 @@
 """`featmon demo`: run the embedded default model over sample texts, print the top features
-with the tokens they fire on, and write a self-contained HTML report (no CDN)."""
+with the tokens they fire on, and write a self-contained HTML report (no CDN) with their
+top-activating examples as shaded token text."""
 
 from __future__ import annotations
 
@@ -12,43 +13,16 @@ from pathlib import Path
 from .snapshot.schemas import METRICS
 
 
-def _report_html(bundle, monitor, examples, metric: str) -> str:
-    from .snapshot.figure import snapshot_figure
-
-    state = monitor.state
-    rows = []
-    for feature, found in examples.items():
-        stats = monitor.get_statistics([feature]).features[0]
-        tokens = ", ".join(f"<code>{html.escape(e.token)}</code> ({e.value:.3f}): "
-                           f"{html.escape(e.context)}" for e in found) or "did not fire"
-        rows.append(f"<tr><td>{feature}</td><td>{stats.mean_active or 0:.4f}</td>"
-                    f"<td>{(stats.active_ratio or 0):.4%}</td><td>{tokens}</td></tr>")
-    figure = snapshot_figure(monitor.snapshot(table_rows=20, metric=metric))
-    figure_html = figure.to_html(full_html=False, include_plotlyjs=True)  # inline: no CDN
-    return f"""<!doctype html>
-<html><head><meta charset="utf-8"><title>featmon report</title>
-<style>body{{font-family:sans-serif;margin:2em}}td,th{{padding:4px 8px;text-align:left;
-vertical-align:top;border-bottom:1px solid #ddd}}code{{background:#f3f3f3}}</style></head>
-<body><h1>featmon report</h1>
-<p>Model <b>{html.escape(bundle.model_name)}</b>, SAE <b>{html.escape(str(state.sae_id))}</b>
-(d_sae {state.d_sae}) at <code>{html.escape(bundle.hook_point)}</code>:
-{state.total_tokens} tokens in {state.forward_passes} forward passes.</p>
-<h2>Top features by {html.escape(metric)}, with the tokens they fire on</h2>
-<table><tr><th>feature</th><th>mean active</th><th>active ratio</th><th>examples</th></tr>
-{''.join(rows)}</table>
-{figure_html}
-</body></html>"""
-
-
 def demo(out: Path, k: int, examples: int, metric: str, texts: Sequence[str] | None) -> int:
     """Run the demo; returns the process exit code."""
     from . import demo as demo_module
     from .monitor import FeatureMonitor
+    from .report import report_html
 
     bundle = demo_module.load()
     monitor = FeatureMonitor.for_sae(bundle.sae)
     texts = list(texts) if texts else bundle.texts
-    with monitor.attach(bundle.model, bundle.hook_point, bundle.sae), monitor.request("demo"):
+    with monitor.attach(bundle.model, bundle.hook_point, bundle.sae, tokenizer=bundle.tokenizer):
         found = demo_module.top_feature_examples(monitor, bundle, texts, k=k,
                                                  examples=examples, metric=metric)
     state = monitor.state
@@ -56,7 +30,12 @@ def demo(out: Path, k: int, examples: int, metric: str, texts: Sequence[str] | N
           f"{state.total_tokens} tokens, {len(texts)} texts")
     print(f"top {k} features by {metric}:")
     print(demo_module.format_examples(found))
-    out.write_text(_report_html(bundle, monitor, found, metric), encoding="utf-8")
+    intro = (f"Model <b>{html.escape(bundle.model_name)}</b>, SAE "
+             f"<b>{html.escape(str(state.sae_id))}</b> (d_sae {state.d_sae}) at "
+             f"<code>{html.escape(bundle.hook_point)}</code>: {state.total_tokens} tokens in "
+             f"{state.forward_passes} forward passes.")
+    out.write_text(report_html(monitor, list(found), "featmon report", intro, metric),
+                   encoding="utf-8")
     print(f"wrote {out}")
     return 0
 

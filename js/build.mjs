@@ -1,7 +1,8 @@
 // Bundle the widget: js/index.ts -> featmon_widget/static/widget.js (ESM, minified, everything
-// inlined: no CDN at run time) and js/styles.css -> featmon_widget/static/widget.css.
-// `node js/build.mjs --watch` rebuilds on change.
-import { statSync } from "node:fs";
+// inlined: no CDN at run time) and js/styles.css -> featmon_widget/static/widget.css; copy the
+// small plotly dist the widget uses to featmon_widget/static/plotly-basic.min.js, for the static
+// HTML reports. `node js/build.mjs --watch` rebuilds on change.
+import { copyFileSync, mkdirSync, statSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import * as esbuild from "esbuild";
@@ -25,6 +26,12 @@ const builds = [
   },
   { ...common, entryPoints: ["js/styles.css"], outfile: join(outdir, "widget.css") },
 ];
+
+mkdirSync(outdir, { recursive: true });
+copyFileSync(
+  join(root, "node_modules", "plotly.js-basic-dist-min", "plotly-basic.min.js"),
+  join(outdir, "plotly-basic.min.js"),
+);
 
 if (watch) {
   for (const options of builds) await (await esbuild.context(options)).watch();

@@ -21,6 +21,11 @@ def test_featmon_demo_prints_features_and_writes_a_self_contained_report(tmp_pat
     assert "<h1>featmon report</h1>" in page
     assert not re.search(r"<script[^>]*\bsrc=", page)  # plotly.js inline: no CDN
     assert page.count("<tr>") >= 4  # header + 3 features
+    # Examples as token text, shaded by activation, the activating token outlined.
+    assert page.count('class="tok act"') >= 3
+    assert "background:rgba(255,127,14," in page
+    # The widget's small plotly bundle, not plotly's full one.
+    assert "plotly.js (basic - minified)" in page and out.stat().st_size < 2_000_000
 
 
 def test_featmon_without_a_command_fails_with_usage():
