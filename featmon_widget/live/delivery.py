@@ -105,4 +105,7 @@ class LiveDelivery:
             options = sub.options()
             if options not in built:
                 built[options] = self._build(options)
-            sub.callback(built[options])
+            # Options changed while it was built (a command): the caller pushes its own fresh
+            # snapshot, which this stale one must not overwrite.
+            if sub.options() == options:
+                sub.callback(built[options])

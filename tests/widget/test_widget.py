@@ -201,10 +201,13 @@ def test_search_command_filters_the_table_in_the_kernel(widget, monitor):
     monitor.configure(features=None)
     monitor.set_labels({5: "commas", 9: "semicolons"})
     monitor.on_activation(torch.rand(3, 16))
+    def table():
+        return np.frombuffer(widget.snapshot["table_features"], "<i4").tolist()
+
     reply = _command(widget, type="search", text="  COMMAS ")
     assert reply["ok"] and reply["message"] == "searching for 'COMMAS'"
-    assert np.frombuffer(widget.snapshot["table_features"], "<i4").tolist() == [5]
+    assert _wait_for(lambda: table() == [5])
     assert widget.snapshot["table_search"] == "COMMAS"
     assert _command(widget, type="search", text="")["message"] == "showing all features"
-    assert len(np.frombuffer(widget.snapshot["table_features"], "<i4")) == 16
+    assert _wait_for(lambda: len(table()) == 16)
     assert _command(widget, type="search", text=["x"])["ok"] is False
