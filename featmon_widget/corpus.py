@@ -125,3 +125,47 @@ def sentences(n: int) -> list[str]:
             if len(seen) >= n:
                 return list(seen)
     return list(seen)
+
+
+# ------------------------------------------------------------------- everyday English
+# Debian's `wordnet-base` (glosses and their example sentences) and `fortunes` (quotations):
+# installed with apt, read from these folders; missing ones are reported, not fatal.
+WORDNET_DIR = Path("/usr/share/wordnet")
+FORTUNES_DIR = Path("/usr/share/games/fortunes")
+_FORTUNE_SKIP = frozenset({"art", "ascii-art", "linuxcookie", "perl", "debian", "computers",
+                           "startrek", "zippy"})
+
+
+class MissingCorpus(RuntimeError):
+    """A corpus source is not installed; the message says how to install it."""
+
+
+def wordnet_sentences() -> Iterator[str]:
+    """WordNet's glosses as sentences, and their quoted example sentences, in file order."""
+    files = [WORDNET_DIR / f"data.{pos}" for pos in ("noun", "verb", "adj", "adv")]
+    if not all(f.is_file() for f in files):
+        raise MissingCorpus(f"WordNet is not installed in {WORDNET_DIR} "
+                            "(apt-get install wordnet-base)")
+    for path in files:
+        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+            if line.startswith("  ") or " | " not in line:
+                continue  # the licence header
+            gloss = line.split(" | ", 1)[1].strip()
+            definition, *examples = (part.strip() for part in gloss.split(";"))
+            for text in [definition, *(e.strip('"') for e in examples if e.startswith('"'))]:
+                if text:
+                    text = text[0].upper() + text[1:]
+                    yield from prose_sentences(text if text[-1] in ".!?" else text + ".")
+
+
+def fortune_sentences() -> Iterator[str]:
+    """Sentences of the quotations in Debian's fortunes (attributions left out)."""
+    files = sorted(p for p in FORTUNES_DIR.glob("*.u8") if p.stem not in _FORTUNE_SKIP) \
+        if FORTUNES_DIR.is_dir() else []
+    if not files:
+        raise MissingCorpus(f"fortunes are not installed in {FORTUNES_DIR} "
+                            "(apt-get install fortunes)")
+    for path in files:
+        for entry in path.read_text(encoding="utf-8", errors="replace").split("\n%\n"):
+            lines = [ln for ln in entry.splitlines() if not ln.strip().startswith("--")]
+            yield from prose_sentences(" ".join(" ".join(lines).split()))

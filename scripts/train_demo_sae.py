@@ -52,8 +52,11 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from featmon_widget.corpus import (  # noqa: E402
+    MissingCorpus,
+    fortune_sentences,
     pydoc_sentences,
     stdlib_sentences,
+    wordnet_sentences,
 )
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -79,25 +82,45 @@ def is_heldout(sentence: str) -> bool:
     return zlib.crc32(sentence.encode("utf-8")) % HELDOUT_MODULUS == 0
 
 
+# Everyday English (Debian's wordnet-base and fortunes): every n-th sentence, so the corpus
+# stays a size that trains in minutes.
+EVERYDAY_STRIDE = {"wordnet": 10, "fortunes": 2}
+DOCUMENTATION = ("stdlib_docstrings", "pydoc_topics")
+
+
+def _every(make, stride: int):
+    def sentences() -> Iterator[str]:
+        for i, s in enumerate(make()):
+            if i % stride == 0:
+                yield s
+    return sentences
+
+
 def build_corpus(tokenizer, max_tokens: int | None, max_length: int) -> dict[str, list[str]]:
-    """De-duplicated prose sentences by source; with ``max_tokens`` stop early (half from
-    each source) so that tiny runs do not parse the whole standard library."""
-    sources = {"stdlib_docstrings": _stdlib_sentences, "pydoc_topics": _pydoc_sentences}
+    """De-duplicated prose sentences by source; with ``max_tokens`` stop early (an equal share
+    from each source) so that tiny runs do not parse the whole standard library. A source
+    that is not installed is reported and left out."""
+    sources = {"stdlib_docstrings": _stdlib_sentences, "pydoc_topics": _pydoc_sentences,
+               "wordnet": _every(wordnet_sentences, EVERYDAY_STRIDE["wordnet"]),
+               "fortunes": _every(fortune_sentences, EVERYDAY_STRIDE["fortunes"])}
     seen: set[str] = set()
     corpus: dict[str, list[str]] = {}
     tokens = 0
     for n, (name, make) in enumerate(sources.items()):
         quota = None if max_tokens is None else max_tokens * (n + 1) // len(sources)
         taken: list[str] = []
-        for s in make():
-            if quota is not None and tokens >= quota:
-                break
-            if s in seen:
-                continue
-            seen.add(s)
-            taken.append(s)
-            if quota is not None:
-                tokens += min(len(tokenizer.tokenize(s)), max_length - 2)
+        try:
+            for s in make():
+                if quota is not None and tokens >= quota:
+                    break
+                if s in seen:
+                    continue
+                seen.add(s)
+                taken.append(s)
+                if quota is not None:
+                    tokens += min(len(tokenizer.tokenize(s)), max_length - 2)
+        except MissingCorpus as exc:
+            print(f"corpus source {name} left out: {exc}", flush=True)
         corpus[name] = taken
     return corpus
 
@@ -304,7 +327,7 @@ def export(sae: TopKSAE, scale: float, hook_name: str, model_name: str):
     meta = out.cfg["metadata"]
     meta.update(model_name=model_name, model_class_name="BertModel", prepend_bos=True,
                 exclude_special_tokens=True, context_size=128,
-                dataset_path="python-stdlib-docstrings+pydoc_data.topics")
+                dataset_path="python-stdlib-docstrings+pydoc_data.topics+wordnet+fortunes")
     return out
 
 
@@ -400,7 +423,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     print(f"loading {MODEL_NAME} from the {MODEL_PACKAGE} package (offline)", flush=True)
     model, tokenizer = load_model()
-    corpus_key = f"{sys.version_info[:2]}|{args.max_tokens}|{args.max_length}"
+    corpus_key = f"{sys.version_info[:2]}|{args.max_tokens}|{args.max_length}|everyday-v1"
     cache = None
     if args.activation_cache is not None and args.activation_cache.is_file():
         cache = torch.load(args.activation_cache, weights_only=True)
@@ -410,20 +433,26 @@ def main(argv: list[str] | None = None) -> dict:
         corpus = build_corpus(tokenizer, args.max_tokens, args.max_length)
         sentences = [s for part in corpus.values() for s in part]
         train_s = [s for s in sentences if not is_heldout(s)]
-        eval_s = [s for s in sentences if is_heldout(s)]
+        eval_s = [s for name in DOCUMENTATION for s in corpus[name] if is_heldout(s)]
+        everyday_s = [s for name, part in corpus.items() if name not in DOCUMENTATION
+                      for s in part if is_heldout(s)]
         if not eval_s:  # tiny corpora: keep at least one held-out sentence
             eval_s, train_s = train_s[-1:], train_s[:-1]
         print(f"corpus: {len(sentences)} sentences "
               f"({', '.join(f'{k}: {len(v)}' for k, v in corpus.items())}); "
-              f"{len(train_s)} train / {len(eval_s)} held out  "
+              f"{len(train_s)} train / {len(eval_s)} + {len(everyday_s)} held out "
+              f"(documentation + everyday)  "
               f"[{time.perf_counter() - t_start:.0f}s]", flush=True)
         # Training activations under bf16 autocast (1.6x faster here; the error is ~3e-5 of
         # their variance); the held-out ones in float32, as the demo model computes them.
         with torch.autocast("cpu", dtype=torch.bfloat16):
             x_train, ids_train = extract(model, tokenizer, train_s, args.max_length)
         x_eval, ids_eval = extract(model, tokenizer, eval_s, args.max_length)
+        x_everyday = (extract(model, tokenizer, everyday_s, args.max_length)[0] if everyday_s
+                      else x_eval[:0])
         cache = {"key": corpus_key, "x_train": x_train, "ids_train": ids_train,
-                 "x_eval": x_eval, "ids_eval": ids_eval,
+                 "x_eval": x_eval, "ids_eval": ids_eval, "x_everyday": x_everyday,
+                 "n_everyday_sentences": len(everyday_s),
                  "sizes": {k: len(v) for k, v in corpus.items()},
                  "n_train_sentences": len(train_s), "n_eval_sentences": len(eval_s)}
         if args.activation_cache is not None:
@@ -450,6 +479,8 @@ def main(argv: list[str] | None = None) -> dict:
     save(export(sae, scale, HOOK_POINT, MODEL_NAME), out)
     saved = load_sae(out)  # evaluate exactly what was written (fp16-rounded weights)
     heldout = evaluate(saved, x_eval)
+    x_everyday = cache["x_everyday"]
+    everyday = evaluate(saved, x_everyday) if x_everyday.shape[0] else None
     train_sample = evaluate(saved, x_train[:: max(1, x_train.shape[0] // 30_000)])
     weights = out / "sae_weights.safetensors"
     report = {
@@ -461,6 +492,10 @@ def main(argv: list[str] | None = None) -> dict:
         "d_sae": args.d_sae,
         "k": args.k,
         "heldout_fvu": round(heldout["fvu"], 5),
+        "heldout_everyday_fvu": None if everyday is None else round(everyday["fvu"], 5),
+        "heldout_everyday_mean_l0": None if everyday is None else round(everyday["mean_l0"], 3),
+        "heldout_everyday_tokens": int(x_everyday.shape[0]),
+        "heldout_everyday_sentences": cache["n_everyday_sentences"],
         "heldout_mean_l0": round(heldout["mean_l0"], 3),
         "heldout_dead_features": heldout["dead_features"],
         "heldout_dead_fraction": round(heldout["dead_fraction"], 5),
@@ -489,6 +524,9 @@ def main(argv: list[str] | None = None) -> dict:
     }
     (out / "training_report.json").write_text(json.dumps(report, indent=2) + "\n")
 
+    if everyday is not None:
+        print(f"held-out everyday English: FVU {everyday['fvu']:.4f}  mean L0 "
+              f"{everyday['mean_l0']:.1f}")
     print(f"held-out: FVU {heldout['fvu']:.4f}  mean L0 {heldout['mean_l0']:.1f}  dead "
           f"{heldout['dead_features']}/{args.d_sae} ({100 * heldout['dead_fraction']:.2f}%)  "
           f"train-sample FVU {train_sample['fvu']:.4f}")

@@ -15,7 +15,8 @@ from featmon_widget import FeatureMonitor, demo, load_sae
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "train_demo_sae.py"
 # Targets the shipped SAE was trained to (see scripts/train_demo_sae.py).
-TARGET_FVU, TARGET_L0, TARGET_DEAD, TARGET_BYTES = 0.12, 35, 0.02, 8_000_000
+TARGET_FVU, TARGET_L0, TARGET_DEAD, TARGET_BYTES = 0.15, 35, 0.02, 8_000_000
+TARGET_EVERYDAY_FVU = 0.2  # held-out WordNet glosses and fortunes
 EVERYDAY = [
     "The cat sat quietly on the warm windowsill and watched the birds outside.",
     "Stock markets fell sharply on Monday after the central bank raised interest rates.",
@@ -98,6 +99,8 @@ def test_shipped_sae_report_meets_targets() -> None:
     path = demo.demo_sae_path()
     report = json.loads((path / "training_report.json").read_text())
     assert report["heldout_fvu"] <= TARGET_FVU
+    assert report["heldout_everyday_fvu"] <= TARGET_EVERYDAY_FVU
+    assert report["heldout_everyday_tokens"] > 10_000
     assert report["heldout_mean_l0"] <= TARGET_L0
     assert report["heldout_dead_fraction"] <= TARGET_DEAD
     assert (path / "sae_weights.safetensors").stat().st_size <= TARGET_BYTES
@@ -108,16 +111,17 @@ def test_shipped_sae_report_meets_targets() -> None:
 
 
 def test_shipped_sae_reconstructs_heldout_sentences(bundle: demo.DemoBundle) -> None:
-    fvu, l0 = _fvu_l0(bundle, _heldout_sentences(24))  # measured 0.097
+    fvu, l0 = _fvu_l0(bundle, _heldout_sentences(24))  # measured 0.111
     assert fvu <= 0.2 and 1 <= l0 <= 40
 
 
 def test_shipped_sae_on_the_sample_texts_and_everyday_english(bundle: demo.DemoBundle) -> None:
-    fvu, l0 = _fvu_l0(bundle, list(demo.DEMO_TEXTS))  # measured 0.17
-    assert fvu <= 0.25 and 1 <= l0 <= 40
-    # Outside the training domain (documentation prose) it reconstructs less: measured 0.41.
+    fvu, l0 = _fvu_l0(bundle, list(demo.DEMO_TEXTS))  # measured 0.120
+    assert fvu <= 0.2 and 1 <= l0 <= 40
+    # News-style sentences unlike any training source (0.41 before WordNet and fortunes were
+    # added to the corpus): measured 0.197.
     fvu, l0 = _fvu_l0(bundle, EVERYDAY)
-    assert fvu <= 0.5 and 1 <= l0 <= 40
+    assert fvu <= 0.3 and 1 <= l0 <= 40
 
 
 def test_saelens_reads_the_shipped_sae_the_same_way(bundle: demo.DemoBundle) -> None:

@@ -63,7 +63,9 @@ def test_writes_a_topk_sae_and_report(tiny_run: tuple[Path, str]) -> None:
     assert report["hook_name"] == "encoder.layer.3"
     assert 2000 <= report["train_tokens"] + report["heldout_tokens"] <= 4500
     assert report["heldout_tokens"] > 0 and report["steps"] > 0
-    assert set(report["corpus_sentences"]) == {"stdlib_docstrings", "pydoc_topics"}
+    # Every source is listed; one that is not installed (wordnet-base, fortunes) has 0.
+    assert set(report["corpus_sentences"]) == {"stdlib_docstrings", "pydoc_topics", "wordnet",
+                                               "fortunes"}
     # Measured on raw layer outputs with the saved weights: better than predicting the mean,
     # which it could not be if the input scaling were not folded in correctly.
     assert 0 < report["heldout_fvu"] < 0.95
