@@ -46,6 +46,18 @@ def ordered_bits(values: Tensor) -> Tensor:
     return bits ^ ((bits >> 31) & 0x7FFFFFFF)
 
 
+def pack(values: Tensor, rank: Tensor | int, keep: Tensor) -> Tensor:
+    """int64 keys that order by float32 `values`, then by lower `rank` (earlier), where `keep`;
+    `EMPTY` elsewhere (see module doc)."""
+    return torch.where(keep, (ordered_bits(values).to(torch.int64) << 32) + (_LOW - 1 - rank),
+                       EMPTY)
+
+
+def rank_of(keys: Tensor) -> Tensor:
+    """The rank packed in `keys` (meaningless for empty slots)."""
+    return _LOW - 1 - (keys & (_LOW - 1))
+
+
 def value_of(keys: Tensor) -> Tensor:
     """The float32 values packed in `keys` (meaningless for empty slots)."""
     return ordered_bits_inverse((keys >> 32).to(torch.int32))
@@ -141,6 +153,7 @@ class ExampleTable:
         native = example_kernels() if self.device.type == "cpu" else None
         if native is not None:
             acts, indices = _native_features(features)
+            positions = positions.contiguous()
         chunk = max(1, _CHUNK_ELEMENTS // max(self.d_sae, 1))
         for b0 in range(0, batch, chunk):
             b1 = min(batch, b0 + chunk)
@@ -149,7 +162,7 @@ class ExampleTable:
                 self._merge(value, t, b0, tokens, positions, rank, context, source, features,
                             code)
             else:
-                native.merge(value, t, b0, tokens, positions.contiguous(), rank, context, source,
+                native.merge(value, t, b0, tokens, positions, rank, context, source,
                              acts, indices, code, self.value, self.request, self.row,
                              self.position, self.tokens, self.acts)
 
@@ -191,14 +204,10 @@ class ExampleTable:
         e, w, f, dev = self.per_feature, self.window, self.d_sae, self.device
         rows = value.shape[0]
         slot = torch.arange(e, device=dev)
-        old = torch.where(self.value > float("-inf"),
-                          (ordered_bits(self.value).to(torch.int64) << 32) + (_LOW - 1 - slot),
-                          EMPTY)
+        old = pack(self.value, slot, self.value > float("-inf"))
         new_rank = e + torch.arange(rows, device=dev)
         candidate = value.t()
-        new = torch.where(candidate > float("-inf"),
-                          (ordered_bits(candidate).to(torch.int64) << 32) + (_LOW - 1 - new_rank),
-                          EMPTY)
+        new = pack(candidate, new_rank, candidate > float("-inf"))
         keys, src = torch.cat([old, new], 1).topk(e, dim=1)
         from_old = src < e
         b = (src - e).clamp_min(0)  # row within the chunk
@@ -312,13 +321,13 @@ def sparse_row_maxima(indices: Tensor, values: Tensor, ok: Tensor, threshold: fl
     v = values.to(torch.float32)
     good = ok[:, None] & (indices >= 0) & (indices < d_sae) & ((v - v) == 0) & (v > threshold)
     # Per (row, feature): the largest value, then the earliest token, in one int64 key.
-    key = torch.where(good, (ordered_bits(v).to(torch.int64) << 32) + (_LOW - 1 - t), EMPTY)
+    key = pack(v, t, good)
     slot = torch.where(good, b * d_sae + indices.clamp(0, d_sae - 1), 0)
     best = torch.full((rows * d_sae,), EMPTY, dtype=torch.int64, device=indices.device)
     best.scatter_reduce_(0, slot.reshape(-1), key.reshape(-1), "amax")
     best = best.view(rows, d_sae)
     value = torch.where(best != EMPTY, value_of(best), float("-inf"))
-    return value, (_LOW - 1 - (best & (_LOW - 1))).clamp(0, tokens - 1)
+    return value, rank_of(best).clamp(0, tokens - 1)
 
 
 def _native_features(features: DenseFeatures | SparseFeatures) -> tuple[Tensor, Tensor | None]:
