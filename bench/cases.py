@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import platform
+import statistics
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,7 +13,7 @@ import torch
 from torch import nn
 
 from featmon_widget import FeatureMonitor, SparseAutoencoder
-from featmon_widget.monitor.stats.compiled import CompiledStatistics
+from featmon_widget.monitor.stats.kernels import StatisticsKernels
 from featmon_widget.monitor.stats.running import RunningStats
 
 from .timing import interleaved_medians, median_seconds
@@ -69,20 +71,27 @@ def _update_group(n: int, f: int, dtype: torch.dtype, repeat: int,
     read = "one read (acts.sum(0))"
     acts = torch.relu(torch.randn(n, f, generator=gen, device=device) - 1.5).to(dtype)
     valid = torch.ones(n, dtype=torch.bool, device=device)
-    compiled = RunningStats(f, device, CompiledStatistics(compile=True))
-    eager = RunningStats(f, device, CompiledStatistics(compile=False))
+    compiled = RunningStats(f, device, StatisticsKernels(compile=True))
+    inductor = RunningStats(f, device, StatisticsKernels(compile=True, native=False))
+    eager = RunningStats(f, device, StatisticsKernels(compile=False, native=False))
     state = {k: torch.zeros(f, dtype=torch.float64, device=device)
              for k in ("sum", "sumsq", "active")}
     state["min"] = torch.full((f,), float("inf"), dtype=torch.float64, device=device)
     state["max"] = torch.full((f,), float("-inf"), dtype=torch.float64, device=device)
     monitor = FeatureMonitor(f, device=device, compile=True)
     without = FeatureMonitor(f, device=device, compile=True, examples_per_feature=0)
+    # Steady state: the same batch again never displaces a kept example once every slot is
+    # full. What filling costs (every feature inserting) is its own row below.
+    for _ in range(monitor.state.examples_per_feature):
+        monitor.on_activation(acts)
     cases = {
         read: lambda: acts.sum(0),
         "fused statistics update": lambda: compiled.update(acts, None, 0.0),
         "monitor.on_activation (stats+history+examples)": lambda: monitor.on_activation(acts),
         "monitor.on_activation, examples off": lambda: without.on_activation(acts),
         "fused update, rows chosen by a padding mask": lambda: compiled.update(acts, valid, 0.0),
+        "compiled update (inductor; the native kernel off)":
+            lambda: inductor.update(acts, None, 0.0),
         "naive eager (5 separate passes)": lambda: naive_update(acts, state),
         "chunked eager update (fallback)": lambda: eager.update(acts, valid, 0.0),
     }
@@ -94,9 +103,24 @@ def _update_group(n: int, f: int, dtype: torch.dtype, repeat: int,
     for name in list(cases)[5:]:
         pair = interleaved_medians([cases[read], cases[name]], few, 1, device)
         seconds[name] = pair[1] / pair[0] * seconds[read]
+    filling = "monitor.on_activation right after a reset (every example slot fills)"
+    read_now = median_seconds(cases[read], few)
+    seconds[filling] = _after_reset(monitor, acts, few) / read_now * seconds[read]
     extra = {"mode": compiled.compiled.mode}
     return [Row(group, name, seconds[name], None if name == read else read,
-                extra if name == "fused statistics update" else None) for name in cases]
+                extra if name == "fused statistics update" else None)
+            for name in [*cases, filling]]
+
+
+def _after_reset(monitor: FeatureMonitor, acts: torch.Tensor, repeat: int) -> float:
+    """Median seconds of `on_activation` on a monitor just reset (reset not timed)."""
+    times = []
+    for _ in range(repeat):
+        monitor.reset_statistics()
+        start = time.perf_counter()
+        monitor.on_activation(acts)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
 
 
 def topk_cases(n: int, f: int, ks: list[int], repeat: int, device: torch.device) -> list[Row]:
@@ -111,9 +135,9 @@ def _topk_group(n: int, f: int, k: int, repeat: int, device: torch.device) -> li
     values = torch.relu(values)
     dense = torch.zeros(n, f, device=device).scatter_(1, indices, values)
     valid = torch.ones(n, dtype=torch.bool, device=device)
-    compiled = RunningStats(f, device, CompiledStatistics(compile=True))
-    held = RunningStats(f, device, CompiledStatistics(compile=True))
-    merged = RunningStats(f, device, CompiledStatistics(compile=True))
+    compiled = RunningStats(f, device, StatisticsKernels(compile=True))
+    held = RunningStats(f, device, StatisticsKernels(compile=True))
+    merged = RunningStats(f, device, StatisticsKernels(compile=True))
 
     def update_and_read() -> None:
         merged.update_sparse(indices, values, valid, 0.0)
@@ -211,6 +235,9 @@ def forward_cases(tokens: int, d_in: int, d_sae: int, repeat: int,
         monitor.attach(copy, "blocks.1", sae)
         hooked[label] = copy
         monitors.append(monitor)
+        with torch.no_grad():  # steady state: every example slot full (see _update_group)
+            for _ in range(examples):
+                copy(x)
 
     def run(fn):
         def timed() -> None:

@@ -7,8 +7,10 @@ activation is a candidate when it is finite and above the threshold in force whe
 recorded; ties go to the earliest (forward pass, then row).
 
 Each feature's examples are kept best first in [d_sae, per_feature] arrays (value -inf marks
-an empty slot). On the CPU two small C kernels (`stats/csrc/examples.c`) find each row's maxima
-streaming tokens in order and insert the new ones. Elsewhere the merge is one `topk`: a key
+an empty slot). On the CPU the dense statistics pass finds each row's maxima while it streams
+the features (`stats/csrc/dense_moments.c`; `row_maxima_wanted`), or a small C kernel
+(`stats/csrc/examples.c`) does it in a pass of its own, and a second one inserts the new
+examples. Elsewhere the merge is one `topk`: a key
 packs each value and its age into one int64 (the float32 bits made order-preserving in the high
 32 bits, `2**32 - 1 - rank` in the low ones, where kept examples rank 0.. best first and a new
 forward's row b ranks `per_feature + b`); keys are unique, so the kept set is exactly what an
@@ -26,7 +28,7 @@ import torch
 
 from .features import DenseFeatures, SparseFeatures
 from .stats.compiled import CompileOrEager
-from .stats.native import ExampleKernels, example_kernels
+from .stats.native import ExampleKernels, RowMaxima, example_kernels
 
 Tensor = torch.Tensor
 
@@ -140,11 +142,24 @@ class ExampleTable:
         self.tokens.fill_(-1)
         self.acts.fill_(float("nan"))
 
+    def row_maxima_wanted(self, batch: int, tokens: int) -> int | None:
+        """`tokens` when the statistics pass should hand a dense forward of `batch` sequences
+        its row maxima (see `update`): the table keeps examples, lives on the CPU where the
+        native statistics kernel can give them, and they fit one merge chunk."""
+        if self.per_feature == 0 or self.device.type != "cpu" or tokens < 1:
+            return None
+        return tokens if batch <= self._chunk_rows() else None
+
+    def _chunk_rows(self) -> int:
+        return max(1, _CHUNK_ELEMENTS // max(self.d_sae, 1))
+
     def update(self, features: DenseFeatures | SparseFeatures, valid: Tensor, positions: Tensor,
                batch: int, tokens: int, request_id: str, token_ids: Tensor | None,
-               threshold: float) -> None:
+               threshold: float, maxima: RowMaxima | None = None) -> None:
         """Merge one forward's row maxima (features [batch * tokens, d_sae], `valid`,
-        `positions` and `token_ids` [batch * tokens]) into the table."""
+        `positions` and `token_ids` [batch * tokens]) into the table. `maxima` [batch, d_sae]:
+        the row maxima already found by the statistics pass (over the same valid rows and
+        threshold), else they are found here."""
         if self.per_feature == 0:
             return
         valid2 = valid.reshape(batch, tokens)
@@ -154,10 +169,13 @@ class ExampleTable:
         if native is not None:
             acts, indices = _native_features(features)
             positions = positions.contiguous()
-        chunk = max(1, _CHUNK_ELEMENTS // max(self.d_sae, 1))
+        chunk = batch if maxima is not None else self._chunk_rows()
         for b0 in range(0, batch, chunk):
             b1 = min(batch, b0 + chunk)
-            value, t = self._row_maxima(native, features, valid, threshold, b0, b1, tokens)
+            if maxima is None:
+                value, t = self._row_maxima(native, features, valid, threshold, b0, b1, tokens)
+            else:
+                value, t = maxima
             if native is None:
                 self._merge(value, t, b0, tokens, positions, rank, context, source, features,
                             code)
@@ -285,7 +303,7 @@ class ExampleTable:
 
     def _row_maxima(self, native: ExampleKernels | None, features: DenseFeatures | SparseFeatures,
                     valid: Tensor, threshold: float, b0: int, b1: int,
-                    tokens: int) -> tuple[Tensor, Tensor]:
+                    tokens: int) -> RowMaxima | tuple[Tensor, Tensor]:
         """For rows b0..b1-1 and every feature: the maximum candidate value (float32, -inf
         where none) and the earliest token holding it ([rows, d_sae] each)."""
         span = slice(b0 * tokens, b1 * tokens)

@@ -28,8 +28,8 @@ from .labels import load_labels
 from .recording import Recording
 from .requests import RequestContext
 from .state import monitor_state
-from .stats.compiled import CompiledStatistics
 from .stats.fused import FusedEncoder
+from .stats.kernels import StatisticsKernels
 
 
 class FeatureMonitor:
@@ -56,7 +56,7 @@ class FeatureMonitor:
             examples_per_feature=examples_per_feature, context_window=context_window,
         )
         self._lock = threading.RLock()
-        statistics = CompiledStatistics(compile)
+        statistics = StatisticsKernels(compile)
         self._recording = Recording(d_sae, config, device, statistics)
         self._ingest = Ingest(self._recording, FusedEncoder(statistics))
         self._requests = RequestContext(f"featmon_request_{id(self)}")

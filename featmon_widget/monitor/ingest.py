@@ -81,8 +81,10 @@ class Ingest:
         pos, valid = rec.positions_for(request_id, batch, tokens, positions, mask)
         flat = acts.reshape(batch * tokens, rec.d_sae)
         # Without a mask every row counts, and the kernel can skip a select per value.
-        rec.stats.update(flat, None if mask is None else valid, rec.config.threshold)
-        rec.record(DenseFeatures(flat), valid, pos, batch, tokens, request_id, token_ids)
+        maxima = rec.stats.update(flat, None if mask is None else valid, rec.config.threshold,
+                                  rec.examples.row_maxima_wanted(batch, tokens))
+        rec.record(DenseFeatures(flat), valid, pos, batch, tokens, request_id, token_ids,
+                   maxima)
 
     def sparse(self, indices: Tensor, values: Tensor, request_id: str,
                positions: Tensor | None, mask: Tensor | None,
@@ -118,10 +120,12 @@ class Ingest:
         x = x.to(rec.device, non_blocking=True)
         pos, valid = rec.positions_for(request_id, batch, tokens, None, mask, position_ids)
         rows = None if mask is None and position_ids is None else valid  # None: all rows
-        flat, shift, moments = self.fused(sae, x, rows, rec.stats.mean, rec.stats.count,
-                                          rec.config.threshold, fuse=is_own_sae(sae))
+        encoded = self.fused(sae, x, rows, rec.stats.mean, rec.stats.count,
+                             rec.config.threshold, fuse=is_own_sae(sae),
+                             tokens=rec.examples.row_maxima_wanted(batch, tokens))
+        flat = encoded.features
         if flat.shape[-1] != rec.d_sae:
             raise ValueError(f"SAE gave {flat.shape[-1]} features; monitor has {rec.d_sae}")
-        rec.stats.merge(shift, moments)
+        rec.stats.merge(encoded.shift, encoded.moments)
         rec.record(DenseFeatures(flat), valid, pos, batch, tokens, request_id,
-                   check_token_ids(token_ids, batch, tokens))
+                   check_token_ids(token_ids, batch, tokens), encoded.maxima)

@@ -20,7 +20,8 @@ from .histograms import VALUE_EDGES, ValueHistograms
 from .history import HistoryRing
 from .positions import RequestPositions, as_batch_mask
 from .queries import rank
-from .stats.compiled import CompiledStatistics
+from .stats.kernels import StatisticsKernels
+from .stats.native import RowMaxima
 from .stats.running import RunningStats
 
 Tensor = torch.Tensor
@@ -30,7 +31,7 @@ class Recording:
     """Statistics, history, value histograms and totals of one monitor (see module doc)."""
 
     def __init__(self, d_sae: int, config: MonitorConfig, device: torch.device | None,
-                 compiled: CompiledStatistics) -> None:
+                 compiled: StatisticsKernels) -> None:
         self.d_sae = d_sae
         self.config = config
         self.compiled = compiled
@@ -79,15 +80,17 @@ class Recording:
         return pos.reshape(-1), valid.reshape(-1)
 
     def record(self, features: DenseFeatures | SparseFeatures, valid: Tensor, pos: Tensor,
-               batch: int, tokens: int, request_id: str, token_ids: Tensor | None = None) -> None:
-        """Record one pass (its statistics already folded in) in the history, the value
-        histograms and the totals. `token_ids` [batch * tokens], when known."""
+               batch: int, tokens: int, request_id: str, token_ids: Tensor | None = None,
+               maxima: RowMaxima | None = None) -> None:
+        """Record one pass (its statistics already folded in) in the history, the examples,
+        the value histograms and the totals. `token_ids` [batch * tokens], when known;
+        `maxima`: the pass's row maxima if the statistics pass gave them."""
         rows = torch.arange(batch, device=self.device).repeat_interleave(tokens)
         if token_ids is not None:
             token_ids = token_ids.to(self.device, torch.int64, non_blocking=True)
         self.history.write(features, valid, rows, pos, request_id, time.time(), token_ids)
         self.examples.update(features, valid, pos, batch, tokens, request_id, token_ids,
-                             self.config.threshold)
+                             self.config.threshold, maxima)
         self.values.update(features, valid, self.config.threshold)
         self.tokens += valid.sum()
         self.forward_passes += 1

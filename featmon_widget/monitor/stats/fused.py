@@ -1,22 +1,31 @@
-"""SAE encode and statistics reduction as one compiled graph.
+"""SAE encode and statistics reduction, compiled.
 
-Compiled together, the statistics become an epilogue of the encoder: the features are reduced
-while they are still in cache, and the whole step can cost less than the plain eager encode.
-Any SAE-like object with `encode` works; compilation failures fall back to eager encode plus the
-statistics kernel.
+On a GPU the two are one compiled graph: the statistics become an epilogue of the encoder, the
+features are reduced while they are still in cache, and the whole step can cost less than the
+plain eager encode. On the CPU the encode is compiled alone and the native statistics kernel
+reduces its output: inductor's reduction epilogue walks the features column block by column
+block, which runs at memory latency on some CPUs (see `kernels`). Any SAE-like object with
+`encode` works; compilation failures fall back to eager encode plus the statistics kernel.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
-from .compiled import CompiledStatistics, CompileOrEager
+from .compiled import CompileOrEager
+from .kernels import StatisticsKernels
 from .moments import Moments, batch_moments, shift_for
+from .native import RowMaxima
 
 Tensor = torch.Tensor
+
+
+def _encode_flat(encode: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:
+    acts = encode(x)
+    return acts.reshape(-1, acts.shape[-1])
 
 
 def _encode_with_moments(
@@ -29,10 +38,22 @@ def _encode_with_moments(
     return flat, shift, batch_moments(flat, valid, shift, threshold)
 
 
-class FusedEncoder:
-    """Per SAE, a compiled `encode + batch_moments`; eager encode plus `statistics` otherwise."""
+class Encoded(NamedTuple):
+    """One encoded batch: its features [N, d_sae], the per-feature shift its moments were taken
+    against, the moments, and the row maxima of its sequences when they were asked for and the
+    statistics pass could give them (else None)."""
 
-    def __init__(self, statistics: CompiledStatistics) -> None:
+    features: Tensor
+    shift: Tensor
+    moments: Moments
+    maxima: RowMaxima | None
+
+
+class FusedEncoder:
+    """Per SAE, a compiled encode with its statistics (see module doc); eager encode plus
+    `statistics` otherwise."""
+
+    def __init__(self, statistics: StatisticsKernels) -> None:
         self.statistics = statistics
         # Its own runner: a foreign encode that cannot be compiled must not switch the
         # statistics kernels to eager. Dynamo caches compiled graphs per code object and guards
@@ -40,27 +61,38 @@ class FusedEncoder:
         self.runner = CompileOrEager(statistics.compile, "fused encode")
 
     def __call__(self, sae: Any, x: Tensor, valid: Tensor | None, mean: Tensor, count: Tensor,
-                 threshold: float, fuse: bool = True) -> tuple[Tensor, Tensor, Moments]:
-        """Features [N, d_sae] of `x` [..., d_in], the shift used, and the batch moments.
+                 threshold: float, fuse: bool = True, tokens: int | None = None) -> Encoded:
+        """Features [N, d_sae] of `x` [..., d_in] with their shift and moments, and with
+        `tokens` the row maxima of sequences of that many rows where the statistics pass can
+        give them.
 
         `fuse=False` runs the SAE's own encode eagerly (foreign SAEs: their code is theirs to
         compile) and only the statistics through the statistics kernel.
         """
         with torch.no_grad():
             if not (fuse and self.runner.active):
-                return self._eager(sae.encode, x, valid, mean, count, threshold)
+                return self._reduce(_encode_flat(sae.encode, x), valid, mean, count, threshold,
+                                    tokens)
             # One dynamic token dim: sequence lengths (even one equal to d_in, which duck sizing
             # would otherwise tie to the weights) reuse one compiled graph.
             x = x.reshape(-1, x.shape[-1])
             torch._dynamo.maybe_mark_dynamic(x, 0)
+            if self.statistics.native_dense(x) is not None:
+                flat = self.runner.run(_encode_flat, _encode_flat, sae.encode, x)
+                return self._reduce(flat, valid, mean, count, threshold, tokens)
             if valid is not None:
                 torch._dynamo.maybe_mark_dynamic(valid, 0)
-            return self.runner.run(_encode_with_moments, self._eager, sae.encode, x, valid, mean,
-                                   count, threshold)
+            return Encoded(*self.runner.run(_encode_with_moments, self._eager, sae.encode, x,
+                                            valid, mean, count, threshold), None)
+
+    def _reduce(self, flat: Tensor, valid: Tensor | None, mean: Tensor, count: Tensor,
+                threshold: float, tokens: int | None) -> Encoded:
+        shift = shift_for(flat, mean, count)
+        if tokens is None:
+            return Encoded(flat, shift, self.statistics(flat, valid, shift, threshold), None)
+        return Encoded(flat, shift, *self.statistics.with_row_maxima(flat, valid, shift,
+                                                                     threshold, tokens))
 
     def _eager(self, encode: Callable[[Tensor], Tensor], x: Tensor, valid: Tensor | None,
                mean: Tensor, count: Tensor, threshold: float) -> tuple[Tensor, Tensor, Moments]:
-        acts = encode(x)
-        flat = acts.reshape(-1, acts.shape[-1])
-        shift = shift_for(flat, mean, count)
-        return flat, shift, self.statistics(flat, valid, shift, threshold)
+        return self._reduce(_encode_flat(encode, x), valid, mean, count, threshold, None)[:3]

@@ -1,12 +1,13 @@
-"""The CPU kernels aten and inductor have no good form for: fold a TopK SAE's (indices, values)
-into per-feature records in a single pass (`csrc/sparse_accumulate.c`); and for the
+"""The CPU kernels aten and inductor have no good form for: the dense statistics reduction
+streamed row by row in column tiles (`csrc/dense_moments.c`); fold a TopK SAE's (indices,
+values) into per-feature records in a single pass (`csrc/sparse_accumulate.c`); and for the
 top-activating examples, each sequence row's per-feature maximum streamed token by token and
 their merge into the kept examples (`csrc/examples.c`).
 
 Each is compiled on first use with the system C compiler (the one `torch.compile` needs on CPU
 anyway) into a per-user cache and loaded with ctypes. If there is no compiler or anything else
-goes wrong, `sparse_accumulator()` / `example_kernels()` return None once and for all and callers
-use the torch path. `FEATMON_NATIVE=0` turns them off.
+goes wrong, `dense_moments()` / `sparse_accumulator()` / `example_kernels()` return None once
+and for all and callers use the torch path. `FEATMON_NATIVE=0` turns them off.
 """
 
 from __future__ import annotations
@@ -22,20 +23,36 @@ import threading
 import warnings
 from importlib import resources
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 
+from .moments import Moments
+
 Tensor = torch.Tensor
+
+
+class RowMaxima(NamedTuple):
+    """Per sequence row and feature ([rows, F] each): the largest finite value above the
+    threshold among the row's valid tokens (float32, -inf where none), and the earliest token
+    holding it (int64; 0 where none)."""
+
+    value: Tensor
+    token: Tensor
 
 RECORD = 8  # doubles per feature: stored, nonfinite, active, active_sum, s1, s2, min, max
 _SOURCE = "sparse_accumulate.c"
 _EXAMPLES_SOURCE = "examples.c"
+_DENSE_SOURCE = "dense_moments.c"
 _FLAGS = ["-O2", "-std=c99", "-shared", "-fPIC"]
 # -fno-trapping-math lets gcc if-convert (and so vectorize) the float compares.
-_FLAGS_BY_SOURCE = {_EXAMPLES_SOURCE: ["-O3", "-fno-trapping-math", "-std=c99", "-shared",
-                                       "-fPIC", "-pthread"]}
+_VECTOR_FLAGS = ["-O3", "-fno-trapping-math", "-std=c99", "-shared", "-fPIC", "-pthread"]
+_FLAGS_BY_SOURCE = {_EXAMPLES_SOURCE: _VECTOR_FLAGS, _DENSE_SOURCE: _VECTOR_FLAGS}
 # Row maxima over fewer values than this run on the calling thread only.
 _THREADED_ELEMENTS = 1 << 22
+# The statistics pass does more work per value, so threads pay off sooner.
+_THREADED_STATISTICS = 1 << 20
+DENSE_DTYPES = {torch.float32: 0, torch.bfloat16: 1, torch.float16: 2}
 _lock = threading.Lock()
 _loaded: dict[str, object] = {}
 
@@ -69,6 +86,61 @@ class SparseAccumulator:
                  table.data_ptr(), rows.data_ptr())
 
 
+class DenseMoments:
+    """Calls the compiled dense statistics kernel on CPU tensors, checking every buffer."""
+
+    def __init__(self, library: ctypes.CDLL) -> None:
+        fn = library.featmon_dense_moments
+        p, i64 = ctypes.c_void_p, ctypes.c_int64
+        fn.argtypes = [p, ctypes.c_int, p, i64, i64, p, ctypes.c_double, p, *[p] * 8, i64, p,
+                       p, ctypes.c_int]
+        fn.restype = ctypes.c_int
+        self._fn = fn
+
+    def __call__(self, acts: Tensor, valid: Tensor | None, shift: Tensor,
+                 threshold: float) -> Moments:
+        """`moments.batch_moments` of `acts` [N, F] (float32, bfloat16 or float16) over the
+        rows where `valid` [N] is true (every row if None), against `shift` [F] float64."""
+        return self._run(acts, valid, shift, threshold, None)[0]
+
+    def with_row_maxima(self, acts: Tensor, valid: Tensor | None, shift: Tensor,
+                        threshold: float, tokens: int) -> tuple[Moments, RowMaxima]:
+        """The moments, and in the same pass each sequence's row maxima: `acts` holds
+        sequences of `tokens` rows; per sequence and feature the largest finite value above
+        `threshold` among its valid rows (float32, -inf where none) and the earliest token
+        holding it (int64, 0 where none) — `ExampleKernels.row_max`'s result."""
+        moments, maxima = self._run(acts, valid, shift, threshold, tokens)
+        assert maxima is not None
+        return moments, maxima
+
+    def _run(self, acts: Tensor, valid: Tensor | None, shift: Tensor, threshold: float,
+             tokens: int | None) -> tuple[Moments, RowMaxima | None]:
+        n, f = acts.shape
+        _check(acts.dtype in DENSE_DTYPES and shift.dtype == torch.float64
+               and shift.shape == (f,)
+               and (valid is None or (valid.dtype == torch.bool and valid.shape == (n,)))
+               and (tokens is None or (tokens >= 1 and n % tokens == 0)),
+               acts, shift, *([] if valid is None else [valid]))
+        rows = torch.empty(n, dtype=torch.int64)
+        counts = [torch.empty(f, dtype=torch.int64) for _ in range(3)]
+        sums = [torch.empty(f, dtype=torch.float64) for _ in range(5)]
+        best = arg = None
+        if tokens is not None:
+            best = torch.empty(n // tokens, f, dtype=torch.float32)
+            arg = torch.empty(n // tokens, f, dtype=torch.int32)
+        threads = torch.get_num_threads() if acts.numel() >= _THREADED_STATISTICS else 1
+        failed = self._fn(acts.data_ptr(), DENSE_DTYPES[acts.dtype],
+                          0 if valid is None else valid.data_ptr(), n, f, shift.data_ptr(),
+                          float(threshold), rows.data_ptr(),
+                          *[t.data_ptr() for t in counts + sums], tokens or 0,
+                          0 if best is None else best.data_ptr(),
+                          0 if arg is None else arg.data_ptr(), threads)
+        if failed:
+            raise MemoryError("dense statistics kernel could not allocate its tile buffers")
+        maxima = None if arg is None else RowMaxima(best, arg.clamp_min(0).to(torch.int64))
+        return Moments(*counts, *sums), maxima
+
+
 class ExampleKernels:
     """Calls the compiled example kernels on CPU tensors, checking every buffer first."""
 
@@ -83,7 +155,7 @@ class ExampleKernels:
                                 ctypes.c_int, p, i64, i64, p, p, p, p, p, p]
         self._merge.restype = None
 
-    def row_max(self, acts: Tensor, valid: Tensor, threshold: float) -> tuple[Tensor, Tensor]:
+    def row_max(self, acts: Tensor, valid: Tensor, threshold: float) -> RowMaxima:
         """Per row of `acts` [rows, tokens, F] (float32 or bfloat16) and feature: the largest
         finite value above `threshold` among tokens where `valid` [rows, tokens] (float32, -inf
         where none), and the earliest token holding it (int64)."""
@@ -97,7 +169,8 @@ class ExampleKernels:
         threads = torch.get_num_threads() if acts.numel() >= _THREADED_ELEMENTS else 1
         self._row_max(acts.data_ptr(), int(acts.dtype == torch.bfloat16), valid.data_ptr(), rows,
                       tokens, f, float(threshold), best.data_ptr(), arg.data_ptr(), threads)
-        return torch.where(arg >= 0, best, float("-inf")), arg.clamp_min(0).to(torch.int64)
+        return RowMaxima(torch.where(arg >= 0, best, float("-inf")),
+                         arg.clamp_min(0).to(torch.int64))
 
     def merge(self, cand_value: Tensor, cand_t: Tensor, b0: int, tokens: int,
               positions: Tensor, rank: Tensor, context: Tensor, source: Tensor,
@@ -140,7 +213,12 @@ class ExampleKernels:
 def _check(ok: bool, *tensors: Tensor) -> None:
     # The C code trusts these; a wrong one would read or write outside a buffer.
     if not (ok and all(t.device.type == "cpu" and t.is_contiguous() for t in tensors)):
-        raise ValueError("example kernel got buffers of the wrong shape, dtype or layout")
+        raise ValueError("native kernel got buffers of the wrong shape, dtype or layout")
+
+
+def dense_moments() -> DenseMoments | None:
+    """The compiled dense statistics kernel, or None where it cannot be built (warned once)."""
+    return _kernel(_DENSE_SOURCE, DenseMoments, "native statistics kernel")
 
 
 def sparse_accumulator() -> SparseAccumulator | None:

@@ -6,9 +6,9 @@ from __future__ import annotations
 import torch
 
 from ...snapshot.schemas import METRICS
-from .compiled import CompiledStatistics
+from .kernels import StatisticsKernels
 from .moments import Moments, Totals, empty_totals, shift_for, sparse_shift
-from .native import sparse_accumulator
+from .native import RowMaxima, sparse_accumulator
 from .pending import PendingSparse
 
 Tensor = torch.Tensor
@@ -22,10 +22,10 @@ class RunningStats:
     """
 
     def __init__(self, d_sae: int, device: torch.device,
-                 compiled: CompiledStatistics | None = None, native: bool | None = None):
+                 compiled: StatisticsKernels | None = None, native: bool | None = None):
         self.d_sae = d_sae
         self.device = torch.device(device)
-        self.compiled = compiled or CompiledStatistics()
+        self.compiled = compiled or StatisticsKernels()
         self._native = native is not False and self.device.type == "cpu"
         self._pending: PendingSparse | None = None  # made on the first CPU TopK update
         self.reset()
@@ -73,13 +73,20 @@ class RunningStats:
         totals.active_count.zero_()
         totals.active_sum.zero_()
 
-    def update(self, acts: Tensor, valid: Tensor | None, threshold: float) -> None:
+    def update(self, acts: Tensor, valid: Tensor | None, threshold: float,
+               tokens: int | None = None) -> RowMaxima | None:
         """Fold `acts` [N, d_sae] (rows where `valid` is true; all if None) into the running
-        statistics."""
+        statistics. With `tokens`, also the row maxima of its sequences of `tokens` rows when
+        the same pass can give them (the native CPU kernel), else None."""
         # Reduction and merge stay two graphs: compiled as one, inductor's CPU code for the
         # reduction became about 9x slower.
         shift = shift_for(acts, self.mean, self.count)
-        self.merge(shift, self.compiled(acts, valid, shift, threshold))
+        if tokens is None:
+            self.merge(shift, self.compiled(acts, valid, shift, threshold))
+            return None
+        moments, maxima = self.compiled.with_row_maxima(acts, valid, shift, threshold, tokens)
+        self.merge(shift, moments)
+        return maxima
 
     def update_sparse(self, indices: Tensor, values: Tensor, valid: Tensor,
                       threshold: float) -> None:

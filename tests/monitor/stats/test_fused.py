@@ -1,8 +1,8 @@
 import torch
 
 from featmon_widget import FeatureMonitor, SparseAutoencoder
-from featmon_widget.monitor.stats.compiled import CompiledStatistics
 from featmon_widget.monitor.stats.fused import FusedEncoder
+from featmon_widget.monitor.stats.kernels import StatisticsKernels
 
 
 def _sae(d_in=16, d_sae=40, seed=0):
@@ -45,11 +45,11 @@ def test_foreign_sae_is_not_compiled():
         def encode(self, x):
             return torch.relu(x[..., :4])
 
-    enc = FusedEncoder(CompiledStatistics(compile=True))
+    enc = FusedEncoder(StatisticsKernels(compile=True))
     x = torch.randn(3, 6)
     mean = torch.zeros(4, dtype=torch.float64)
     count = torch.zeros(4, dtype=torch.long)
-    flat, _, moments = enc(Foreign(), x, torch.ones(3, dtype=torch.bool), mean, count, 0.0,
+    flat, _, moments, _ = enc(Foreign(), x, torch.ones(3, dtype=torch.bool), mean, count, 0.0,
                            fuse=False)
     assert enc.runner.mode == "eager"  # never compiled
     assert torch.equal(flat, torch.relu(x[:, :4]))

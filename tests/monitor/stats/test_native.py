@@ -1,10 +1,16 @@
 import math
+import shutil
+import subprocess
 import warnings
+from importlib import resources
 
 import pytest
 import torch
 
+from featmon_widget.monitor.examples import dense_row_maxima
 from featmon_widget.monitor.stats import native
+from featmon_widget.monitor.stats.kernels import StatisticsKernels
+from featmon_widget.monitor.stats.moments import batch_moments
 from featmon_widget.monitor.stats.native import RECORD, sparse_accumulator
 
 
@@ -104,10 +110,10 @@ def test_no_compiler_warns_once_and_falls_back(monkeypatch, fresh_build):
         warnings.simplefilter("error")
         assert sparse_accumulator() is None  # decided once, no second warning
 
-    from featmon_widget.monitor.stats.compiled import CompiledStatistics
+    from featmon_widget.monitor.stats.kernels import StatisticsKernels
     from featmon_widget.monitor.stats.running import RunningStats
 
-    stats = RunningStats(5, torch.device("cpu"), CompiledStatistics(compile=False))
+    stats = RunningStats(5, torch.device("cpu"), StatisticsKernels(compile=False))
     stats.update_sparse(torch.tensor([[0, 4]]), torch.tensor([[1.0, 2.0]]),
                         torch.ones(1, dtype=torch.bool), 0.0)
     assert stats.pending_table is None
@@ -119,3 +125,151 @@ def test_built_library_is_cached(monkeypatch, fresh_build):
     monkeypatch.setattr(native.subprocess, "run", lambda *a, **k: pytest.fail("recompiled"))
     assert native.build_library() == first
     assert first.parent == fresh_build
+
+
+# The dense statistics kernel (csrc/dense_moments.c) against batch_moments, its definition.
+
+
+def _moments_close(got, want):
+    for name, a, b in zip(want._fields, got, want, strict=True):
+        if name in ("count", "nan_count", "active_count", "min", "max"):
+            assert torch.equal(a, b), name  # exact
+        else:
+            torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-9, msg=name)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("shape", [(1, 3), (7, 1500), (9, 1024), (33, 2100)])
+@pytest.mark.parametrize("threshold", [0.0, 0.1, -0.3, 1e39, -1e39])
+def test_dense_kernel_matches_batch_moments(dtype, shape, threshold):
+    gen = torch.Generator().manual_seed(sum(shape))
+    n, f = shape
+    x = (torch.randn(n, f, generator=gen) * 2).to(dtype)
+    flat = x.view(-1)
+    bad = (float("nan"), float("inf"), -float("inf"))
+    for j, at in enumerate(range(0, flat.numel(), 97)):
+        flat[at] = bad[j % 3]
+    shift = torch.randn(f, generator=gen, dtype=torch.float64)
+    kernel = native.dense_moments()
+    for valid in (None, torch.rand(n, generator=gen) > 0.3):
+        _moments_close(kernel(x, valid, shift, threshold), batch_moments(x, valid, shift,
+                                                                          threshold))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_dense_kernel_widens_every_16_bit_value_exactly(dtype):
+    """All 65,536 bit patterns, one per feature: min and max are the value itself."""
+    x = torch.arange(-(1 << 15), 1 << 15, dtype=torch.int32).to(torch.int16).view(dtype)[None]
+    got = native.dense_moments()(x, None, torch.zeros(x.shape[1], dtype=torch.float64), 0.0)
+    wide = x[0].to(torch.float64)
+    finite = torch.isfinite(wide)
+    assert torch.equal(got.count, finite.long()) and torch.equal(got.nan_count, (~finite).long())
+    assert torch.equal(got.min[finite], wide[finite]) and torch.equal(got.max[finite],
+                                                                      wide[finite])
+    assert torch.equal(got.active_count, (finite & (wide > 0)).long())
+
+
+def test_dense_kernel_threads_give_identical_results(monkeypatch):
+    x = torch.randn(40, 5000)
+    shift = torch.zeros(5000, dtype=torch.float64)
+    kernel = native.dense_moments()
+    monkeypatch.setattr(native, "_THREADED_STATISTICS", 1 << 62)
+    single = kernel(x, None, shift, 0.0)
+    monkeypatch.setattr(native, "_THREADED_STATISTICS", 0)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 3)
+    for a, b in zip(single, kernel(x, None, shift, 0.0), strict=True):
+        assert torch.equal(a, b)  # each feature is summed in the same order either way
+
+
+def test_dense_kernel_with_no_valid_row_reports_nothing_seen():
+    x = torch.randn(3, 4)
+    got = native.dense_moments()(x, torch.zeros(3, dtype=torch.bool),
+                                 torch.zeros(4, dtype=torch.float64), 0.0)
+    assert got.count.tolist() == got.nan_count.tolist() == got.active_count.tolist() == [0] * 4
+    assert got.min.tolist() == [math.inf] * 4 and got.max.tolist() == [-math.inf] * 4
+    empty = native.dense_moments()(torch.randn(0, 4), None, torch.zeros(4, dtype=torch.float64),
+                                   0.0)
+    assert empty.count.tolist() == [0] * 4
+
+
+@pytest.mark.parametrize("bad", ["float64 acts", "strided acts", "short shift", "short valid",
+                                 "float32 shift"])
+def test_dense_kernel_refuses_buffers_it_could_overrun(bad):
+    x, shift, valid = torch.randn(4, 6), torch.zeros(6, dtype=torch.float64), None
+    if bad == "float64 acts":
+        x = x.double()
+    elif bad == "strided acts":
+        x = torch.randn(6, 4).T
+    elif bad == "short shift":
+        shift = shift[:5]
+    elif bad == "short valid":
+        valid = torch.ones(3, dtype=torch.bool)
+    else:
+        shift = shift.float()
+    with pytest.raises(ValueError, match="wrong shape, dtype or layout"):
+        native.dense_moments()(x, valid, shift, 0.0)
+
+
+def test_dense_updates_leave_the_native_kernel_when_it_is_off(monkeypatch, fresh_build):
+    monkeypatch.setenv("FEATMON_NATIVE", "0")
+    kernels = StatisticsKernels(compile=False)
+    x = torch.tensor([[1.0, float("nan")], [3.0, 0.5]])
+    got = kernels(x, None, torch.zeros(2, dtype=torch.float64), 0.0)
+    assert kernels.mode == "eager"
+    _moments_close(got, batch_moments(x, None, torch.zeros(2, dtype=torch.float64), 0.0))
+    monkeypatch.setenv("FEATMON_NATIVE", "1")
+    on = StatisticsKernels(compile=False)
+    on(x, None, torch.zeros(2, dtype=torch.float64), 0.0)
+    assert on.mode == "native"
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize(("batch", "tokens"), [(1, 1), (1, 37), (5, 6), (3, 1)])
+def test_row_maxima_from_the_statistics_pass_equal_a_separate_pass(dtype, batch, tokens):
+    gen = torch.Generator().manual_seed(batch * 100 + tokens)
+    f = 1100  # crosses a tile
+    # Few distinct values, so ties (earliest token wins) are common.
+    x = (torch.randint(-2, 4, (batch * tokens, f), generator=gen) * 0.5).to(dtype)
+    x.view(-1)[::53] = float("nan")
+    x.view(-1)[7::61] = float("inf")
+    shift = torch.zeros(f, dtype=torch.float64)
+    kernel = native.dense_moments()
+    for valid in (None, torch.rand(batch * tokens, generator=gen) > 0.4):
+        for threshold in (0.0, 0.7, -1.0):
+            moments, maxima = kernel.with_row_maxima(x, valid, shift, threshold, tokens)
+            _moments_close(moments, batch_moments(x, valid, shift, threshold))
+            ok = (torch.ones(batch * tokens, dtype=torch.bool) if valid is None else valid)
+            want = dense_row_maxima(x.view(batch, tokens, f), ok.view(batch, tokens), threshold)
+            assert torch.equal(maxima.value, want[0])
+            seen = maxima.value > -math.inf
+            assert torch.equal(maxima.token[seen], want[1][seen])
+            assert (maxima.token[~seen] == 0).all()
+
+
+def test_dense_sweeps_are_vectorized(tmp_path):
+    """Unvectorized, the statistics kernel is 20-30x a read: check gcc's own report for every
+    sweep (each `SWEEP(...)` line), not only the timings."""
+    compiler = shutil.which("gcc")
+    if compiler is None:
+        pytest.skip("the vectorization report is gcc's")
+    source = resources.files(native.__package__).joinpath("csrc", "dense_moments.c")
+    text = source.read_text()
+    sweeps = [n for n, line in enumerate(text.splitlines(), 1) if line.startswith("SWEEP(")]
+    assert len(sweeps) == 6
+    src = tmp_path / "dense_moments.c"
+    src.write_text(text)
+    flags = native._FLAGS_BY_SOURCE["dense_moments.c"]
+    report = subprocess.run([compiler, *flags, "-fopt-info-vec-optimized", "-o",
+                             str(tmp_path / "k.so"), str(src)], capture_output=True, text=True,
+                            check=True).stderr
+    for line in sweeps:
+        assert f"dense_moments.c:{line}:1: optimized: loop vectorized" in report, line
+
+
+def test_statistics_kernels_take_strided_masks():
+    """A mask sliced from a wider one (positions hand these over) is made contiguous."""
+    x = torch.randn(6, 5)
+    valid = torch.rand(6, 2) > 0.3
+    shift = torch.zeros(5, dtype=torch.float64)
+    got = StatisticsKernels(compile=False)(x, valid[:, 0], shift, 0.0)
+    _moments_close(got, batch_moments(x, valid[:, 0], shift, 0.0))

@@ -1,7 +1,7 @@
 import torch
 
 from featmon_widget.monitor.stats import pending
-from featmon_widget.monitor.stats.compiled import CompiledStatistics
+from featmon_widget.monitor.stats.kernels import StatisticsKernels
 from featmon_widget.monitor.stats.native import sparse_accumulator
 from featmon_widget.monitor.stats.pending import PendingSparse
 from featmon_widget.monitor.stats.running import RunningStats
@@ -37,7 +37,7 @@ def test_must_merge_before_a_new_threshold_or_too_many_rows(monkeypatch):
 
 def test_negative_threshold_makes_implicit_zeros_active():
     """A feature absent from a token is 0 there, and 0 > -0.5 is active."""
-    stats = RunningStats(3, torch.device("cpu"), CompiledStatistics(compile=False), native=True)
+    stats = RunningStats(3, torch.device("cpu"), StatisticsKernels(compile=False), native=True)
     stats.update_sparse(torch.tensor([[0], [1]]), torch.tensor([[1.0], [-1.0]]),
                         torch.ones(2, dtype=torch.bool), -0.5)
     assert stats.active_count.tolist() == [2, 1, 2]

@@ -6,7 +6,7 @@ from hypothesis import strategies as st
 from reference import reference_stats
 
 from featmon_widget.monitor.stats import pending
-from featmon_widget.monitor.stats.compiled import CompiledStatistics
+from featmon_widget.monitor.stats.kernels import StatisticsKernels
 from featmon_widget.monitor.stats.running import RunningStats
 
 REL = 1e-9
@@ -48,8 +48,17 @@ def feed(stats: RunningStats, x: torch.Tensor, chunks: list[int], threshold=0.0,
         start += size
 
 
+def _stats(f: int, native: bool) -> RunningStats:
+    """Statistics whose dense updates run the native C kernel, or eager torch operations."""
+    return RunningStats(f, torch.device("cpu"), StatisticsKernels(compile=False, native=native))
+
+
+KERNELS = pytest.mark.parametrize("native", [True, False], ids=["native", "eager"])
+
+
+@KERNELS
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
-def test_ten_million_tokens_match_float64_reference(dtype):
+def test_ten_million_tokens_match_float64_reference(dtype, native):
     """>= 1e7 tokens in chunks: every statistic within 1e-9 relative, min/max exact."""
     gen = torch.Generator().manual_seed(1)
     n, f = 10_000_000, 6
@@ -66,20 +75,22 @@ def test_ten_million_tokens_match_float64_reference(dtype):
     x = torch.stack(cols, 1).to(dtype)
     x[123, 2] = float("nan")
     x[4567, 4] = float("inf")
-    stats = RunningStats(f, torch.device("cpu"), CompiledStatistics(compile=False))
+    stats = _stats(f, native)
     chunk = 1_048_576
     feed(stats, x, [chunk] * (n // chunk) + [n % chunk])
     assert_matches_reference(stats, x.to(torch.float64).numpy())
 
 
+@KERNELS
 @settings(max_examples=60, deadline=None)
 @given(
     data=st.data(),
     n=st.integers(1, 60),
     f=st.integers(1, 5),
-    threshold=st.sampled_from([0.0, 0.5, -1.0]),
+    # 0.1 and 1e-40 are not float32 values: `x > threshold` must still mean exactly that.
+    threshold=st.sampled_from([0.0, 0.5, -1.0, 0.1, -0.1, 1e-40]),
 )
-def test_property_any_chunking_matches_reference(data, n, f, threshold):
+def test_property_any_chunking_matches_reference(data, n, f, threshold, native):
     elements = st.one_of(
         st.floats(-1e4, 1e4, width=32),
         st.sampled_from([0.0, 0.0, float("nan"), float("inf"), -float("inf")]),
@@ -88,18 +99,19 @@ def test_property_any_chunking_matches_reference(data, n, f, threshold):
                       dtype=np.float32).reshape(n, f)
     cuts = sorted(data.draw(st.lists(st.integers(0, n), max_size=4)))
     chunks = [b - a for a, b in zip([0, *cuts], [*cuts, n], strict=True)]
-    stats = RunningStats(f, torch.device("cpu"), CompiledStatistics(compile=False))
+    stats = _stats(f, native)
     feed(stats, torch.from_numpy(values), chunks, threshold)
     assert_matches_reference(stats, values.astype(np.float64), threshold)
 
 
+@KERNELS
 @settings(max_examples=30, deadline=None)
 @given(data=st.data(), n=st.integers(2, 40))
-def test_property_invalid_rows_are_excluded(data, n):
+def test_property_invalid_rows_are_excluded(data, n, native):
     values = np.array(data.draw(st.lists(st.floats(-100, 100, width=32), min_size=n * 3,
                                          max_size=n * 3)), dtype=np.float32).reshape(n, 3)
     valid = np.array(data.draw(st.lists(st.booleans(), min_size=n, max_size=n)))
-    stats = RunningStats(3, torch.device("cpu"), CompiledStatistics(compile=False))
+    stats = _stats(3, native)
     feed(stats, torch.from_numpy(values), [n // 2, n - n // 2], valid=torch.from_numpy(valid))
     assert_matches_reference(stats, values[valid].astype(np.float64).reshape(-1, 3))
 
@@ -108,14 +120,14 @@ def test_large_offset_has_no_cancellation():
     """The original's sum_sq - sum^2/n went negative here; shifted sums stay exact."""
     x = (torch.full((100_000, 1), 1e6, dtype=torch.float64)
          + torch.arange(100_000, dtype=torch.float64)[:, None] % 3).float()
-    stats = RunningStats(1, torch.device("cpu"), CompiledStatistics(compile=False))
+    stats = RunningStats(1, torch.device("cpu"), StatisticsKernels(compile=False))
     feed(stats, x, [1000] * 100)
     assert_matches_reference(stats, x.double().numpy())
     assert stats.m2.min() >= 0
 
 
 def test_empty_feature_reports_undefined_not_zero():
-    stats = RunningStats(2, torch.device("cpu"), CompiledStatistics(compile=False))
+    stats = RunningStats(2, torch.device("cpu"), StatisticsKernels(compile=False))
     x = torch.tensor([[1.0, float("nan")], [2.0, float("nan")]])
     stats.update(x, torch.ones(2, dtype=torch.bool), 0.0)
     assert stats.count.tolist() == [2, 0]
@@ -125,7 +137,7 @@ def test_empty_feature_reports_undefined_not_zero():
 
 
 def test_single_value_std_is_zero():
-    stats = RunningStats(1, torch.device("cpu"), CompiledStatistics(compile=False))
+    stats = RunningStats(1, torch.device("cpu"), StatisticsKernels(compile=False))
     stats.update(torch.tensor([[3.0]]), torch.ones(1, dtype=torch.bool), 0.0)
     assert stats.std().tolist() == [0.0]
 
@@ -147,8 +159,8 @@ def test_property_sparse_topk_path_equals_dense(native, data, n, f, threshold):
         values[0, 0] = float("nan")
     valid = torch.rand(n, generator=gen) > 0.3
     dense = torch.zeros(n, f).scatter_(1, indices, values)
-    a = RunningStats(f, torch.device("cpu"), CompiledStatistics(compile=False))
-    b = RunningStats(f, torch.device("cpu"), CompiledStatistics(compile=False), native=native)
+    a = RunningStats(f, torch.device("cpu"), StatisticsKernels(compile=False))
+    b = RunningStats(f, torch.device("cpu"), StatisticsKernels(compile=False), native=native)
     cuts = sorted(data.draw(st.lists(st.integers(0, n), max_size=3)))
     for start, stop in zip([0, *cuts], [*cuts, n], strict=True):
         if stop > start:
@@ -165,7 +177,7 @@ def test_property_sparse_topk_path_equals_dense(native, data, n, f, threshold):
 
 def test_sparse_table_is_merged_before_every_read_and_threshold_change(monkeypatch):
     monkeypatch.setattr(pending, "FLUSH_ROWS", 5)
-    stats = RunningStats(4, torch.device("cpu"), CompiledStatistics(compile=False), native=True)
+    stats = RunningStats(4, torch.device("cpu"), StatisticsKernels(compile=False), native=True)
     one = torch.ones(2, dtype=torch.bool)
     idx, val = torch.tensor([[0, 1], [2, 3]]), torch.tensor([[1.0, 2.0], [3.0, 4.0]])
     stats.update_sparse(idx, val, one, 0.0)  # first batch: merged at once (shift = its mean)
@@ -193,8 +205,8 @@ def test_sparse_dense_and_fused_updates_interleave():
     values, indices = torch.topk(torch.randn(40, 9, generator=gen), 3, dim=1)
     dense = torch.zeros(40, 9).scatter_(1, indices, values)
     valid = torch.ones(40, dtype=torch.bool)
-    a = RunningStats(9, torch.device("cpu"), CompiledStatistics(compile=False))
-    b = RunningStats(9, torch.device("cpu"), CompiledStatistics(compile=False), native=True)
+    a = RunningStats(9, torch.device("cpu"), StatisticsKernels(compile=False))
+    b = RunningStats(9, torch.device("cpu"), StatisticsKernels(compile=False), native=True)
     for part in range(4):
         rows = slice(part * 10, part * 10 + 10)
         a.update(dense[rows], valid[rows], 0.0)

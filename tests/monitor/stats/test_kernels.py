@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from featmon_widget.monitor.stats.compiled import CompiledStatistics
+from featmon_widget.monitor.stats.kernels import StatisticsKernels
 from featmon_widget.monitor.stats.moments import batch_moments, shift_for, sparse_update
 from featmon_widget.monitor.stats.running import RunningStats
 
@@ -16,12 +16,12 @@ def test_compiled_and_eager_kernels_agree():
     valid[3:6] = True
     shift = shift_for(x, torch.zeros(300, dtype=torch.float64), torch.zeros(300, dtype=torch.long))
     eager = batch_moments(x, valid, shift, 0.1)
-    kernel = CompiledStatistics(compile=True)
+    kernel = StatisticsKernels(compile=True, native=False)
     compiled = kernel(x, valid, shift, 0.1)
     assert kernel.mode == "compiled"
     for a, b in zip(eager, compiled, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-9)
-    chunked = CompiledStatistics(compile=False)(x, valid, shift, 0.1)
+    chunked = StatisticsKernels(compile=False, native=False)(x, valid, shift, 0.1)
     for a, b in zip(eager, chunked, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-9)
 
@@ -31,7 +31,7 @@ def test_compile_failure_falls_back_to_eager(monkeypatch):
         raise RuntimeError("no compiler")
 
     monkeypatch.setattr(torch, "compile", broken)
-    kernel = CompiledStatistics(compile=True)
+    kernel = StatisticsKernels(compile=True, native=False)
     x = torch.rand(4, 3)
     with pytest.warns(RuntimeWarning, match="no compiler"):
         out = kernel(x, torch.ones(4, dtype=torch.bool), torch.zeros(3, dtype=torch.float64), 0.0)
@@ -46,7 +46,7 @@ def test_compiled_sparse_kernel_matches_eager():
     values[2, 0] = float("inf")
     valid = torch.rand(40, generator=gen) > 0.25
     shift = torch.randn(64, generator=gen, dtype=torch.float64)
-    kernel = CompiledStatistics(compile=True)
+    kernel = StatisticsKernels(compile=True)
     state = RunningStats(64, torch.device("cpu")).totals._replace(mean=shift)
     for threshold in (0.0, -0.1):
         compiled = kernel.sparse_update(state, indices, values, valid, threshold)

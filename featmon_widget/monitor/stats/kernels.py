@@ -1,0 +1,108 @@
+"""Which kernel runs each statistics update: the native C kernel for dense CPU input, a
+`torch.compile`d graph elsewhere (GPU, and every merge), eager operations when neither works.
+
+On the CPU the dense reduction runs down the rows, a feature row apart; inductor's code for it
+walks that stride column block by column block and runs at memory latency on CPUs whose
+prefetchers stop at page boundaries (7-15x a read on an Intel Xeon). The native kernel streams
+rows in column tiles instead (`csrc/dense_moments.c`). On a GPU the compiled graph is fine.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .compiled import CompileOrEager
+from .moments import (
+    Moments,
+    Totals,
+    batch_moments,
+    chunked_eager_moments,
+    merge_moments_,
+    sparse_update,
+)
+from .native import DENSE_DTYPES, DenseMoments, RowMaxima, dense_moments
+from .pending import merge_table
+
+Tensor = torch.Tensor
+
+
+class StatisticsKernels:
+    """The statistics updates, each one fused kernel: `batch_moments` (dense; native C on the
+    CPU), `sparse_update` (TopK), and the in-place merges into the running totals.
+
+    `native=False` (or `FEATMON_NATIVE=0`, or no C compiler) keeps the dense CPU update on the
+    compiled graph; `compile=False` (or `FEATMON_COMPILE=0`) uses eager operations (the dense
+    reduction in cache-sized row chunks) wherever the native kernel does not run.
+    """
+
+    def __init__(self, compile: bool | None = None, native: bool | None = None) -> None:
+        self.runner = CompileOrEager(compile, "compiled statistics")
+        self._native = native is not False
+        self._dense: DenseMoments | None = None
+        self._native_ran = False
+
+    @property
+    def compile(self) -> bool:
+        """Whether compiling was asked for (see `FEATMON_COMPILE`)."""
+        return self.runner.compile
+
+    @property
+    def mode(self) -> str:
+        """How the last dense updates ran: 'native', 'compiled' or 'eager'."""
+        return "native" if self._native_ran else self.runner.mode
+
+    def native_dense(self, acts: Tensor) -> DenseMoments | None:
+        """The native kernel when it can reduce `acts` (CPU, float32/bfloat16/float16)."""
+        if not (self._native and acts.device.type == "cpu" and acts.dtype in DENSE_DTYPES):
+            return None
+        if self._dense is None:
+            self._dense = dense_moments()
+            self._native = self._dense is not None
+        return self._dense
+
+    def __call__(self, acts: Tensor, valid: Tensor | None, shift: Tensor,
+                 threshold: float) -> Moments:
+        """`batch_moments` of dense `acts` [N, F] (`valid` None: every row counts)."""
+        native = self.native_dense(acts)
+        if native is not None:
+            self._native_ran = True
+            return native(acts.contiguous(), None if valid is None else valid.contiguous(),
+                          shift.contiguous(), threshold)
+        # On the CPU, inductor's 512-bit code for 16-bit inputs widened to float64 spills
+        # registers; 256-bit vectors ran it about twice as fast.
+        narrow = acts.device.type == "cpu" and acts.dtype != torch.float32
+        options = {"cpp.simdlen": 256} if narrow else None
+        return self.runner.run(batch_moments, chunked_eager_moments, acts, valid, shift,
+                               threshold, variant="simd256" if narrow else "", options=options)
+
+    def with_row_maxima(self, acts: Tensor, valid: Tensor | None, shift: Tensor,
+                        threshold: float, tokens: int) -> tuple[Moments, RowMaxima | None]:
+        """The moments of `acts` [N, F], and where the native kernel runs, in the same pass
+        the row maxima of its sequences of `tokens` rows (see `DenseMoments.with_row_maxima`;
+        None elsewhere: the caller computes them)."""
+        native = self.native_dense(acts)
+        if native is None:
+            return self(acts, valid, shift, threshold), None
+        self._native_ran = True
+        return native.with_row_maxima(acts.contiguous(),
+                                      None if valid is None else valid.contiguous(),
+                                      shift.contiguous(), threshold, tokens)
+
+    def sparse_update(self, state: Totals, indices: Tensor, values: Tensor, valid: Tensor,
+                      threshold: float) -> tuple[Totals, Tensor]:
+        """`sparse_update`: new running totals from top-k features, one compiled graph."""
+        return self.runner.run(sparse_update, sparse_update, state, indices, values, valid,
+                               threshold)
+
+    def merge(self, state: Totals, shift: Tensor, moments: Moments) -> None:
+        """`merge_moments_` (in place), one fused kernel when compiled (a dozen [F] passes
+        otherwise)."""
+        self.runner.run(merge_moments_, merge_moments_, state, shift, moments)
+
+    def merge_table(self, state: Totals, table: Tensor, rows: Tensor, shift: Tensor,
+                    zero_is_active: bool) -> Tensor:
+        """`pending.merge_table`: a CPU table of TopK records merged into the totals in place;
+        returns the count of dropped indices."""
+        return self.runner.run(merge_table, merge_table, state, table, rows, shift,
+                               zero_is_active)
+
