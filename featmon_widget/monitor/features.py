@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import torch
 
+from .stats.native import row_topk
+
 Tensor = torch.Tensor
 
 
@@ -35,6 +37,18 @@ class DenseFeatures:
     def columns(self, index: Tensor) -> Tensor:
         """Values of the features `index` [E] per row, float32 [N, E]."""
         return self.acts.index_select(1, index).float()
+
+    def top_of(self, pick: Tensor, k: int) -> tuple[Tensor, Tensor]:
+        """`rows(pick).top(k)`; on the CPU (float32) one ordered read of the picked rows, with
+        ties to the lower index, and no copy of them."""
+        native = row_topk() if self.acts.device.type == "cpu" else None
+        if native is not None and self.acts.dtype == torch.float32 and k <= self.acts.shape[1]:
+            return native(self.acts.contiguous(), pick.contiguous(), k)
+        return self.rows(pick).top(k)
+
+    def columns_of(self, pick: Tensor, index: Tensor) -> Tensor:
+        """`rows(pick).columns(index)`, gathering only those values."""
+        return self.acts[pick[:, None], index[None, :]].float()
 
 
 class SparseFeatures:
@@ -73,6 +87,14 @@ class SparseFeatures:
         """Values of the features `index` [E] per row (0 where not among the row's top-k)."""
         hit = self.indices[:, :, None] == index[None, None, :]  # [N, k, E]
         return torch.where(hit, self.values.float()[:, :, None], 0.0).sum(1)
+
+    def top_of(self, pick: Tensor, k: int) -> tuple[Tensor, Tensor]:
+        """`rows(pick).top(k)`."""
+        return self.rows(pick).top(k)
+
+    def columns_of(self, pick: Tensor, index: Tensor) -> Tensor:
+        """`rows(pick).columns(index)`."""
+        return self.rows(pick).columns(index)
 
     def dense(self) -> Tensor:
         """The dense `[N, d_sae]` form (for tests and fallbacks)."""

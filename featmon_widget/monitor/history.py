@@ -76,12 +76,11 @@ class HistoryRing:
         dest = torch.where(filled, (self.written + torch.arange(keep_n, device=dev)) % self.size,
                            self.size)
 
-        chosen = features.rows(pick)
-        top_idx, top_val = chosen.top(self.top_k)
+        top_idx, top_val = features.top_of(pick, self.top_k)
         self.top_idx.index_copy_(0, dest, top_idx)
         self.top_val.index_copy_(0, dest, top_val)
         if self.monitored:
-            self.values.index_copy_(0, dest, chosen.columns(self._monitored_index))
+            self.values.index_copy_(0, dest, features.columns_of(pick, self._monitored_index))
         self.request.index_fill_(0, dest, code)
         self.row.index_copy_(0, dest, rows.index_select(0, pick).to(torch.int32))
         self.position.index_copy_(0, dest, positions.index_select(0, pick))

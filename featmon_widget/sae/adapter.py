@@ -54,3 +54,17 @@ def flatten_heads(sae: Any, x: torch.Tensor) -> torch.Tensor:
             and x.shape[-2] * x.shape[-1] == d_in:
         return x.flatten(-2)
     return x
+
+
+def jump_thresholds(sae: Any) -> torch.Tensor | None:
+    """For our own float32 ``standard`` / ``jumprelu`` SAEs, the activation as JumpReLU
+    thresholds ``[d_sae]`` float32: ``encode(x) == relu(pre) * (pre > t)`` with ``pre =
+    sae.pre_activations(x)`` (``-inf`` everywhere for a ReLU). The statistics kernel can apply
+    it in place while it reduces the features. None for any other SAE."""
+    if not is_own_sae(sae) or sae.dtype != torch.float32:
+        return None
+    if sae.architecture == "standard":
+        return torch.full((sae.d_sae,), float("-inf"), device=sae.W_enc.device)
+    if sae.architecture == "jumprelu":
+        return sae.threshold.detach().contiguous()
+    return None

@@ -295,7 +295,14 @@ class SparseAutoencoder(nn.Module):
         included, so ``encode(x) == activation(pre_activations(x))`` always holds. Inputs of
         ``hook_z`` SAEs may also be ``[..., n_heads, d_head]``.
         """
-        hidden_pre = self._prepare_input(x) @ self.W_enc + self.b_enc
+        sae_in = self._prepare_input(x)
+        if self.dtype == torch.float32:
+            # One GEMM with the bias as its initial value, not a matmul and then a pass over the
+            # whole [N, d_sae] output to add it. (16-bit SAEs keep SAELens' two roundings.)
+            flat = torch.addmm(self.b_enc, sae_in.reshape(-1, self.d_in), self.W_enc)
+            hidden_pre = flat.reshape(*sae_in.shape[:-1], self.d_sae)
+        else:
+            hidden_pre = sae_in @ self.W_enc + self.b_enc
         if self.rescale_acts_by_decoder_norm:
             hidden_pre = hidden_pre * self.W_dec.norm(dim=-1)
         return hidden_pre

@@ -570,9 +570,14 @@ def test_gpt2_under_inference_mode(gpt2: nn.Module, prompt: tuple) -> None:
     assert_statistics_match(monitor, ref)
 
 
-def test_gpt2_compiled_fused_path(gpt2: nn.Module, prompt: tuple,
+@pytest.mark.parametrize("kernel", ["native", "compiled"])
+def test_gpt2_compiled_fused_path(gpt2: nn.Module, prompt: tuple, kernel: str,
                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    """The one compiled test: our SAE's encode and the statistics run as one compiled graph."""
+    """The fused paths under a real generate: on the CPU our SAE's activation runs inside the
+    native statistics pass (no compiled graph needed); without the native kernel, encode and
+    statistics run as one compiled graph."""
+    if kernel == "compiled":
+        monkeypatch.setenv("FEATMON_NATIVE", "0")
     ids, mask = prompt
     sae = make_sae("ours")
     # Count calls into compiled functions that are handed this SAE's encode.
@@ -600,7 +605,11 @@ def test_gpt2_compiled_fused_path(gpt2: nn.Module, prompt: tuple,
             capture.remove()
     ours = [str(w.message) for w in caught if "featmon_widget" in str(w.message)]
     assert not ours, ours
-    assert len(calls) == NEW_TOKENS  # every layer call went through the compiled graph
+    if kernel == "compiled":
+        assert len(calls) == NEW_TOKENS  # every layer call went through the compiled graph
+    else:
+        assert calls == []  # one GEMM, then the native pass activates and reduces
+        assert monitor._recording.stats.compiled.mode == "native"
     assert torch.equal(sequences, generate(gpt2, ids, mask))
     assert monitor.state.errors == 0
     ref, by_pos = capture.features(sae)

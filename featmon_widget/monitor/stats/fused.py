@@ -2,10 +2,13 @@
 
 On a GPU the two are one compiled graph: the statistics become an epilogue of the encoder, the
 features are reduced while they are still in cache, and the whole step can cost less than the
-plain eager encode. On the CPU the encode is compiled alone and the native statistics kernel
-reduces its output: inductor's reduction epilogue walks the features column block by column
-block, which runs at memory latency on some CPUs (see `kernels`). Any SAE-like object with
-`encode` works; compilation failures fall back to eager encode plus the statistics kernel.
+plain eager encode. On the CPU inductor's reduction epilogue walks the features column block by
+column block, which runs at memory latency on some CPUs (see `kernels`), so there the native
+statistics kernel is the epilogue: for our own float32 ReLU / JumpReLU SAEs it takes the
+pre-activations of one GEMM and applies the activation in place while it reduces (no separate
+activation pass); for other SAEs the encode is compiled alone and the kernel reduces its
+output. Any SAE-like object with `encode` works; compilation failures fall back to eager encode
+plus the statistics kernel.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from typing import Any, NamedTuple
 
 import torch
 
+from ...sae.adapter import jump_thresholds
 from .compiled import CompileOrEager
 from .kernels import StatisticsKernels
 from .moments import Moments, batch_moments, shift_for
@@ -76,6 +80,9 @@ class FusedEncoder:
             # One dynamic token dim: sequence lengths (even one equal to d_in, which duck sizing
             # would otherwise tie to the weights) reuse one compiled graph.
             x = x.reshape(-1, x.shape[-1])
+            activated = self._activate_natively(sae, x, valid, mean, count, threshold, tokens)
+            if activated is not None:
+                return activated
             torch._dynamo.maybe_mark_dynamic(x, 0)
             if self.statistics.native_dense(x) is not None:
                 flat = self.runner.run(_encode_flat, _encode_flat, sae.encode, x)
@@ -84,6 +91,22 @@ class FusedEncoder:
                 torch._dynamo.maybe_mark_dynamic(valid, 0)
             return Encoded(*self.runner.run(_encode_with_moments, self._eager, sae.encode, x,
                                             valid, mean, count, threshold), None)
+
+    def _activate_natively(self, sae: Any, x: Tensor, valid: Tensor | None, mean: Tensor,
+                           count: Tensor, threshold: float, tokens: int | None
+                           ) -> Encoded | None:
+        """Our float32 ReLU / JumpReLU SAE on the CPU: one GEMM for the pre-activations, then
+        the statistics kernel activates them in place as it reduces. None where it cannot."""
+        jump = jump_thresholds(sae) if x.device.type == "cpu" else None
+        if jump is None or self.statistics.native_dense(x) is None:
+            return None
+        pre = sae.pre_activations(x)
+        # Never-seen features are shifted by the first row's features (see shift_for).
+        shift = shift_for(sae.activation(pre[:1]), mean, count)
+        done = self.statistics.activate(pre, jump, valid, shift, threshold, tokens)
+        if done is None:
+            return None
+        return Encoded(pre, shift, *done)
 
     def _reduce(self, flat: Tensor, valid: Tensor | None, mean: Tensor, count: Tensor,
                 threshold: float, tokens: int | None) -> Encoded:

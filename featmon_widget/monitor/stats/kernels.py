@@ -88,6 +88,21 @@ class StatisticsKernels:
                                       None if valid is None else valid.contiguous(),
                                       shift.contiguous(), threshold, tokens)
 
+    def activate(self, pre: Tensor, jump: Tensor, valid: Tensor | None, shift: Tensor,
+                 threshold: float, tokens: int | None
+                 ) -> tuple[Moments, RowMaxima | None] | None:
+        """Where the native kernel runs (float32 on the CPU): `pre` [N, F] (an SAE's
+        pre-activations, contiguous) overwritten in place with `relu(pre) * (pre > jump)`, and
+        its moments (and row maxima with `tokens`) from the same pass. None elsewhere (nothing
+        is touched): the caller activates and reduces itself."""
+        native = self.native_dense(pre)
+        if native is None or pre.dtype != torch.float32 or not pre.is_contiguous():
+            return None
+        self._native_ran = True
+        return native.with_row_maxima(pre, None if valid is None else valid.contiguous(),
+                                      shift.contiguous(), threshold, tokens,
+                                      jump.to(torch.float32).contiguous())
+
     def sparse_update(self, state: Totals, indices: Tensor, values: Tensor, valid: Tensor,
                       threshold: float) -> tuple[Totals, Tensor]:
         """`sparse_update`: new running totals from top-k features, one compiled graph."""

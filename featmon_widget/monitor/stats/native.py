@@ -1,13 +1,14 @@
 """The CPU kernels aten and inductor have no good form for: the dense statistics reduction
-streamed row by row in column tiles (`csrc/dense_moments.c`); fold a TopK SAE's (indices,
+streamed row by row in column tiles (`csrc/dense_moments.c`); each history row's top-k in one
+ordered read (`csrc/row_topk.c`); fold a TopK SAE's (indices,
 values) into per-feature records in a single pass (`csrc/sparse_accumulate.c`); and for the
 top-activating examples, each sequence row's per-feature maximum streamed token by token and
 their merge into the kept examples (`csrc/examples.c`).
 
 Each is compiled on first use with the system C compiler (the one `torch.compile` needs on CPU
 anyway) into a per-user cache and loaded with ctypes. If there is no compiler or anything else
-goes wrong, `dense_moments()` / `sparse_accumulator()` / `example_kernels()` return None once
-and for all and callers use the torch path. `FEATMON_NATIVE=0` turns them off.
+goes wrong, `dense_moments()` / `row_topk()` / `sparse_accumulator()` / `example_kernels()`
+return None once and for all and callers use the torch path. `FEATMON_NATIVE=0` turns them off.
 """
 
 from __future__ import annotations
@@ -44,14 +45,22 @@ RECORD = 8  # doubles per feature: stored, nonfinite, active, active_sum, s1, s2
 _SOURCE = "sparse_accumulate.c"
 _EXAMPLES_SOURCE = "examples.c"
 _DENSE_SOURCE = "dense_moments.c"
+_TOPK_SOURCE = "row_topk.c"
 _FLAGS = ["-O2", "-std=c99", "-shared", "-fPIC"]
 # -fno-trapping-math lets gcc if-convert (and so vectorize) the float compares.
 _VECTOR_FLAGS = ["-O3", "-fno-trapping-math", "-std=c99", "-shared", "-fPIC", "-pthread"]
-_FLAGS_BY_SOURCE = {_EXAMPLES_SOURCE: _VECTOR_FLAGS, _DENSE_SOURCE: _VECTOR_FLAGS}
+# The statistics kernel: fused multiply-adds for the sums of squares (-std=c99 alone forbids
+# contracting them), and OpenMP, which next to torch's CPU build is torch's own runtime and
+# thread pool (see csrc/dense_moments.c); without an OpenMP-capable compiler, pthreads.
+_DENSE_FLAGS = [*_VECTOR_FLAGS, "-ffp-contract=fast"]
+_FLAGS_BY_SOURCE = {_EXAMPLES_SOURCE: [_VECTOR_FLAGS],
+                    _DENSE_SOURCE: [[*_DENSE_FLAGS, "-fopenmp"], _DENSE_FLAGS],
+                    _TOPK_SOURCE: [[*_VECTOR_FLAGS, "-fopenmp"], _VECTOR_FLAGS]}
 # Row maxima over fewer values than this run on the calling thread only.
 _THREADED_ELEMENTS = 1 << 22
-# The statistics pass does more work per value, so threads pay off sooner.
-_THREADED_STATISTICS = 1 << 20
+# Statistics over fewer values than this run on the calling thread only (a few hundred
+# microseconds of work: more than waking torch's OpenMP workers costs).
+_THREADED_STATISTICS = 1 << 18
 DENSE_DTYPES = {torch.float32: 0, torch.bfloat16: 1, torch.float16: 2}
 _lock = threading.Lock()
 _loaded: dict[str, object] = {}
@@ -93,7 +102,7 @@ class DenseMoments:
         fn = library.featmon_dense_moments
         p, i64 = ctypes.c_void_p, ctypes.c_int64
         fn.argtypes = [p, ctypes.c_int, p, i64, i64, p, ctypes.c_double, p, *[p] * 8, i64, p,
-                       p, ctypes.c_int]
+                       p, ctypes.c_int, p, ctypes.c_int]
         fn.restype = ctypes.c_int
         self._fn = fn
 
@@ -101,26 +110,31 @@ class DenseMoments:
                  threshold: float) -> Moments:
         """`moments.batch_moments` of `acts` [N, F] (float32, bfloat16 or float16) over the
         rows where `valid` [N] is true (every row if None), against `shift` [F] float64."""
-        return self._run(acts, valid, shift, threshold, None)[0]
+        return self._run(acts, valid, shift, threshold, None, None)[0]
 
     def with_row_maxima(self, acts: Tensor, valid: Tensor | None, shift: Tensor,
-                        threshold: float, tokens: int) -> tuple[Moments, RowMaxima]:
+                        threshold: float, tokens: int | None,
+                        jump: Tensor | None = None) -> tuple[Moments, RowMaxima | None]:
         """The moments, and in the same pass each sequence's row maxima: `acts` holds
-        sequences of `tokens` rows; per sequence and feature the largest finite value above
-        `threshold` among its valid rows (float32, -inf where none) and the earliest token
-        holding it (int64, 0 where none) — `ExampleKernels.row_max`'s result."""
-        moments, maxima = self._run(acts, valid, shift, threshold, tokens)
-        assert maxima is not None
-        return moments, maxima
+        sequences of `tokens` rows (None: no maxima); per sequence and feature the largest
+        finite value above `threshold` among its valid rows (float32, -inf where none) and the
+        earliest token holding it (int64, 0 where none) — `ExampleKernels.row_max`'s result.
+
+        With `jump` [F] (float32), `acts` (float32) holds an SAE's pre-activations and is
+        overwritten in place with `relu(acts) * (acts > jump)` (JumpReLU; -inf everywhere is a
+        ReLU), whose moments and maxima these are."""
+        return self._run(acts, valid, shift, threshold, tokens, jump)
 
     def _run(self, acts: Tensor, valid: Tensor | None, shift: Tensor, threshold: float,
-             tokens: int | None) -> tuple[Moments, RowMaxima | None]:
+             tokens: int | None, jump: Tensor | None) -> tuple[Moments, RowMaxima | None]:
         n, f = acts.shape
         _check(acts.dtype in DENSE_DTYPES and shift.dtype == torch.float64
                and shift.shape == (f,)
                and (valid is None or (valid.dtype == torch.bool and valid.shape == (n,)))
-               and (tokens is None or (tokens >= 1 and n % tokens == 0)),
-               acts, shift, *([] if valid is None else [valid]))
+               and (tokens is None or (tokens >= 1 and n % tokens == 0))
+               and (jump is None or (jump.dtype == acts.dtype == torch.float32
+                                     and jump.shape == (f,))),
+               acts, shift, *[t for t in (valid, jump) if t is not None])
         rows = torch.empty(n, dtype=torch.int64)
         counts = [torch.empty(f, dtype=torch.int64) for _ in range(3)]
         sums = [torch.empty(f, dtype=torch.float64) for _ in range(5)]
@@ -134,11 +148,38 @@ class DenseMoments:
                           float(threshold), rows.data_ptr(),
                           *[t.data_ptr() for t in counts + sums], tokens or 0,
                           0 if best is None else best.data_ptr(),
-                          0 if arg is None else arg.data_ptr(), threads)
+                          0 if arg is None else arg.data_ptr(), int(jump is not None),
+                          0 if jump is None else jump.data_ptr(), threads)
         if failed:
             raise MemoryError("dense statistics kernel could not allocate its tile buffers")
         maxima = None if arg is None else RowMaxima(best, arg.clamp_min(0).to(torch.int64))
         return Moments(*counts, *sums), maxima
+
+
+class RowTopK:
+    """Calls the compiled per-row top-k kernel on CPU tensors, checking every buffer."""
+
+    def __init__(self, library: ctypes.CDLL) -> None:
+        fn = library.featmon_row_topk
+        p, i64 = ctypes.c_void_p, ctypes.c_int64
+        fn.argtypes = [p, i64, i64, p, i64, i64, p, p, ctypes.c_int]
+        fn.restype = None
+        self._fn = fn
+
+    def __call__(self, acts: Tensor, pick: Tensor, k: int) -> tuple[Tensor, Tensor]:
+        """Rows `pick` [M] (int64) of `acts` [R, F] float32: each one's `k` largest values,
+        largest first (NaN above numbers, ties to the lower index), as (indices int32 [M, k],
+        values float32 [M, k]) — `torch.topk` over the gathered rows, without the gather."""
+        rows, f = acts.shape
+        m = pick.shape[0]
+        _check(acts.dtype == torch.float32 and pick.dtype == torch.int64 and pick.dim() == 1
+               and 1 <= k <= f, acts, pick)
+        values = torch.empty(m, k, dtype=torch.float32)
+        indices = torch.empty(m, k, dtype=torch.int32)
+        threads = torch.get_num_threads() if m * f >= _THREADED_STATISTICS else 1
+        self._fn(acts.data_ptr(), rows, f, pick.data_ptr(), m, k, values.data_ptr(),
+                 indices.data_ptr(), threads)
+        return indices, values
 
 
 class ExampleKernels:
@@ -221,6 +262,11 @@ def dense_moments() -> DenseMoments | None:
     return _kernel(_DENSE_SOURCE, DenseMoments, "native statistics kernel")
 
 
+def row_topk() -> RowTopK | None:
+    """The compiled per-row top-k kernel, or None where it cannot be built (warned once)."""
+    return _kernel(_TOPK_SOURCE, RowTopK, "native top-k kernel")
+
+
 def sparse_accumulator() -> SparseAccumulator | None:
     """The compiled TopK kernel, or None where it cannot be built here (warned about once)."""
     return _kernel(_SOURCE, SparseAccumulator, "native sparse kernel")
@@ -245,10 +291,25 @@ def _kernel(source: str, wrapper: type, what: str):  # -> wrapper instance | Non
         return _loaded[source]
 
 
+def compiler_flags(name: str) -> list[str]:
+    """The C compiler flags kernel source `name` is built with (a shared library), first
+    choice."""
+    return list(_FLAGS_BY_SOURCE.get(name, [_FLAGS])[0])
+
+
 def build_library(name: str = _SOURCE) -> Path:
     """Compile kernel source `name` into the cache folder (once per source, compiler and
-    flags); its path."""
-    flags = _FLAGS_BY_SOURCE.get(name, _FLAGS)
+    flags; if the compiler refuses the first choice of flags, the next); its path."""
+    errors = []
+    for flags in _FLAGS_BY_SOURCE.get(name, [_FLAGS]):
+        try:
+            return _build(name, flags)
+        except RuntimeError as exc:
+            errors.append(str(exc))
+    raise RuntimeError("; ".join(errors))
+
+
+def _build(name: str, flags: list[str]) -> Path:
     source = resources.files(__package__).joinpath("csrc", name).read_bytes()
     compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
     if compiler is None:

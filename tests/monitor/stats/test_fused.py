@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from featmon_widget import FeatureMonitor, SparseAutoencoder
@@ -5,15 +6,27 @@ from featmon_widget.monitor.stats.fused import FusedEncoder
 from featmon_widget.monitor.stats.kernels import StatisticsKernels
 
 
-def _sae(d_in=16, d_sae=40, seed=0):
+def _sae(d_in=16, d_sae=40, seed=0, architecture="standard"):
     gen = torch.Generator().manual_seed(seed)
     w = torch.randn(d_in, d_sae, generator=gen) / d_in**0.5
+    threshold = None
+    if architecture == "jumprelu":
+        threshold = torch.rand(d_sae, generator=gen) * 0.4 - 0.1  # some below 0
     return SparseAutoencoder.from_tensors(w, torch.full((d_sae,), -0.2), w.T.contiguous(),
-                                          torch.zeros(d_in))
+                                          torch.zeros(d_in), architecture=architecture,
+                                          threshold=threshold)
 
 
-def test_fused_encode_gives_the_same_features_and_statistics_as_eager():
-    sae = _sae()
+@pytest.mark.parametrize("architecture", ["standard", "jumprelu"])
+@pytest.mark.parametrize("kernel", ["native", "compiled"])
+def test_fused_encode_gives_the_same_features_and_statistics_as_eager(monkeypatch, kernel,
+                                                                      architecture):
+    """On the CPU our SAE's activation runs inside the native statistics pass; without the
+    native kernel, encode and statistics are one compiled graph. Both equal eager encode +
+    eager statistics."""
+    if kernel == "compiled":
+        monkeypatch.setenv("FEATMON_NATIVE", "0")
+    sae = _sae(architecture=architecture)
     fused = FeatureMonitor.for_sae(sae, compile=True)
     eager = FeatureMonitor.for_sae(sae, compile=False)
     gen = torch.Generator().manual_seed(1)
@@ -24,8 +37,12 @@ def test_fused_encode_gives_the_same_features_and_statistics_as_eager():
         mask[1, :2] = 0
         fused.encode_and_record(sae, x, "r", mask)
         eager.encode_and_record(sae, x, "r", mask)
-    # No public observable: the fused graph compiled and never fell back.
-    assert fused._ingest.fused.runner.mode == "compiled"
+    # No public observable: the intended path ran and never fell back.
+    if kernel == "native":
+        assert fused._recording.stats.compiled.mode == "native"
+        assert fused._ingest.fused.runner.mode == "eager"  # no compiled encode was needed
+    else:
+        assert fused._ingest.fused.runner.mode == "compiled"
     for a, b in zip(fused.get_statistics().features, eager.get_statistics().features,
                     strict=True):
         assert (a.count, a.active_count, a.nan_count) == (b.count, b.active_count, b.nan_count)
@@ -54,3 +71,25 @@ def test_foreign_sae_is_not_compiled():
     assert enc.runner.mode == "eager"  # never compiled
     assert torch.equal(flat, torch.relu(x[:, :4]))
     assert moments[0].tolist() == [3, 3, 3, 3]
+
+
+@pytest.mark.parametrize("architecture", ["standard", "jumprelu"])
+def test_native_activation_gives_every_row_the_encoded_features(architecture):
+    """Padding rows are not counted, but they are activated too: the features handed on are
+    exactly `sae.encode(x)`, bit for bit, NaN included."""
+    sae = _sae(architecture=architecture)
+    enc = FusedEncoder(StatisticsKernels(compile=True))
+    x = torch.randn(7, 16, generator=torch.Generator().manual_seed(4))
+    x[2, 3] = float("nan")
+    valid = torch.tensor([True, False, True, True, False, True, True])
+    mean = torch.zeros(40, dtype=torch.float64)
+    count = torch.zeros(40, dtype=torch.long)
+    out = enc(sae, x, valid, mean, count, 0.05, tokens=7)
+    assert enc.statistics.mode == "native"
+    want = sae.encode(x)
+    assert torch.equal(out.features.isnan(), want.isnan())
+    assert torch.equal(out.features.nan_to_num(), want.nan_to_num())
+    reference = StatisticsKernels(compile=False, native=False)(want, valid, out.shift, 0.05)
+    for got, expected in zip(out.moments, reference, strict=True):
+        torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
+    assert out.maxima is not None and out.maxima.value.shape == (1, 40)

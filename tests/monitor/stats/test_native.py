@@ -1,8 +1,12 @@
 import math
+import os
+import re
 import shutil
 import subprocess
+import sys
 import warnings
 from importlib import resources
+from pathlib import Path
 
 import pytest
 import torch
@@ -255,15 +259,18 @@ def test_dense_sweeps_are_vectorized(tmp_path):
     source = resources.files(native.__package__).joinpath("csrc", "dense_moments.c")
     text = source.read_text()
     sweeps = [n for n, line in enumerate(text.splitlines(), 1) if line.startswith("SWEEP(")]
-    assert len(sweeps) == 6
+    assert len(sweeps) == 8
     src = tmp_path / "dense_moments.c"
     src.write_text(text)
-    flags = native._FLAGS_BY_SOURCE["dense_moments.c"]
-    report = subprocess.run([compiler, *flags, "-fopt-info-vec-optimized", "-o",
+    flags = native.compiler_flags("dense_moments.c")
+    report = subprocess.run([compiler, *flags, "-fopt-info-vec-all", "-o",
                              str(tmp_path / "k.so"), str(src)], capture_output=True, text=True,
                             check=True).stderr
+    # Each sweep has two loops (four rows, one row); every compiled version of it (x86: AVX-512,
+    # AVX2, baseline clones) must vectorize both.
     for line in sweeps:
-        assert f"dense_moments.c:{line}:1: optimized: loop vectorized" in report, line
+        notes = re.findall(rf"dense_moments.c:{line}:1: note: vectorized (\d+) loops", report)
+        assert notes and set(notes) == {"2"}, (line, notes)
 
 
 def test_statistics_kernels_take_strided_masks():
@@ -273,3 +280,112 @@ def test_statistics_kernels_take_strided_masks():
     shift = torch.zeros(5, dtype=torch.float64)
     got = StatisticsKernels(compile=False)(x, valid[:, 0], shift, 0.0)
     _moments_close(got, batch_moments(x, valid[:, 0], shift, 0.0))
+
+
+def _run_dense_check(tmp_path, compiler: str, *runner: str,
+                     defines: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
+    """Build csrc/dense_check.c (a torch-free self-check) with the kernel, and run it."""
+    kernel = resources.files(native.__package__).joinpath("csrc", "dense_moments.c")
+    check = Path(__file__).parent / "csrc" / "dense_check.c"
+    (tmp_path / "dense_moments.c").write_text(kernel.read_text())
+    flags = [f for f in native.compiler_flags("dense_moments.c") if f not in ("-shared", "-fPIC")]
+    exe = tmp_path / "dense_check"
+    subprocess.run([compiler, *flags, *defines, "-o", str(exe), str(check),
+                    str(tmp_path / "dense_moments.c"), "-lm"], check=True, capture_output=True)
+    return subprocess.run([*runner, str(exe)], capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize("count_rows", [None, 8], ids=["default", "counts-folded-every-8-rows"])
+def test_dense_kernel_self_check_passes_here(tmp_path, count_rows):
+    """The int32 per-tile counts are folded into int64 every 2**30 rows; built with 8 the
+    folding runs many times per call and must not change a count."""
+    compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+    defines = () if count_rows is None else (f"-DCOUNT_ROWS={count_rows}",)
+    result = _run_dense_check(tmp_path, compiler, defines=defines)
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stdout
+
+
+def test_dense_kernel_is_exact_on_aarch64(tmp_path):
+    """Portable C: built for ARM (NEON) and run under qemu user-mode emulation, where the
+    Debian packages gcc-aarch64-linux-gnu, libc6-dev-arm64-cross and qemu-user are installed
+    (not in CI); float16 widening is checked against the hardware's own conversion there."""
+    compiler, qemu = shutil.which("aarch64-linux-gnu-gcc"), shutil.which("qemu-aarch64")
+    if compiler is None or qemu is None:
+        pytest.skip("no aarch64 cross compiler and qemu here")
+    result = _run_dense_check(tmp_path, compiler, qemu, "-L", "/usr/aarch64-linux-gnu")
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stdout
+
+
+def test_a_compiler_without_openmp_gets_the_pthreads_build(monkeypatch, fresh_build):
+    first, fallback = native._FLAGS_BY_SOURCE["dense_moments.c"]
+    monkeypatch.setitem(native._FLAGS_BY_SOURCE, "dense_moments.c",
+                        [[*first, "-fno-such-flag-here"], fallback])
+    kernel = native.dense_moments()
+    assert kernel is not None
+    x = torch.randn(64, 3000)
+    shift = torch.zeros(3000, dtype=torch.float64)
+    _moments_close(kernel(x, None, shift, 0.0), batch_moments(x, None, shift, 0.0))
+
+
+@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="reads /proc/self/maps")
+def test_openmp_build_shares_torchs_runtime(tmp_path):
+    """Loading the kernel next to torch adds no OpenMP runtime of its own: its threads are
+    torch's (no second pool competing for the cores). In a fresh process, as a user has it."""
+    script = (
+        "import torch\n"
+        "from pathlib import Path\n"
+        "from featmon_widget.monitor.stats import native\n"
+        "def runtimes():\n"
+        "    return {l.split()[-1] for l in Path('/proc/self/maps').read_text().splitlines()\n"
+        "            if 'gomp' in l or 'omp.so' in l}\n"
+        "torch.ones(2).sum()\n"
+        "before = runtimes()\n"
+        "assert native.dense_moments() is not None and native.row_topk() is not None\n"
+        "print(sorted(before), sorted(runtimes()))\n"
+        "assert runtimes() == before, (before, runtimes())\n"
+    )
+    env = {**os.environ, "FEATMON_CACHE_DIR": str(tmp_path)}
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+
+
+def _stable_top(x: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Largest first, NaN above numbers, equal values by lower index: a stable sort."""
+    key = torch.where(torch.isnan(x), torch.inf, x)
+    nan_first = torch.isnan(x).to(torch.int8)
+    order = torch.sort(key, dim=1, descending=True, stable=True).indices
+    # NaN ranks above +inf: move NaNs (in index order) ahead, stably.
+    order = order.gather(1, torch.sort(nan_first.gather(1, order), dim=1, descending=True,
+                                       stable=True).indices)
+    return order[:, :k].to(torch.int32), x.gather(1, order[:, :k])
+
+
+@pytest.mark.parametrize("k", [1, 3, 10, 40])
+def test_row_topk_matches_a_stable_sort(k):
+    gen = torch.Generator().manual_seed(k)
+    x = torch.relu(torch.randn(30, 40 if k == 40 else 3000, generator=gen) - 0.5)
+    x[:, ::7] = 1.0  # ties
+    x[3, 5], x[4, 9], x[4, 2] = float("nan"), float("nan"), -float("inf")
+    x[6] = -float("inf")  # a row of -inf only
+    x[7] = 0.0  # a row of zeros: every entry ties
+    pick = torch.tensor([29, 0, 3, 4, 6, 7, 7, 12])
+    idx, val = native.row_topk()(x, pick, k)
+    want_idx, want_val = _stable_top(x[pick], k)
+    assert torch.equal(idx, want_idx)
+    torch.testing.assert_close(val, want_val, equal_nan=True, rtol=0, atol=0)
+
+
+def test_row_topk_values_equal_torch_topk_on_distinct_values():
+    x = torch.randn(50, 5000, generator=torch.Generator().manual_seed(3))
+    pick = torch.arange(49, -1, -3)
+    idx, val = native.row_topk()(x, pick, 10)
+    want_val, want_idx = torch.topk(x[pick], 10, dim=1)
+    assert torch.equal(val, want_val) and torch.equal(idx, want_idx.to(torch.int32))
+
+
+def test_row_topk_never_reads_outside_the_rows():
+    x = torch.randn(4, 20)
+    idx, val = native.row_topk()(x, torch.tensor([0, 4, -1, 3]), 2)
+    assert idx[[1, 2]].eq(-1).all() and val[[1, 2]].isnan().all()
+    assert torch.equal(idx[0], torch.topk(x[0], 2).indices.to(torch.int32))
