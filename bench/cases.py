@@ -268,6 +268,10 @@ def forward_cases(tokens: int, d_in: int, d_sae: int, repeat: int,
             seconds["forward + compiled encode (our SAE)"]),
         Row(group, fused, seconds[fused], "forward + eager encode (our SAE)"),
         Row(group, fused + " vs compiled", seconds[fused], "forward + compiled encode (our SAE)"),
+        # The foreign object's encode is SAELens' form (matmul, bias, ReLU) with the same
+        # weights: what "plain eager encode" meant before our own encode used addmm.
+        Row(group, fused + " vs SAELens-form eager", seconds[fused],
+            "forward + eager encode (foreign)"),
         Row(group, "forward + eager encode (foreign)", seconds["forward + eager encode (foreign)"]),
         Row(group, "hooked forward with monitor (foreign SAE)",
             seconds["hooked forward with monitor (foreign SAE)"],

@@ -133,7 +133,7 @@ class FeatureMonitor:
         `position_ids` are the model's own ([batch or 1, tokens]); with them, tokens a request
         already recorded (a re-fed prefix) are skipped. `token_ids` [batch, tokens] are the
         input tokens (ignored when they do not fit `x`). Our own SAE class runs encode and
-        statistics as one compiled graph.
+        statistics as one fused step (see `stats.fused`).
         """
         if self.config.enabled:
             self._record(self._ingest.encoded, sae, x, request_id, mask, position_ids,

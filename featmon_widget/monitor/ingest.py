@@ -104,7 +104,8 @@ class Ingest:
     def encoded(self, sae: Any, x: Tensor, request_id: str, mask: Tensor | None,
                 position_ids: Tensor | None, token_ids: Tensor | None = None) -> None:
         """Encode a layer output `x` [..., d_in] with `sae` and record it. Our own SAE class
-        runs encode and statistics as one compiled graph; our TopK SAEs record sparsely.
+        runs encode and statistics as one fused step (`stats.fused`); our TopK SAEs record
+        sparsely.
         `token_ids` that do not fit the layer's tokens are ignored (the tokens are unknown)."""
         rec = self.recording
         x = flatten_heads(sae, x)
