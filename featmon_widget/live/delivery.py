@@ -7,11 +7,12 @@ set of options and hands it to every subscriber that asked for those options.
 from __future__ import annotations
 
 import threading
+import warnings
 from collections.abc import Callable
 
 from ..snapshot.options import SnapshotOptions
 from ..snapshot.schemas import MonitorState, Snapshot
-from .subscriptions import Subscription
+from .subscriptions import Subscription, short_error
 from .throttle import Throttle
 
 SnapshotCallback = Callable[[Snapshot], None]
@@ -35,6 +36,8 @@ class LiveDelivery:
         self._subscribers: list[Subscription] = []
         self._listeners: list[EventCallback] = []
         self._throttle: Throttle | None = None
+        self.errors = 0  # failed snapshot builds and subscriber callbacks that raised
+        self.last_error: str | None = None
 
     @property
     def subscriptions(self) -> tuple[Subscription, ...]:
@@ -100,12 +103,31 @@ class LiveDelivery:
             throttle.close()
 
     def _deliver(self) -> None:
-        built: dict[SnapshotOptions, Snapshot] = {}  # one build per distinct option set
+        built: dict[SnapshotOptions, Snapshot | None] = {}  # one build per distinct option set
         for sub in self.subscriptions:
             options = sub.options()
             if options not in built:
-                built[options] = self._build(options)
+                built[options] = self._build_or_report(options)
+            snapshot = built[options]
             # Options changed while it was built (a command): the caller pushes its own fresh
             # snapshot, which this stale one must not overwrite.
-            if sub.options() == options:
-                sub.callback(built[options])
+            if snapshot is None or sub.options() != options:
+                continue
+            if not sub.deliver(snapshot):
+                self._report(f"a snapshot subscriber failed ({sub.last_error})",
+                             warn=sub.errors == 1)
+
+    def _build_or_report(self, options: SnapshotOptions) -> Snapshot | None:
+        try:
+            return self._build(options)
+        except Exception as exc:  # reported; the other option sets are still delivered
+            self._report(f"a snapshot could not be built ({short_error(exc)})", warn=True)
+            return None
+
+    def _report(self, message: str, warn: bool) -> None:
+        with self._lock:
+            self.errors += 1
+            self.last_error = message
+        if warn:  # once per subscriber, not once per delivery
+            warnings.warn(f"featmon_widget: {message}; other subscribers still receive "
+                          "snapshots", RuntimeWarning, stacklevel=2)

@@ -8,6 +8,14 @@ from typing import Any
 from ..snapshot.options import SnapshotOptions, snapshot_options
 from ..snapshot.schemas import Snapshot
 
+ERROR_CHARS = 300  # an error message kept for the state / status line
+
+
+def short_error(exc: BaseException) -> str:
+    """`Type: message`, cut to `ERROR_CHARS` characters."""
+    text = f"{type(exc).__name__}: {exc}"
+    return text if len(text) <= ERROR_CHARS else text[: ERROR_CHARS - 1] + "…"
+
 
 class Subscription:
     """Delivers snapshots built with its options to `callback`; `cancel()` stops it."""
@@ -18,6 +26,19 @@ class Subscription:
         self._options = options
         self._cancel = cancel
         self._poke = poke
+        self.errors = 0  # deliveries whose callback raised
+        self.last_error: str | None = None
+
+    def deliver(self, snapshot: Snapshot) -> bool:
+        """Hand `snapshot` to the callback; an exception it raises is counted here (and
+        returned as False), never passed on: one broken subscriber must not stop the others."""
+        try:
+            self.callback(snapshot)
+        except Exception as exc:
+            self.errors += 1
+            self.last_error = short_error(exc)
+            return False
+        return True
 
     @property
     def table_rows(self) -> int:

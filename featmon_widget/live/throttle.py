@@ -12,6 +12,8 @@ import time
 import warnings
 from collections.abc import Callable
 
+_MAX_WAIT_S = 3600.0
+
 
 class Throttle:
     """Calls `deliver()` at most once per `interval_s`, and always after the last `poke()`."""
@@ -60,21 +62,34 @@ class Throttle:
 
     def _run(self) -> None:
         while True:
-            with self._cond:
-                while not self._closed:
-                    if self._pending:
-                        wait = self._last + self._interval_s - time.monotonic()
-                        if wait <= 0:
-                            break
-                        self._cond.wait(wait)
-                    else:
-                        self._cond.wait()
-                if self._closed:
+            try:
+                if not self._await_turn():
                     return
-                self._pending = False
-                self._last = time.monotonic()
+            except Exception as exc:  # the thread must outlive anything: report, go on
+                warnings.warn(f"featmon_widget: snapshot timer failed: {exc!r}",
+                              RuntimeWarning, stacklevel=1)
+                time.sleep(0.05)
+                continue
             try:
                 self._deliver()
             except Exception as exc:  # a broken subscriber must not kill later deliveries
                 warnings.warn(f"featmon_widget: snapshot delivery failed: {exc!r}",
                               RuntimeWarning, stacklevel=1)
+
+    def _await_turn(self) -> bool:
+        """Wait until a delivery is due (True) or the throttle is closed (False)."""
+        with self._cond:
+            while not self._closed:
+                if self._pending:
+                    wait = self._last + self._interval_s - time.monotonic()
+                    if wait <= 0:
+                        break
+                    # A timed wait takes at most about 49 days; wake at least hourly.
+                    self._cond.wait(min(wait, _MAX_WAIT_S))
+                else:
+                    self._cond.wait()
+            if self._closed:
+                return False
+            self._pending = False
+            self._last = time.monotonic()
+            return True

@@ -21,6 +21,11 @@ MAX_SELECTED_FEATURES = 8
 # Top-activating examples kept per feature, and tokens kept on each side of one.
 EXAMPLES_PER_FEATURE_RANGE = (0, 64)
 CONTEXT_WINDOW_RANGE = (0, 64)
+# Snapshots at most once per this many milliseconds (0: as fast as they can be built; an hour
+# at most: a larger value is a typo, and the delivery thread's timed wait cannot take any).
+THROTTLE_MS_RANGE = (0.0, 3_600_000.0)
+# Activations are compared with the threshold; beyond this magnitude nothing is, or everything.
+THRESHOLD_LIMIT = 1e30
 
 
 @dataclass(frozen=True)
@@ -63,27 +68,53 @@ def _check_top_k(value: Any, d_sae: int) -> int:
 
 
 def feature_list(name: str, cap: int):
-    """A validator of a list of distinct feature indices (at most `cap`) for parameter `name`."""
+    """A validator of a list of distinct feature indices (at most `cap`) for parameter `name`.
+    Linear time, the length checked first: it runs under the monitor's lock."""
     def check(value: Any, d_sae: int) -> tuple[int, ...]:
         if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
-            raise TypeError(f"{name} must be a list of ints, got {value!r}")
-        items = list(value)
+            raise TypeError(f"{name} must be a list of ints, got {_short(value)}")
+        items = []
+        for v in value:
+            if len(items) == cap:
+                raise ValueError(f"{name} may name at most {cap} features, got more")
+            items.append(v)
         bad = [v for v in items if not is_int(v)]
         if bad:
-            raise TypeError(f"{name} must hold ints, got {bad[0]!r}")
+            raise TypeError(f"{name} must hold ints, got {_short(bad[0])}")
         out_of_range = [int(v) for v in items if not 0 <= v < d_sae]
         if out_of_range:
             raise ValueError(
                 f"{name} must be feature indices in 0..{d_sae - 1}, got {out_of_range[0]}"
             )
-        if len(set(items)) != len(items):
-            dup = next(v for v in items if items.count(v) > 1)
-            raise ValueError(f"{name} has duplicate feature index {int(dup)}")
-        if len(items) > cap:
-            raise ValueError(f"{name} may name at most {cap} features, got {len(items)}")
+        seen: set[int] = set()
+        for v in items:
+            if int(v) in seen:
+                raise ValueError(f"{name} has duplicate feature index {int(v)}")
+            seen.add(int(v))
         return tuple(int(v) for v in items)
 
     return check
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    """`repr(value)`, cut to `limit` characters (error messages reach the widget)."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _real(name: str, value: Any, lo: float, hi: float) -> float:
+    """`value` as a finite float in lo..hi, or a TypeError/ValueError naming it (never an
+    OverflowError: ints too large for a float are out of range too)."""
+    if not isinstance(value, numbers.Real) or isinstance(value, bool):
+        raise TypeError(f"{name} must be a number, got {_short(value)}")
+    try:
+        number = float(value)
+    except OverflowError:
+        number = math.inf
+    if not (math.isfinite(number) and lo <= number <= hi):
+        raise ValueError(f"{name} must be a finite number in {lo:g}..{hi:g}, got "
+                         f"{_short(value)}")
+    return number
 
 
 def _check_features(value: Any, d_sae: int) -> tuple[int, ...] | None:
@@ -96,19 +127,11 @@ def _check_features(value: Any, d_sae: int) -> tuple[int, ...] | None:
 
 
 def _check_threshold(value: Any, d_sae: int) -> float:
-    if not isinstance(value, numbers.Real) or isinstance(value, bool):
-        raise TypeError(f"threshold must be a number, got {value!r}")
-    if not math.isfinite(float(value)):
-        raise ValueError(f"threshold must be finite, got {value!r}")
-    return float(value)
+    return _real("threshold", value, -THRESHOLD_LIMIT, THRESHOLD_LIMIT)
 
 
 def _check_throttle(value: Any, d_sae: int) -> float:
-    if not isinstance(value, numbers.Real) or isinstance(value, bool):
-        raise TypeError(f"throttle_ms must be a number, got {value!r}")
-    if not (math.isfinite(float(value)) and value >= 0):
-        raise ValueError(f"throttle_ms must be a finite number >= 0, got {value!r}")
-    return float(value)
+    return _real("throttle_ms", value, *THROTTLE_MS_RANGE)
 
 
 def _check_enabled(value: Any, d_sae: int) -> bool:

@@ -140,7 +140,7 @@ class FeatureMonitor:
                          token_ids)
 
     def _record(self, ingest: Callable[..., None], *args: Any) -> None:
-        with self._lock, torch.no_grad():
+        with self._lock, torch.no_grad(), self._recording.positions.kept_on_error():
             ingest(*args)
         self._live.poke()
 
@@ -191,7 +191,8 @@ class FeatureMonitor:
         """Configuration, attachment, totals and errors."""
         with self._lock:
             totals = self._recording.device_totals()
-            return monitor_state(self._recording, self._attached, *(int(t) for t in totals))
+            return monitor_state(self._recording, self._attached, self._live,
+                                 *(int(t) for t in totals))
 
     def configure(self, **changes: Any) -> MonitorState:
         """Change only the given settings: enabled, features, history_size, top_k, threshold,
@@ -291,7 +292,8 @@ class FeatureMonitor:
 
     def _build_snapshot(self, options: SnapshotOptions) -> Snapshot:
         with self._lock:  # only enqueue device work and copies here; wait after releasing
-            state = monitor_state(self._recording, self._attached, 0, 0, 0)  # totals: later
+            state = monitor_state(self._recording, self._attached, self._live,
+                                  0, 0, 0)  # the device totals are read in finish_snapshot
             parts = gather_snapshot(self._recording, state, next(self._sequence), options,
                                     self._attached.text_of(), self._attached.labels)
         return finish_snapshot(parts)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from .stats.native import row_topk
+from .stats.native import row_topk, sparse_accumulator
 
 Tensor = torch.Tensor
 
@@ -51,10 +51,42 @@ class DenseFeatures:
         return self.acts[pick[:, None], index[None, :]].float()
 
 
+class RepeatFilter:
+    """Makes TopK indices distinct within each row: every repeat of a feature after its first
+    occurrence becomes -1, which every path ignores and counts as a dropped index (a row naming
+    a feature twice has no dense meaning). No host read: a C pass with per-feature stamps kept
+    between calls on the CPU, a row sort elsewhere. Callers serialize calls (the monitor's
+    lock)."""
+
+    def __init__(self, d_sae: int) -> None:
+        self.d_sae = d_sae
+        self._stamps: Tensor | None = None  # made on first native use
+        self._marks = 0
+
+    def __call__(self, indices: Tensor) -> Tensor:
+        """`indices` [N, k] as a new int64 tensor without repeats (see class doc)."""
+        native = sparse_accumulator() if indices.device.type == "cpu" else None
+        if native is not None:
+            if self._stamps is None:
+                self._stamps = torch.zeros(self.d_sae, dtype=torch.int64)
+            out = native.drop_repeats(indices, self._stamps, self._marks)
+            self._marks += indices.shape[0]
+            return out
+        indices = indices.to(torch.int64)
+        if indices.shape[1] < 2:
+            return indices.clone()
+        ordered, order = indices.sort(dim=1, stable=True)
+        repeat = torch.zeros_like(indices, dtype=torch.bool)
+        repeat.scatter_(1, order[:, 1:], ordered[:, 1:] == ordered[:, :-1])
+        in_range = (indices >= 0) & (indices < self.d_sae)  # the others are dropped already
+        return torch.where(repeat & in_range, -1, indices)
+
+
 class SparseFeatures:
     """Features as each row's `(indices [N, k], values [N, k])`; every other feature is 0.
 
-    Indices within a row must be distinct (as a top-k gives them).
+    Indices within a row must be distinct (as a top-k gives them; `RepeatFilter` makes them
+    so, -1 standing for a dropped entry).
     """
 
     def __init__(self, indices: Tensor, values: Tensor, d_sae: int) -> None:
@@ -73,10 +105,15 @@ class SparseFeatures:
                               self.values.index_select(0, pick), self.d_sae)
 
     def top(self, k: int) -> tuple[Tensor, Tensor]:
-        """Each row's k strongest features; past the stored k, index -1 with value 0."""
+        """Each row's k strongest features; past the stored k (and for entries outside
+        0..d_sae-1, which are dropped), index -1 with value 0."""
         have = self.indices.shape[1]
-        values, order = torch.topk(self.values.float(), min(k, have), dim=1)
-        indices = self.indices.gather(1, order).to(torch.int32)
+        stored = (self.indices >= 0) & (self.indices < self.d_sae)
+        values, order = torch.topk(torch.where(stored, self.values.float(), -torch.inf),
+                                   min(k, have), dim=1)
+        absent = ~stored.gather(1, order)
+        indices = torch.where(absent, -1, self.indices.gather(1, order)).to(torch.int32)
+        values = torch.where(absent, 0.0, values)
         if k > have:
             pad = k - have
             indices = torch.cat([indices, indices.new_full((self.n, pad), -1)], 1)

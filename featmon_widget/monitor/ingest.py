@@ -11,7 +11,7 @@ from typing import Any
 import torch
 
 from ..sae.adapter import flatten_heads, has_sparse_encode, is_own_sae
-from .features import DenseFeatures, SparseFeatures
+from .features import DenseFeatures, RepeatFilter, SparseFeatures
 from .positions import batch_tokens
 from .recording import Recording
 from .stats.fused import FusedEncoder
@@ -69,6 +69,7 @@ class Ingest:
     def __init__(self, recording: Recording, fused: FusedEncoder) -> None:
         self.recording = recording
         self.fused = fused
+        self.repeats = RepeatFilter(recording.d_sae)
 
     def dense(self, acts: Tensor, request_id: str, positions: Tensor | None,
               mask: Tensor | None, token_ids: Tensor | None = None) -> None:
@@ -76,6 +77,8 @@ class Ingest:
         rec = self.recording
         batch, tokens = batch_tokens(acts.shape[:-1])
         token_ids = check_token_ids(token_ids, batch, tokens)
+        if batch * tokens == 0:
+            return  # nothing to record (after the checks: bad input is still an error)
         rec.adopt_device(acts.device)
         acts = acts.to(rec.device, non_blocking=True)
         pos, valid = rec.positions_for(request_id, batch, tokens, positions, mask)
@@ -93,11 +96,14 @@ class Ingest:
         rec = self.recording
         batch, tokens = batch_tokens(indices.shape[:-1])
         token_ids = check_token_ids(token_ids, batch, tokens)
+        if batch * tokens == 0:
+            return  # nothing to record
         rec.adopt_device(values.device)
         pos, valid = rec.positions_for(request_id, batch, tokens, positions, mask, position_ids)
         k = indices.shape[-1]
-        features = SparseFeatures(indices.to(rec.device).reshape(batch * tokens, k),
-                                  values.to(rec.device).reshape(batch * tokens, k), rec.d_sae)
+        flat = self.repeats(indices.to(rec.device).reshape(batch * tokens, k))
+        features = SparseFeatures(flat, values.to(rec.device).reshape(batch * tokens, k),
+                                  rec.d_sae)
         rec.stats.update_sparse(features.indices, features.values, valid, rec.config.threshold)
         rec.record(features, valid, pos, batch, tokens, request_id, token_ids)
 
@@ -110,6 +116,8 @@ class Ingest:
         rec = self.recording
         x = flatten_heads(sae, x)
         batch, tokens = batch_tokens(x.shape[:-1])
+        if batch * tokens == 0:
+            return  # a 0-token forward: nothing to encode or record
         token_ids = _fitting_token_ids(token_ids, batch, tokens)
         if has_sparse_encode(sae):
             # A TopK SAE's output is k values per token: record it without densifying.
@@ -125,8 +133,11 @@ class Ingest:
                              rec.config.threshold, fuse=is_own_sae(sae),
                              tokens=rec.examples.row_maxima_wanted(batch, tokens))
         flat = encoded.features
-        if flat.shape[-1] != rec.d_sae:
-            raise ValueError(f"SAE gave {flat.shape[-1]} features; monitor has {rec.d_sae}")
+        # Checked before anything is merged: a failed batch changes nothing.
+        if flat.shape != (batch * tokens, rec.d_sae):
+            raise ValueError(f"the SAE's encode gave features of shape {tuple(flat.shape)} for "
+                             f"{batch * tokens} token(s); expected ({batch * tokens}, "
+                             f"{rec.d_sae})")
         rec.stats.merge(encoded.shift, encoded.moments)
         rec.record(DenseFeatures(flat), valid, pos, batch, tokens, request_id,
                    check_token_ids(token_ids, batch, tokens), encoded.maxima)

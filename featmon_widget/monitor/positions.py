@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 
@@ -24,10 +26,29 @@ class RequestPositions:
 
     def __init__(self) -> None:
         self._next: OrderedDict[str, Tensor] = OrderedDict()
+        self._journal: list[tuple[str, Tensor | None]] | None = None
 
     def clear(self) -> None:
         """Forget every request."""
         self._next.clear()
+
+    @contextmanager
+    def kept_on_error(self) -> Iterator[None]:
+        """Positions assigned inside the block are undone if it raises: a failed call changes
+        no request's positions. (A journal of the entries changed, not a copy of them all.)"""
+        journal: list[tuple[str, Tensor | None]] = []
+        self._journal = journal
+        try:
+            yield
+        except BaseException:
+            for request_id, old in reversed(journal):
+                if old is None:
+                    self._next.pop(request_id, None)
+                else:
+                    self._next[request_id] = old
+            raise
+        finally:
+            self._journal = None
 
     def assign(self, request_id: str, batch: int, tokens: int, mask: Tensor | None,
                device: torch.device, absolute: Tensor | None = None) -> tuple[Tensor, Tensor]:
@@ -80,10 +101,14 @@ class RequestPositions:
         return positions.clamp_min(0), valid
 
     def _remember(self, request_id: str, next_positions: Tensor) -> None:
+        if self._journal is not None:
+            self._journal.append((request_id, self._next.get(request_id)))
         self._next[request_id] = next_positions
         self._next.move_to_end(request_id)
         while len(self._next) > MAX_TRACKED_REQUESTS:
-            self._next.popitem(last=False)
+            evicted, old = self._next.popitem(last=False)
+            if self._journal is not None:
+                self._journal.append((evicted, old))
 
 
 def batch_tokens(lead: tuple[int, ...] | torch.Size) -> tuple[int, int]:

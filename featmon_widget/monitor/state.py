@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+from ..live.delivery import LiveDelivery
 from ..sae.adapter import sae_id
 from ..snapshot.schemas import MonitorState
 from .attachments import Attachments
 from .recording import Recording
 
 
-def monitor_state(recording: Recording, attached: Attachments, total_tokens: int,
-                  history_count: int, dropped_indices: int) -> MonitorState:
+def monitor_state(recording: Recording, attached: Attachments, delivery: LiveDelivery,
+                  total_tokens: int, history_count: int, dropped_indices: int) -> MonitorState:
     """The state, given the three totals that live on the device (read by the caller)."""
     cfg = recording.config
     return MonitorState(
@@ -25,4 +26,5 @@ def monitor_state(recording: Recording, attached: Attachments, total_tokens: int
         errors=attached.errors, last_error=attached.last_error, dropped_indices=dropped_indices,
         examples_per_feature=cfg.examples_per_feature, context_window=cfg.context_window,
         examples_bytes=recording.examples.nbytes, labels=len(attached.labels),
+        delivery_errors=delivery.errors, last_delivery_error=delivery.last_error,
     )

@@ -156,6 +156,8 @@ class MonitorState:
     context_window: int = 0  # tokens kept on each side of an example
     examples_bytes: int = 0  # device memory the examples hold
     labels: int = 0  # features with a label
+    delivery_errors: int = 0  # snapshot builds / subscriber callbacks that raised (isolated)
+    last_delivery_error: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict."""

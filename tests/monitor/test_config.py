@@ -29,6 +29,12 @@ def test_replace_changes_only_what_is_passed():
         ({"threshold": float("nan")}, ValueError, "threshold"),
         ({"threshold": float("inf")}, ValueError, "inf"),
         ({"throttle_ms": -1}, ValueError, "throttle_ms"),
+        # Issue 12, defects 2 and 3: accepted (and the delivery thread died), or OverflowError.
+        ({"throttle_ms": 1e13}, ValueError, "throttle_ms must be a finite number in 0..3.6e"),
+        ({"throttle_ms": 10**400}, ValueError, "throttle_ms"),
+        ({"threshold": 10**400}, ValueError, "threshold must be a finite number"),
+        ({"threshold": -1e31}, ValueError, "threshold"),
+        ({"threshold": complex(1, 1)}, TypeError, "threshold"),
         ({"enabled": 1}, TypeError, "enabled"),
         ({"selected": list(range(9))}, ValueError, "selected"),
         ({"bogus": 1}, TypeError, "bogus"),
@@ -48,3 +54,23 @@ def test_top_k_cannot_exceed_width():
 
 def test_features_none_means_all():
     assert MonitorConfig(features=(1,)).replace(10, features=None).features is None
+
+
+def test_a_long_feature_list_is_refused_in_linear_time():
+    """Issue 12, defect 4: 40,001 items with one duplicate took 12 s under the monitor lock
+    (a quadratic duplicate search). The length cap is checked while reading the list."""
+    import time
+
+    items = list(range(40_000)) + [39_999]
+    start = time.perf_counter()
+    with pytest.raises(ValueError, match="at most 256"):
+        MonitorConfig().replace(50_000, features=items)
+    with pytest.raises(ValueError, match="duplicate feature index 254"):
+        MonitorConfig().replace(50_000, features=[*range(255), 254])
+    assert time.perf_counter() - start < 0.5
+
+
+def test_duplicate_search_is_linear_at_the_cap():
+    dup_last = [*range(1, 256), 1]
+    with pytest.raises(ValueError, match="duplicate feature index 1"):
+        MonitorConfig().replace(1000, features=dup_last)

@@ -26,3 +26,26 @@ def test_sparse_top_and_columns_of_picked_rows():
                                                   sparse.rows(pick).top(6), strict=True))
     index = torch.tensor([0, 29])
     assert torch.equal(sparse.columns_of(pick, index), sparse.rows(pick).columns(index))
+
+
+def test_repeats_within_a_row_become_dropped_entries_on_both_paths(monkeypatch):
+    from featmon_widget.monitor.features import RepeatFilter
+    from featmon_widget.monitor.stats import native
+
+    indices = torch.tensor([[0, 0, 3, 0], [5, 2, 5, 9], [7, 7, 7, 7], [-4, -4, 40, 1]])
+    original = indices.clone()
+    want = torch.tensor([[0, -1, 3, -1], [5, 2, -1, 9], [7, -1, -1, -1], [-4, -4, 40, 1]])
+    kernel = RepeatFilter(10)
+    assert torch.equal(kernel(indices), want)  # the C kernel
+    assert torch.equal(kernel(indices), want)  # stamps kept from the last call do not leak
+    assert torch.equal(kernel(indices[2:]), want[2:])
+    monkeypatch.setattr(native, "_loaded", {})
+    monkeypatch.setenv("FEATMON_NATIVE", "0")
+    assert torch.equal(RepeatFilter(10)(indices), want)  # the row sort (GPU path)
+    assert torch.equal(indices, original)  # the caller's tensor is never written
+
+
+def test_sparse_top_never_reports_a_dropped_entry():
+    sparse = SparseFeatures(torch.tensor([[4, -1, 99]]), torch.tensor([[1.0, 5.0, 7.0]]), 10)
+    idx, val = sparse.top(3)
+    assert idx.tolist() == [[4, -1, -1]] and val.tolist() == [[1.0, 0.0, 0.0]]

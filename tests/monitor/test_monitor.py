@@ -1,4 +1,5 @@
 import threading
+import warnings
 
 import numpy as np
 import pytest
@@ -331,3 +332,90 @@ def test_bad_token_ids_are_rejected_and_change_nothing(token_ids, error):
     with pytest.raises(error, match="token_ids"):
         m.on_activation(torch.rand(1, 3, 6), token_ids=token_ids)
     assert m.state.total_tokens == 0 and m.state.forward_passes == 0
+
+
+@pytest.mark.parametrize("native_on", [True, False], ids=["native", "torch"])
+def test_a_feature_repeated_within_a_token_counts_once_and_the_repeat_is_dropped(
+        monkeypatch, native_on):
+    """Issue 12, defect 5: [[0, 0]], [[1., 2.]] used to give active_ratio 2.0 and mean 3.0."""
+    if not native_on:
+        monkeypatch.setenv("FEATMON_NATIVE", "0")
+    monitor = FeatureMonitor(4, compile=False)
+    monitor.on_sparse_activation(torch.tensor([[0, 0]]), torch.tensor([[1.0, 2.0]]))
+    row = monitor.get_statistics(features=[0]).features[0]
+    assert (row.count, row.active_count, row.active_ratio, row.mean) == (1, 1, 1.0, 1.0)
+    assert monitor.state.dropped_indices == 1
+    record = monitor.get_history(limit=1).records[0]
+    assert [f for f, _ in record.top_k if f >= 0] == [0]
+
+
+def test_an_sae_giving_the_wrong_rows_changes_nothing():
+    """Issue 12, defect 6: its values used to be merged before the batch was refused."""
+    class WrongRows(torch.nn.Module):
+        d_sae = 8
+
+        def encode(self, x):
+            return torch.ones(1, 8)
+
+    monitor = FeatureMonitor(8, compile=False)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4))
+    monitor.attach(model, "0", WrongRows())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with torch.no_grad():
+            model(torch.rand(2, 3, 4))
+    state = monitor.state
+    assert state.errors == 1 and "gave 1 rows of features" in state.last_error
+    assert state.total_tokens == 0
+    assert monitor.get_statistics(features=[0]).features[0].count == 0
+    with pytest.raises(ValueError, match="gave 1 rows of features"):
+        monitor.encode_and_record(WrongRows(), torch.rand(2, 3, 4), "r", None)
+    assert monitor.get_statistics(features=[0]).features[0].count == 0
+
+
+@pytest.mark.parametrize("shape", [(0, 8), (1, 0, 8), (0, 5, 8)])
+def test_an_empty_batch_is_a_no_op(shape):
+    """Issue 12, defect 7: these raised IndexError."""
+    monitor = FeatureMonitor(8, compile=False)
+    monitor.on_activation(torch.rand(4, 8))
+    before = monitor.state
+    monitor.on_activation(torch.rand(*shape))
+    monitor.on_sparse_activation(torch.zeros(*shape[:-1], 2, dtype=torch.long),
+                                 torch.zeros(*shape[:-1], 2))
+    after = monitor.state
+    assert (after.total_tokens, after.forward_passes, after.errors) == \
+        (before.total_tokens, before.forward_passes, 0)
+    with pytest.raises(ValueError):  # still checked: the wrong width is an error
+        monitor.on_activation(torch.rand(0, 7))
+
+
+def test_a_zero_token_forward_through_a_hook_keeps_monitoring():
+    sae = SparseAutoencoder.from_tensors(torch.randn(4, 8), torch.zeros(8), torch.randn(8, 4),
+                                         torch.zeros(4))
+    monitor = FeatureMonitor.for_sae(sae, compile=False)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4))
+    monitor.attach(model, "0", sae)
+    with torch.no_grad():
+        model(torch.rand(1, 0, 4))
+        model(torch.rand(1, 3, 4))
+    assert monitor.state.errors == 0 and monitor.state.hook_attached
+    assert monitor.state.total_tokens == 3
+
+
+def test_a_failed_call_leaves_the_requests_positions_alone(monkeypatch):
+    """Issue 12, defect 7: a call that failed after positions were assigned used to move the
+    request's positions on (an empty call reset them: next positions 1, 0)."""
+    monitor = FeatureMonitor(8, compile=False, top_k=1)
+    stats = monitor._recording.stats
+    with monitor.request("r"):
+        monitor.on_activation(torch.rand(4, 8))
+
+        def broken(*args, **kwargs):
+            raise RuntimeError("statistics failed")
+        monkeypatch.setattr(stats, "update", broken)
+        with pytest.raises(RuntimeError):
+            monitor.on_activation(torch.rand(2, 8))
+        monkeypatch.undo()
+        monitor.on_activation(torch.rand(2, 8))
+    positions = [r.token_position for r in monitor.get_history(limit=100).records]
+    assert sorted(positions) == [0, 1, 2, 3, 4, 5]

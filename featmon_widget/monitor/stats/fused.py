@@ -110,6 +110,12 @@ class FusedEncoder:
 
     def _reduce(self, flat: Tensor, valid: Tensor | None, mean: Tensor, count: Tensor,
                 threshold: float, tokens: int | None) -> Encoded:
+        if valid is not None and flat.shape[0] != valid.shape[0]:
+            raise ValueError(f"the SAE's encode gave {flat.shape[0]} rows of features for "
+                             f"{valid.shape[0]} input rows")
+        if tokens is not None and flat.shape[0] % tokens:
+            raise ValueError(f"the SAE's encode gave {flat.shape[0]} rows of features for "
+                             f"sequences of {tokens} tokens")
         shift = shift_for(flat, mean, count)
         if tokens is None:
             return Encoded(flat, shift, self.statistics(flat, valid, shift, threshold), None)

@@ -75,6 +75,9 @@ class SparseAccumulator:
         fn.argtypes = [p, p, ctypes.c_int, p, i64, i64, i64, p, ctypes.c_double, p, p]
         fn.restype = None
         self._fn = fn
+        self._drop = library.featmon_drop_repeats
+        self._drop.argtypes = [p, i64, i64, i64, p, i64]
+        self._drop.restype = None
 
     def __call__(self, table: Tensor, rows: Tensor, shift: Tensor, indices: Tensor,
                  values: Tensor, valid: Tensor, threshold: float) -> None:
@@ -93,6 +96,17 @@ class SparseAccumulator:
         self._fn(indices.data_ptr(), values.data_ptr(), int(values.dtype == torch.float64),
                  valid.data_ptr(), n, k, f, shift.data_ptr(), float(threshold),
                  table.data_ptr(), rows.data_ptr())
+
+    def drop_repeats(self, indices: Tensor, stamps: Tensor, first_mark: int) -> Tensor:
+        """A copy of `indices` [N, k] where every repeat of a feature within a row (after its
+        first occurrence) is -1. `stamps` [F] int64 is the caller's, kept between calls: rows
+        are marked `first_mark + 1 ..` (so the caller adds N afterwards)."""
+        out = indices.to(torch.int64, copy=True).contiguous()
+        _check(out.dim() == 2 and stamps.dtype == torch.int64 and stamps.dim() == 1,
+               out, stamps)
+        self._drop(out.data_ptr(), out.shape[0], out.shape[1], stamps.shape[0],
+                   stamps.data_ptr(), first_mark)
+        return out
 
 
 class DenseMoments:

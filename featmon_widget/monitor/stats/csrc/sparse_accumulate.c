@@ -57,3 +57,21 @@ void featmon_sparse_accumulate(const int64_t *idx, const void *values, int value
     }
     rows[0] += (double)valid_rows;
 }
+
+/* A TopK row that names a feature twice has no dense meaning: the first occurrence counts and
+ * each later repeat within the row is set to -1 (out of range: ignored and counted as dropped
+ * by every path). idx [n, k] is the monitor's own copy, rewritten in place. stamp [f] holds,
+ * per feature, the mark of the last row that named it; rows get marks first_mark + 1.., so the
+ * caller keeps one stamp array and never clears it (marks only grow). */
+void featmon_drop_repeats(int64_t *idx, int64_t n, int64_t k, int64_t f, int64_t *stamp,
+                          int64_t first_mark) {
+    for (int64_t r = 0; r < n; r++) {
+        const int64_t mark = first_mark + r + 1;
+        for (int64_t p = r * k; p < (r + 1) * k; p++) {
+            const int64_t i = idx[p];
+            if (i < 0 || i >= f) continue;
+            if (stamp[i] == mark) idx[p] = -1;
+            else stamp[i] = mark;
+        }
+    }
+}
