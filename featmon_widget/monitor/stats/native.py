@@ -1,33 +1,28 @@
 """The CPU kernels aten and inductor have no good form for: the dense statistics reduction
 streamed row by row in column tiles (`csrc/dense_moments.c`); each history row's top-k in one
-ordered read (`csrc/row_topk.c`); fold a TopK SAE's (indices,
-values) into per-feature records in a single pass (`csrc/sparse_accumulate.c`); and for the
-top-activating examples, each sequence row's per-feature maximum streamed token by token and
-their merge into the kept examples (`csrc/examples.c`).
+ordered read (`csrc/row_topk.c`); fold a TopK SAE's (indices, values) into per-feature records
+in a single pass (`csrc/sparse_accumulate.c`); and for the top-activating examples, each
+sequence row's per-feature maximum streamed token by token and their merge into the kept
+examples (`csrc/examples.c`).
 
 Each is compiled on first use with the system C compiler (the one `torch.compile` needs on CPU
-anyway) into a per-user cache and loaded with ctypes. If there is no compiler or anything else
-goes wrong, `dense_moments()` / `row_topk()` / `sparse_accumulator()` / `example_kernels()`
-return None once and for all and callers use the torch path. `FEATMON_NATIVE=0` turns them off.
+anyway) into a per-user cache (`library`: building, and verifying what may be loaded) and loaded
+with ctypes. If there is no compiler or anything else goes wrong, `dense_moments()` /
+`row_topk()` / `sparse_accumulator()` / `example_kernels()` return None once and for all and
+callers use the torch path. `FEATMON_NATIVE=0` turns them off.
 """
 
 from __future__ import annotations
 
 import ctypes
-import hashlib
 import os
-import platform
-import shutil
-import subprocess
-import tempfile
 import threading
 import warnings
-from importlib import resources
-from pathlib import Path
 from typing import NamedTuple
 
 import torch
 
+from .library import DENSE_SOURCE, EXAMPLES_SOURCE, SPARSE_SOURCE, TOPK_SOURCE, build_library
 from .moments import Moments
 
 Tensor = torch.Tensor
@@ -42,20 +37,6 @@ class RowMaxima(NamedTuple):
     token: Tensor
 
 RECORD = 8  # doubles per feature: stored, nonfinite, active, active_sum, s1, s2, min, max
-_SOURCE = "sparse_accumulate.c"
-_EXAMPLES_SOURCE = "examples.c"
-_DENSE_SOURCE = "dense_moments.c"
-_TOPK_SOURCE = "row_topk.c"
-_FLAGS = ["-O2", "-std=c99", "-shared", "-fPIC"]
-# -fno-trapping-math lets gcc if-convert (and so vectorize) the float compares.
-_VECTOR_FLAGS = ["-O3", "-fno-trapping-math", "-std=c99", "-shared", "-fPIC", "-pthread"]
-# The statistics kernel: fused multiply-adds for the sums of squares (-std=c99 alone forbids
-# contracting them), and OpenMP, which next to torch's CPU build is torch's own runtime and
-# thread pool (see csrc/dense_moments.c); without an OpenMP-capable compiler, pthreads.
-_DENSE_FLAGS = [*_VECTOR_FLAGS, "-ffp-contract=fast"]
-_FLAGS_BY_SOURCE = {_EXAMPLES_SOURCE: [_VECTOR_FLAGS],
-                    _DENSE_SOURCE: [[*_DENSE_FLAGS, "-fopenmp"], _DENSE_FLAGS],
-                    _TOPK_SOURCE: [[*_VECTOR_FLAGS, "-fopenmp"], _VECTOR_FLAGS]}
 # Row maxima over fewer values than this run on the calling thread only.
 _THREADED_ELEMENTS = 1 << 22
 # Statistics over fewer values than this run on the calling thread only (a few hundred
@@ -273,22 +254,22 @@ def _check(ok: bool, *tensors: Tensor) -> None:
 
 def dense_moments() -> DenseMoments | None:
     """The compiled dense statistics kernel, or None where it cannot be built (warned once)."""
-    return _kernel(_DENSE_SOURCE, DenseMoments, "native statistics kernel")
+    return _kernel(DENSE_SOURCE, DenseMoments, "native statistics kernel")
 
 
 def row_topk() -> RowTopK | None:
     """The compiled per-row top-k kernel, or None where it cannot be built (warned once)."""
-    return _kernel(_TOPK_SOURCE, RowTopK, "native top-k kernel")
+    return _kernel(TOPK_SOURCE, RowTopK, "native top-k kernel")
 
 
 def sparse_accumulator() -> SparseAccumulator | None:
     """The compiled TopK kernel, or None where it cannot be built here (warned about once)."""
-    return _kernel(_SOURCE, SparseAccumulator, "native sparse kernel")
+    return _kernel(SPARSE_SOURCE, SparseAccumulator, "native sparse kernel")
 
 
 def example_kernels() -> ExampleKernels | None:
     """The compiled example kernels, or None where they cannot be built (warned once)."""
-    return _kernel(_EXAMPLES_SOURCE, ExampleKernels, "native example kernels")
+    return _kernel(EXAMPLES_SOURCE, ExampleKernels, "native example kernels")
 
 
 def _kernel(source: str, wrapper: type, what: str):  # -> wrapper instance | None
@@ -303,53 +284,3 @@ def _kernel(source: str, wrapper: type, what: str):  # -> wrapper instance | Non
                               "path", RuntimeWarning, stacklevel=3)
                 _loaded[source] = None
         return _loaded[source]
-
-
-def compiler_flags(name: str) -> list[str]:
-    """The C compiler flags kernel source `name` is built with (a shared library), first
-    choice."""
-    return list(_FLAGS_BY_SOURCE.get(name, [_FLAGS])[0])
-
-
-def build_library(name: str = _SOURCE) -> Path:
-    """Compile kernel source `name` into the cache folder (once per source, compiler and
-    flags; if the compiler refuses the first choice of flags, the next); its path."""
-    errors = []
-    for flags in _FLAGS_BY_SOURCE.get(name, [_FLAGS]):
-        try:
-            return _build(name, flags)
-        except RuntimeError as exc:
-            errors.append(str(exc))
-    raise RuntimeError("; ".join(errors))
-
-
-def _build(name: str, flags: list[str]) -> Path:
-    source = resources.files(__package__).joinpath("csrc", name).read_bytes()
-    compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
-    if compiler is None:
-        raise RuntimeError("no C compiler found (set CC)")
-    key = hashlib.sha256(b"\0".join([source, compiler.encode(), " ".join(flags).encode(),
-                                     platform.machine().encode(),
-                                     platform.system().encode()])).hexdigest()[:16]
-    cache = _cache_dir()
-    target = cache / f"{Path(name).stem}-{key}.so"
-    if target.exists():
-        return target
-    cache.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=cache) as work:
-        src = Path(work) / name
-        src.write_bytes(source)
-        out = Path(work) / target.name
-        result = subprocess.run([compiler, *flags, "-o", str(out), str(src)],
-                                capture_output=True, text=True, timeout=120)
-        if result.returncode != 0:
-            raise RuntimeError(f"{compiler} failed: {result.stderr.strip()[-500:]}")
-        os.replace(out, target)  # atomic: a concurrent process sees all or nothing
-    return target
-
-
-def _cache_dir() -> Path:
-    if os.environ.get("FEATMON_CACHE_DIR"):
-        return Path(os.environ["FEATMON_CACHE_DIR"])
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "featmon_widget"

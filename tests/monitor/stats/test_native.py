@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from featmon_widget.monitor.examples import dense_row_maxima
-from featmon_widget.monitor.stats import native
+from featmon_widget.monitor.stats import library, native
 from featmon_widget.monitor.stats.kernels import StatisticsKernels
 from featmon_widget.monitor.stats.moments import batch_moments
 from featmon_widget.monitor.stats.native import RECORD, sparse_accumulator
@@ -125,9 +125,9 @@ def test_no_compiler_warns_once_and_falls_back(monkeypatch, fresh_build):
 
 
 def test_built_library_is_cached(monkeypatch, fresh_build):
-    first = native.build_library()
-    monkeypatch.setattr(native.subprocess, "run", lambda *a, **k: pytest.fail("recompiled"))
-    assert native.build_library() == first
+    first = library.build_library()
+    monkeypatch.setattr(library.subprocess, "run", lambda *a, **k: pytest.fail("recompiled"))
+    assert library.build_library() == first
     assert first.parent == fresh_build
 
 
@@ -262,7 +262,7 @@ def test_dense_sweeps_are_vectorized(tmp_path):
     assert len(sweeps) == 8
     src = tmp_path / "dense_moments.c"
     src.write_text(text)
-    flags = native.compiler_flags("dense_moments.c")
+    flags = library.compiler_flags("dense_moments.c")
     report = subprocess.run([compiler, *flags, "-fopt-info-vec-all", "-o",
                              str(tmp_path / "k.so"), str(src)], capture_output=True, text=True,
                             check=True).stderr
@@ -288,7 +288,7 @@ def _run_dense_check(tmp_path, compiler: str, *runner: str,
     kernel = resources.files(native.__package__).joinpath("csrc", "dense_moments.c")
     check = Path(__file__).parent / "csrc" / "dense_check.c"
     (tmp_path / "dense_moments.c").write_text(kernel.read_text())
-    flags = [f for f in native.compiler_flags("dense_moments.c") if f not in ("-shared", "-fPIC")]
+    flags = [f for f in library.compiler_flags("dense_moments.c") if f not in ("-shared", "-fPIC")]
     exe = tmp_path / "dense_check"
     subprocess.run([compiler, *flags, *defines, "-o", str(exe), str(check),
                     str(tmp_path / "dense_moments.c"), "-lm"], check=True, capture_output=True)
@@ -317,8 +317,8 @@ def test_dense_kernel_is_exact_on_aarch64(tmp_path):
 
 
 def test_a_compiler_without_openmp_gets_the_pthreads_build(monkeypatch, fresh_build):
-    first, fallback = native._FLAGS_BY_SOURCE["dense_moments.c"]
-    monkeypatch.setitem(native._FLAGS_BY_SOURCE, "dense_moments.c",
+    first, fallback = library.FLAGS_BY_SOURCE["dense_moments.c"]
+    monkeypatch.setitem(library.FLAGS_BY_SOURCE, "dense_moments.c",
                         [[*first, "-fno-such-flag-here"], fallback])
     kernel = native.dense_moments()
     assert kernel is not None
@@ -389,3 +389,30 @@ def test_row_topk_never_reads_outside_the_rows():
     idx, val = native.row_topk()(x, torch.tensor([0, 4, -1, 3]), 2)
     assert idx[[1, 2]].eq(-1).all() and val[[1, 2]].isnan().all()
     assert torch.equal(idx[0], torch.topk(x[0], 2).indices.to(torch.int32))
+
+
+def test_a_library_planted_under_the_expected_name_is_never_loaded(fresh_build):
+    """Issue 12, defect 12: whatever sits at the cache path was loaded (its constructor runs).
+    Now only a library whose SHA-256 was recorded when this process's code built it loads; a
+    planted one is rebuilt over."""
+    built = library.build_library("dense_moments.c")
+    genuine = built.read_bytes()
+    built.write_bytes(library.build_library("row_topk.c").read_bytes())  # a valid, wrong library
+    again = library.build_library("dense_moments.c")
+    assert again == built and again.read_bytes() == genuine
+
+
+def test_a_cache_folder_others_can_write_to_is_refused(fresh_build, monkeypatch):
+    cache = fresh_build / "shared"
+    cache.mkdir()
+    cache.chmod(0o777)
+    monkeypatch.setenv("FEATMON_CACHE_DIR", str(cache))
+    with pytest.warns(RuntimeWarning, match="writable by other users"):
+        assert native.dense_moments() is None
+
+
+def test_the_cache_folder_is_made_owner_only(fresh_build, monkeypatch):
+    cache = fresh_build / "new"
+    monkeypatch.setenv("FEATMON_CACHE_DIR", str(cache))
+    library.build_library("row_topk.c")
+    assert cache.stat().st_mode & 0o077 == 0
