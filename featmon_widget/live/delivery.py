@@ -38,6 +38,7 @@ class LiveDelivery:
         self._throttle: Throttle | None = None
         self.errors = 0  # failed snapshot builds and subscriber callbacks that raised
         self.last_error: str | None = None
+        self._closed = False
 
     @property
     def subscriptions(self) -> tuple[Subscription, ...]:
@@ -54,9 +55,13 @@ class LiveDelivery:
             throttle.interval_s = interval_s
 
     def subscribe(self, callback: SnapshotCallback, options: SnapshotOptions) -> Subscription:
-        """Add a subscriber and deliver to it soon (starts the delivery thread)."""
+        """Add a subscriber and deliver to it soon (starts the delivery thread). After
+        `close()` a RuntimeError: nothing would ever be delivered."""
         sub = Subscription(callback, options, cancel=self._unsubscribe, poke=self.poke)
         with self._lock:
+            if self._closed:
+                raise RuntimeError("this monitor is closed: it delivers no more snapshots "
+                                   "(make a new FeatureMonitor)")
             self._subscribers.append(sub)
             if self._throttle is None:
                 self._throttle = Throttle(self._deliver, self._interval_s)
@@ -96,8 +101,9 @@ class LiveDelivery:
         self.poke()
 
     def close(self) -> None:
-        """Stop the delivery thread."""
+        """Stop the delivery thread for good."""
         with self._lock:
+            self._closed = True
             throttle = self._throttle
         if throttle is not None:
             throttle.close()

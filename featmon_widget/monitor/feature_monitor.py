@@ -106,7 +106,7 @@ class FeatureMonitor:
         if not self.config.enabled:
             return
         check_dense(acts, self.d_sae)
-        self._record(self._ingest.dense, acts, request_id or self.current_request(),
+        self._record(self._ingest.dense, acts, self._request_or_current(request_id),
                      positions, mask, token_ids)
 
     def on_sparse_activation(self, indices: torch.Tensor, values: torch.Tensor,
@@ -121,7 +121,7 @@ class FeatureMonitor:
         if not self.config.enabled:
             return
         check_sparse(indices, values)
-        self._record(self._ingest.sparse, indices, values, request_id or self.current_request(),
+        self._record(self._ingest.sparse, indices, values, self._request_or_current(request_id),
                      positions, mask, token_ids)
 
     def encode_and_record(self, sae: Any, x: torch.Tensor, request_id: str,
@@ -138,6 +138,9 @@ class FeatureMonitor:
         if self.config.enabled:
             self._record(self._ingest.encoded, sae, x, request_id, mask, position_ids,
                          token_ids)
+
+    def _request_or_current(self, request_id: str | None) -> str:
+        return self.current_request() if request_id is None else request_id
 
     def _record(self, ingest: Callable[..., None], *args: Any) -> None:
         with self._lock, torch.no_grad(), self._recording.positions.kept_on_error():

@@ -23,6 +23,8 @@ def check_dense(acts: Any, d_sae: int) -> None:
     """Raise TypeError/ValueError unless `acts` is a tensor [..., d_sae]."""
     if not isinstance(acts, Tensor):
         raise TypeError(f"acts must be a torch.Tensor, got {type(acts).__name__}")
+    if acts.is_complex() or acts.dtype == torch.bool:
+        raise TypeError(f"acts must be real numbers, got {acts.dtype}")
     if acts.dim() == 0 or acts.shape[-1] != d_sae:
         raise ValueError(f"acts must be [..., d_sae={d_sae}], got {tuple(acts.shape)}")
 
@@ -36,8 +38,10 @@ def check_sparse(indices: Any, values: Any) -> None:
     if indices.shape != values.shape or indices.dim() == 0:
         raise ValueError(f"indices {tuple(indices.shape)} and values "
                          f"{tuple(values.shape)} must have one shape [..., k]")
-    if indices.dtype.is_floating_point or indices.dtype == torch.bool:
+    if indices.dtype.is_floating_point or indices.is_complex() or indices.dtype == torch.bool:
         raise TypeError(f"indices must be integers, got {indices.dtype}")
+    if values.is_complex() or values.dtype == torch.bool:
+        raise TypeError(f"values must be real numbers, got {values.dtype}")
 
 
 def check_token_ids(token_ids: Any, batch: int, tokens: int) -> Tensor | None:

@@ -129,3 +129,18 @@ def as_batch_mask(mask: Tensor, batch: int, tokens: int) -> Tensor:
         raise ValueError(f"mask of shape {tuple(mask.shape)} does not fit {batch} sequence(s) "
                          f"of {tokens} token(s)")
     return mask.reshape(batch, mask.shape[-1])
+
+
+def check_positions(positions: object, count: int) -> None:
+    """Raise TypeError/ValueError unless `positions` is an integer tensor of `count` values,
+    none negative (checked where that reads nothing back: on the CPU; elsewhere negative ones
+    count as 0)."""
+    if not isinstance(positions, Tensor):
+        raise TypeError(f"positions must be a torch.Tensor, got {type(positions).__name__}")
+    if positions.is_floating_point() or positions.is_complex() or positions.dtype == torch.bool:
+        raise TypeError(f"positions must be integers, got {positions.dtype}")
+    if positions.numel() != count:
+        raise ValueError(f"positions must hold one position per token ({count}), got shape "
+                         f"{tuple(positions.shape)}")
+    if positions.device.type == "cpu" and count and int(positions.min()) < 0:
+        raise ValueError(f"positions must be >= 0, got {int(positions.min())}")

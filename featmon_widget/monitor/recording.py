@@ -18,8 +18,9 @@ from .examples import ExampleTable
 from .features import DenseFeatures, SparseFeatures
 from .histograms import VALUE_EDGES, ValueHistograms
 from .history import HistoryRing
-from .positions import RequestPositions, as_batch_mask
+from .positions import RequestPositions, as_batch_mask, check_positions
 from .queries import rank
+from .requests import check_request_id
 from .stats.kernels import StatisticsKernels
 from .stats.native import RowMaxima
 from .stats.running import RunningStats
@@ -54,9 +55,13 @@ class Recording:
         self.since = self.active_since = time.time()
 
     def adopt_device(self, device: torch.device) -> None:
-        """Follow the activations' device while nothing is recorded; afterwards keep ours."""
+        """Follow the activations' device while nothing is recorded; afterwards keep ours.
+        `meta` tensors (no values) are only recorded by a monitor made for `device="meta"`."""
         if device == self.device or self.device_fixed:
             return
+        if device.type == "meta":
+            raise ValueError("meta tensors have no values to record; make the monitor with "
+                             "device='meta' to run it on meta tensors on purpose")
         if self.forward_passes == 0:
             self.allocate(device)
         self.device_fixed = True
@@ -68,6 +73,9 @@ class Recording:
                       ) -> tuple[Tensor, Tensor]:
         """Flat positions and validity [batch * tokens] of one forward pass (see
         `RequestPositions.assign`); `positions` overrides the automatic ones."""
+        check_request_id(request_id)
+        if positions is not None:
+            check_positions(positions, batch * tokens)
         if mask is not None:
             mask = as_batch_mask(mask, batch, tokens).to(self.device)
         if positions is None:

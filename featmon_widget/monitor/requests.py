@@ -8,6 +8,21 @@ import contextvars
 import itertools
 from collections.abc import Iterator
 
+# Request ids reach every snapshot and the widget: bounded, so one id cannot bloat them.
+MAX_REQUEST_ID_CHARS = 200
+
+
+def check_request_id(request_id: object) -> str:
+    """`request_id` if it is a non-empty string of at most `MAX_REQUEST_ID_CHARS` characters;
+    a TypeError/ValueError naming it (cut short) otherwise."""
+    if not isinstance(request_id, str):
+        raise TypeError(f"request_id must be a string, got {type(request_id).__name__}")
+    if not 0 < len(request_id) <= MAX_REQUEST_ID_CHARS:
+        shown = request_id if len(request_id) <= 40 else request_id[:40] + "…"
+        raise ValueError(f"request_id must have 1..{MAX_REQUEST_ID_CHARS} characters, got "
+                         f"{len(request_id)} ({shown!r})")
+    return request_id
+
 
 class RequestContext:
     """The request id of the current context; `auto-N` outside any `request` block."""
@@ -17,11 +32,13 @@ class RequestContext:
             name, default=None)
         self._auto_ids = itertools.count()
 
+    def request(self, request_id: str) -> contextlib.AbstractContextManager[str]:
+        """Tag everything recorded inside the block with `request_id` (checked now, not at
+        the `with`)."""
+        return self._tagged(check_request_id(request_id))
+
     @contextlib.contextmanager
-    def request(self, request_id: str) -> Iterator[str]:
-        """Tag everything recorded inside the block with `request_id`."""
-        if not isinstance(request_id, str) or not request_id:
-            raise ValueError(f"request_id must be a non-empty string, got {request_id!r}")
+    def _tagged(self, request_id: str) -> Iterator[str]:
         token = self._current.set(request_id)
         try:
             yield request_id

@@ -419,3 +419,76 @@ def test_a_failed_call_leaves_the_requests_positions_alone(monkeypatch):
         monitor.on_activation(torch.rand(2, 8))
     positions = [r.token_position for r in monitor.get_history(limit=100).records]
     assert sorted(positions) == [0, 1, 2, 3, 4, 5]
+
+
+@pytest.mark.parametrize(("request_id", "error", "needle"), [
+    (5, TypeError, "must be a string, got int"),
+    ("", ValueError, "1..200 characters, got 0"),
+    ("x" * 10_000, ValueError, "got 10000"),
+])
+def test_request_ids_are_checked_and_bounded(request_id, error, needle):
+    """Issue 12, defects 10 and 11: a 10,000-character id made a 519 KB snapshot; non-string
+    ids were accepted. Refused when the block is asked for, and in every call taking one."""
+    monitor = FeatureMonitor(8, compile=False)
+    with pytest.raises(error, match=needle):
+        monitor.request(request_id)
+    with pytest.raises(error, match=needle):
+        monitor.on_activation(torch.rand(2, 8), request_id=request_id)
+    assert monitor.state.total_tokens == 0
+
+
+@pytest.mark.parametrize(("positions", "error", "needle"), [
+    ([0, 1], TypeError, "must be a torch.Tensor, got list"),
+    (torch.arange(3), ValueError, r"one position per token \(2\)"),
+    (torch.tensor([-1, 5]), ValueError, ">= 0, got -1"),
+    (torch.tensor([0.5, 1.0]), TypeError, "integers"),
+])
+def test_bad_positions_are_refused_clearly(positions, error, needle):
+    """Issue 12, defect 11: AttributeError / RuntimeError, or silently accepted."""
+    monitor = FeatureMonitor(8, compile=False)
+    with pytest.raises(error, match=needle):
+        monitor.on_activation(torch.rand(2, 8), positions=positions)
+    assert monitor.state.total_tokens == 0
+
+
+def test_complex_features_are_refused():
+    monitor = FeatureMonitor(8, compile=False)
+    with pytest.raises(TypeError, match="real numbers"):
+        monitor.on_activation(torch.rand(2, 8, dtype=torch.complex64))
+    with pytest.raises(TypeError, match="real numbers"):
+        monitor.on_sparse_activation(torch.zeros(2, 2, dtype=torch.long),
+                                     torch.ones(2, 2, dtype=torch.complex64))
+    assert monitor.state.total_tokens == 0
+
+
+def test_meta_tensors_do_not_move_a_monitor_to_meta():
+    """Issue 12, defect 9: the first activation on `meta` moved the monitor there for good
+    (get_statistics then raised NotImplementedError)."""
+    monitor = FeatureMonitor(8, compile=False)
+    with pytest.raises(ValueError, match="device='meta'"):
+        monitor.on_activation(torch.empty(2, 8, device="meta"))
+    monitor.on_activation(torch.ones(2, 8))
+    assert monitor.get_statistics(features=[0]).features[0].count == 2
+
+
+def test_subscribing_to_a_closed_monitor_is_an_error():
+    """Issue 12, defect 9: it used to return a subscription that never delivered."""
+    monitor = FeatureMonitor(8)
+    monitor.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        monitor.subscribe(lambda snapshot: None)
+
+
+def test_a_wrong_width_input_leaves_the_compiled_path_on():
+    """Issue 12, defect 9: one wrong-d_in input switched our SAE's compiled path off for the
+    rest of the process, with a warning blaming the compiler."""
+    sae = SparseAutoencoder.from_tensors(torch.randn(4, 8), torch.zeros(8), torch.randn(8, 4),
+                                         torch.zeros(4))
+    monitor = FeatureMonitor.for_sae(sae, compile=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no fallback warning
+        with pytest.raises(ValueError, match=r"expects inputs \[\.\.\., 4\]"):
+            monitor.encode_and_record(sae, torch.rand(3, 5), "r", None)
+    assert monitor._ingest.fused.runner.active
+    monitor.encode_and_record(sae, torch.rand(3, 4), "r", None)
+    assert monitor.state.total_tokens == 3

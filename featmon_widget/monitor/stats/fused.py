@@ -77,6 +77,9 @@ class FusedEncoder:
             if not (fuse and self.runner.active):
                 return self._reduce(_encode_flat(sae.encode, x), valid, mean, count, threshold,
                                     tokens)
+            if x.shape[-1] != sae.d_in:  # bad input, not a compiler failure: raise here
+                raise ValueError(f"SAE {sae.name!r} expects inputs [..., {sae.d_in}], got "
+                                 f"{tuple(x.shape)}")
             # One dynamic token dim: sequence lengths (even one equal to d_in, which duck sizing
             # would otherwise tie to the weights) reuse one compiled graph.
             x = x.reshape(-1, x.shape[-1])
