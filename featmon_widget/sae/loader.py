@@ -54,6 +54,8 @@ def load_sae(
             raw_cfg = json.load(f)
     except json.JSONDecodeError as e:
         raise ValueError(f"{str(cfg_path)!r} is not valid JSON: {e}") from e
+    except RecursionError as e:  # nesting deeper than the parser recurses: not a config
+        raise ValueError(f"{str(cfg_path)!r} is nested too deeply to be an SAE config") from e
     if not isinstance(raw_cfg, dict):
         raise ValueError(f"{str(cfg_path)!r} must hold a JSON object, got {type(raw_cfg).__name__}")
 

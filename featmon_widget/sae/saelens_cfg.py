@@ -121,6 +121,9 @@ def normalise_cfg(raw: Mapping[str, Any]) -> dict[str, Any]:
     if legacy and activation_fn == "topk":
         # Pre-6 TopK SAEs were "standard" with a topk activation and k in activation_fn_kwargs.
         kwargs = cfg.get("activation_fn_kwargs") or {}
+        if not isinstance(kwargs, dict):
+            raise ValueError("SAE config's activation_fn_kwargs must be an object, got "
+                             f"{type(kwargs).__name__}")
         if kwargs.get("k") is None:
             raise ValueError("SAE config has activation_fn='topk' but no activation_fn_kwargs['k']")
         architecture = "topk"

@@ -97,6 +97,16 @@ class CommandHandler:
         return f"searching for {text!r}" if text else "showing all features"
 
 
+# Replies echo what they answer; bounded, so a huge field cannot make a huge message.
+REPLY_TEXT_CHARS = 500
+REPLY_ID_CHARS = 64
+
+
 def _reply(msg_id: Any, ok: bool, text: str) -> dict[str, Any]:
+    if len(text) > REPLY_TEXT_CHARS:
+        text = text[: REPLY_TEXT_CHARS - 1] + "…"
+    if not (isinstance(msg_id, int) and not isinstance(msg_id, bool) and abs(msg_id) < 2**53
+            or isinstance(msg_id, str) and len(msg_id) <= REPLY_ID_CHARS):
+        msg_id = None  # not an id this frontend sends: nothing to match the reply to
     return {"type": "reply", "id": msg_id, "ok": ok, "message": text if ok else "",
             "error": None if ok else text}

@@ -11,6 +11,7 @@ import anywidget
 import traitlets
 
 from ..live.subscriptions import Subscription
+from ..snapshot.options import snapshot_options
 from ..snapshot.schemas import Snapshot
 from .commands import CommandHandler
 from .controls import MonitorControls
@@ -51,15 +52,24 @@ class MonitorWidget(anywidget.AnyWidget):
                  records: int = 20, **kwargs: Any) -> None:
         if not isinstance(monitor, MonitorControls):
             raise TypeError(f"MonitorWidget needs a FeatureMonitor, got {type(monitor).__name__}")
+        snapshot_options(table_rows, metric, records)  # bad options: raise before a comm opens
         super().__init__(**kwargs)
-        self.monitor = monitor
-        self._push_lock = threading.Lock()
-        self._last_sequence = 0
-        self.on_msg(lambda _widget, content, _buffers: self.answer(content))
-        self._subscription = monitor.subscribe(self.push, table_rows=table_rows, metric=metric,
-                                               records=records)
-        self._commands = CommandHandler(monitor, self._subscription)
-        self.push(monitor.snapshot(table_rows, metric, records))
+        try:
+            self.monitor = monitor
+            self._push_lock = threading.Lock()
+            self._last_sequence = 0
+            self.on_msg(lambda _widget, content, _buffers: self.answer(content))
+            self._subscription = monitor.subscribe(self.push, table_rows=table_rows,
+                                                   metric=metric, records=records)
+            self._commands = CommandHandler(monitor, self._subscription)
+            self.push(monitor.snapshot(table_rows, metric, records))
+        except BaseException:
+            # A widget that failed to build stays registered nowhere (its layout child too).
+            layout = getattr(self, "layout", None)
+            self.close()
+            if layout is not None:
+                layout.close()
+            raise
 
     @property
     def subscription(self) -> Subscription:

@@ -541,3 +541,17 @@ def test_monitor_accepts_a_real_saelens_sae(sl: Any) -> None:
     rows = monitor.get_statistics().features
     assert [r.active_count for r in rows] == (expected > 0).sum(0).tolist()
     assert [r.max for r in rows] == expected.max(0).values.tolist()
+
+
+def test_hostile_cfg_shapes_are_value_errors(tmp_path: Path) -> None:
+    """Issue 12, defect 11: a non-object activation_fn_kwargs raised AttributeError, a deeply
+    nested cfg.json RecursionError."""
+    _small_sae().save(tmp_path / "a")
+    _edit_cfg(tmp_path / "a", activation_fn="topk", activation_fn_kwargs=[5],
+              sae_lens_version=_DELETE, metadata=_DELETE, architecture=_DELETE)
+    with pytest.raises(ValueError, match="activation_fn_kwargs must be an object, got list"):
+        load_sae(tmp_path / "a")
+    _small_sae().save(tmp_path / "b")
+    (tmp_path / "b" / "cfg.json").write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(ValueError, match="nested too deeply"):
+        load_sae(tmp_path / "b")

@@ -211,3 +211,26 @@ def test_search_command_filters_the_table_in_the_kernel(widget, monitor):
     assert _command(widget, type="search", text="")["message"] == "showing all features"
     assert _wait_for(lambda: len(table()) == 16)
     assert _command(widget, type="search", text=["x"])["ok"] is False
+
+
+def test_a_widget_that_fails_to_build_stays_registered_nowhere(monitor):
+    """Issue 12, defect 9: `MonitorWidget(m, table_rows=0)` left a widget registered."""
+    from ipywidgets.widgets import widget as ipywidget
+
+    before = len(ipywidget._instances)
+    with pytest.raises(ValueError, match="table_rows"):
+        MonitorWidget(monitor, table_rows=0)
+    closed = FeatureMonitor(16)
+    closed.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        MonitorWidget(closed)
+    assert len(ipywidget._instances) == before
+
+
+def test_replies_never_echo_an_unbounded_input(widget):
+    """Issue 12, defect 10: a 1 MB `type` came back as a 1 MB reply."""
+    reply = widget.answer({"id": "x" * 100_000, "type": "t" * 1_000_000})
+    assert reply["ok"] is False and len(reply["error"]) <= 500
+    assert reply["id"] is None
+    assert len(str(reply)) < 1_000
+    assert _command(widget, type="enable", enabled=True)["id"] == 7  # real ids still echo
