@@ -20,13 +20,13 @@ bounded for any batch.
 
 from __future__ import annotations
 
-import re
 from collections import OrderedDict
 from typing import NamedTuple
 
 import torch
 
 from .features import DenseFeatures, SparseFeatures
+from .requests import automatic_number
 from .stats.compiled import CompileOrEager
 from .stats.native import ExampleKernels, RowMaxima, example_kernels
 
@@ -38,7 +38,6 @@ _LOW = 1 << 32
 _CHUNK_ELEMENTS = 1 << 21
 # Requests whose last tokens are remembered as the left context of their next forward.
 MAX_TRACKED_REQUESTS = 4096
-_AUTO = re.compile(r"auto-(0|[1-9][0-9]*)")
 
 
 def ordered_bits(values: Tensor) -> Tensor:
@@ -80,9 +79,9 @@ class RequestNames:
 
     def code(self, name: str) -> int:
         """The code of `name`."""
-        auto = _AUTO.fullmatch(name)
-        if auto:
-            return -1 - int(auto.group(1))
+        auto = automatic_number(name)
+        if auto is not None:
+            return -1 - auto
         code = self._codes.get(name)
         if code is None:
             code = self._codes[name] = len(self._names)
@@ -204,7 +203,7 @@ class ExampleTable:
         unknown = torch.full((batch, w), -1, dtype=torch.int64, device=dev)
         context = torch.cat([tail, compact, unknown], 1)
         real = valid.to(torch.int64).sum(1, keepdim=True)
-        if w:
+        if w and automatic_number(request_id) is None:  # an auto-N request never continues
             self._tails[request_id] = context.gather(
                 1, real + torch.arange(w, device=dev))  # the last w real tokens so far
             self._tails.move_to_end(request_id)

@@ -9,6 +9,8 @@ from contextlib import contextmanager
 
 import torch
 
+from .requests import automatic_number
+
 Tensor = torch.Tensor
 
 # Requests remembered for position continuation; older ones start again at 0 if they return.
@@ -101,6 +103,8 @@ class RequestPositions:
         return positions.clamp_min(0), valid
 
     def _remember(self, request_id: str, next_positions: Tensor) -> None:
+        if automatic_number(request_id) is not None:
+            return  # an auto-N request never continues: nothing to keep for it
         if self._journal is not None:
             self._journal.append((request_id, self._next.get(request_id)))
         self._next[request_id] = next_positions

@@ -6,10 +6,21 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import itertools
+import re
 from collections.abc import Iterator
 
 # Request ids reach every snapshot and the widget: bounded, so one id cannot bloat them.
 MAX_REQUEST_ID_CHARS = 200
+
+
+_AUTOMATIC = re.compile(r"auto-(0|[1-9][0-9]*)")
+
+
+def automatic_number(request_id: str) -> int | None:
+    """N for the monitor's own per-forward ids (`auto-N`), else None. Such a request never
+    continues (the next forward gets a new id), so no per-request state is kept for it."""
+    match = _AUTOMATIC.fullmatch(request_id)
+    return int(match.group(1)) if match else None
 
 
 def check_request_id(request_id: object) -> str:

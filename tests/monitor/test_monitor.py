@@ -492,3 +492,20 @@ def test_a_wrong_width_input_leaves_the_compiled_path_on():
     assert monitor._ingest.fused.runner.active
     monitor.encode_and_record(sae, torch.rand(3, 4), "r", None)
     assert monitor.state.total_tokens == 3
+
+
+def test_forwards_outside_a_request_keep_no_per_request_state():
+    """Issue 12, defect 8: every forward outside `request()` gets a fresh auto-N id, and 4,096
+    position tensors (and example contexts) were kept for ids that never come back. Named
+    requests still continue."""
+    monitor = FeatureMonitor(8, compile=False)
+    for _ in range(50):
+        monitor.on_activation(torch.rand(2, 3, 8))
+    recording = monitor._recording
+    assert len(recording.positions._next) == 0 and len(recording.examples._tails) == 0
+    with monitor.request("chat"):
+        monitor.on_activation(torch.rand(1, 3, 8))
+        monitor.on_activation(torch.rand(1, 2, 8))
+    assert list(recording.positions._next) == ["chat"]
+    chat = [r.token_position for r in monitor.get_history(limit=5).records]
+    assert sorted(chat) == [0, 1, 2, 3, 4]
