@@ -21,6 +21,7 @@ bounded for any batch.
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
@@ -36,6 +37,8 @@ EMPTY = torch.iinfo(torch.int64).min  # the key of an empty slot
 _LOW = 1 << 32
 # Candidate rows merged at once: a chunk's [rows, d_sae] keys stay a few megabytes.
 _CHUNK_ELEMENTS = 1 << 21
+# Named request ids remembered for the examples' records (each at most 200 characters).
+MAX_REQUEST_NAMES = 1 << 16
 # Requests whose last tokens are remembered as the left context of their next forward.
 MAX_TRACKED_REQUESTS = 4096
 
@@ -70,27 +73,41 @@ def ordered_bits_inverse(ordered: Tensor) -> Tensor:
 
 
 class RequestNames:
-    """Request ids as int64 codes: automatic ids (`auto-N`) by their number, others interned
-    (so codes held by old examples never lose their name)."""
+    """Request ids as int64 codes: automatic ids (`auto-N`) by their number, others interned.
+
+    Bounded: past `MAX_REQUEST_NAMES` named ids, the names no kept example still holds are
+    forgotten (`held()` lists the codes the table holds: one read of it, once per that many new
+    names), so a held code never loses its name."""
 
     def __init__(self) -> None:
         self._codes: dict[str, int] = {}
-        self._names: list[str] = []
+        self._names: dict[int, str] = {}
+        self._next = 0
 
-    def code(self, name: str) -> int:
+    def __len__(self) -> int:
+        return len(self._names)
+
+    def code(self, name: str, held: Callable[[], set[int]] | None = None) -> int:
         """The code of `name`."""
         auto = automatic_number(name)
         if auto is not None:
             return -1 - auto
         code = self._codes.get(name)
         if code is None:
-            code = self._codes[name] = len(self._names)
-            self._names.append(name)
+            if len(self._names) >= MAX_REQUEST_NAMES and held is not None:
+                self._keep(held())
+            code = self._codes[name] = self._next
+            self._names[code] = name
+            self._next += 1
         return code
 
     def name(self, code: int) -> str:
         """The request id of `code`."""
-        return f"auto-{-1 - code}" if code < 0 else self._names[code]
+        return f"auto-{-1 - code}" if code < 0 else self._names.get(code, f"request #{code}")
+
+    def _keep(self, codes: set[int]) -> None:
+        self._names = {c: n for c, n in self._names.items() if c in codes}
+        self._codes = {n: c for c, n in self._names.items()}
 
 
 class ExampleRows(NamedTuple):
@@ -163,7 +180,7 @@ class ExampleTable:
             return
         valid2 = valid.reshape(batch, tokens)
         context, source, rank = self._context(request_id, valid2, token_ids, batch, tokens)
-        code = self.names.code(request_id)
+        code = self.names.code(request_id, self._held_codes)
         native = example_kernels() if self.device.type == "cpu" else None
         if native is not None:
             acts, indices = _native_features(features)
@@ -182,6 +199,10 @@ class ExampleTable:
                 native.merge(value, t, b0, tokens, positions, rank, context, source,
                              acts, indices, code, self.value, self.request, self.row,
                              self.position, self.tokens, self.acts)
+
+    def _held_codes(self) -> set[int]:
+        """The request codes of the examples kept now (reads the table: rarely called)."""
+        return set(self.request[self.value > float("-inf")].unique().tolist())
 
     def _context(self, request_id: str, valid: Tensor, token_ids: Tensor | None, batch: int,
                  tokens: int) -> tuple[Tensor, Tensor, Tensor]:

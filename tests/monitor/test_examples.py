@@ -188,3 +188,19 @@ def test_hooked_sae_paths_keep_the_same_examples_as_its_features(architecture):
             [(e.record_id, e.position, e.token_ids, e.index) for e in b]
         # The compiled encode may round differently in the last bit.
         assert [e.value for e in a] == pytest.approx([e.value for e in b], rel=1e-5)
+
+
+def test_named_request_ids_are_bounded_and_held_names_survive(monkeypatch):
+    """Issue 12, defect 8: every distinct named request id was interned for good."""
+    from featmon_widget import FeatureMonitor
+    from featmon_widget.monitor import examples as examples_module
+
+    monkeypatch.setattr(examples_module, "MAX_REQUEST_NAMES", 8)
+    monitor = FeatureMonitor(4, compile=False, examples_per_feature=2, context_window=1)
+    monitor.on_activation(torch.full((1, 4), 100.0), request_id="the-best")  # kept for good
+    for i in range(50):
+        monitor.on_activation(torch.full((1, 4), 1.0 + i / 100), request_id=f"req-{i}")
+    names = monitor._recording.examples.names
+    assert len(names) <= 9
+    kept = monitor.get_examples(0)
+    assert [row.request_id for row in kept.examples] == ["the-best", "req-49"]
