@@ -39,6 +39,7 @@ class LiveDelivery:
         self.errors = 0  # failed snapshot builds and subscriber callbacks that raised
         self.last_error: str | None = None
         self._closed = False
+        self._build_failures = 0  # warned about once; every one is counted in `errors`
 
     @property
     def subscriptions(self) -> tuple[Subscription, ...]:
@@ -127,7 +128,9 @@ class LiveDelivery:
         try:
             return self._build(options)
         except Exception as exc:  # reported; the other option sets are still delivered
-            self._report(f"a snapshot could not be built ({short_error(exc)})", warn=True)
+            self._build_failures += 1
+            self._report(f"a snapshot could not be built ({short_error(exc)})",
+                         warn=self._build_failures == 1)
             return None
 
     def _report(self, message: str, warn: bool) -> None:

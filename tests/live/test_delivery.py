@@ -51,8 +51,8 @@ def test_a_failing_build_is_reported_and_other_option_sets_still_delivered():
         delivery.subscribe(lambda snap: None, snapshot_options(7, "mean", 5))
         delivery.subscribe(got.append, snapshot_options(5, "mean", 5))
         assert _wait_for(lambda: len(got) >= 1)
+        delivery.close()
     assert delivery.errors >= 1 and "no snapshot for you" in delivery.last_error
-    delivery.close()
 
 
 def test_the_timer_survives_an_interval_no_wait_can_take():
