@@ -1,10 +1,17 @@
 """Argument checks shared by every layer: a bad value raises TypeError or ValueError naming the
-parameter and the value, before anything changes."""
+parameter and the value, before anything changes; and `cut`, which bounds any text that
+reaches a message."""
 
 from __future__ import annotations
 
 import numbers
 from typing import Any
+
+
+def cut(text: str | None, chars: int) -> str | None:
+    """`text` at most `chars` characters long (the last one an ellipsis when cut); None stays
+    None."""
+    return text if text is None or len(text) <= chars else text[: chars - 1] + "…"
 
 
 def is_int(value: Any) -> bool:

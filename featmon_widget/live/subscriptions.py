@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from ..checks import cut
 from ..snapshot.options import SnapshotOptions, snapshot_options
 from ..snapshot.schemas import Snapshot
 
@@ -13,8 +14,7 @@ ERROR_CHARS = 300  # an error message kept for the state / status line
 
 def short_error(exc: BaseException) -> str:
     """`Type: message`, cut to `ERROR_CHARS` characters."""
-    text = f"{type(exc).__name__}: {exc}"
-    return text if len(text) <= ERROR_CHARS else text[: ERROR_CHARS - 1] + "…"
+    return str(cut(f"{type(exc).__name__}: {exc}", ERROR_CHARS))
 
 
 class Subscription:

@@ -9,7 +9,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from ..checks import check_int, is_int
+from ..checks import check_int, cut, is_int
 
 HISTORY_SIZE_RANGE = (1, 100_000)
 TOP_K_RANGE = (1, 256)
@@ -96,10 +96,9 @@ def feature_list(name: str, cap: int):
     return check
 
 
-def _short(value: Any, limit: int = 80) -> str:
-    """`repr(value)`, cut to `limit` characters (error messages reach the widget)."""
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+def _short(value: Any) -> str:
+    """`repr(value)`, cut to 80 characters (error messages reach the widget)."""
+    return str(cut(repr(value), 80))
 
 
 def _real(name: str, value: Any, lo: float, hi: float) -> float:

@@ -9,6 +9,8 @@ import itertools
 import re
 from collections.abc import Iterator
 
+from ..checks import cut
+
 # Request ids reach every snapshot and the widget: bounded, so one id cannot bloat them.
 MAX_REQUEST_ID_CHARS = 200
 
@@ -29,9 +31,8 @@ def check_request_id(request_id: object) -> str:
     if not isinstance(request_id, str):
         raise TypeError(f"request_id must be a string, got {type(request_id).__name__}")
     if not 0 < len(request_id) <= MAX_REQUEST_ID_CHARS:
-        shown = request_id if len(request_id) <= 40 else request_id[:40] + "…"
         raise ValueError(f"request_id must have 1..{MAX_REQUEST_ID_CHARS} characters, got "
-                         f"{len(request_id)} ({shown!r})")
+                         f"{len(request_id)} ({cut(request_id, 41)!r})")
     return request_id
 
 

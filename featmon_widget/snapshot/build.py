@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..checks import cut
 from .frequency import FREQUENCY_EDGES, frequency_histogram
 from .options import (
     PANEL_BYTES,
@@ -119,7 +120,7 @@ def finish_snapshot(parts: SnapshotParts) -> Snapshot:
             "position": history.positions[i],
             "timestamp": history.timestamps[i],
             "token_id": history.token_ids[i] if history.token_ids[i] >= 0 else None,
-            "token": _cut(parts.token_text(history.token_ids[i]), PANEL_TOKEN_CHARS),
+            "token": cut(parts.token_text(history.token_ids[i]), PANEL_TOKEN_CHARS),
             "top": [[f, _finite_or_none(v)]
                     for f, v in history.top_above(i, threshold)[:RECORD_TOP]],
             "values": [[f, _finite_or_none(v)]
@@ -165,7 +166,7 @@ def _panels(parts: SnapshotParts, stats: torch.Tensor,
                 break  # empty slots come last
             ids, index, window_acts = known_window(tokens[s][i], acts[s][i],
                                                    parts.examples.window)
-            texts = [_cut(parts.token_text(t), PANEL_TOKEN_CHARS) for t in ids]
+            texts = [cut(parts.token_text(t), PANEL_TOKEN_CHARS) for t in ids]
             examples.append({
                 "value": _finite_or_none(v), "request_id": parts.examples.request_name(
                     request[s][i]),
@@ -177,7 +178,7 @@ def _panels(parts: SnapshotParts, stats: torch.Tensor,
                                 float(f"{a:.4g}") for a in window_acts],
             })
         panels.append({
-            "feature": feature, "label": _cut(parts.labels.get(feature), PANEL_LABEL_CHARS),
+            "feature": feature, "label": cut(parts.labels.get(feature), PANEL_LABEL_CHARS),
             **{name: _finite_or_none(stats_h[j][s]) for j, name in enumerate(PANEL_STATS)},
             "count": int(stats_h[0][s]),
             "examples": examples,
@@ -207,17 +208,13 @@ def _narrow(example: dict[str, Any], radius: int) -> None:
         example["index"] = index - lo
 
 
-def _cut(text: str | None, chars: int) -> str | None:
-    return text if text is None or len(text) <= chars else text[: chars - 1] + "…"
-
-
 def _table_labels(labels: dict[int, str], features: list[int]) -> list[str | None]:
     """Labels of the table's rows, cut short, in row order while they fit the byte budget (the
     full text stays in get_statistics / get_examples)."""
     out: list[str | None] = []
     budget = TABLE_LABEL_BYTES
     for feature in features:
-        label = _cut(labels.get(feature), TABLE_LABEL_CHARS)
+        label = cut(labels.get(feature), TABLE_LABEL_CHARS)
         size = 0 if label is None else len(label.encode()) + 4
         out.append(label if size <= budget else None)
         budget -= size if size <= budget else 0

@@ -11,6 +11,7 @@ from __future__ import annotations
 import numbers
 from typing import Any
 
+from ..checks import cut
 from ..live.subscriptions import Subscription
 from .controls import MonitorControls
 
@@ -103,8 +104,7 @@ REPLY_ID_CHARS = 64
 
 
 def _reply(msg_id: Any, ok: bool, text: str) -> dict[str, Any]:
-    if len(text) > REPLY_TEXT_CHARS:
-        text = text[: REPLY_TEXT_CHARS - 1] + "…"
+    text = str(cut(text, REPLY_TEXT_CHARS))
     if not (isinstance(msg_id, int) and not isinstance(msg_id, bool) and abs(msg_id) < 2**53
             or isinstance(msg_id, str) and len(msg_id) <= REPLY_ID_CHARS):
         msg_id = None  # not an id this frontend sends: nothing to match the reply to
