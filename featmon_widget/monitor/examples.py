@@ -21,13 +21,12 @@ bounded for any batch.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
 
 from .features import DenseFeatures, SparseFeatures
-from .requests import automatic_number
+from .requests import RequestNames, automatic_number
 from .stats.compiled import CompileOrEager
 from .stats.native import ExampleKernels, RowMaxima, example_kernels
 
@@ -37,8 +36,6 @@ EMPTY = torch.iinfo(torch.int64).min  # the key of an empty slot
 _LOW = 1 << 32
 # Candidate rows merged at once: a chunk's [rows, d_sae] keys stay a few megabytes.
 _CHUNK_ELEMENTS = 1 << 21
-# Named request ids remembered for the examples' records (each at most 200 characters).
-MAX_REQUEST_NAMES = 1 << 16
 # Requests whose last tokens are remembered as the left context of their next forward.
 MAX_TRACKED_REQUESTS = 4096
 
@@ -70,44 +67,6 @@ def value_of(keys: Tensor) -> Tensor:
 def ordered_bits_inverse(ordered: Tensor) -> Tensor:
     """Inverse of `ordered_bits`."""
     return (ordered ^ ((ordered >> 31) & 0x7FFFFFFF)).view(torch.float32)
-
-
-class RequestNames:
-    """Request ids as int64 codes: automatic ids (`auto-N`) by their number, others interned.
-
-    Bounded: past `MAX_REQUEST_NAMES` named ids, the names no kept example still holds are
-    forgotten (`held()` lists the codes the table holds: one read of it, once per that many new
-    names), so a held code never loses its name."""
-
-    def __init__(self) -> None:
-        self._codes: dict[str, int] = {}
-        self._names: dict[int, str] = {}
-        self._next = 0
-
-    def __len__(self) -> int:
-        return len(self._names)
-
-    def code(self, name: str, held: Callable[[], set[int]] | None = None) -> int:
-        """The code of `name`."""
-        auto = automatic_number(name)
-        if auto is not None:
-            return -1 - auto
-        code = self._codes.get(name)
-        if code is None:
-            if len(self._names) >= MAX_REQUEST_NAMES and held is not None:
-                self._keep(held())
-            code = self._codes[name] = self._next
-            self._names[code] = name
-            self._next += 1
-        return code
-
-    def name(self, code: int) -> str:
-        """The request id of `code`."""
-        return f"auto-{-1 - code}" if code < 0 else self._names.get(code, f"request #{code}")
-
-    def _keep(self, codes: set[int]) -> None:
-        self._names = {c: n for c, n in self._names.items() if c in codes}
-        self._codes = {n: c for c, n in self._names.items()}
 
 
 class ExampleRows(NamedTuple):
@@ -151,6 +110,22 @@ class ExampleTable:
         return sum(t.numel() * t.element_size()
                    for t in (self.value, self.request, self.row, self.position, self.tokens,
                              self.acts))
+
+    def state_tensors(self) -> dict[str, Tensor]:
+        """The table's live fixed-shape tensors (saving copies them, loading copies into
+        them); the request names and left contexts are `names` and `tails`."""
+        names = ("value", "request", "row", "position", "tokens", "acts")
+        return {name: getattr(self, name) for name in names}
+
+    @property
+    def tails(self) -> OrderedDict[str, Tensor]:
+        """Each request's left context (its last `window` real tokens per row, [rows,
+        window] int64), oldest request first. Replace it whole, never change it in place."""
+        return self._tails
+
+    @tails.setter
+    def tails(self, tails: OrderedDict[str, Tensor]) -> None:
+        self._tails = OrderedDict(tails)
 
     def clear(self) -> None:
         """Forget every example (the requests' left contexts stay)."""

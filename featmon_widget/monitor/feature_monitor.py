@@ -27,12 +27,13 @@ from .ingest import Ingest, check_dense, check_sparse
 from .labels import load_labels
 from .recording import Recording
 from .requests import RequestContext
+from .sharing import Sharing
 from .state import monitor_state
 from .stats.fused import FusedEncoder
 from .stats.kernels import StatisticsKernels
 
 
-class FeatureMonitor:
+class FeatureMonitor(Sharing):
     """Records which SAE features fire and keeps exact per-feature statistics on the device.
 
     Feed it with `on_activation(acts)` or hook it onto a model with `attach`. All state lives on
@@ -240,7 +241,7 @@ class FeatureMonitor:
             rec = self._recording
             rows = queries.statistics_rows(rec.stats, rec.feature_index(features),
                                            self._attached.labels)
-            total, since = int(rec.tokens), rec.since
+            total, since = int(rec.device_totals().tokens), rec.since
         return schemas.StatisticsResponse(features=rows, total_activations=total, since=since)
 
     def reset_statistics(self) -> int:

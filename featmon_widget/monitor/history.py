@@ -100,6 +100,24 @@ class HistoryRing:
                 self._request_names.popitem(last=False)
         return code
 
+    def state_tensors(self) -> dict[str, Tensor]:
+        """The ring's live tensors (saving copies them, loading copies into them)."""
+        names = ("top_idx", "top_val", "values", "request", "row", "position", "timestamp",
+                 "token", "written")
+        return {name: getattr(self, name) for name in names}
+
+    def state_meta(self) -> dict[str, object]:
+        """The request names of the records, and the next request code."""
+        with self._lock:
+            return {"names": [[c, n] for c, n in self._request_names.items()],
+                    "next_code": self._next_code}
+
+    def load_state_meta(self, meta: dict[str, object]) -> None:
+        """Restore `state_meta` (checked by the caller)."""
+        with self._lock:
+            self._request_names = OrderedDict((int(c), str(n)) for c, n in meta["names"])
+            self._next_code = int(meta["next_code"])
+
     def clear(self) -> int:
         """Empty the ring; returns how many records it held (reads one count from the device)."""
         held = self.count()

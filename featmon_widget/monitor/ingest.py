@@ -133,7 +133,8 @@ class Ingest:
         x = x.to(rec.device, non_blocking=True)
         pos, valid = rec.positions_for(request_id, batch, tokens, None, mask, position_ids)
         rows = None if mask is None and position_ids is None else valid  # None: all rows
-        encoded = self.fused(sae, x, rows, rec.stats.mean, rec.stats.count,
+        local = rec.stats.local  # shifts come from this process's own totals
+        encoded = self.fused(sae, x, rows, local.mean, local.count,
                              rec.config.threshold, fuse=is_own_sae(sae),
                              tokens=rec.examples.row_maxima_wanted(batch, tokens))
         flat = encoded.features

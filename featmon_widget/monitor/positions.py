@@ -34,6 +34,16 @@ class RequestPositions:
         """Forget every request."""
         self._next.clear()
 
+    @property
+    def tracked(self) -> OrderedDict[str, Tensor]:
+        """Each request's next positions ([rows] int64), least recently used first. Replace it
+        whole, never change it in place."""
+        return self._next
+
+    @tracked.setter
+    def tracked(self, tracked: OrderedDict[str, Tensor]) -> None:
+        self._next = OrderedDict(tracked)
+
     @contextmanager
     def kept_on_error(self) -> Iterator[None]:
         """Positions assigned inside the block are undone if it raises: a failed call changes

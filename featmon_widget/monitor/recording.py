@@ -8,6 +8,7 @@ selected features' value histograms, the per-request positions and the token tot
 from __future__ import annotations
 
 import time
+from typing import NamedTuple
 
 import torch
 
@@ -28,6 +29,17 @@ from .stats.running import RunningStats
 Tensor = torch.Tensor
 
 
+class RemoteView(NamedTuple):
+    """What the other ranks of a torch.distributed job had recorded at the last
+    `FeatureMonitor.sync` (their statistics are `RunningStats.remote`)."""
+
+    tokens: int
+    dropped_indices: int
+    forward_passes: int
+    ranks: int  # processes whose records are in view, this one included
+    synced_at: float
+
+
 class Recording:
     """Statistics, history, value histograms and totals of one monitor (see module doc)."""
 
@@ -40,6 +52,7 @@ class Recording:
         self.device_fixed = device is not None
         self.positions = RequestPositions()
         self.forward_passes = 0
+        self.remote: RemoteView | None = None
         self.allocate(torch.device(device) if device is not None else torch.device("cpu"))
 
     def allocate(self, device: torch.device) -> None:
@@ -132,6 +145,7 @@ class Recording:
         self.values = ValueHistograms(self.config.selected, self.device)
         self.tokens.zero_()
         self.forward_passes = 0
+        self.remote = None
         self.since = self.active_since = time.time()
 
     def clear_history(self) -> int:
@@ -152,9 +166,17 @@ class Recording:
     # ---- SnapshotSource ---------------------------------------------------------------------
 
     def device_totals(self) -> DeviceTotals:
-        """Tokens recorded, records held, sparse indices dropped (device scalars)."""
-        return DeviceTotals(self.tokens, self.history.written.clamp_max(self.history.size),
-                            self.stats.dropped_indices)
+        """Tokens recorded, records held, sparse indices dropped (device scalars; tokens and
+        dropped indices include the other ranks' as of the last sync)."""
+        tokens, dropped = self.tokens, self.stats.dropped_indices
+        if self.remote is not None:
+            tokens, dropped = tokens + self.remote.tokens, dropped + self.remote.dropped_indices
+        return DeviceTotals(tokens, self.history.written.clamp_max(self.history.size), dropped)
+
+    @property
+    def total_forward_passes(self) -> int:
+        """Forward passes recorded here, plus the other ranks' as of the last sync."""
+        return self.forward_passes + (self.remote.forward_passes if self.remote else 0)
 
     def ranked(self, metric: str, k: int, among: list[int] | None = None) -> Tensor:
         """Indices of the top-k monitored features (of `among`, if given) by `metric`, stable

@@ -7,12 +7,15 @@ import contextlib
 import contextvars
 import itertools
 import re
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 
 from ..checks import cut
 
 # Request ids reach every snapshot and the widget: bounded, so one id cannot bloat them.
 MAX_REQUEST_ID_CHARS = 200
+# Named request ids remembered for the examples' records.
+MAX_REQUEST_NAMES = 1 << 16
 
 
 _AUTOMATIC = re.compile(r"auto-(0|[1-9][0-9]*)")
@@ -36,6 +39,54 @@ def check_request_id(request_id: object) -> str:
     return request_id
 
 
+class RequestNames:
+    """Request ids as int64 codes: automatic ids (`auto-N`) by their number, others interned.
+
+    Bounded: past `MAX_REQUEST_NAMES` named ids, the names no kept example still holds are
+    forgotten (`held()` lists the codes the table holds: one read of it, once per that many new
+    names), so a held code never loses its name."""
+
+    def __init__(self) -> None:
+        self._codes: dict[str, int] = {}
+        self._names: dict[int, str] = {}
+        self._next = 0
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+    def code(self, name: str, held: Callable[[], set[int]] | None = None) -> int:
+        """The code of `name`."""
+        auto = automatic_number(name)
+        if auto is not None:
+            return -1 - auto
+        code = self._codes.get(name)
+        if code is None:
+            if len(self._names) >= MAX_REQUEST_NAMES and held is not None:
+                self._keep(held())
+            code = self._codes[name] = self._next
+            self._names[code] = name
+            self._next += 1
+        return code
+
+    def name(self, code: int) -> str:
+        """The request id of `code`."""
+        return f"auto-{-1 - code}" if code < 0 else self._names.get(code, f"request #{code}")
+
+    def state_meta(self) -> dict[str, object]:
+        """The named ids with their codes, and the next code."""
+        return {"names": [[c, n] for c, n in self._names.items()], "next": self._next}
+
+    def load_state_meta(self, meta: dict[str, object]) -> None:
+        """Restore `state_meta` (checked by the caller)."""
+        self._names = {int(c): str(n) for c, n in meta["names"]}
+        self._codes = {n: c for c, n in self._names.items()}
+        self._next = int(meta["next"])
+
+    def _keep(self, codes: set[int]) -> None:
+        self._names = {c: n for c, n in self._names.items() if c in codes}
+        self._codes = {n: c for c, n in self._names.items()}
+
+
 class RequestContext:
     """The request id of the current context; `auto-N` outside any `request` block."""
 
@@ -43,6 +94,7 @@ class RequestContext:
         self._current: contextvars.ContextVar[str | None] = contextvars.ContextVar(
             name, default=None)
         self._auto_ids = itertools.count()
+        self._auto_lock = threading.Lock()
 
     def request(self, request_id: str) -> contextlib.AbstractContextManager[str]:
         """Tag everything recorded inside the block with `request_id` (checked now, not at
@@ -59,4 +111,21 @@ class RequestContext:
 
     def current(self) -> str:
         """The active request id, or a fresh automatic one (`auto-N`) for one forward pass."""
-        return self._current.get() or f"auto-{next(self._auto_ids)}"
+        request_id = self._current.get()
+        if request_id is not None:
+            return request_id
+        with self._auto_lock:
+            return f"auto-{next(self._auto_ids)}"
+
+    def next_automatic(self) -> int:
+        """N of the next automatic id `auto-N`."""
+        with self._auto_lock:
+            n = next(self._auto_ids)
+            self._auto_ids = itertools.count(n)
+        return n
+
+    def continue_from(self, n: int) -> None:
+        """Number automatic ids from `n` on (a loaded monitor goes on where the saved one
+        stopped, so no `auto-N` names two requests)."""
+        with self._auto_lock:
+            self._auto_ids = itertools.count(n)

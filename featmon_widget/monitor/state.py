@@ -21,10 +21,12 @@ def monitor_state(recording: Recording, attached: Attachments, delivery: LiveDel
         selected_features=list(cfg.selected), history_size=cfg.history_size,
         history_count=history_count, top_k=cfg.top_k, threshold=cfg.threshold,
         throttle_ms=cfg.throttle_ms, total_tokens=total_tokens,
-        forward_passes=recording.forward_passes, since=recording.since,
+        forward_passes=recording.total_forward_passes, since=recording.since,
         active_since=recording.active_since, device=str(recording.device),
         errors=attached.errors, last_error=attached.last_error, dropped_indices=dropped_indices,
         examples_per_feature=cfg.examples_per_feature, context_window=cfg.context_window,
         examples_bytes=recording.examples.nbytes, labels=len(attached.labels),
         delivery_errors=delivery.errors, last_delivery_error=delivery.last_error,
+        synced_ranks=recording.remote.ranks if recording.remote else 1,
+        synced_at=recording.remote.synced_at if recording.remote else None,
     )

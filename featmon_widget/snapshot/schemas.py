@@ -158,6 +158,8 @@ class MonitorState:
     labels: int = 0  # features with a label
     delivery_errors: int = 0  # snapshot builds / subscriber callbacks that raised (isolated)
     last_delivery_error: str | None = None
+    synced_ranks: int = 1  # processes whose statistics are in view (see FeatureMonitor.sync)
+    synced_at: float | None = None  # when they were last synced
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict."""

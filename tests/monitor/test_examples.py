@@ -193,9 +193,9 @@ def test_hooked_sae_paths_keep_the_same_examples_as_its_features(architecture):
 def test_named_request_ids_are_bounded_and_held_names_survive(monkeypatch):
     """Issue 12, defect 8: every distinct named request id was interned for good."""
     from featmon_widget import FeatureMonitor
-    from featmon_widget.monitor import examples as examples_module
+    from featmon_widget.monitor import requests as requests_module
 
-    monkeypatch.setattr(examples_module, "MAX_REQUEST_NAMES", 8)
+    monkeypatch.setattr(requests_module, "MAX_REQUEST_NAMES", 8)
     monitor = FeatureMonitor(4, compile=False, examples_per_feature=2, context_window=1)
     monitor.on_activation(torch.full((1, 4), 100.0), request_id="the-best")  # kept for good
     for i in range(50):

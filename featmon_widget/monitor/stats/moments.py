@@ -156,6 +156,22 @@ def merge_moments(state: Totals, shift: Tensor, moments: Moments) -> Totals:
                   torch.minimum(state.min, moments.min), torch.maximum(state.max, moments.max))
 
 
+def combine_totals(a: Totals, b: Totals) -> Totals:
+    """The totals of two disjoint sets of values, each given by its totals (Chan's pairwise
+    merge of mean and M2; a side with no values contributes nothing, exactly)."""
+    n = a.count + b.count
+    na, nb = a.count.to(torch.float64), b.count.to(torch.float64)
+    safe_n = n.clamp_min(1).to(torch.float64)
+    delta = b.mean - a.mean
+    mean = a.mean + delta * (nb / safe_n)
+    m2 = a.m2 + b.m2 + delta * delta * (na * nb / safe_n)
+    mean = torch.where(b.count == 0, a.mean, torch.where(a.count == 0, b.mean, mean))
+    m2 = torch.where(b.count == 0, a.m2, torch.where(a.count == 0, b.m2, m2))
+    return Totals(n, a.nan_count + b.nan_count, a.active_count + b.active_count,
+                  a.active_sum + b.active_sum, mean, m2, torch.minimum(a.min, b.min),
+                  torch.maximum(a.max, b.max))
+
+
 def merge_moments_(state: Totals, shift: Tensor, moments: Moments) -> None:
     """`merge_moments` written into `state` in place. New totals would be eight fresh [F]
     buffers per update, and on the CPU touching fresh pages cost more than the merge."""

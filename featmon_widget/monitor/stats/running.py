@@ -1,5 +1,9 @@
 """Exact running per-feature statistics, kept on the activations' device (see `moments` for
-the arithmetic, `compiled` for how it runs, `pending` for TopK values held in a CPU table)."""
+the arithmetic, `compiled` for how it runs, `pending` for TopK values held in a CPU table).
+
+After `FeatureMonitor.sync`, readers see this process's own totals combined with the other
+ranks' totals as of that sync (`remote`); updates only ever touch this process's own totals,
+so syncing again never counts a value twice."""
 
 from __future__ import annotations
 
@@ -7,7 +11,7 @@ import torch
 
 from ...snapshot.schemas import METRICS
 from .kernels import StatisticsKernels
-from .moments import Moments, Totals, empty_totals, shift_for, sparse_shift
+from .moments import Moments, Totals, combine_totals, empty_totals, shift_for, sparse_shift
 from .native import RowMaxima, sparse_accumulator
 from .pending import PendingSparse
 
@@ -28,6 +32,7 @@ class RunningStats:
         self.compiled = compiled or StatisticsKernels()
         self._native = native is not False and self.device.type == "cpu"
         self._pending: PendingSparse | None = None  # made on the first CPU TopK update
+        self._remote: Totals | None = None
         self.reset()
 
     def reset(self) -> None:
@@ -35,6 +40,8 @@ class RunningStats:
         self._totals = empty_totals(self.d_sae, self.device)
         self._dropped = torch.zeros((), dtype=torch.int64, device=self.device)
         self._merged_any = False
+        self._remote = None
+        self._view: Totals | None = None
         if self._pending is not None:
             self._pending.clear()
 
@@ -51,9 +58,30 @@ class RunningStats:
 
     @property
     def totals(self) -> Totals:
-        """Every running total, with held TopK values merged first."""
+        """Every running total, with held TopK values merged first, and the other ranks'
+        totals as of the last sync combined in (`remote`)."""
+        local = self.local
+        if self._remote is None:
+            return local
+        if self._view is None:
+            self._view = combine_totals(self._remote, local)
+        return self._view
+
+    @property
+    def local(self) -> Totals:
+        """This process's own running totals (held TopK values merged first)."""
         self.flush()
         return self._totals
+
+    @property
+    def remote(self) -> Totals | None:
+        """The other ranks' totals as of the last sync (None: never synced since reset)."""
+        return self._remote
+
+    @remote.setter
+    def remote(self, totals: Totals | None) -> None:
+        self._remote = totals
+        self._view = None
 
     @property
     def pending_table(self) -> PendingSparse | None:
@@ -67,11 +95,26 @@ class RunningStats:
         self.flush()
         return self._dropped
 
+    def state_tensors(self) -> dict[str, Tensor]:
+        """The live tensors that are this process's statistics (held TopK values merged
+        first); saving copies them, loading copies into them."""
+        return {**self.local._asdict(), "dropped": self._dropped}
+
+    def state_meta(self) -> dict[str, bool]:
+        """What besides the tensors decides how later updates round (see `update_sparse`)."""
+        return {"merged_any": self._merged_any}
+
+    def load_state_meta(self, meta: dict[str, bool]) -> None:
+        """Restore `state_meta`."""
+        self._merged_any = bool(meta["merged_any"])
+
     def reset_active(self) -> None:
         """Forget only the threshold-dependent statistics (after the threshold changed)."""
-        totals = self.totals  # held values were judged against the old threshold
-        totals.active_count.zero_()
-        totals.active_sum.zero_()
+        for totals in (self.local, self._remote):  # held values: judged by the old threshold
+            if totals is not None:
+                totals.active_count.zero_()
+                totals.active_sum.zero_()
+        self._view = None
 
     def update(self, acts: Tensor, valid: Tensor | None, threshold: float,
                tokens: int | None = None) -> RowMaxima | None:
@@ -80,7 +123,8 @@ class RunningStats:
         the same pass can give them (the native CPU kernel), else None."""
         # Reduction and merge stay two graphs: compiled as one, inductor's CPU code for the
         # reduction became about 9x slower.
-        shift = shift_for(acts, self.mean, self.count)
+        local = self.local
+        shift = shift_for(acts, local.mean, local.count)
         if tokens is None:
             self.merge(shift, self.compiled(acts, valid, shift, threshold))
             return None
@@ -94,9 +138,10 @@ class RunningStats:
         Indices outside 0..d_sae-1 are ignored and counted in `dropped_indices`."""
         pending = self._pending_table() if indices.device.type == "cpu" else None
         if pending is None:
-            totals, dropped = self.compiled.sparse_update(self.totals, indices, values, valid,
+            totals, dropped = self.compiled.sparse_update(self.local, indices, values, valid,
                                                           threshold)
             self._totals = Totals(*totals)
+            self._view = None
             self._merged_any = True
             self._dropped += dropped
             return
@@ -125,12 +170,14 @@ class RunningStats:
                                             pending.shift, pending.threshold < 0.0)
         self._dropped = self._dropped + dropped
         self._merged_any = True
+        self._view = None
         pending.clear()
 
     def merge(self, shift: Tensor, moments: Moments) -> None:
         """Fold one batch's `batch_moments` (taken against `shift`) into the running totals."""
-        self.compiled.merge(self.totals, shift, moments)
+        self.compiled.merge(self.local, shift, moments)
         self._merged_any = True
+        self._view = None
 
     def std(self) -> Tensor:
         """Sample standard deviation (n - 1); 0 where fewer than two values were seen."""
