@@ -1,4 +1,6 @@
-"""`load_sae`: read a SAELens SAE directory through safetensors only (never pickle)."""
+"""`load_sae`: read an SAE folder in the format its files show — SAELens, EleutherAI sparsify
+or dictionary_learning — through safetensors (or a weights-only `torch.load` for formats that
+ship a `.pt` state dict), never a full unpickle."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 
 from .autoencoder import SparseAutoencoder
+from .dictionary_learning_format import is_dictionary_learning_folder, load_dictionary_learning
 from .saelens_cfg import (
     CFG_FILENAME,
     WEIGHTS_FILENAME,
@@ -17,6 +20,7 @@ from .saelens_cfg import (
     normalise_cfg,
     parse_dtype,
 )
+from .sparsify_format import is_sparsify_folder, load_sparsify, sparsify_hook_points
 
 
 def load_sae(
@@ -24,22 +28,51 @@ def load_sae(
     device: str | torch.device | None = None,
     dtype: str | torch.dtype | None = None,
 ) -> SparseAutoencoder:
-    """Load a SAELens-format SAE directory (``cfg.json`` + ``sae_weights.safetensors``).
+    """Load the SAE in folder `path`, its format told from its files:
+
+    - SAELens: ``cfg.json`` + ``sae_weights.safetensors``;
+    - EleutherAI sparsify: ``cfg.json`` + ``sae.safetensors`` (one folder per hook point; a run
+      folder holding several is refused with their names);
+    - dictionary_learning: ``ae.pt`` + ``config.json``.
 
     Args:
         path: the SAE directory.
         device: where to put the weights (default CPU, as SAELens' ``load_from_disk``).
-        dtype: weight dtype (default: the config's ``dtype``, else float32). Weights are read
-            and then cast, as SAELens does.
+        dtype: weight dtype (default: the config's ``dtype`` (SAELens), else the weights').
 
     Raises:
-        FileNotFoundError: the directory, ``cfg.json`` or the weights file is missing.
+        FileNotFoundError: the directory is missing, or holds no SAE of a known format (the
+            message lists what it holds), or a SAELens config or weights file is missing.
         ValueError: an unsupported architecture or setting, a malformed config, or missing,
             unexpected or wrongly shaped tensors.
     """
     root = Path(path)
     if not root.is_dir():
         raise FileNotFoundError(f"SAE directory not found: {str(root)!r}")
+    target_device = torch.device(device) if device is not None else torch.device("cpu")
+    target_dtype = None if dtype is None else parse_dtype(dtype)
+    if not (root / WEIGHTS_FILENAME).is_file():
+        if is_sparsify_folder(root):
+            return load_sparsify(root, target_device, target_dtype)
+        if is_dictionary_learning_folder(root):
+            return load_dictionary_learning(root, target_device, target_dtype)
+        hook_points = sparsify_hook_points(root)
+        if hook_points:
+            shown = ", ".join(hook_points[:8]) + (", ..." if len(hook_points) > 8 else "")
+            raise ValueError(f"{str(root)!r} is a sparsify run with SAEs for {len(hook_points)} "
+                             f"hook point(s) ({shown}): load one of them, e.g. "
+                             f"load_sae({str(root / hook_points[0])!r})")
+        if not (root / CFG_FILENAME).is_file():
+            found = sorted(p.name for p in root.iterdir())[:12]
+            raise FileNotFoundError(
+                f"no SAE found in {str(root)!r}: expected SAELens ({CFG_FILENAME} + "
+                f"{WEIGHTS_FILENAME}), sparsify (cfg.json + sae.safetensors) or "
+                f"dictionary_learning (ae.pt + config.json); it holds {found}")
+    return _load_saelens(root, target_device, dtype)
+
+
+def _load_saelens(root: Path, target_device: torch.device,
+                  dtype: str | torch.dtype | None) -> SparseAutoencoder:
     cfg_path = root / CFG_FILENAME
     weights_path = root / WEIGHTS_FILENAME
     if not cfg_path.is_file():
@@ -61,7 +94,6 @@ def load_sae(
 
     spec = normalise_cfg(raw_cfg)
     target_dtype = spec["dtype"] if dtype is None else parse_dtype(dtype)
-    target_device = torch.device(device) if device is not None else torch.device("cpu")
     expected = expected_shapes(spec["architecture"], spec["d_in"], spec["d_sae"])
     where = str(weights_path)
 
