@@ -27,12 +27,14 @@ class _ForwardContext(threading.local):
 
 class MonitorHook:
     """A recorder (a `FeatureMonitor`) hooked onto `model.get_submodule(hook_point)`; `remove()`
-    or use `with`."""
+    or use `with`. `model` may be an nnsight model (`LanguageModel`, `TransformersModel`,
+    `NNsight`): the hooks go on the torch module it runs, so its `trace` and `generate`
+    contexts are recorded like plain forwards."""
 
-    def __init__(self, recorder: Recorder, model: torch.nn.Module, hook_point: str,
-                 sae: Any) -> None:
+    def __init__(self, recorder: Recorder, model: Any, hook_point: str, sae: Any) -> None:
         if not isinstance(hook_point, str):
             raise TypeError(f"hook_point must be a dotted module name, got {hook_point!r}")
+        model = torch_module_of(model)
         try:
             layer = model.get_submodule(hook_point)
         except AttributeError as exc:
@@ -116,6 +118,22 @@ class MonitorHook:
     def __repr__(self) -> str:
         state = "active" if self.active else "removed"
         return f"MonitorHook({self.hook_point!r}, {state})"
+
+
+def torch_module_of(model: Any) -> torch.nn.Module:
+    """`model` if it is a torch module, else the module an nnsight wrapper runs (`_module` in
+    nnsight 0.5+, `_model` before), else a TypeError."""
+    if isinstance(model, torch.nn.Module):
+        return model
+    for attribute in ("_module", "_model"):
+        try:
+            inner = object.__getattribute__(model, attribute)
+        except AttributeError:
+            continue
+        if isinstance(inner, torch.nn.Module):
+            return inner
+    raise TypeError(f"model must be a torch.nn.Module or an nnsight model wrapping one, got "
+                    f"{type(model).__name__}")
 
 
 def _positional_index(model: torch.nn.Module, name: str) -> int | None:

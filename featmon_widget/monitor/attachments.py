@@ -7,8 +7,6 @@ from __future__ import annotations
 import warnings
 from typing import Any
 
-import torch
-
 from ..hooks import MonitorHook, Recorder
 from ..sae.adapter import sae_width
 from .tokens import TokenText, no_text
@@ -39,7 +37,7 @@ class Attachments:
         """A function from token id to text (None when no tokenizer is known)."""
         return self.token_text or no_text
 
-    def attach(self, recorder: Recorder, d_sae: int, model: torch.nn.Module, hook_point: str,
+    def attach(self, recorder: Recorder, d_sae: int, model: Any, hook_point: str,
                sae: Any, tokenizer: Any = None) -> MonitorHook:
         """Hook `sae` (or the SAE attached before) onto `model.get_submodule(hook_point)`;
         `tokenizer` (default: the model's own `tokenizer`, as TransformerLens models have)

@@ -150,9 +150,10 @@ class FeatureMonitor(Sharing):
 
     # ---- hooks ------------------------------------------------------------------------------
 
-    def attach(self, model: torch.nn.Module, hook_point: str, sae: Any = None,
+    def attach(self, model: Any, hook_point: str, sae: Any = None,
                tokenizer: Any = None) -> MonitorHook:
-        """Hook `sae` onto `model`'s submodule `hook_point`; returns a removable handle.
+        """Hook `sae` onto `model`'s submodule `hook_point` (a torch module, or an nnsight
+        model: its `trace` / `generate` are recorded); returns a removable handle.
         `tokenizer` (default: `model.tokenizer` if it has one) turns recorded tokens into
         text."""
         with self._lock:
