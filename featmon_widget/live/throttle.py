@@ -3,16 +3,25 @@
 `poke()` is cheap and never blocks on delivery: the hot path only sets a flag. A daemon thread
 delivers at once when the last delivery is older than the interval (leading edge), otherwise when
 the interval ends (trailing edge), so the state after a burst always arrives within one interval.
+
+At interpreter exit every running throttle is closed and its thread joined first: a daemon
+thread still inside a snapshot build (torch's C++ code) while the interpreter tears down
+aborted the process ("terminate called without an active exception", exit code 134).
 """
 
 from __future__ import annotations
 
+import atexit
 import threading
 import time
 import warnings
+import weakref
 from collections.abc import Callable
 
 _MAX_WAIT_S = 3600.0
+# How long exit waits for a delivery in progress to finish.
+_EXIT_JOIN_S = 5.0
+_running: weakref.WeakSet[Throttle] = weakref.WeakSet()
 
 
 class Throttle:
@@ -49,6 +58,7 @@ class Throttle:
                     target=self._run, name="featmon-throttle", daemon=True
                 )
                 self._thread.start()
+                _running.add(self)
             self._cond.notify()
 
     def close(self, timeout: float = 1.0) -> None:
@@ -93,3 +103,9 @@ class Throttle:
             self._pending = False
             self._last = time.monotonic()
             return True
+
+
+@atexit.register
+def _close_all() -> None:
+    for throttle in list(_running):
+        throttle.close(_EXIT_JOIN_S)

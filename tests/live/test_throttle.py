@@ -105,3 +105,18 @@ def test_subscriptions_get_their_own_table_options():
         a.update(metric="nope")
     assert a.metric == "std"
     m.close()
+
+
+def test_a_process_that_exits_with_a_subscription_exits_cleanly():
+    """It aborted (exit code 134, "terminate called without an active exception") when the
+    interpreter tore down while the delivery thread was inside a snapshot build."""
+    import subprocess
+    import sys
+
+    code = ("from featmon_widget import FeatureMonitor\n"
+            "m = FeatureMonitor(8, compile=False)\n"
+            "m.subscribe(lambda s: None)\n")
+    for _ in range(3):
+        result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                timeout=120)
+        assert result.returncode == 0, result.stderr[-2000:]
