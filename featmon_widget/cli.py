@@ -1,6 +1,7 @@
 """`featmon demo`: run the embedded default model over sample texts, print the top features
 with the tokens they fire on, and write a self-contained HTML report (no CDN) with their
-top-activating examples as shaded token text."""
+top-activating examples as shaded token text. `featmon export-html NOTEBOOK`: the notebook as
+HTML with its monitor widgets' saved snapshots drawn offline."""
 
 from __future__ import annotations
 
@@ -40,6 +41,22 @@ def demo(out: Path, k: int, examples: int, metric: str, texts: Sequence[str] | N
     return 0
 
 
+def export_html(notebook: Path, out: Path | None) -> int:
+    """Write a notebook as HTML with its monitor widgets' saved snapshots drawn offline."""
+    from .widget.notebook_export import export_notebook
+
+    if not notebook.is_file():
+        print(f"featmon: no such notebook: {notebook}", file=sys.stderr)
+        return 1
+    target = out or notebook.with_suffix(".html")
+    count = export_notebook(notebook, target)
+    print(f"wrote {target} ({count} monitor widget(s) with a saved snapshot)")
+    if count == 0:
+        print("featmon: the notebook holds no saved MonitorWidget state; save it with widget "
+              "state (JupyterLab: Settings > Save Widget State Automatically)", file=sys.stderr)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `featmon` command."""
     parser = argparse.ArgumentParser(prog="featmon", description=__doc__)
@@ -50,9 +67,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     run.add_argument("--examples", type=int, default=3, help="example tokens per feature")
     run.add_argument("--metric", choices=METRICS, default="mean_active")
     run.add_argument("--text", action="append", help="a text to run (repeatable)")
+    export = sub.add_parser("export-html", help="a notebook as HTML, monitor widgets offline")
+    export.add_argument("notebook", type=Path)
+    export.add_argument("-o", "--out", type=Path, default=None,
+                        help="the HTML file (default: the notebook's name with .html)")
     args = parser.parse_args(argv)
     if args.command == "demo":
         return demo(args.out, args.k, args.examples, args.metric, args.text)
+    if args.command == "export-html":
+        return export_html(args.notebook, args.out)
     return 2  # pragma: no cover - argparse rejects unknown commands
 
 

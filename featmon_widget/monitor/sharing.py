@@ -34,6 +34,7 @@ class Sharing:
     d_sae: int
     config: MonitorConfig
     state: MonitorState
+    snapshot: Any
 
     def save(self, path: str | Path) -> Path:
         """Save what was recorded (statistics, history, examples, positions, configuration,
@@ -74,6 +75,17 @@ class Sharing:
     def export_history(self, path: str | Path) -> Path:
         """Write `history_frame()` to the Parquet file `path`."""
         return write_parquet(self.history_frame(), path)
+
+    def to_html(self, path: str | Path, *, table_rows: int = 50, metric: str = "mean",
+                records: int = 20) -> Path:
+        """Write the widget's view of a snapshot taken now (histograms, table, records) as one
+        standalone HTML file that needs no kernel and no network."""
+        from ..widget.static_page import page_json, standalone_page
+
+        message = self.snapshot(table_rows, metric, records).to_message()
+        target = Path(path)
+        target.write_text(standalone_page(page_json(message)), encoding="utf-8")
+        return target
 
     def sync(self, group: Any = None) -> MonitorState:
         """Collective (call it on every rank of `group`): every rank's statistics become
