@@ -43,8 +43,12 @@ def demo(out: Path, k: int, examples: int, metric: str, texts: Sequence[str] | N
 
 def export_html(notebook: Path, out: Path | None) -> int:
     """Write a notebook as HTML with its monitor widgets' saved snapshots drawn offline."""
-    from .widget.notebook_export import export_notebook
-
+    try:
+        from .widget.notebook_export import export_notebook
+    except ImportError as exc:
+        print(f"featmon: export-html needs nbconvert ({exc}): pip install "
+              "'featmon_widget[export]'", file=sys.stderr)
+        return 1
     if not notebook.is_file():
         print(f"featmon: no such notebook: {notebook}", file=sys.stderr)
         return 1
