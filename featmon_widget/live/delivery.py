@@ -35,11 +35,13 @@ class LiveDelivery:
         self._lock = threading.Lock()
         self._subscribers: list[Subscription] = []
         self._listeners: list[EventCallback] = []
+        self._tasks: list[Callable[[], None]] = []  # run on every delivery (watch callbacks)
         self._throttle: Throttle | None = None
         self.errors = 0  # failed snapshot builds and subscriber callbacks that raised
         self.last_error: str | None = None
         self._closed = False
         self._build_failures = 0  # warned about once; every one is counted in `errors`
+        self._task_failures = 0
 
     @property
     def subscriptions(self) -> tuple[Subscription, ...]:
@@ -68,6 +70,17 @@ class LiveDelivery:
                 self._throttle = Throttle(self._deliver, self._interval_s)
         self.poke()
         return sub
+
+    def add_task(self, task: Callable[[], None]) -> None:
+        """Run `task()` on the delivery thread at every delivery (at most every interval, and
+        after the last change of a burst), before the snapshots; starts the thread."""
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("this monitor is closed: it delivers nothing any more")
+            self._tasks.append(task)
+            if self._throttle is None:
+                self._throttle = Throttle(self._deliver, self._interval_s)
+        self.poke()
 
     def _unsubscribe(self, sub: Subscription) -> None:
         with self._lock:
@@ -110,6 +123,15 @@ class LiveDelivery:
             throttle.close()
 
     def _deliver(self) -> None:
+        with self._lock:
+            tasks = list(self._tasks)
+        for task in tasks:
+            try:
+                task()
+            except Exception as exc:  # reported (warned once); snapshots are still delivered
+                self._task_failures += 1
+                self._report(f"a delivery task failed ({short_error(exc)})",
+                             warn=self._task_failures == 1)
         built: dict[SnapshotOptions, Snapshot | None] = {}  # one build per distinct option set
         for sub in self.subscriptions:
             options = sub.options()

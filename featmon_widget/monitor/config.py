@@ -26,6 +26,8 @@ CONTEXT_WINDOW_RANGE = (0, 64)
 THROTTLE_MS_RANGE = (0.0, 3_600_000.0)
 # Activations are compared with the threshold; beyond this magnitude nothing is, or everything.
 THRESHOLD_LIMIT = 1e30
+# Health is sampled every this many forwards (0: off).
+HEALTH_EVERY_RANGE = (0, 1_000_000)
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,10 @@ class MonitorConfig:
     selected: tuple[int, ...] = ()
     examples_per_feature: int = 8
     context_window: int = 8
+    # Health: sample every n-th forward (0: off); features firing on fewer than this share of
+    # tokens (but not never) are ultra-rare.
+    health_every: int = 8
+    rare_floor: float = 1e-5
 
     def replace(self, d_sae: int, **changes: Any) -> MonitorConfig:
         """Return a copy with `changes` applied, after validating every changed value.
@@ -101,7 +107,7 @@ def _short(value: Any) -> str:
     return str(cut(repr(value), 80))
 
 
-def _real(name: str, value: Any, lo: float, hi: float) -> float:
+def real_in_range(name: str, value: Any, lo: float, hi: float) -> float:
     """`value` as a finite float in lo..hi, or a TypeError/ValueError naming it (never an
     OverflowError: ints too large for a float are out of range too)."""
     if not isinstance(value, numbers.Real) or isinstance(value, bool):
@@ -126,11 +132,11 @@ def _check_features(value: Any, d_sae: int) -> tuple[int, ...] | None:
 
 
 def _check_threshold(value: Any, d_sae: int) -> float:
-    return _real("threshold", value, -THRESHOLD_LIMIT, THRESHOLD_LIMIT)
+    return real_in_range("threshold", value, -THRESHOLD_LIMIT, THRESHOLD_LIMIT)
 
 
 def _check_throttle(value: Any, d_sae: int) -> float:
-    return _real("throttle_ms", value, *THROTTLE_MS_RANGE)
+    return real_in_range("throttle_ms", value, *THROTTLE_MS_RANGE)
 
 
 def _check_enabled(value: Any, d_sae: int) -> bool:
@@ -149,4 +155,6 @@ _VALIDATORS = {
     "selected": feature_list("selected", MAX_SELECTED_FEATURES),
     "examples_per_feature": _int_in_range("examples_per_feature", *EXAMPLES_PER_FEATURE_RANGE),
     "context_window": _int_in_range("context_window", *CONTEXT_WINDOW_RANGE),
+    "health_every": _int_in_range("health_every", *HEALTH_EVERY_RANGE),
+    "rare_floor": lambda value, d_sae: real_in_range("rare_floor", value, 0.0, 1.0),
 }

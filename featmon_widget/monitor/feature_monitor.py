@@ -25,6 +25,7 @@ from .attachments import Attachments
 from .config import MonitorConfig
 from .ingest import Ingest, check_dense, check_sparse
 from .labels import load_labels
+from .oversight import Oversight
 from .recording import Recording
 from .requests import RequestContext
 from .sharing import Sharing
@@ -33,7 +34,7 @@ from .stats.fused import FusedEncoder
 from .stats.kernels import StatisticsKernels
 
 
-class FeatureMonitor(Sharing):
+class FeatureMonitor(Sharing, Oversight):
     """Records which SAE features fire and keeps exact per-feature statistics on the device.
 
     Feed it with `on_activation(acts)` or hook it onto a model with `attach`. All state lives on
@@ -46,6 +47,7 @@ class FeatureMonitor(Sharing):
                  top_k: int | None = None, threshold: float = 0.0, throttle_ms: float = 100.0,
                  enabled: bool = True, selected: list[int] | tuple[int, ...] = (),
                  examples_per_feature: int = 8, context_window: int = 8,
+                 health_every: int = 8, rare_floor: float = 1e-5,
                  compile: bool | None = None) -> None:
         if not isinstance(d_sae, int) or isinstance(d_sae, bool) or d_sae < 1:
             raise ValueError(f"d_sae must be a positive int, got {d_sae!r}")
@@ -55,6 +57,7 @@ class FeatureMonitor(Sharing):
             top_k=min(10, d_sae) if top_k is None else top_k,
             threshold=threshold, throttle_ms=throttle_ms, enabled=enabled, selected=selected,
             examples_per_feature=examples_per_feature, context_window=context_window,
+            health_every=health_every, rare_floor=rare_floor,
         )
         self._lock = threading.RLock()
         statistics = StatisticsKernels(compile)
@@ -65,6 +68,8 @@ class FeatureMonitor(Sharing):
         self._live = LiveDelivery(self._build_snapshot, lambda: self.state,
                                   config.throttle_ms / 1000)
         self._attached = Attachments()
+        self._reference: Any = None  # drift reference (see oversight)
+        self._watch_task = False
 
     @classmethod
     def for_sae(cls, sae: Any, **config: Any) -> FeatureMonitor:
@@ -145,7 +150,10 @@ class FeatureMonitor(Sharing):
 
     def _record(self, ingest: Callable[..., None], *args: Any) -> None:
         with self._lock, torch.no_grad(), self._recording.positions.kept_on_error():
+            costs = self._recording.costs
+            costs.start(self._recording.device)
             ingest(*args)
+            costs.stop()
         self._live.poke()
 
     # ---- hooks ------------------------------------------------------------------------------
@@ -197,7 +205,8 @@ class FeatureMonitor(Sharing):
         with self._lock:
             totals = self._recording.device_totals()
             return monitor_state(self._recording, self._attached, self._live,
-                                 *(int(t) for t in totals))
+                                 *(int(t) for t in totals),
+                                 watch_hits=sum(w.delivered for w in self._recording.watches))
 
     def configure(self, **changes: Any) -> MonitorState:
         """Change only the given settings: enabled, features, history_size, top_k, threshold,

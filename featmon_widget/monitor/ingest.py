@@ -12,6 +12,7 @@ import torch
 
 from ..sae.adapter import flatten_heads, has_sparse_encode, is_own_sae
 from .features import DenseFeatures, RepeatFilter, SparseFeatures
+from .health import reconstruct
 from .positions import batch_tokens
 from .recording import Recording
 from .stats.fused import FusedEncoder
@@ -95,13 +96,15 @@ class Ingest:
 
     def sparse(self, indices: Tensor, values: Tensor, request_id: str,
                positions: Tensor | None, mask: Tensor | None,
-               token_ids: Tensor | None = None, position_ids: Tensor | None = None) -> None:
-        """Record a TopK SAE's `indices`, `values` [..., k] (checked with `check_sparse`)."""
+               token_ids: Tensor | None = None, position_ids: Tensor | None = None
+               ) -> tuple[SparseFeatures, Tensor] | None:
+        """Record a TopK SAE's `indices`, `values` [..., k] (checked with `check_sparse`);
+        returns the features and the real-token flags recorded (None when empty)."""
         rec = self.recording
         batch, tokens = batch_tokens(indices.shape[:-1])
         token_ids = check_token_ids(token_ids, batch, tokens)
         if batch * tokens == 0:
-            return  # nothing to record
+            return None  # nothing to record
         rec.adopt_device(values.device)
         pos, valid = rec.positions_for(request_id, batch, tokens, positions, mask, position_ids)
         k = indices.shape[-1]
@@ -110,6 +113,7 @@ class Ingest:
                                   rec.d_sae)
         rec.stats.update_sparse(features.indices, features.values, valid, rec.config.threshold)
         rec.record(features, valid, pos, batch, tokens, request_id, token_ids)
+        return features, valid
 
     def encoded(self, sae: Any, x: Tensor, request_id: str, mask: Tensor | None,
                 position_ids: Tensor | None, token_ids: Tensor | None = None) -> None:
@@ -126,8 +130,12 @@ class Ingest:
         if has_sparse_encode(sae):
             # A TopK SAE's output is k values per token: record it without densifying.
             rec.adopt_device(x.device)
-            indices, values = sae.encode_sparse(x.to(rec.device, non_blocking=True))
-            self.sparse(indices, values, request_id, None, mask, token_ids, position_ids)
+            x = x.to(rec.device, non_blocking=True)
+            indices, values = sae.encode_sparse(x)
+            recorded = self.sparse(indices, values, request_id, None, mask, token_ids,
+                                   position_ids)
+            if recorded is not None:
+                self._check_reconstruction(sae, x, *recorded)
             return
         rec.adopt_device(x.device)
         x = x.to(rec.device, non_blocking=True)
@@ -144,5 +152,17 @@ class Ingest:
                              f"{batch * tokens} token(s); expected ({batch * tokens}, "
                              f"{rec.d_sae})")
         rec.stats.merge(encoded.shift, encoded.moments)
-        rec.record(DenseFeatures(flat), valid, pos, batch, tokens, request_id,
+        features = DenseFeatures(flat)
+        rec.record(features, valid, pos, batch, tokens, request_id,
                    check_token_ids(token_ids, batch, tokens), encoded.maxima)
+        self._check_reconstruction(sae, x, features, valid)
+
+    def _check_reconstruction(self, sae: Any, x: Tensor, features: DenseFeatures |
+                              SparseFeatures, valid: Tensor) -> None:
+        """On a health-sampled forward, compare the SAE's reconstruction with its input."""
+        rec = self.recording
+        if not rec.health_sampled:
+            return
+        x_hat = reconstruct(sae, features)
+        if x_hat is not None and x_hat.shape == (features.n, x.shape[-1]):
+            rec.health.observe_reconstruction(x.reshape(features.n, -1), x_hat, valid)

@@ -15,8 +15,10 @@ import torch
 from ..snapshot.records import HistoryTail
 from ..snapshot.source import DeviceTotals, ExampleSlices, ValueHistogramCounts
 from .config import MonitorConfig, feature_list
+from .costs import CostMeter
 from .examples import ExampleTable
 from .features import DenseFeatures, SparseFeatures
+from .health import HealthTracker
 from .histograms import VALUE_EDGES, ValueHistograms
 from .history import HistoryRing
 from .positions import RequestPositions, as_batch_mask, check_positions
@@ -25,6 +27,7 @@ from .requests import check_request_id
 from .stats.kernels import StatisticsKernels
 from .stats.native import RowMaxima
 from .stats.running import RunningStats
+from .watch import Watch
 
 Tensor = torch.Tensor
 
@@ -53,6 +56,10 @@ class Recording:
         self.positions = RequestPositions()
         self.forward_passes = 0
         self.remote: RemoteView | None = None
+        self.watches: list[Watch] = []
+        self.retired_watches: list[Watch] = []  # cancelled, with hits still to deliver
+        self.costs = CostMeter()
+        self.health_sampled = False  # whether the latest forward was a health sample
         self.allocate(torch.device(device) if device is not None else torch.device("cpu"))
 
     def allocate(self, device: torch.device) -> None:
@@ -65,6 +72,11 @@ class Recording:
         self.examples = ExampleTable(self.d_sae, cfg.examples_per_feature, cfg.context_window,
                                      device, self.compiled.runner)
         self.tokens = torch.zeros((), dtype=torch.int64, device=device)
+        # Tokens since the threshold was set: the denominator of the exact mean L0.
+        self.active_tokens = torch.zeros((), dtype=torch.int64, device=device)
+        self.health = HealthTracker(device)
+        for watch in self.watches:
+            watch.move_to(device)
         self.since = self.active_since = time.time()
 
     def adopt_device(self, device: torch.device) -> None:
@@ -113,7 +125,14 @@ class Recording:
         self.examples.update(features, valid, pos, batch, tokens, request_id, token_ids,
                              self.config.threshold, maxima)
         self.values.update(features, valid, self.config.threshold)
-        self.tokens += valid.sum()
+        real = valid.sum()
+        self.tokens += real
+        self.active_tokens += real
+        self.health_sampled = self.health.due(self.config.health_every)
+        if self.health_sampled:
+            self.health.observe_l0(features, valid, self.config.threshold)
+        for watch in self.watches:
+            watch.record(features, valid, batch, tokens, pos, request_id, token_ids)
         self.forward_passes += 1
 
     # ---- operations -------------------------------------------------------------------------
@@ -135,6 +154,8 @@ class Recording:
         if new.threshold != old.threshold:
             self.stats.reset_active()
             self.values = ValueHistograms(new.selected, self.device)
+            self.active_tokens.zero_()
+            self.health.reset()
             self.active_since = time.time()
         self.config = new
 
@@ -144,6 +165,9 @@ class Recording:
         self.examples.clear()
         self.values = ValueHistograms(self.config.selected, self.device)
         self.tokens.zero_()
+        self.active_tokens.zero_()
+        self.health.reset()
+        self.costs.reset()
         self.forward_passes = 0
         self.remote = None
         self.since = self.active_since = time.time()
@@ -153,6 +177,22 @@ class Recording:
         cleared = self.history.clear()
         self.positions.clear()
         return cleared
+
+    def device_bytes(self) -> dict[str, int]:
+        """Device memory held, per part (the TopK table lives on the host, counted too)."""
+        def size(*tensors: Tensor) -> int:
+            return sum(t.numel() * t.element_size() for t in tensors)
+
+        pending = self.stats.pending_table
+        return {
+            "statistics": size(*self.stats.local, *(self.stats.remote or ())),
+            "pending_topk": size(pending.table, pending.shift) if pending is not None else 0,
+            "history": size(*self.history.state_tensors().values()),
+            "histograms": size(self.values.counts),
+            "examples": self.examples.nbytes,
+            "health": self.health.nbytes,
+            "watches": sum(w.nbytes for w in self.watches),
+        }
 
     def feature_index(self, features: list[int] | None) -> Tensor:
         """`features` (checked), else the monitored features, else all, as a device index."""
@@ -166,12 +206,14 @@ class Recording:
     # ---- SnapshotSource ---------------------------------------------------------------------
 
     def device_totals(self) -> DeviceTotals:
-        """Tokens recorded, records held, sparse indices dropped (device scalars; tokens and
-        dropped indices include the other ranks' as of the last sync)."""
+        """Tokens recorded, records held, sparse indices dropped, records overwritten (device
+        scalars; tokens and dropped indices include the other ranks' as of the last sync)."""
         tokens, dropped = self.tokens, self.stats.dropped_indices
         if self.remote is not None:
             tokens, dropped = tokens + self.remote.tokens, dropped + self.remote.dropped_indices
-        return DeviceTotals(tokens, self.history.written.clamp_max(self.history.size), dropped)
+        written = self.history.written
+        return DeviceTotals(tokens, written.clamp_max(self.history.size), dropped,
+                            (written - self.history.size).clamp_min(0))
 
     @property
     def total_forward_passes(self) -> int:

@@ -88,6 +88,8 @@ def recording_state(recording: Recording, next_automatic: int, labels: dict[int,
     if recording.stats.remote is not None:  # the other ranks' part, as of the last sync
         tensors.update({f"remote.{n}": t for n, t in recording.stats.remote._asdict().items()})
     tensors["tokens"] = recording.tokens
+    tensors["active_tokens"] = recording.active_tokens
+    tensors.update({f"health.{n}": t for n, t in recording.health.state_tensors().items()})
     tensors["values.counts"] = recording.values.counts
     positions = recording.positions.tracked
     tails = recording.examples.tails
@@ -109,6 +111,7 @@ def recording_state(recording: Recording, next_automatic: int, labels: dict[int,
         "active_since": recording.active_since,
         "next_automatic": next_automatic,
         "stats": recording.stats.state_meta(),
+        "health": recording.health.state_meta(),
         "history": recording.history.state_meta(),
         "example_names": recording.examples.names.state_meta(),
         "positions": list(positions),
@@ -169,8 +172,17 @@ def restore_recording(recording: Recording, saved: SavedMonitor) -> dict[int, st
     returns the saved labels. Every tensor is checked before the first is copied, so a bad
     save raises a ValueError and leaves `recording` as it was."""
     meta, tensors = saved.meta, saved.tensors
-    live: dict[str, Tensor] = {"tokens": recording.tokens,
+    health = meta["health"]
+    if not (isinstance(health, dict) and all(
+            isinstance(health.get(k), int) and not isinstance(health.get(k), bool)
+            for k in ("forwards", "sampled"))
+            and (health.get("d_in") is None or isinstance(health.get("d_in"), int))):
+        raise ValueError(f"the save's 'health' entry is malformed ({cut(repr(health), 80)}): "
+                         f"the save is corrupt")
+    recording.health.load_state_meta(health)
+    live: dict[str, Tensor] = {"tokens": recording.tokens, "active_tokens": recording.active_tokens,
                                "values.counts": recording.values.counts}
+    live.update({f"health.{n}": t for n, t in recording.health.state_tensors().items()})
     for part, owner in (("stats", recording.stats), ("history", recording.history),
                         ("examples", recording.examples)):
         live.update({f"{part}.{n}": t for n, t in owner.state_tensors().items()})
@@ -248,8 +260,8 @@ def _read_json(path: Path) -> dict[str, Any]:
 _META_TYPES: dict[str, type | tuple[type, ...]] = {
     "d_sae": int, "device": str, "device_fixed": bool, "config": dict, "forward_passes": int,
     "since": (int, float), "active_since": (int, float), "next_automatic": int,
-    "stats": dict, "history": dict, "example_names": dict, "positions": list, "tails": list,
-    "labels": dict,
+    "stats": dict, "health": dict, "history": dict, "example_names": dict, "positions": list,
+    "tails": list, "labels": dict,
 }
 
 

@@ -10,8 +10,9 @@ from .recording import Recording
 
 
 def monitor_state(recording: Recording, attached: Attachments, delivery: LiveDelivery,
-                  total_tokens: int, history_count: int, dropped_indices: int) -> MonitorState:
-    """The state, given the three totals that live on the device (read by the caller)."""
+                  total_tokens: int, history_count: int, dropped_indices: int,
+                  records_dropped: int = 0, watch_hits: int = 0) -> MonitorState:
+    """The state, given the totals that live on the device (read by the caller)."""
     cfg = recording.config
     return MonitorState(
         enabled=cfg.enabled, sae_attached=attached.sae is not None,
@@ -29,4 +30,7 @@ def monitor_state(recording: Recording, attached: Attachments, delivery: LiveDel
         delivery_errors=delivery.errors, last_delivery_error=delivery.last_error,
         synced_ranks=recording.remote.ranks if recording.remote else 1,
         synced_at=recording.remote.synced_at if recording.remote else None,
+        records_dropped=records_dropped, monitor_ms=recording.costs.mean_ms(),
+        device_bytes=sum(recording.device_bytes().values()), watch_hits=watch_hits,
+        health_every=cfg.health_every,
     )

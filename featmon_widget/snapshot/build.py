@@ -107,9 +107,9 @@ def gather_snapshot(source: SnapshotSource, state: MonitorState, sequence: int,
 
 def finish_snapshot(parts: SnapshotParts) -> Snapshot:
     """Wait for the copies (without the monitor's lock) and assemble the `Snapshot`."""
-    (tokens, history_count, dropped, index, columns, freq, never_fired, never_seen, value_counts,
-     panel_stats, ex_value, ex_request, ex_row, ex_position, ex_tokens, ex_acts, held,
-     *history_cols) = parts.wait()
+    (tokens, history_count, dropped, records_dropped, index, columns, freq, never_fired,
+     never_seen, value_counts, panel_stats, ex_value, ex_request, ex_row, ex_position,
+     ex_tokens, ex_acts, held, *history_cols) = parts.wait()
     history = history_rows(history_cols, int(held), parts.history_names)
     threshold = parts.state.threshold
     latest = []
@@ -132,7 +132,8 @@ def finish_snapshot(parts: SnapshotParts) -> Snapshot:
         timestamp=time.time(),
         state=dataclasses.replace(parts.state, total_tokens=int(tokens),
                                   history_count=int(history_count),
-                                  dropped_indices=int(dropped)),
+                                  dropped_indices=int(dropped),
+                                  records_dropped=int(records_dropped)),
         table_metric=parts.options.metric,
         table_search=parts.options.search,
         table_features=_i32(index.numpy()),

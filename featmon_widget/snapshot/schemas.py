@@ -128,6 +128,67 @@ class TopFeaturesResponse:
 
 
 @dataclass(frozen=True)
+class HealthResponse:
+    """Is the SAE still faithful on this traffic (definitions: `monitor.health`, README).
+
+    `l0_mean` is exact over every token since the threshold was set; the L0 histogram
+    (`l0_counts[i]`: tokens with `l0_edges[i] <= L0 < l0_edges[i + 1]`) and the reconstruction
+    figures come from the sampled forwards (every `health_every`-th). None: not measured yet,
+    or the SAE cannot decode.
+    """
+
+    tokens: int
+    l0_mean: float | None
+    l0_edges: list[int]
+    l0_counts: list[int]
+    dead_features: int
+    ultra_rare_features: int
+    rare_floor: float
+    reconstruction_tokens: int
+    mse: float | None
+    fvu: float | None
+    cosine: float | None
+    sampled_forwards: int
+    health_every: int
+
+
+@dataclass(frozen=True)
+class DriftFeature:
+    """One feature's firing now against the reference (see `monitor.drift`)."""
+
+    feature: int
+    live_density: float
+    reference_density: float
+    log_ratio: float  # log10 of the (smoothed) live over the reference density
+    z: float
+
+
+@dataclass(frozen=True)
+class DriftResponse:
+    """The features that moved most in `direction`, and a divergence over all of them."""
+
+    direction: str
+    test: str  # which z: two-proportion (reference counts) or one-sample binomial (density)
+    divergence: float  # Jensen-Shannon, bits (0..1), between the shares of firing
+    live_tokens: int
+    reference: str
+    features: list[DriftFeature]
+
+
+@dataclass(frozen=True)
+class WatchHit:
+    """A watched feature above its threshold on one token."""
+
+    feature: int
+    value: float
+    request_id: str
+    row: int
+    position: int
+    token_id: int | None = None
+    token: str | None = None
+
+
+@dataclass(frozen=True)
 class MonitorState:
     """Configuration, attachment, totals and errors of a monitor."""
 
@@ -160,6 +221,11 @@ class MonitorState:
     last_delivery_error: str | None = None
     synced_ranks: int = 1  # processes whose statistics are in view (see FeatureMonitor.sync)
     synced_at: float | None = None  # when they were last synced
+    records_dropped: int = 0  # history records overwritten by newer ones (the ring is full)
+    monitor_ms: float | None = None  # mean time monitoring took per forward (see `costs`)
+    device_bytes: int = 0  # device memory the monitor holds, all parts
+    watch_hits: int = 0  # hits of the active watches, delivered so far
+    health_every: int = 8  # every how many forwards health is sampled (0: off)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict."""

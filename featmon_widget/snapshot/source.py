@@ -19,6 +19,7 @@ class DeviceTotals(NamedTuple):
     tokens: Tensor
     history_count: Tensor
     dropped_indices: Tensor
+    records_dropped: Tensor  # history records overwritten by newer ones
 
 
 class ValueHistogramCounts(NamedTuple):

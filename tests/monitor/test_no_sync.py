@@ -47,7 +47,9 @@ def _sae(d_in=8, d_sae=24, device="cpu"):
 
 
 def test_on_activation_runs_on_meta_tensors():
-    m = FeatureMonitor(24, device="meta", features=[1, 2], selected=[3], compile=False)
+    m = FeatureMonitor(24, device="meta", features=[1, 2], selected=[3], compile=False,
+                       health_every=1)
+    m.watch([4, 5], above=0.5)
     acts = torch.empty(2, 7, 24, device="meta")
     mask = torch.empty(2, 9, dtype=torch.long, device="meta")
     with m.request("r"):
@@ -59,7 +61,8 @@ def test_on_activation_runs_on_meta_tensors():
 
 def test_encode_and_record_runs_on_meta_tensors():
     sae = _sae(device="meta")
-    m = FeatureMonitor.for_sae(sae, compile=False)
+    m = FeatureMonitor.for_sae(sae, compile=False, health_every=1)
+    m.watch([4], above=0.5)
     m.encode_and_record(sae, torch.empty(3, 5, 8, device="meta"), "r",
                         torch.empty(3, 5, device="meta"),
                         torch.empty(1, 5, dtype=torch.long, device="meta"))
@@ -69,7 +72,10 @@ def test_encode_and_record_runs_on_meta_tensors():
 @pytest.mark.parametrize("path", ["on_activation", "hooked forward"])
 def test_hot_path_calls_no_syncing_operator(path):
     sae = _sae()
-    m = FeatureMonitor.for_sae(sae, features=[0, 1], selected=[2], compile=False)
+    # Health sampled on every forward and a watch on: neither may read back either.
+    m = FeatureMonitor.for_sae(sae, features=[0, 1], selected=[2], compile=False,
+                               health_every=1)
+    m.watch([3, 4], above=0.1)
     model = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.Linear(8, 8))
     m.attach(model, "0", sae)
     x = torch.randn(2, 6, 8)
@@ -93,7 +99,9 @@ def test_guard_catches_a_host_read():
 
 
 def test_sparse_path_runs_on_meta_tensors():
-    m = FeatureMonitor(24, device="meta", features=[1], selected=[2], top_k=12, compile=False)
+    m = FeatureMonitor(24, device="meta", features=[1], selected=[2], top_k=12, compile=False,
+                       health_every=1)
+    m.watch([4], above=0.5)
     m.on_sparse_activation(torch.empty(2, 5, 8, dtype=torch.long, device="meta"),
                            torch.empty(2, 5, 8, device="meta"),
                            mask=torch.empty(2, 5, device="meta"))

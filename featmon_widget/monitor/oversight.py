@@ -1,0 +1,158 @@
+"""The questions a monitor left on answers live: is the SAE still faithful (`health`), has the
+traffic moved (`drift`), and tell me — or stop generating — when a feature fires (`watch`). A
+base class of `FeatureMonitor`, kept apart so the facade stays a list of the in-process
+operations."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+
+from ..checks import check_int
+from ..live.delivery import LiveDelivery
+from ..snapshot.schemas import DriftResponse, HealthResponse
+from .attachments import Attachments
+from .config import THRESHOLD_LIMIT, MonitorConfig, feature_list, real_in_range
+from .drift import Reference, drift_response, reference_from
+from .recording import Recording
+from .watch import Watch, WatchCallback, hits_from, stopping_criteria
+
+# Features one watch may name, and hits kept for a watch without a callback.
+MAX_WATCHED_FEATURES = 256
+RECENT_HITS = 1000
+
+
+class Oversight:
+    """Health, drift and watches (see module doc); `FeatureMonitor` provides the state."""
+
+    _lock: threading.RLock
+    _recording: Recording
+    _attached: Attachments
+    _live: LiveDelivery
+    d_sae: int
+    config: MonitorConfig
+    _reference: Any  # None, a Reference, or a live monitor (read at each get_drift)
+    _watch_task: bool  # whether the delivery thread already hands out watch hits
+
+    # ---- health -----------------------------------------------------------------------------
+
+    def get_health(self) -> HealthResponse:
+        """L0, dead and ultra-rare features, and reconstruction quality on sampled forwards
+        (`health_every`; definitions in `monitor.health` and the README)."""
+        with self._lock:
+            rec, cfg = self._recording, self.config
+            stats = rec.stats
+            return rec.health.report(stats.active_count, stats.count, rec.active_tokens,
+                                     cfg.rare_floor, cfg.health_every)
+
+    # ---- drift ------------------------------------------------------------------------------
+
+    def reference_counts(self) -> tuple[torch.Tensor, float]:
+        """Per-feature active counts (float64, on the host) and the tokens they are out of:
+        what another monitor compares itself with (`set_reference(this_monitor)`)."""
+        with self._lock:
+            rec = self._recording
+            active = rec.stats.active_count.to("cpu", torch.float64)
+            return active, float(rec.active_tokens)
+
+    def set_reference(self, source: Any) -> str | None:
+        """Compare the traffic with `source` from now on: a saved monitor's folder, another
+        live `FeatureMonitor` (read again at each `get_drift`), or a SAELens
+        `sparsity.safetensors` (a file or a folder holding one); `None` removes it. Returns
+        what the reference is. A bad source raises and changes nothing."""
+        if source is None:
+            reference, described = None, None
+        else:
+            checked = reference_from(source, self.d_sae)
+            live = hasattr(source, "reference_counts")
+            reference, described = (source if live else checked), checked.source
+        with self._lock:
+            self._reference = reference
+        return described
+
+    def get_drift(self, k: int = 10, direction: str = "hot") -> DriftResponse:
+        """The `k` features whose firing moved most against the reference: "hot" (more
+        often than there) or "cold" (less), by z; with a divergence over all features."""
+        check_int("k", k, 1, self.d_sae)
+        with self._lock:
+            reference = self._reference
+        if reference is None:
+            raise ValueError("no reference: call set_reference(...) first")
+        if not isinstance(reference, Reference):
+            reference = reference_from(reference, self.d_sae)  # a live monitor: read it now
+        active, tokens = self.reference_counts()
+        return drift_response(active, tokens, reference, k, direction)
+
+    # ---- watches ----------------------------------------------------------------------------
+
+    def watch(self, features: Iterable[int] | int, above: float | Iterable[float] | None = None,
+              callback: WatchCallback | None = None) -> Watch:
+        """Watch `features`: every token where one is above `above` (one threshold, or one per
+        feature; default the monitor's threshold) is a hit, passed to `callback(hit)` from the
+        delivery thread within `throttle_ms` (or kept in `watch.recent` without a callback).
+        The hot path only writes the hit on the device. `cancel()` the result to stop."""
+        listed = [features] if isinstance(features, int) else list(features)
+        checked = feature_list("features", MAX_WATCHED_FEATURES)(listed, self.d_sae)
+        if not checked:
+            raise ValueError("watch needs at least one feature, got []")
+        thresholds = _thresholds(above, len(checked), self.config.threshold)
+        if callback is not None and not callable(callback):
+            raise TypeError(f"callback must be callable, got {type(callback).__name__}")
+        with self._lock:
+            rec = self._recording
+            watch = Watch(checked, thresholds, callback, rec.device, self._unwatch,
+                          recent=RECENT_HITS)
+            rec.watches.append(watch)
+            first, self._watch_task = not self._watch_task, True
+        if first:
+            self._live.add_task(self._deliver_watch_hits)
+        return watch
+
+    def stopping_criteria(self, watch: Watch) -> Any:
+        """An HF `StoppingCriteria` (in a list, for `generate(stopping_criteria=...)`) that
+        ends generation for the rows where `watch` fired during that generation."""
+        if not isinstance(watch, Watch):
+            raise TypeError(f"stopping_criteria needs a Watch, got {type(watch).__name__}")
+        with self._lock:
+            return stopping_criteria(watch)
+
+    def _unwatch(self, watch: Watch) -> None:
+        with self._lock:
+            rec = self._recording
+            if watch in rec.watches:
+                rec.watches.remove(watch)
+                rec.retired_watches.append(watch)  # its last hits are still delivered
+        self._live.poke()
+
+    def _deliver_watch_hits(self) -> None:
+        """The delivery thread's task: hand every watch its new hits, oldest first."""
+        with self._lock:
+            rec = self._recording
+            if rec.device.type == "meta":
+                return  # no values to hand out
+            watches = [*rec.watches, *rec.retired_watches]
+            rec.retired_watches.clear()
+            taken = [(w, *w.take()) for w in watches]
+            token_text = self._attached.text_of()
+        for watch, rows, names, lost in taken:
+            watch.deliver(hits_from(rows, names, token_text), lost)
+
+    def watch_hits(self) -> int:
+        """Hits delivered so far by the active watches."""
+        with self._lock:
+            return sum(w.delivered for w in self._recording.watches)
+
+
+def _thresholds(above: Any, n: int, default: float) -> tuple[float, ...]:
+    if above is None:
+        return (default,) * n
+    if isinstance(above, (int, float)) and not isinstance(above, bool):
+        above = [above] * n
+    values = list(above)
+    if len(values) != n:
+        raise ValueError(f"above must be one threshold or one per feature ({n}), got "
+                         f"{len(values)}")
+    return tuple(real_in_range("above", v, -THRESHOLD_LIMIT, THRESHOLD_LIMIT) for v in values)
