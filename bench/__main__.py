@@ -13,6 +13,7 @@ from .cases import (
     Row,
     forward_cases,
     machine,
+    oversight_cases,
     seed_case,
     snapshot_case,
     topk_cases,
@@ -58,6 +59,7 @@ def main() -> None:
     rows = update_cases(shapes, dtypes, repeat, device)
     rows += topk_cases(*topk_shape, [32, 64], repeat, device)
     rows += forward_cases(tokens, d_in, d_sae, repeat, device)
+    rows += oversight_cases(tokens, d_in, d_sae, max(3, repeat // 2), device)
     rows += seed_case(repeat)
     rows += snapshot_case(131072 if not args.quick else 4096, repeat)
     print(f"machine: {platform.machine()}, {machine()}, device {device}")

@@ -285,6 +285,42 @@ def forward_cases(tokens: int, d_in: int, d_sae: int, repeat: int,
     ]
 
 
+def oversight_cases(tokens: int, d_in: int, d_sae: int, repeat: int,
+                    device: torch.device) -> list[Row]:
+    """What health sampling and a watch add to a hooked forward (our SAE). One timed unit is 8
+    forwards, so the sampled one (every 8th at the default) is always inside it."""
+    model, ours, _ = model_and_saes(d_in, d_sae, device)
+    x = torch.randn(1, tokens, d_in, device=device)
+    group = f"health and watches, 8 hooked forwards of {tokens} tok, SAE {d_in}->{d_sae}"
+    variants = {"health off": dict(health_every=0), "health every 8th (default)": {},
+                "health off, watching 8 features": dict(health_every=0)}
+    hooked = {}
+    for label, settings in variants.items():
+        copy = TinyModel(d_in).to(device).eval()
+        copy.load_state_dict(model.state_dict())
+        monitor = FeatureMonitor.for_sae(ours, compile=True, examples_per_feature=0,
+                                         **settings)
+        if "watching" in label:
+            monitor.watch(list(range(8)), above=1.0)
+        monitor.attach(copy, "blocks.1", ours)
+        hooked[label] = copy
+
+    def eight(label: str):
+        def timed() -> None:
+            with torch.no_grad():
+                for _ in range(8):
+                    hooked[label](x)
+        return timed
+
+    seconds = dict(zip(variants, interleaved_medians([eight(v) for v in variants], repeat, 2,
+                                                     device), strict=True))
+    return [Row(group, "health off", seconds["health off"]),
+            Row(group, "health every 8th (default)", seconds["health every 8th (default)"],
+                "health off"),
+            Row(group, "health off, watching 8 features",
+                seconds["health off, watching 8 features"], "health off")]
+
+
 def snapshot_case(d_sae: int, repeat: int) -> list[Row]:
     monitor = FeatureMonitor(d_sae, selected=list(range(8)), features=list(range(16)))
     monitor.on_activation(torch.relu(torch.randn(256, d_sae) - 1.5))

@@ -70,12 +70,17 @@ def _from_counts(active: Tensor, tokens: float, d_sae: int, source: str) -> Refe
     return Reference(active / max(tokens, 1.0), active, float(tokens), source)
 
 
-def drift_response(active: Tensor, tokens: float, ref: Reference, k: int,
-                   direction: str) -> DriftResponse:
-    """The `k` features that moved most in `direction` ("hot": firing more than the
-    reference, "cold": less), by z, with the summary divergence."""
-    if direction not in DIRECTIONS:
-        raise ValueError(f"direction must be 'hot' or 'cold', got {direction!r}")
+class PerFeature(NamedTuple):
+    """Drift of every feature (float64 [d_sae] each, on the host)."""
+
+    live_density: Tensor
+    log_ratio: Tensor
+    z: Tensor
+    test: str
+
+
+def per_feature(active: Tensor, tokens: float, ref: Reference) -> PerFeature:
+    """Live density, log-ratio and z of every feature (see module doc)."""
     active = active.detach().to("cpu", torch.float64)
     n = max(tokens, 1.0)
     live_density = active / n
@@ -93,15 +98,49 @@ def drift_response(active: Tensor, tokens: float, ref: Reference, k: int,
         diff = live_density - ref.density
         test = "one-sample binomial z (normal approximation)"
     z = torch.where(variance > 0, diff / variance.clamp_min(1e-300).sqrt(), 0.0)
-    log_ratio = live_smoothed.log10() - ref_smoothed.log10()
-    key = z if direction == "hot" else -z
-    # Stable on ties: the lower index first.
-    order = torch.sort(key, descending=True, stable=True).indices[:k].tolist()
-    rows = [DriftFeature(feature=f, live_density=float(live_density[f]),
+    return PerFeature(live_density, live_smoothed.log10() - ref_smoothed.log10(), z, test)
+
+
+def drift_response(active: Tensor, tokens: float, ref: Reference, k: int,
+                   direction: str) -> DriftResponse:
+    """The `k` features that moved most in `direction` ("hot": firing more than the
+    reference, "cold": less), by z, with the summary divergence."""
+    if direction not in DIRECTIONS:
+        raise ValueError(f"direction must be 'hot' or 'cold', got {direction!r}")
+    drift = per_feature(active, tokens, ref)
+    rows = [DriftFeature(feature=f, live_density=float(drift.live_density[f]),
                          reference_density=float(ref.density[f]),
-                         log_ratio=float(log_ratio[f]), z=float(z[f])) for f in order]
-    return DriftResponse(direction=direction, test=test, divergence=_js(active, ref),
+                         log_ratio=float(drift.log_ratio[f]), z=float(drift.z[f]))
+            for f in _top(drift.z, k, direction)]
+    return DriftResponse(direction=direction, test=drift.test,
+                         divergence=_js(active.detach().to("cpu", torch.float64), ref),
                          live_tokens=int(tokens), reference=ref.source, features=rows)
+
+
+def drift_summary(active: Tensor, tokens: float, ref: Reference, k: int) -> dict[str, Any]:
+    """The widget's drift view: the divergence and the `k` hottest and coldest features as
+    [feature, log_ratio, z], from one pass over the features."""
+    drift = per_feature(active, tokens, ref)
+
+    def rows(direction: str) -> list[list[float]]:
+        return [[f, round(float(drift.log_ratio[f]), 4), round(float(drift.z[f]), 3)]
+                for f in _top(drift.z, k, direction)]
+
+    divergence = _js(active.detach().to("cpu", torch.float64), ref)
+    return {"reference": ref.source[:120], "test": drift.test,
+            "divergence": None if math.isnan(divergence) else round(divergence, 6),
+            "hot": rows("hot"), "cold": rows("cold")}
+
+
+def _top(z: Tensor, k: int, direction: str) -> list[int]:
+    """The `k` features with the largest z ("hot") or smallest ("cold"); ties to the lower
+    index (a stable sort of the candidates a `topk` picks, so O(d_sae))."""
+    key = z if direction == "hot" else -z
+    k = min(k, key.shape[0])
+    kth = key.topk(k).values[-1]
+    candidates = torch.nonzero(key >= kth).flatten()
+    order = torch.sort(key[candidates], descending=True, stable=True).indices[:k]
+    return candidates[order].tolist()
 
 
 def _js(active: Tensor, ref: Reference) -> float:

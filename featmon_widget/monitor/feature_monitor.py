@@ -3,6 +3,7 @@ snapshots and live delivery are delegated to their own modules."""
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import threading
 from collections.abc import Callable
@@ -57,19 +58,15 @@ class FeatureMonitor(Sharing, Oversight):
             top_k=min(10, d_sae) if top_k is None else top_k,
             threshold=threshold, throttle_ms=throttle_ms, enabled=enabled, selected=selected,
             examples_per_feature=examples_per_feature, context_window=context_window,
-            health_every=health_every, rare_floor=rare_floor,
-        )
+            health_every=health_every, rare_floor=rare_floor)
         self._lock = threading.RLock()
-        statistics = StatisticsKernels(compile)
-        self._recording = Recording(d_sae, config, device, statistics)
+        self._recording = Recording(d_sae, config, device, statistics := StatisticsKernels(compile))
         self._ingest = Ingest(self._recording, FusedEncoder(statistics))
         self._requests = RequestContext(f"featmon_request_{id(self)}")
         self._sequence = itertools.count(1)
         self._live = LiveDelivery(self._build_snapshot, lambda: self.state,
                                   config.throttle_ms / 1000)
         self._attached = Attachments()
-        self._reference: Any = None  # drift reference (see oversight)
-        self._watch_task = False
 
     @classmethod
     def for_sae(cls, sae: Any, **config: Any) -> FeatureMonitor:
@@ -310,7 +307,8 @@ class FeatureMonitor(Sharing, Oversight):
                                   0, 0, 0)  # the device totals are read in finish_snapshot
             parts = gather_snapshot(self._recording, state, next(self._sequence), options,
                                     self._attached.text_of(), self._attached.labels)
-        return finish_snapshot(parts)
+            oversight = self._oversight_parts()
+        return dataclasses.replace(finish_snapshot(parts), oversight=oversight()[1])
 
     def subscribe(self, callback: SnapshotCallback, *, table_rows: int = 50,
                   metric: str = "mean", records: int = 20, search: str = "") -> Subscription:

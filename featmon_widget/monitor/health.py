@@ -111,23 +111,28 @@ class HealthTracker:
         self.x_m2 += m2_b + delta.square() * n_a * ratio
         self.recon_tokens.copy_(n)
 
-    def report(self, active_count: Tensor, count: Tensor, active_tokens: Tensor,
-               rare_floor: float, every: int) -> HealthResponse:
-        """The health now (reads the sums back: not for the hot path)."""
+    def summary_parts(self, active_count: Tensor, count: Tensor, active_tokens: Tensor,
+                      rare_floor: float) -> Tensor:
+        """Everything `report_from` needs but the L0 histogram, as one float64 device tensor
+        (nothing read back: copy it with the rest of a snapshot)."""
         ratio = active_count.to(torch.float64) / count.clamp_min(1).to(torch.float64)
-        parts = torch.stack([
+        return torch.stack([
             active_count.sum().to(torch.float64), active_tokens.to(torch.float64),
             (active_count == 0).sum().to(torch.float64),
             ((active_count > 0) & (ratio < rare_floor)).sum().to(torch.float64),
             self.recon_tokens, self.sse, self.cos_sum,
             self.x_m2.sum() if self.x_m2 is not None else self.sse.new_zeros(()),
-        ]).cpu().tolist()
+        ])
+
+    def report_from(self, parts: list[float], l0_counts: list[int], d_sae: int,
+                    rare_floor: float, every: int) -> HealthResponse:
+        """The `HealthResponse` from host copies of `summary_parts` and `l0_counts`."""
         active_sum, tokens, dead, rare, n, sse, cos_sum, variance = parts
         d_in = self.x_mean.shape[0] if self.x_mean is not None else 0
-        bins = sum(1 for e in L0_EDGES if e <= active_count.shape[0])  # L0 <= d_sae
+        bins = sum(1 for e in L0_EDGES if e <= d_sae)  # L0 is at most d_sae
         return HealthResponse(
             tokens=int(tokens), l0_mean=active_sum / tokens if tokens else None,
-            l0_edges=L0_EDGES[:bins], l0_counts=self.l0_counts[:bins].cpu().tolist(),
+            l0_edges=L0_EDGES[:bins], l0_counts=l0_counts[:bins],
             dead_features=int(dead), ultra_rare_features=int(rare), rare_floor=rare_floor,
             reconstruction_tokens=int(n), mse=sse / (n * d_in) if n and d_in else None,
             fvu=sse / variance if n and variance > 0 else None,

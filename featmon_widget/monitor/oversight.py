@@ -6,7 +6,7 @@ operations."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
@@ -14,15 +14,19 @@ import torch
 from ..checks import check_int
 from ..live.delivery import LiveDelivery
 from ..snapshot.schemas import DriftResponse, HealthResponse
+from ..snapshot.transfer import start_copy
 from .attachments import Attachments
 from .config import THRESHOLD_LIMIT, MonitorConfig, feature_list, real_in_range
-from .drift import Reference, drift_response, reference_from
+from .drift import Reference, drift_response, drift_summary, reference_from
 from .recording import Recording
 from .watch import Watch, WatchCallback, hits_from, stopping_criteria
 
 # Features one watch may name, and hits kept for a watch without a callback.
 MAX_WATCHED_FEATURES = 256
 RECENT_HITS = 1000
+# In a snapshot: watched features marked, and hot / cold features of the drift view.
+MAX_SNAPSHOT_WATCHED = 64
+DRIFT_ROWS = 5
 
 
 class Oversight:
@@ -34,19 +38,47 @@ class Oversight:
     _live: LiveDelivery
     d_sae: int
     config: MonitorConfig
-    _reference: Any  # None, a Reference, or a live monitor (read at each get_drift)
-    _watch_task: bool  # whether the delivery thread already hands out watch hits
+    # Per monitor once set (these class values are the defaults): the drift reference (None,
+    # a Reference, or a live monitor, read at each get_drift), and whether the delivery thread
+    # already hands out watch hits.
+    _reference: Any = None
+    _watch_task: bool = False
 
     # ---- health -----------------------------------------------------------------------------
 
     def get_health(self) -> HealthResponse:
         """L0, dead and ultra-rare features, and reconstruction quality on sampled forwards
         (`health_every`; definitions in `monitor.health` and the README)."""
+        return self._oversight_parts()()[0]
+
+    def _oversight_parts(self) -> Callable[[], tuple[HealthResponse, dict[str, Any]]]:
+        """Under the lock: start copying what the health strip, the drift view and the watch
+        marks need; the function returned waits for the copies (without the lock) and gives
+        the full `HealthResponse` and the snapshot's `oversight` part."""
         with self._lock:
             rec, cfg = self._recording, self.config
             stats = rec.stats
-            return rec.health.report(stats.active_count, stats.count, rec.active_tokens,
-                                     cfg.rare_floor, cfg.health_every)
+            health = rec.health
+            wait = start_copy([health.summary_parts(stats.active_count, stats.count,
+                                                    rec.active_tokens, cfg.rare_floor),
+                               health.l0_counts])
+            watched = sorted({f for w in rec.watches for f in w.features})
+            hits = sum(w.delivered for w in rec.watches)
+            reference = self._reference
+
+        def finish() -> tuple[HealthResponse, dict[str, Any]]:
+            summary, l0 = wait()
+            report = health.report_from(summary.tolist(), l0.tolist(), self.d_sae,
+                                        cfg.rare_floor, cfg.health_every)
+            drift = None
+            if reference is not None:
+                ref = reference if isinstance(reference, Reference) else \
+                    reference_from(reference, self.d_sae)
+                drift = drift_summary(*self.reference_counts(), ref, DRIFT_ROWS)
+            return report, {"health": _health_fields(report), "drift": drift,
+                            "watched": watched[:MAX_SNAPSHOT_WATCHED], "watch_hits": hits}
+
+        return finish
 
     # ---- drift ------------------------------------------------------------------------------
 
@@ -144,6 +176,18 @@ class Oversight:
         """Hits delivered so far by the active watches."""
         with self._lock:
             return sum(w.delivered for w in self._recording.watches)
+
+
+def _health_fields(report: HealthResponse) -> dict[str, Any]:
+    """The health strip's figures (rounded: they are for reading)."""
+    def num(value: float | None, digits: int = 4) -> float | None:
+        return None if value is None else float(f"{value:.{digits}g}")
+
+    return {"l0_mean": num(report.l0_mean), "mse": num(report.mse), "fvu": num(report.fvu),
+            "cosine": num(report.cosine), "dead": report.dead_features,
+            "ultra_rare": report.ultra_rare_features, "rare_floor": report.rare_floor,
+            "sampled_forwards": report.sampled_forwards, "health_every": report.health_every,
+            "reconstruction_tokens": report.reconstruction_tokens}
 
 
 def _thresholds(above: Any, n: int, default: float) -> tuple[float, ...]:

@@ -261,6 +261,10 @@ class Snapshot:
     # (value, request_id, row, position, index, tokens (or token_ids without a tokenizer),
     # activations).
     feature_panels: list[dict[str, Any]] = field(default_factory=list)
+    # Health strip, drift view (with a reference) and watch marks: `health` (L0, MSE, FVU,
+    # cosine, dead, ultra-rare), `drift` (divergence, hot and cold [feature, log_ratio, z]),
+    # `watched` (features), `watch_hits`.
+    oversight: dict[str, Any] = field(default_factory=dict)
     version: int = SNAPSHOT_VERSION
 
     def to_message(self) -> dict[str, Any]:
