@@ -54,6 +54,76 @@ export interface MonitorState {
   last_error: string | null;
   /** Sparse feature indices outside 0..d_sae-1 that were ignored (absent from old kernels). */
   dropped_indices?: number;
+  /** History records overwritten by newer ones. */
+  records_dropped?: number;
+  /** Mean milliseconds monitoring took per forward (null before the first). */
+  monitor_ms?: number | null;
+  /** Device bytes the monitor holds. */
+  device_bytes?: number;
+}
+
+/** The health strip's figures (see the Python `HealthResponse`); null: not measured yet. */
+export interface HealthFields {
+  l0_mean: number | null;
+  mse: number | null;
+  fvu: number | null;
+  cosine: number | null;
+  dead: number;
+  ultra_rare: number;
+  rare_floor: number;
+  sampled_forwards: number;
+  health_every: number;
+  reconstruction_tokens: number;
+}
+
+/** `[feature, log10 ratio, z]` of one drifting feature. */
+export type DriftRow = [number, number, number];
+
+export interface DriftFields {
+  reference: string;
+  test: string;
+  divergence: number | null;
+  hot: DriftRow[];
+  cold: DriftRow[];
+}
+
+/** Health, drift against a reference (null without one), watched features and their hits. */
+export interface Oversight {
+  health: HealthFields | null;
+  drift: DriftFields | null;
+  watched: number[];
+  watchHits: number;
+}
+
+function isNumberList(value: unknown): value is number[] {
+  return Array.isArray(value) && value.every((v) => typeof v === "number");
+}
+
+function driftRows(value: unknown): DriftRow[] {
+  if (!Array.isArray(value)) return [];
+  return value.filter((r): r is DriftRow => isNumberList(r) && r.length === 3);
+}
+
+/** The snapshot's `oversight` part; anything missing or malformed reads as absent (an older
+ * kernel sends none). */
+export function decodeOversight(value: unknown): Oversight {
+  const msg = isObject(value) ? value : {};
+  const health = isObject(msg.health) ? (msg.health as unknown as HealthFields) : null;
+  const drift = isObject(msg.drift)
+    ? {
+        reference: typeof msg.drift.reference === "string" ? msg.drift.reference : "",
+        test: typeof msg.drift.test === "string" ? msg.drift.test : "",
+        divergence: typeof msg.drift.divergence === "number" ? msg.drift.divergence : null,
+        hot: driftRows(msg.drift.hot),
+        cold: driftRows(msg.drift.cold),
+      }
+    : null;
+  return {
+    health,
+    drift,
+    watched: isNumberList(msg.watched) ? msg.watched : [],
+    watchHits: typeof msg.watch_hits === "number" ? msg.watch_hits : 0,
+  };
 }
 
 /** `[feature, value]`; value is null when it was not finite. */
@@ -95,6 +165,8 @@ export interface SnapshotMessage {
   feature_panels?: FeaturePanelMessage[];
   /** The search that chose the table's features ("" for none; absent from old kernels). */
   table_search?: string;
+  /** Health, drift and watches (absent from old kernels; see `decodeOversight`). */
+  oversight?: Record<string, unknown>;
 }
 
 /** One of a feature's top-activating examples, as the kernel sends it. */
@@ -152,6 +224,7 @@ export interface Snapshot {
   valueEdges: Float32Array;
   values: ValueHistogram[];
   records: ActivationRecordMessage[];
+  oversight: Oversight;
 }
 
 export class ProtocolError extends Error {
@@ -343,6 +416,7 @@ export function decodeSnapshot(value: unknown): Snapshot | null {
     valueEdges,
     values,
     records,
+    oversight: decodeOversight(msg.oversight),
   };
   cache.set(value, snapshot);
   return snapshot;

@@ -187,6 +187,7 @@ export class TopTable implements Component {
     );
 
     const selected = new Set(snapshot.state.selected_features);
+    const watched = new Set(snapshot.oversight.watched);
     this.resize(n);
     for (let i = 0; i < n; i++) {
       const feature = snapshot.tableFeatures[i]!;
@@ -198,6 +199,9 @@ export class TopTable implements Component {
       }
       const isSelected = selected.has(feature);
       row.tr.classList.toggle("selected", isSelected);
+      // A watched feature is marked (the mark's title says so; CSS draws it).
+      row.tr.classList.toggle("watched", watched.has(feature));
+      setAttr(row.tr, "title", watched.has(feature) ? "watched: its hits are reported" : null);
       setAttr(row.button, "aria-pressed", isSelected ? "true" : "false");
       setAttr(
         row.button,

@@ -141,6 +141,8 @@ export function monitorState(overrides: Partial<MonitorState> = {}): MonitorStat
 }
 
 export interface SnapshotSpec {
+  /** The health / drift / watch part, as the kernel sends it. */
+  oversight?: Record<string, unknown>;
   /** Per table row: the feature's label. */
   labels?: (string | null)[];
   /** Per selected feature: its panel. */
@@ -197,6 +199,7 @@ export function snapshotMessage(spec: SnapshotSpec = {}): Record<string, unknown
     ...(spec.labels ? { table_labels: spec.labels } : {}),
     ...(spec.panels ? { feature_panels: spec.panels } : {}),
     ...(spec.table_search ? { table_search: spec.table_search } : {}),
+    ...(spec.oversight ? { oversight: spec.oversight } : {}),
   };
 }
 

@@ -12,7 +12,9 @@ import { ConfigForm } from "./configForm";
 import { FeaturePanels } from "./featurePanels";
 import { Controls } from "./controls";
 import { h, setText } from "./dom";
+import { DriftView } from "./driftView";
 import { FrequencyChart } from "./frequencyChart";
+import { HealthStrip } from "./healthStrip";
 import { type Snapshot, decodeSnapshot } from "./protocol";
 import { RecentRecords } from "./records";
 import { watchTheme } from "./plot";
@@ -52,7 +54,9 @@ export function render({ model, el, signal }: RenderProps<FeatmonModel>): () => 
   const table = new TopTable(ctx);
   const records = new RecentRecords();
   const panels = new FeaturePanels();
-  const components: Component[] = [status, controls, form, frequency, values, panels, table, records];
+  const health = new HealthStrip();
+  const drift = new DriftView();
+  const components: Component[] = [status, health, controls, form, frequency, values, panels, drift, table, records];
 
   const problem = h("div", {
     class: "featmon-problem",
@@ -65,10 +69,12 @@ export function render({ model, el, signal }: RenderProps<FeatmonModel>): () => 
     "div",
     { class: "featmon", "data-testid": "featmon-root" },
     status.el,
+    health.el,
     problem,
     h("div", { class: "featmon-row featmon-settings" }, controls.el, form.el),
     h("div", { class: "featmon-row featmon-charts" }, frequency.el, values.el),
     panels.el,
+    drift.el,
     h("div", { class: "featmon-row featmon-lower" }, table.el, records.el),
   );
   el.append(root);
