@@ -142,6 +142,19 @@ s = monitor.state
 print(len(sentences), "sentences,", s.forward_passes, "forward passes, errors:", s.errors)
 """),
     md("""
+Is the SAE still faithful on this text? The widget's health strip (under its status line) shows
+L0, the fraction of variance its reconstruction leaves unexplained, cosine similarity and dead
+features, updated live; `get_health()` gives the same figures:
+"""),
+    code("""
+# NBVAL_IGNORE_OUTPUT
+# (floating-point sums differ in the last digits between CPU kinds)
+health = monitor.get_health()   # what the widget's health strip shows
+print(f"L0 {health.l0_mean:.1f}, FVU {health.fvu:.2f}, cosine {health.cosine:.2f}, "
+      f"dead {health.dead_features}, ultra-rare {health.ultra_rare_features}, "
+      f"monitoring {monitor.state.monitor_ms:.1f} ms per forward")
+"""),
+    md("""
 The features that fire most strongly where they fire. Selecting them opens their panels in the
 widget above: each top-activating example as token text, shaded by the feature's activation,
 the activating token marked. The same examples in code (`[[...]]` marks the activating token):
@@ -153,12 +166,112 @@ print("every selected feature has examples:",
       all(monitor.get_examples(f.feature_idx).examples for f in top))
 """),
     code("""
-# NBVAL_IGNORE_OUTPUT (the strongest features can swap places between CPU kinds)
+# NBVAL_IGNORE_OUTPUT
+# (the strongest features can swap places between CPU kinds)
 for f in top:
     print(f"feature {f.feature_idx}: active on {f.active_ratio:.3%} of tokens")
     for e in monitor.get_examples(f.feature_idx, k=3).examples:
         text = "".join(f"[[{t}]]" if i == e.index else t for i, t in enumerate(e.tokens))
         print(f"  {e.value:7.3f}  {text.strip()}")
+"""),
+]
+
+DRIFT_AND_WATCH = [
+    md("""
+# Drift between two text sets, and a watch that stops generation
+
+**Drift.** One monitor records the reference traffic — prose sentences of the Python reference
+manual — and another records different traffic through the same model and SAE: lines of Python
+source code from the standard library. `set_reference` + `get_drift` say which features fire far
+more (hot) or less (cold) than in the reference, with a z-score per feature and a divergence over
+all features; the widget shows the same as its drift view. `get_health` shows the SAE
+reconstructs the new traffic less faithfully (higher FVU).
+"""),
+    code("""
+from featmon_widget import FeatureMonitor, corpus, demo
+
+bundle = demo.load()
+reference = FeatureMonitor.for_sae(bundle.sae)
+with reference.attach(bundle.model, bundle.hook_point, bundle.sae, tokenizer=bundle.tokenizer):
+    prose = corpus.sentences(600)
+    for start in range(0, len(prose), 100):
+        bundle.run(prose[start:start + 100])
+
+code_lines = [line.strip() for path in corpus.stdlib_files()[:40]
+              for line in path.read_text(errors="replace").splitlines()
+              if 20 < len(line.strip()) < 120 and not line.strip().startswith("#")][:600]
+live = FeatureMonitor.for_sae(bundle.sae)
+with live.attach(bundle.model, bundle.hook_point, bundle.sae, tokenizer=bundle.tokenizer):
+    for start in range(0, len(code_lines), 100):
+        bundle.run(code_lines[start:start + 100])
+print(reference.state.total_tokens, "prose tokens;", live.state.total_tokens, "code tokens")
+"""),
+    code("""
+# NBVAL_IGNORE_OUTPUT
+# (features near a tie can swap places between CPU kinds)
+live.set_reference(reference)
+for direction in ("hot", "cold"):
+    drift = live.get_drift(k=3, direction=direction)
+    print(direction, "| divergence", round(drift.divergence, 3), "bits |", drift.test)
+    for f in drift.features:
+        example = live.get_examples(f.feature, k=1).examples if direction == "hot" else []
+        where = "".join(example[0].tokens).strip() if example else ""
+        print(f"  feature {f.feature}: {f.reference_density:.3f} -> {f.live_density:.3f} "
+              f"(log10 ratio {f.log_ratio:+.2f}, z {f.z:+.1f})  {where[:60]}")
+"""),
+    code("""
+# NBVAL_IGNORE_OUTPUT
+# (floating-point sums differ in the last digits between CPU kinds)
+for name, monitor in (("prose", reference), ("code", live)):
+    h = monitor.get_health()
+    print(f"{name}: L0 {h.l0_mean:.1f}  FVU {h.fvu:.3f}  cosine {h.cosine:.3f}  "
+          f"dead {h.dead_features}  sampled forwards {h.sampled_forwards}")
+assert live.get_health().fvu > reference.get_health().fvu   # less faithful on code
+"""),
+    md("""
+**A watch that stops generation.** A tiny GPT-2 with **random weights** (nothing it says means
+anything) shows the mechanics: a dry run finds a feature that fires on row 0's second generated
+token and nowhere before it or in row 1; a watch on it, handed to `generate` as stopping
+criteria, ends row 0 right there (the rest of the row is padding) while row 1 runs to the end.
+The hot path only sets a flag on the device; the callback gets the hit from the delivery thread.
+"""),
+    code("""
+import time
+
+import torch
+from transformers.utils import logging
+
+logging.set_verbosity_error()  # HF's generic advice about padding would clutter the outputs
+model, _, sae, hook_point = demo.load_tiny_gpt2(seed=0)
+prompts = torch.tensor([list(b"Hello"), list(b"World")])
+settings = dict(attention_mask=torch.ones_like(prompts), max_new_tokens=8, do_sample=False,
+                pad_token_id=0, eos_token_id=255)  # finished rows are padded when there is an EOS
+
+captured = []
+layer = model.get_submodule(hook_point)
+handle = layer.register_forward_hook(lambda m, a, out: captured.append(out))
+with torch.no_grad():
+    free = model.generate(prompts, **settings)
+    features = [sae.encode(h[0] if isinstance(h, tuple) else h) for h in captured]
+handle.remove()
+elsewhere = torch.maximum(torch.cat([f[0] for f in features[:2]]).amax(0),
+                          torch.cat([f[1] for f in features]).amax(0))
+margin = features[2][0, -1] - elsewhere
+feature = int(margin.argmax())
+above = float(elsewhere[feature] + margin[feature] / 2)
+print("watching feature", feature, "above", round(above, 4))
+"""),
+    code("""
+monitor = FeatureMonitor.for_sae(sae, throttle_ms=20)
+hits = []
+watch = monitor.watch(feature, above=above, callback=hits.append)
+with monitor.attach(model, hook_point, sae), torch.no_grad():
+    stopped = model.generate(prompts, stopping_criteria=monitor.stopping_criteria(watch),
+                             **settings)
+time.sleep(0.5)   # the delivery thread hands over the hit within throttle_ms
+print("without the watch:", free.tolist())
+print("with the watch:   ", stopped.tolist())
+print("hits:", [(h.feature, h.row, h.position, h.token_id) for h in hits])
 """),
 ]
 
@@ -201,7 +314,8 @@ hook.remove()
 """),
 ]
 
-NOTEBOOKS = {"api_tour": API_TOUR, "quickstart": QUICKSTART, "generation": GENERATION}
+NOTEBOOKS = {"api_tour": API_TOUR, "quickstart": QUICKSTART, "generation": GENERATION,
+             "drift_and_watch": DRIFT_AND_WATCH}
 
 
 def build(name: str, cells: list) -> None:

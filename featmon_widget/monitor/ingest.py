@@ -12,7 +12,7 @@ import torch
 
 from ..sae.adapter import flatten_heads, has_sparse_encode, is_own_sae
 from .features import DenseFeatures, RepeatFilter, SparseFeatures
-from .health import reconstruct
+from .health import HEALTH_TOKENS, reconstruct
 from .positions import batch_tokens
 from .recording import Recording
 from .stats.fused import FusedEncoder
@@ -163,6 +163,9 @@ class Ingest:
         rec = self.recording
         if not rec.health_sampled:
             return
-        x_hat = reconstruct(sae, features)
-        if x_hat is not None and x_hat.shape == (features.n, x.shape[-1]):
-            rec.health.observe_reconstruction(x.reshape(features.n, -1), x_hat, valid)
+        n = min(features.n, HEALTH_TOKENS)  # the decode is the cost: a bounded sample of it
+        some = (DenseFeatures(features.acts[:n]) if isinstance(features, DenseFeatures) else
+                SparseFeatures(features.indices[:n], features.values[:n], features.d_sae))
+        x_hat = reconstruct(sae, some)
+        if x_hat is not None and x_hat.shape == (n, x.shape[-1]):
+            rec.health.observe_reconstruction(x.reshape(features.n, -1)[:n], x_hat, valid[:n])

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from featmon_widget import FeatureMonitor, SparseAutoencoder
-from featmon_widget.monitor.health import L0_EDGES
+from featmon_widget.monitor.health import HEALTH_TOKENS, L0_EDGES
 
 D_IN, D_SAE = 12, 40
 
@@ -18,12 +18,12 @@ def make_sae(architecture: str = "standard", **kw) -> SparseAutoencoder:
         architecture=architecture, **kw)
 
 
-def batches(n: int = 10):
+def batches(n: int = 10, tokens: int = 5):
     g = torch.Generator().manual_seed(3)
     out = []
     for i in range(n):
-        x = torch.randn(2, 5, D_IN, generator=g) * (1 + i % 3)
-        mask = torch.ones(2, 5, dtype=torch.long)
+        x = torch.randn(2, tokens, D_IN, generator=g) * (1 + i % 3)
+        mask = torch.ones(2, tokens, dtype=torch.long)
         mask[1, : i % 4] = 0  # some left padding
         out.append((x, mask))
     return out
@@ -43,8 +43,10 @@ def offline(sae, data, every, threshold, floor):
         active += (f[keep] > threshold).sum(0)
         if every and i % every == 0:
             l0_sampled.append(l0)
-            xs.append(x.reshape(-1, D_IN)[keep].double())
-            xhats.append(xh[keep].double())
+            first = keep.clone()
+            first[HEALTH_TOKENS:] = False  # only the first token slots are decoded
+            xs.append(x.reshape(-1, D_IN)[first].double())
+            xhats.append(xh[first].double())
     tokens = sum(len(t) for t in l0_all)
     x, xh = torch.cat(xs), torch.cat(xhats)
     sse = (x - xh).square().sum()
@@ -66,9 +68,11 @@ def record(monitor, sae, data):
         monitor.encode_and_record(sae, x, "r", mask)
 
 
-@pytest.mark.parametrize("every", [1, 3, 8])
-def test_health_equals_a_float64_offline_computation(every):
-    sae, data = make_sae(), batches()
+@pytest.mark.parametrize("every, tokens", [(1, 5), (3, 5), (8, 5), (2, 300)])
+def test_health_equals_a_float64_offline_computation(every, tokens):
+    """With 300 tokens a row, a forward has 600 token slots: only the first HEALTH_TOKENS are
+    decoded, every one counts for L0."""
+    sae, data = make_sae(), batches(tokens=tokens)
     monitor = FeatureMonitor.for_sae(sae, compile=False, health_every=every, rare_floor=0.05,
                                      threshold=0.1)
     record(monitor, sae, data)
