@@ -19,6 +19,7 @@ from .cases import (
     topk_cases,
     update_cases,
 )
+from .widths import width_cases
 
 
 def _table(rows: list[Row]) -> str:
@@ -62,6 +63,8 @@ def main() -> None:
     rows += oversight_cases(tokens, d_in, d_sae, max(3, repeat // 2), device)
     rows += seed_case(repeat)
     rows += snapshot_case(131072 if not args.quick else 4096, repeat)
+    widths = [4096, 16384] if args.quick else [65536, 262144, 1 << 20, 1 << 22]
+    rows += width_cases(widths, repeat)
     print(f"machine: {platform.machine()}, {machine()}, device {device}")
     print(_table(rows))
     args.json.parent.mkdir(parents=True, exist_ok=True)

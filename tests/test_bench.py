@@ -15,7 +15,7 @@ def test_quick_bench_prints_the_ratio_table_and_writes_json(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     for needle in ("fused statistics update", "sparse update + a read of the statistics",
                    "hooked forward with monitor (our SAE, fused)", "seed per-value .item() loop",
-                   "build snapshot", "health every 8th (default)"):
+                   "build snapshot", "health every 8th (default)", "get_top_features(k=10)"):
         assert needle in result.stdout
     rows = json.loads(out.read_text())["rows"]
     assert all(r["seconds"] > 0 for r in rows)

@@ -11,34 +11,37 @@ import torch
 from ..snapshot.records import HistoryRows, known_window
 from ..snapshot.schemas import ActivatingExample, ActivationRecord, FeatureStatistics
 from .examples import ExampleTable
+from .ranking import top_k_stable
 from .stats.running import RunningStats
 
 Tensor = torch.Tensor
 
 HISTORY_LIMIT_RANGE = (1, 100_000)
+# A statistics row's metrics, in the order `statistics_rows` reads them.
+ROW_METRICS = ("count", "active_count", "active_ratio", "mean", "mean_active", "std", "min",
+               "max")
 TOP_FEATURES_K_RANGE = (1, 1000)
 
 
-def rank(stats: RunningStats, candidates: Tensor, metric: str, k: int) -> Tensor:
-    """The top-k of `candidates` (feature indices) by `metric`, on the device. Ties go to the
-    lower index; features where the metric is undefined (NaN) come last."""
-    index = candidates.sort().values  # a stable sort of the sorted indices keeps ties in order
-    values = stats.metric(metric).index_select(0, index)
-    key = torch.where(torch.isnan(values), float("-inf"), values)
-    order = torch.sort(key, descending=True, stable=True).indices[:k]
-    return index.index_select(0, order)
+def rank(stats: RunningStats, candidates: Tensor | None, metric: str, k: int) -> Tensor:
+    """The top-k of `candidates` (feature indices; None: every feature) by `metric`, on the
+    device, in O(d_sae) (`ranking.top_k_stable`). Ties go to the lower index; features where
+    the metric is undefined (NaN) come last."""
+    values = stats.metric(metric)
+    if candidates is None:
+        return top_k_stable(values, k)
+    index = candidates.sort().values  # ties are broken by position: positions in index order
+    return index.index_select(0, top_k_stable(values.index_select(0, index), k))
 
 
 def statistics_rows(stats: RunningStats, index: Tensor,
                     labels: dict[int, str]) -> list[FeatureStatistics]:
     """`FeatureStatistics` of the features `index`, in that order (one copy to the host), with
     their `labels`."""
-    cols = torch.stack([
-        stats.count.to(torch.float64), stats.active_count.to(torch.float64),
-        stats.active_ratio(), stats.metric("mean"), stats.mean_active(), stats.metric("std"),
-        stats.metric("min"), stats.metric("max"), stats.nan_count.to(torch.float64),
-    ]).index_select(1, index).cpu()
-    count, active, ratio, mean, mean_active, std, mn, mx, nans = cols.tolist()
+    cols = stats.metrics_at(ROW_METRICS, index)
+    nans = stats.totals.nan_count.index_select(0, index).to(torch.float64)
+    count, active, ratio, mean, mean_active, std, mn, mx, nans = torch.cat(
+        [cols, nans[None]]).cpu().tolist()
     return [
         FeatureStatistics(
             feature_idx=f, count=int(count[i]), active_count=int(active[i]),

@@ -223,7 +223,7 @@ class Recording:
     def ranked(self, metric: str, k: int, among: list[int] | None = None) -> Tensor:
         """Indices of the top-k monitored features (of `among`, if given) by `metric`, stable
         on ties."""
-        candidates = self.feature_index(None)
+        candidates = None if self.config.features is None else self.feature_index(None)
         if among is not None:
             monitored = set(self.config.features) if self.config.features is not None else None
             keep = [f for f in among if monitored is None or f in monitored]
@@ -233,6 +233,10 @@ class Recording:
     def metric(self, name: str) -> Tensor:
         """One per-feature metric, float64 [d_sae]."""
         return self.stats.metric(name)
+
+    def metrics_at(self, names: tuple[str, ...], index: Tensor) -> Tensor:
+        """The metrics `names` of the features `index`, float64 [len(names), len(index)]."""
+        return self.stats.metrics_at(names, index)
 
     def firing_counts(self) -> tuple[Tensor, Tensor]:
         """(active_count, count) per feature."""

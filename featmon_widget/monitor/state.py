@@ -14,6 +14,7 @@ def monitor_state(recording: Recording, attached: Attachments, delivery: LiveDel
                   records_dropped: int = 0, watch_hits: int = 0) -> MonitorState:
     """The state, given the totals that live on the device (read by the caller)."""
     cfg = recording.config
+    memory = recording.device_bytes()
     return MonitorState(
         enabled=cfg.enabled, sae_attached=attached.sae is not None,
         hook_attached=bool(attached.hooks), hook_point=attached.hook_point,
@@ -31,6 +32,6 @@ def monitor_state(recording: Recording, attached: Attachments, delivery: LiveDel
         synced_ranks=recording.remote.ranks if recording.remote else 1,
         synced_at=recording.remote.synced_at if recording.remote else None,
         records_dropped=records_dropped, monitor_ms=recording.costs.mean_ms(),
-        device_bytes=sum(recording.device_bytes().values()), watch_hits=watch_hits,
+        device_bytes=sum(memory.values()), memory_bytes=memory, watch_hits=watch_hits,
         health_every=cfg.health_every,
     )

@@ -53,6 +53,10 @@ class SnapshotSource(Protocol):
         the lower index."""
         ...
 
+    def metrics_at(self, names: tuple[str, ...], index: Tensor) -> Tensor:
+        """The metrics `names` of the features `index` only, float64 [len(names), E]."""
+        ...
+
     def metric(self, name: str) -> Tensor:
         """One per-feature metric, float64 [d_sae], NaN where undefined."""
         ...

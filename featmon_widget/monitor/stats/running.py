@@ -181,9 +181,7 @@ class RunningStats:
 
     def std(self) -> Tensor:
         """Sample standard deviation (n - 1); 0 where fewer than two values were seen."""
-        t = self.totals
-        denom = (t.count - 1).clamp_min(1).to(torch.float64)
-        return torch.where(t.count > 1, (t.m2 / denom).sqrt(), 0.0)
+        return _std(self.totals)
 
     def mean_active(self) -> Tensor:
         """Mean over active values; NaN where no value was active."""
@@ -197,23 +195,40 @@ class RunningStats:
 
     def metric(self, name: str) -> Tensor:
         """One per-feature metric as float64 [F], NaN where undefined (never-seen features)."""
-        t = self.totals
-        seen = t.count > 0
-        nan = torch.tensor(float("nan"), dtype=torch.float64, device=self.device)
-        if name == "mean":
-            return torch.where(seen, t.mean, nan)
-        if name == "mean_active":
-            return self.mean_active()
-        if name == "max":
-            return torch.where(seen, t.max, nan)
-        if name == "min":
-            return torch.where(seen, t.min, nan)
-        if name == "active_ratio":
-            return self.active_ratio()
-        if name == "count":
-            return t.count.to(torch.float64)
-        if name == "active_count":
-            return t.active_count.to(torch.float64)
-        if name == "std":
-            return torch.where(seen, self.std(), nan)
-        raise ValueError(f"unknown metric {name!r}; expected one of {', '.join(METRICS)}")
+        return metric_of(self.totals, name)
+
+    def metrics_at(self, names: tuple[str, ...] | list[str], index: Tensor) -> Tensor:
+        """The metrics `names` of the features `index` [E], float64 [len(names), E]: the
+        totals of those features are gathered first, so the cost is O(E), not O(d_sae)."""
+        picked = Totals(*(t.index_select(0, index) for t in self.totals))
+        if not names:
+            return torch.zeros(0, index.shape[0], dtype=torch.float64, device=index.device)
+        return torch.stack([metric_of(picked, name) for name in names])
+
+
+def _std(t: Totals) -> Tensor:
+    denom = (t.count - 1).clamp_min(1).to(torch.float64)
+    return torch.where(t.count > 1, (t.m2 / denom).sqrt(), 0.0)
+
+
+def metric_of(t: Totals, name: str) -> Tensor:
+    """One metric of every feature in `t`, float64, NaN where undefined."""
+    seen = t.count > 0
+    nan = torch.tensor(float("nan"), dtype=torch.float64, device=t.count.device)
+    if name == "mean":
+        return torch.where(seen, t.mean, nan)
+    if name == "mean_active":
+        return t.active_sum / t.active_count.to(torch.float64)
+    if name == "max":
+        return torch.where(seen, t.max, nan)
+    if name == "min":
+        return torch.where(seen, t.min, nan)
+    if name == "active_ratio":
+        return t.active_count.to(torch.float64) / t.count.to(torch.float64)
+    if name == "count":
+        return t.count.to(torch.float64)
+    if name == "active_count":
+        return t.active_count.to(torch.float64)
+    if name == "std":
+        return torch.where(seen, _std(t), nan)
+    raise ValueError(f"unknown metric {name!r}; expected one of {', '.join(METRICS)}")
