@@ -160,6 +160,11 @@ class ExampleTable:
         if native is not None:
             acts, indices = _native_features(features)
             positions = positions.contiguous()
+        if native is not None and isinstance(features, SparseFeatures):
+            # TopK input touches k features a token: merge a list of candidates, O(N k).
+            self._merge_sparse_list(native, features, valid, positions, tokens, rank, context,
+                                    source, acts, indices, code, threshold)
+            return
         chunk = batch if maxima is not None else self._chunk_rows()
         for b0 in range(0, batch, chunk):
             b1 = min(batch, b0 + chunk)
@@ -174,6 +179,31 @@ class ExampleTable:
                 native.merge(value, t, b0, tokens, positions, rank, context, source,
                              acts, indices, code, self.value, self.request, self.row,
                              self.position, self.tokens, self.acts)
+
+    def _merge_sparse_list(self, native: ExampleKernels, features: SparseFeatures,
+                           valid: Tensor, positions: Tensor, tokens: int, rank: Tensor,
+                           context: Tensor, source: Tensor, acts: Tensor, indices: Tensor | None,
+                           code: int, threshold: float) -> None:
+        """The CPU merge of a TopK forward from its candidates only: per (row, feature) the
+        best stored value above the threshold and its earliest token (as `sparse_row_maxima`,
+        without the [rows, d_sae] arrays), ordered by feature then row."""
+        n, k = features.indices.shape
+        index = features.indices
+        values = features.values.to(torch.float32)
+        good = (valid[:, None] & (index >= 0) & (index < self.d_sae) & ((values - values) == 0)
+                & (values > threshold))
+        token = (torch.arange(n) % tokens)[:, None].expand(n, k)
+        b = (torch.arange(n) // tokens)[:, None].expand(n, k)
+        slot = (index.clamp(0, self.d_sae - 1) * (n // tokens) + b)[good]  # feature, then row
+        keys = pack(values, token, good)[good]
+        slots, inverse = torch.unique(slot, return_inverse=True)  # sorted: feature, then row
+        best = torch.full_like(slots, EMPTY).scatter_reduce_(0, inverse, keys, "amax")
+        batch = n // tokens
+        assert indices is not None
+        native.merge_list(slots // batch, slots % batch, value_of(best).contiguous(),
+                          rank_of(best).clamp(0, tokens - 1), tokens, positions, rank, context,
+                          source, acts, indices, code, self.value, self.request, self.row,
+                          self.position, self.tokens, self.acts)
 
     def _held_codes(self) -> set[int]:
         """The request codes of the examples kept now (reads the table: rarely called)."""

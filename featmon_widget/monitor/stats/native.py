@@ -190,6 +190,47 @@ class ExampleKernels:
         self._merge.argtypes = [i64, i64, i64, i64, p, p, i64, i64, p, p, p, p, i64, p,
                                 ctypes.c_int, p, i64, i64, p, p, p, p, p, p]
         self._merge.restype = None
+        self._merge_list = library.featmon_examples_merge_list
+        self._merge_list.argtypes = [i64, p, p, p, p, i64, i64, i64, i64, p, p, p, p, i64, p,
+                                     ctypes.c_int, p, i64, i64, p, p, p, p, p, p]
+        self._merge_list.restype = None
+
+    def merge_list(self, feature: Tensor, row_of: Tensor, cand_value: Tensor, cand_t: Tensor,
+                   tokens: int, positions: Tensor, rank: Tensor, context: Tensor,
+                   source: Tensor, acts: Tensor, indices: Tensor, code: int, value: Tensor,
+                   request: Tensor, row: Tensor, position: Tensor, window: Tensor,
+                   window_acts: Tensor) -> None:
+        """Merge a list of candidates (feature, row, value, token) [C], ordered by feature then
+        row, of a TopK forward (`indices`, float32 `acts` [batch * tokens, k]) into the kept
+        examples [F, E] in place."""
+        n = feature.shape[0]
+        f, e = value.shape
+        span = window.shape[2]
+        batch = rank.shape[0]
+        _check(feature.dtype == row_of.dtype == cand_t.dtype == positions.dtype == rank.dtype
+               == context.dtype == source.dtype == request.dtype == indices.dtype == torch.int64
+               and cand_value.dtype == value.dtype == acts.dtype == torch.float32
+               and row.dtype == position.dtype == window.dtype == torch.int32
+               and window_acts.dtype == torch.bfloat16
+               and row_of.shape == cand_value.shape == cand_t.shape == (n,)
+               and acts.shape == indices.shape and indices.shape[0] == batch * tokens
+               and request.shape == row.shape == position.shape == (f, e)
+               and window.shape == window_acts.shape == (f, e, span)
+               and rank.shape == (batch, tokens) and positions.shape == (batch * tokens,)
+               and context.shape == source.shape and context.shape[0] == batch
+               and context.shape[1] >= tokens + span - 1
+               and (n == 0 or (int(feature.min()) >= 0 and int(feature.max()) < f
+                               and int(row_of.min()) >= 0 and int(row_of.max()) < batch
+                               and int(cand_t.min()) >= 0 and int(cand_t.max()) < tokens)),
+               feature, row_of, cand_value, cand_t, positions, rank, context, source, acts,
+               indices, value, request, row, position, window, window_acts)
+        self._merge_list(n, feature.data_ptr(), row_of.data_ptr(), cand_value.data_ptr(),
+                         cand_t.data_ptr(), f, e, span, tokens, positions.data_ptr(),
+                         rank.data_ptr(), context.data_ptr(), source.data_ptr(),
+                         context.shape[1], acts.data_ptr(), 2, indices.data_ptr(),
+                         indices.shape[1], code, value.data_ptr(), request.data_ptr(),
+                         row.data_ptr(), position.data_ptr(), window.data_ptr(),
+                         window_acts.data_ptr())
 
     def row_max(self, acts: Tensor, valid: Tensor, threshold: float) -> RowMaxima:
         """Per row of `acts` [rows, tokens, F] (float32 or bfloat16) and feature: the largest

@@ -136,6 +136,39 @@ static float activation(const void *acts, int kind, const int64_t *indices, int6
     return 0.0f;
 }
 
+/* Insert the candidate (value v at token t of row b) into feature i's kept examples, if it is
+ * better than the worst kept one; an equal value goes after the ones already kept. */
+static void insert(int64_t i, int64_t b, float v, int64_t t, int64_t f, int64_t e, int64_t span,
+                   int64_t tokens, const int64_t *positions, const int64_t *rank,
+                   const int64_t *context, const int64_t *source, int64_t width,
+                   const void *acts, int kind, const int64_t *indices, int64_t k, int64_t code,
+                   float *value, int64_t *request, int32_t *row, int32_t *position,
+                   int32_t *window, uint16_t *window_acts) {
+    float *val = value + i * e;
+    if (!(v > -INFINITY) || !(v > val[e - 1])) return; /* none, or not better */
+    int64_t j = e - 1;
+    while (j > 0 && val[j - 1] < v) j--;
+    const int64_t at = i * e + j, moved = e - 1 - j;
+    memmove(val + j + 1, val + j, moved * sizeof *val);
+    memmove(request + at + 1, request + at, moved * sizeof *request);
+    memmove(row + at + 1, row + at, moved * sizeof *row);
+    memmove(position + at + 1, position + at, moved * sizeof *position);
+    memmove(window + (at + 1) * span, window + at * span, moved * span * sizeof *window);
+    memmove(window_acts + (at + 1) * span, window_acts + at * span,
+            moved * span * sizeof *window_acts);
+    val[j] = v;
+    request[at] = code;
+    row[at] = (int32_t)b;
+    position[at] = (int32_t)positions[b * tokens + t];
+    const int64_t first = b * width + rank[b * tokens + t];
+    for (int64_t c = 0; c < span; c++) {
+        const int64_t token = source[first + c];
+        window[at * span + c] = (int32_t)context[first + c];
+        window_acts[at * span + c] = token < 0 ? 0x7FC0
+            : to_bf16(activation(acts, kind, indices, k, b * tokens + token, f, i));
+    }
+}
+
 /* Merge one chunk of rows' candidates (value [rows, f], -inf where none; token t [rows, f])
  * into the kept examples of every feature: value [f, e] (best first, -inf = empty), request,
  * row, position [f, e], token windows and the feature's activation on each window token
@@ -150,33 +183,25 @@ void featmon_examples_merge(int64_t f, int64_t e, int64_t span, int64_t rows,
                             const void *acts, int kind, const int64_t *indices, int64_t k,
                             int64_t code, float *value, int64_t *request, int32_t *row,
                             int32_t *position, int32_t *window, uint16_t *window_acts) {
-    for (int64_t i = 0; i < f; i++) {
-        float *val = value + i * e;
-        for (int64_t r = 0; r < rows; r++) {
-            const float v = cand_value[r * f + i];
-            if (!(v > -INFINITY) || !(v > val[e - 1])) continue; /* none, or not better */
-            int64_t j = e - 1;
-            while (j > 0 && val[j - 1] < v) j--;
-            const int64_t at = i * e + j, moved = e - 1 - j;
-            memmove(val + j + 1, val + j, moved * sizeof *val);
-            memmove(request + at + 1, request + at, moved * sizeof *request);
-            memmove(row + at + 1, row + at, moved * sizeof *row);
-            memmove(position + at + 1, position + at, moved * sizeof *position);
-            memmove(window + (at + 1) * span, window + at * span, moved * span * sizeof *window);
-            memmove(window_acts + (at + 1) * span, window_acts + at * span,
-                    moved * span * sizeof *window_acts);
-            const int64_t b = b0 + r, t = cand_t[r * f + i];
-            val[j] = v;
-            request[at] = code;
-            row[at] = (int32_t)b;
-            position[at] = (int32_t)positions[b * tokens + t];
-            const int64_t first = b * width + rank[b * tokens + t];
-            for (int64_t c = 0; c < span; c++) {
-                const int64_t token = source[first + c];
-                window[at * span + c] = (int32_t)context[first + c];
-                window_acts[at * span + c] = token < 0 ? 0x7FC0
-                    : to_bf16(activation(acts, kind, indices, k, b * tokens + token, f, i));
-            }
-        }
-    }
+    for (int64_t i = 0; i < f; i++)
+        for (int64_t r = 0; r < rows; r++)
+            insert(i, b0 + r, cand_value[r * f + i], cand_t[r * f + i], f, e, span, tokens,
+                   positions, rank, context, source, width, acts, kind, indices, k, code, value,
+                   request, row, position, window, window_acts);
+}
+
+/* The same merge for a list of n candidates (feature, row, value, token), ordered by feature
+ * then row: TopK input touches k features a token, so its merge costs O(n), not O(rows * f). */
+void featmon_examples_merge_list(int64_t n, const int64_t *cand_feature, const int64_t *cand_row,
+                                 const float *cand_value, const int64_t *cand_t, int64_t f,
+                                 int64_t e, int64_t span, int64_t tokens,
+                                 const int64_t *positions, const int64_t *rank,
+                                 const int64_t *context, const int64_t *source, int64_t width,
+                                 const void *acts, int kind, const int64_t *indices, int64_t k,
+                                 int64_t code, float *value, int64_t *request, int32_t *row,
+                                 int32_t *position, int32_t *window, uint16_t *window_acts) {
+    for (int64_t c = 0; c < n; c++)
+        insert(cand_feature[c], cand_row[c], cand_value[c], cand_t[c], f, e, span, tokens,
+               positions, rank, context, source, width, acts, kind, indices, k, code, value,
+               request, row, position, window, window_acts);
 }
