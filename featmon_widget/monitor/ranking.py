@@ -5,7 +5,9 @@ A full sort of a million float64 values took ~38 ms on a 2-core CPU; two `topk` 
 sort of 2k candidates take a few. `topk` alone breaks ties arbitrarily, so the candidates are
 everything above the k-th value (found by the first `topk`; fewer than k) and the k
 lowest-indexed features equal to it (found by a second `topk` over negated indices): the answer
-is among them, and a stable sort of those few decides it. Nothing is read back to the host.
+is among them, and a stable sort of those few decides it. On a GPU nothing is read back to the
+host; on the CPU, where a read costs nothing, the second `topk` is skipped when the first one
+already holds every tie.
 """
 
 from __future__ import annotations
@@ -25,10 +27,16 @@ def top_k_stable(values: Tensor, k: int) -> Tensor:
     key = torch.where(torch.isnan(values), float("-inf"), values.to(torch.float64))
     if n <= 4 * k:  # small: the plain stable sort is as cheap
         return torch.sort(key, descending=True, stable=True).indices[:k]
-    kth = key.topk(k).values[-1]
-    position = torch.arange(n, device=values.device)
-    above = key.topk(k).indices  # holds every value > kth, and some ties
-    tie_score = torch.where(key == kth, -position.to(torch.float64), float("-inf"))
+    top = key.topk(k)
+    kth, above = top.values[-1], top.indices  # `above` holds every value > kth, and some ties
+    if values.device.type == "cpu" and int((key == kth).sum()) == int((top.values == kth).sum()):
+        # Every tie is among them (the usual case; reading the count is free on the CPU):
+        # order them by position, then stably by value.
+        above = torch.sort(above).values
+        return above.index_select(0, torch.sort(key.index_select(0, above), descending=True,
+                                                stable=True).indices)
+    position = torch.arange(n, dtype=torch.float64, device=values.device)  # exact below 2**53
+    tie_score = torch.where(key == kth, -position, float("-inf"))
     ties = tie_score.topk(k).indices  # the k lowest-positioned ties (or fewer real ones)
     candidates = torch.cat([above, ties])
     cand_key = key.index_select(0, candidates)
