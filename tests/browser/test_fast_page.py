@@ -197,6 +197,35 @@ def test_page_sends_commands_and_shows_replies(page: Any, monitor: Any) -> None:
     assert len(_sent(page)) == count  # caught in the browser: nothing sent
 
 
+def _million_features(page: Any) -> dict[str, Any]:
+    """A 1,048,576-feature TopK monitor's snapshots: within the 64 KB budget (asserted), and
+    their apply time (reported)."""
+    import torch
+
+    from featmon_widget import FeatureMonitor
+
+    wide = FeatureMonitor(1 << 20, compile=False, selected=list(range(8)))
+    g = torch.Generator().manual_seed(0)
+
+    def feed() -> None:
+        indices = torch.randint(0, 1 << 20, (2, 256, 64), generator=g)
+        indices[..., :8] = torch.arange(8)  # the selected features fire too
+        wide.on_sparse_activation(indices, torch.rand(2, 256, 64, generator=g) * 4)
+
+    feed()
+    _show(page, wide.snapshot())
+    start = len(apply_log(page))
+    sizes = []
+    for _ in range(8):
+        feed()
+        snap = wide.snapshot()
+        sizes.append(snap.nbytes())
+        _show(page, snap)
+    wide.close()
+    assert max(sizes) <= 64 * 1024, sizes
+    return {"bytes": max(sizes), "apply_ms": summary(apply_log(page)[start:])}
+
+
 def test_page_apply_time(page: Any, monitor: Any) -> None:
     """The frontend alone, on snapshots whose data changes every time (all charts redraw)."""
     monitor.configure(features=None)
@@ -216,6 +245,7 @@ def test_page_apply_time(page: Any, monitor: Any) -> None:
             _show(page, monitor.snapshot(rows, "mean", records))
         results[name] = {"bytes": monitor.snapshot(rows, "mean", records).nbytes(),
                          "apply_ms": summary(apply_log(page)[start:])}
+    results["d_sae_1048576_rows50_records20_selected8"] = _million_features(page)
     start = len(apply_log(page))
     for _ in range(8):  # same data, new sequence: the charts skip their redraw
         _show(page, monitor.snapshot(200, "mean", 50))
