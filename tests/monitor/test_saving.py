@@ -56,7 +56,7 @@ def assert_identical(a: FeatureMonitor, b: FeatureMonitor) -> None:
         assert a.get_examples(f) == b.get_examples(f)
     # Not recorded data: the time monitoring took, and a lazily made host table's bytes.
     def recorded(state):
-        return dataclasses.replace(state, monitor_ms=None, device_bytes=0)
+        return dataclasses.replace(state, monitor_ms=None, device_bytes=0, memory_bytes={})
 
     assert recorded(a.state) == recorded(b.state)
     assert a.get_health() == b.get_health()
