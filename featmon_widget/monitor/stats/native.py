@@ -56,9 +56,30 @@ class SparseAccumulator:
         fn.argtypes = [p, p, ctypes.c_int, p, i64, i64, i64, p, ctypes.c_double, p, p]
         fn.restype = None
         self._fn = fn
+        self._merge = library.featmon_merge_table
+        self._merge.argtypes = [i64, p, ctypes.c_double, p, ctypes.c_int, p, p, p, p, p, p, p,
+                                p]
+        self._merge.restype = ctypes.c_int64
         self._drop = library.featmon_drop_repeats
         self._drop.argtypes = [p, i64, i64, i64, p, i64]
         self._drop.restype = None
+
+    def merge_table(self, totals: tuple[Tensor, ...], table: Tensor, rows: Tensor,
+                    shift: Tensor, zero_is_active: bool) -> int:
+        """`pending.merge_table` in one pass, the table emptied too; the dropped count."""
+        f = table.shape[0] - 2
+        count, nan_count, active_count, active_sum, mean, m2, mn, mx = totals
+        if not (table.dtype == shift.dtype == rows.dtype == torch.float64
+                and table.shape == (f + 2, RECORD) and shift.shape == (f + 2,)
+                and rows.shape == (1,)
+                and all(t.dtype == torch.int64 for t in (count, nan_count, active_count))
+                and all(t.dtype == torch.float64 for t in (active_sum, mean, m2, mn, mx))
+                and all(t.shape == (f,) for t in totals)
+                and all(t.device.type == "cpu" and t.is_contiguous()
+                        for t in (table, rows, shift, *totals))):
+            raise ValueError("native merge got buffers of the wrong shape, dtype or layout")
+        return int(self._merge(f, table.data_ptr(), float(rows[0]), shift.data_ptr(),
+                               int(zero_is_active), *(t.data_ptr() for t in totals)))
 
     def __call__(self, table: Tensor, rows: Tensor, shift: Tensor, indices: Tensor,
                  values: Tensor, valid: Tensor, threshold: float) -> None:

@@ -166,12 +166,15 @@ class RunningStats:
         pending = self._pending
         if pending is None or not pending.rows_held:
             return
-        dropped = self.compiled.merge_table(self._totals, pending.table, pending.rows,
-                                            pending.shift, pending.threshold < 0.0)
+        if all(t.is_contiguous() for t in self._totals):
+            dropped = pending.merge_into(self._totals)  # the C kernel empties the table too
+        else:
+            dropped = self.compiled.merge_table(self._totals, pending.table, pending.rows,
+                                                pending.shift, pending.threshold < 0.0)
+            pending.clear()
         self._dropped = self._dropped + dropped
         self._merged_any = True
         self._view = None
-        pending.clear()
 
     def merge(self, shift: Tensor, moments: Moments) -> None:
         """Fold one batch's `batch_moments` (taken against `shift`) into the running totals."""

@@ -42,3 +42,41 @@ def test_negative_threshold_makes_implicit_zeros_active():
                         torch.ones(2, dtype=torch.bool), -0.5)
     assert stats.active_count.tolist() == [2, 1, 2]
     assert stats.min.tolist() == [0.0, -1.0, 0.0] and stats.max.tolist() == [1.0, 0.0, 0.0]
+
+
+def test_the_native_table_merge_is_bit_for_bit_the_torch_merge():
+    """The C merge (`PendingSparse.merge_into`, one pass that also empties the table) against
+    `merge_table` + `clear`: the same totals to the last bit, shifts, NaN, out-of-range indices
+    and a negative threshold included."""
+    from featmon_widget.monitor.stats.moments import Totals, empty_totals
+    from featmon_widget.monitor.stats.native import sparse_accumulator
+    from featmon_widget.monitor.stats.pending import PendingSparse, merge_table
+
+    accumulate = sparse_accumulator()
+    assert accumulate is not None
+    g = torch.Generator().manual_seed(0)
+
+    def bits(t: torch.Tensor) -> torch.Tensor:
+        return t.view(torch.int64) if t.is_floating_point() else t
+
+    for trial in range(12):
+        f, threshold = 1 + 37 * trial, [0.0, -0.5, 0.3][trial % 3]
+        torch_side, native_side = PendingSparse(f, accumulate), PendingSparse(f, accumulate)
+        totals_a = empty_totals(f, torch.device("cpu"))
+        totals_b = Totals(*(t.clone() for t in totals_a))
+        for step in range(3):
+            shift = torch.randn(f, generator=g, dtype=torch.float64) * step
+            indices = torch.randint(-2, f + 3, (50, 6), generator=g)
+            values = torch.randn(50, 6, generator=g)
+            values[0, 0] = float("nan")
+            valid = torch.rand(50, generator=g) > 0.2
+            for table in (torch_side, native_side):
+                table.start(shift, threshold)
+                table.add(indices, values, valid)
+            dropped = merge_table(totals_a, torch_side.table, torch_side.rows,
+                                  torch_side.shift, threshold < 0)
+            torch_side.clear()
+            assert int(native_side.merge_into(totals_b)) == int(dropped)
+            for a, b in zip(totals_a, totals_b, strict=True):
+                assert torch.equal(bits(a), bits(b)), (trial, step)
+            assert torch.equal(torch_side.table, native_side.table)

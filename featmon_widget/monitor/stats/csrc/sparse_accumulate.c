@@ -75,3 +75,55 @@ void featmon_drop_repeats(int64_t *idx, int64_t n, int64_t k, int64_t f, int64_t
         }
     }
 }
+
+/* Merge the table (taken against shift[i]) into the running totals in place and empty it, in
+ * one pass over the records: the arithmetic of pending.merge_table and moments.merge_moments,
+ * operation for operation (no contraction: -std=c99), so the totals come out bit for bit as
+ * the torch path gives them. Returns the indices dropped (the out-of-range record). */
+int64_t featmon_merge_table(int64_t f, double *table, double rows, const double *shift,
+                            int zero_is_active, int64_t *count, int64_t *nan_count,
+                            int64_t *active_count, double *active_sum, double *mean,
+                            double *m2, double *mn, double *mx) {
+    const int64_t n_rows = (int64_t)rows;
+    for (int64_t i = 0; i < f; i++) {
+        double *a = table + i * RECORD;
+        const int64_t stored = (int64_t)a[STORED], nonfinite = (int64_t)a[NONFINITE];
+        const int64_t n = n_rows - nonfinite, zeros = n - stored;
+        const double zeros_f = (double)zeros, s = shift[i];
+        const int64_t active = (int64_t)a[ACTIVE] + (zero_is_active ? zeros : 0);
+        const double s1 = a[S1] - zeros_f * s;
+        const double s2 = a[S2] + zeros_f * s * s;
+        double lo = a[MIN], hi = a[MAX];
+        if (zeros > 0) {
+            if (lo > 0.0) lo = 0.0;
+            if (hi < 0.0) hi = 0.0;
+        }
+        const int64_t n_new = count[i] + n;
+        const double safe_n = (double)(n_new > 1 ? n_new : 1);
+        if (n_new > 0) {
+            double v = m2[i] + s2 - s1 * s1 / safe_n;
+            m2[i] = v < 0.0 ? 0.0 : v;
+            mean[i] = s + s1 / safe_n;
+        } else if (m2[i] < 0.0) {
+            m2[i] = 0.0;
+        }
+        count[i] = n_new;
+        nan_count[i] += nonfinite;
+        active_count[i] += active;
+        active_sum[i] += a[ACTIVE_SUM];
+        if (lo < mn[i]) mn[i] = lo;
+        if (hi > mx[i]) mx[i] = hi;
+        a[STORED] = a[NONFINITE] = a[ACTIVE] = a[ACTIVE_SUM] = a[S1] = a[S2] = 0.0;
+        a[MIN] = 1.0 / 0.0;
+        a[MAX] = -1.0 / 0.0;
+    }
+    const double *out = table + (f + 1) * RECORD;
+    const int64_t dropped = (int64_t)(out[STORED] + out[NONFINITE]);
+    for (int64_t i = f; i < f + 2; i++) {
+        double *a = table + i * RECORD;
+        a[STORED] = a[NONFINITE] = a[ACTIVE] = a[ACTIVE_SUM] = a[S1] = a[S2] = 0.0;
+        a[MIN] = 1.0 / 0.0;
+        a[MAX] = -1.0 / 0.0;
+    }
+    return dropped;
+}
