@@ -24,6 +24,7 @@ import torch
 
 from ..snapshot.schemas import DriftFeature, DriftResponse
 from .exports import read_sparsity
+from .ranking import top_k_stable
 from .saving import JSON_FILE, read_save
 
 Tensor = torch.Tensor
@@ -134,13 +135,8 @@ def drift_summary(active: Tensor, tokens: float, ref: Reference, k: int) -> dict
 
 def _top(z: Tensor, k: int, direction: str) -> list[int]:
     """The `k` features with the largest z ("hot") or smallest ("cold"); ties to the lower
-    index (a stable sort of the candidates a `topk` picks, so O(d_sae))."""
-    key = z if direction == "hot" else -z
-    k = min(k, key.shape[0])
-    kth = key.topk(k).values[-1]
-    candidates = torch.nonzero(key >= kth).flatten()
-    order = torch.sort(key[candidates], descending=True, stable=True).indices[:k]
-    return candidates[order].tolist()
+    index."""
+    return top_k_stable(z if direction == "hot" else -z, k).tolist()
 
 
 def _js(active: Tensor, ref: Reference) -> float:

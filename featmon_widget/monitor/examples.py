@@ -188,17 +188,17 @@ class ExampleTable:
         best stored value above the threshold and its earliest token (as `sparse_row_maxima`,
         without the [rows, d_sae] arrays), ordered by feature then row."""
         n, k = features.indices.shape
+        batch = n // tokens
         index = features.indices
         values = features.values.to(torch.float32)
         good = (valid[:, None] & (index >= 0) & (index < self.d_sae) & ((values - values) == 0)
                 & (values > threshold))
         token = (torch.arange(n) % tokens)[:, None].expand(n, k)
         b = (torch.arange(n) // tokens)[:, None].expand(n, k)
-        slot = (index.clamp(0, self.d_sae - 1) * (n // tokens) + b)[good]  # feature, then row
+        slot = (index.clamp(0, self.d_sae - 1) * batch + b)[good]  # feature, then row
         keys = pack(values, token, good)[good]
         slots, inverse = torch.unique(slot, return_inverse=True)  # sorted: feature, then row
         best = torch.full_like(slots, EMPTY).scatter_reduce_(0, inverse, keys, "amax")
-        batch = n // tokens
         assert indices is not None
         native.merge_list(slots // batch, slots % batch, value_of(best).contiguous(),
                           rank_of(best).clamp(0, tokens - 1), tokens, positions, rank, context,

@@ -7,14 +7,12 @@ device (ranks from a cumulative sum, then a scatter), so no count is read back o
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
-
 import torch
 
 from ..snapshot.records import HistoryRows, HistoryTail, history_rows
 from ..snapshot.transfer import start_copy
 from .features import DenseFeatures, SparseFeatures
+from .requests import WriteNames
 
 Tensor = torch.Tensor
 
@@ -46,11 +44,7 @@ class HistoryRing:
         self.token = torch.full((slots,), -1, dtype=torch.int64, device=dev)  # -1: unknown
         self.written = torch.zeros((), dtype=torch.int64, device=dev)
         self._monitored_index = torch.tensor(monitored, dtype=torch.int64, device=dev)
-        # Names of the latest writes: a write older than the last `size` that stored a record
-        # cannot still have one in the ring.
-        self._request_names: OrderedDict[int, str] = OrderedDict()
-        self._next_code = 0
-        self._lock = threading.Lock()
+        self._names = WriteNames(size + _SPARE_REQUEST_NAMES)
 
     def write(self, features: DenseFeatures | SparseFeatures, valid: Tensor, rows: Tensor,
               positions: Tensor, request_id: str, timestamp: float,
@@ -61,7 +55,7 @@ class HistoryRing:
         keep_n = min(n, self.size)
         if keep_n == 0:
             return
-        code = self._register(request_id)
+        code = self._names.register(request_id)
         dev = self.device
         valid64 = valid.to(torch.int64)
         rank = valid64.cumsum(0) - 1  # rank among valid rows
@@ -91,15 +85,6 @@ class HistoryRing:
             self.token.index_copy_(0, dest, token_ids.index_select(0, pick))
         self.written += total.clamp_max(keep_n)
 
-    def _register(self, request_id: str) -> int:
-        with self._lock:
-            code = self._next_code
-            self._next_code += 1
-            self._request_names[code] = request_id
-            while len(self._request_names) > self.size + _SPARE_REQUEST_NAMES:
-                self._request_names.popitem(last=False)
-        return code
-
     def state_tensors(self) -> dict[str, Tensor]:
         """The ring's live tensors (saving copies them, loading copies into them)."""
         names = ("top_idx", "top_val", "values", "request", "row", "position", "timestamp",
@@ -108,22 +93,17 @@ class HistoryRing:
 
     def state_meta(self) -> dict[str, object]:
         """The request names of the records, and the next request code."""
-        with self._lock:
-            return {"names": [[c, n] for c, n in self._request_names.items()],
-                    "next_code": self._next_code}
+        return self._names.state_meta()
 
     def load_state_meta(self, meta: dict[str, object]) -> None:
         """Restore `state_meta` (checked by the caller)."""
-        with self._lock:
-            self._request_names = OrderedDict((int(c), str(n)) for c, n in meta["names"])
-            self._next_code = int(meta["next_code"])
+        self._names.load_state_meta(meta)
 
     def clear(self) -> int:
         """Empty the ring; returns how many records it held (reads one count from the device)."""
         held = self.count()
         self.written.zero_()
-        with self._lock:
-            self._request_names.clear()
+        self._names.clear()
         return held
 
     def resized(self, size: int, top_k: int, monitored: tuple[int, ...]) -> HistoryRing:
@@ -149,9 +129,7 @@ class HistoryRing:
         for name in ("request", "row", "position", "timestamp", "token"):
             getattr(new, name)[:held] = getattr(self, name)[order]
         new.written.fill_(held)
-        with self._lock:
-            new._request_names = OrderedDict(self._request_names)
-        new._next_code = self._next_code
+        new._names = self._names.copy(size + _SPARE_REQUEST_NAMES)
         return new
 
     def count(self) -> int:
@@ -161,8 +139,7 @@ class HistoryRing:
     @property
     def names_held(self) -> int:
         """Request ids remembered for the records (bounded by size + a spare)."""
-        with self._lock:
-            return len(self._request_names)
+        return len(self._names)
 
     def gather_last(self, last: int) -> HistoryTail:
         """The newest `last` slots on the device, oldest first, and how many of them hold a
@@ -173,8 +150,7 @@ class HistoryRing:
         cols = [c.index_select(0, order) for c in (self.top_idx, self.top_val, self.values,
                                                     self.request, self.row, self.position,
                                                     self.timestamp, self.token)]
-        with self._lock:
-            names = dict(self._request_names)
+        names = self._names.snapshot()
         return HistoryTail(cols, self.written.clamp_max(want), names, self.monitored)
 
     def read(self, last: int | None = None) -> HistoryRows:

@@ -49,9 +49,10 @@ class Oversight:
     def get_health(self) -> HealthResponse:
         """L0, dead and ultra-rare features, and reconstruction quality on sampled forwards
         (`health_every`; definitions in `monitor.health` and the README)."""
-        return self._oversight_parts()()[0]
+        return self._oversight_parts(with_drift=False)()[0]
 
-    def _oversight_parts(self) -> Callable[[], tuple[HealthResponse, dict[str, Any]]]:
+    def _oversight_parts(self, with_drift: bool = True
+                         ) -> Callable[[], tuple[HealthResponse, dict[str, Any]]]:
         """Under the lock: start copying what the health strip, the drift view and the watch
         marks need; the function returned waits for the copies (without the lock) and gives
         the full `HealthResponse` and the snapshot's `oversight` part."""
@@ -64,7 +65,7 @@ class Oversight:
                                health.l0_counts])
             watched = sorted({f for w in rec.watches for f in w.features})
             hits = sum(w.delivered for w in rec.watches)
-            reference = self._reference
+            reference = self._reference if with_drift else None
 
         def finish() -> tuple[HealthResponse, dict[str, Any]]:
             summary, l0 = wait()

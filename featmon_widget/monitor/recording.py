@@ -185,7 +185,7 @@ class Recording:
 
         pending = self.stats.pending_table
         return {
-            "statistics": size(*self.stats.local, *(self.stats.remote or ())),
+            "statistics": self.stats.nbytes,
             "pending_topk": size(pending.table, pending.shift) if pending is not None else 0,
             "history": size(*self.history.state_tensors().values()),
             "histograms": size(self.values.counts),

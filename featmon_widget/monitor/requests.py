@@ -8,7 +8,9 @@ import contextvars
 import itertools
 import re
 import threading
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
+from typing import Any
 
 from ..checks import cut
 
@@ -85,6 +87,60 @@ class RequestNames:
     def _keep(self, codes: set[int]) -> None:
         self._names = {c: n for c, n in self._names.items() if c in codes}
         self._codes = {n: c for c, n in self._names.items()}
+
+
+class WriteNames:
+    """The request ids of a ring's latest writes, by write code: a write older than the ring's
+    last `keep` cannot still have a record there, so older names are forgotten. Thread-safe
+    (snapshots read them from the delivery thread)."""
+
+    def __init__(self, keep: int) -> None:
+        self.keep = keep
+        self._names: OrderedDict[int, str] = OrderedDict()
+        self._next = 0
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._names)
+
+    def register(self, request_id: str) -> int:
+        """A fresh code for one write of `request_id`."""
+        with self._lock:
+            code = self._next
+            self._next += 1
+            self._names[code] = request_id
+            while len(self._names) > self.keep:
+                self._names.popitem(last=False)
+        return code
+
+    def snapshot(self) -> dict[int, str]:
+        """code -> request id, now."""
+        with self._lock:
+            return dict(self._names)
+
+    def clear(self) -> None:
+        """Forget every name (codes keep counting)."""
+        with self._lock:
+            self._names.clear()
+
+    def copy(self, keep: int) -> WriteNames:
+        """The same names and next code, kept up to `keep`."""
+        new = WriteNames(keep)
+        with self._lock:
+            new._names, new._next = OrderedDict(self._names), self._next
+        return new
+
+    def state_meta(self) -> dict[str, object]:
+        """The names with their codes, and the next code."""
+        with self._lock:
+            return {"names": [[c, n] for c, n in self._names.items()], "next_code": self._next}
+
+    def load_state_meta(self, meta: dict[str, Any]) -> None:
+        """Restore `state_meta` (checked by the caller)."""
+        with self._lock:
+            self._names = OrderedDict((int(c), str(n)) for c, n in meta["names"])
+            self._next = int(meta["next_code"])
 
 
 class RequestContext:

@@ -12,8 +12,7 @@ in `dropped`).
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -21,6 +20,7 @@ import torch
 
 from ..snapshot.schemas import WatchHit
 from .features import DenseFeatures, SparseFeatures
+from .requests import WriteNames
 
 Tensor = torch.Tensor
 
@@ -42,8 +42,7 @@ class Watch:
         self.callback = callback
         self.capacity = capacity
         self._allocate(torch.device(device))
-        self._names: OrderedDict[int, str] = OrderedDict()
-        self._next_code = 0
+        self._names = WriteNames(capacity + 1024)  # a ring's worth of writes, and spare
         self._read = 0  # hits handed out (host side; the delivery thread's cursor)
         self.dropped = 0  # hits lost to overflow between two reads
         self.delivered = 0
@@ -51,7 +50,6 @@ class Watch:
         self.recent: deque[WatchHit] = deque(maxlen=recent)
         self.active = True
         self._cancel = cancel
-        self._lock = threading.Lock()
 
     def _allocate(self, device: torch.device) -> None:
         """Empty device buffers on `device`."""
@@ -91,7 +89,7 @@ class Watch:
         slot = torch.where(flat, (self.written + rank) % self.capacity, self.capacity)
         n, w = hit.shape
         token_row = torch.arange(n, device=self.device).repeat_interleave(w)
-        code = self._register(request_id)
+        code = self._names.register(request_id)
         self.feature.index_copy_(0, slot, self._index.repeat(n))
         self.value.index_copy_(0, slot, values.reshape(-1).to(torch.float32))
         self.request.index_fill_(0, slot, code)
@@ -103,15 +101,6 @@ class Watch:
         else:
             self.token.index_copy_(0, slot, ids.to(torch.int64))
         self.written += flat.sum()
-
-    def _register(self, request_id: str) -> int:
-        with self._lock:
-            code = self._next_code
-            self._next_code += 1
-            self._names[code] = request_id
-            while len(self._names) > self.capacity + 1024:
-                self._names.popitem(last=False)
-        return code
 
     # ---- reading (the monitor's lock held while copying) ------------------------------------
 
@@ -130,9 +119,7 @@ class Watch:
                                                     self.row, self.position, self.token)]
         rows = [list(r) for r in zip(*(c.cpu().tolist() for c in cols), strict=True)]
         self._read = written
-        with self._lock:
-            names = dict(self._names)
-        return rows, names, lost
+        return rows, self._names.snapshot(), lost
 
     def deliver(self, hits: list[WatchHit], lost: int) -> None:
         """Hand `hits` (oldest first) to the callback, or keep them in `recent` (the delivery

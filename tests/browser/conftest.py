@@ -114,6 +114,37 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+def isolated_jupyter_env(base: Path) -> dict[str, str]:
+    """The environment for a Jupyter process with its own config, data, runtime and IPython
+    folders under `base` (made here), none of the user's."""
+    env = dict(os.environ)
+    for name, var in (("config", "JUPYTER_CONFIG_DIR"), ("data", "JUPYTER_DATA_DIR"),
+                      ("runtime", "JUPYTER_RUNTIME_DIR"), ("ipython", "IPYTHONDIR")):
+        (base / name).mkdir(exist_ok=True)
+        env[var] = str(base / name)
+    env["JUPYTER_PLATFORM_DIRS"] = "0"
+    env.pop("JUPYTER_PATH", None)
+    return env
+
+
+def wait_until_answering(proc: subprocess.Popen, probe: Callable[[], object], name: str,
+                         timeout_s: float, log_tail: Callable[[], str]) -> None:
+    """Poll `probe()` (it raises URLError/OSError while the server is not up) until it
+    returns; fail with the server's log if the process exits or `timeout_s` passes."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if proc.poll() is not None:
+            pytest.fail(f"{name} exited with {proc.returncode}:\n{log_tail()}", pytrace=False)
+        try:
+            probe()
+            return
+        except (urllib.error.URLError, OSError):
+            if time.monotonic() > deadline:
+                pytest.fail(f"{name} did not answer in {timeout_s} s:\n{log_tail()}",
+                            pytrace=False)
+            time.sleep(0.2)
+
+
 def _write_json(path: Path, data: object) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data, indent=1))
@@ -258,11 +289,9 @@ def _stop_process_group(proc: subprocess.Popen) -> None:
 def jupyter_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[JupyterServer]:
     """`jupyter lab` on a free loopback port with a temp root and temp Jupyter dirs."""
     base = tmp_path_factory.mktemp("jupyter")
-    root, config, data, runtime, ipython = (
-        base / name for name in ("root", "config", "data", "runtime", "ipython")
-    )
-    for path in (root, config, data, runtime, ipython):
-        path.mkdir()
+    env = {**isolated_jupyter_env(base), "PYTHONUNBUFFERED": "1"}
+    root, config, runtime = base / "root", base / "config", base / "runtime"
+    root.mkdir()
     # No "official Jupyter news" toast (it would cover screenshots) and no update check.
     _write_json(
         config / "lab/user-settings/@jupyterlab/apputils-extension/"
@@ -279,16 +308,6 @@ def jupyter_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Jupyter
     )
     token = secrets.token_hex(16)
     port = _free_port()
-    env = {
-        **os.environ,
-        "JUPYTER_CONFIG_DIR": str(config),
-        "JUPYTER_DATA_DIR": str(data),
-        "JUPYTER_RUNTIME_DIR": str(runtime),
-        "IPYTHONDIR": str(ipython),
-        "JUPYTER_PLATFORM_DIRS": "0",
-        "PYTHONUNBUFFERED": "1",
-    }
-    env.pop("JUPYTER_PATH", None)
     cmd = [
         sys.executable, "-m", "jupyterlab",
         "--no-browser",
@@ -310,19 +329,8 @@ def jupyter_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Jupyter
         )
     server = JupyterServer(f"http://127.0.0.1:{port}", token, root, runtime, log_path, proc)
     try:
-        deadline = time.monotonic() + SERVER_START_S
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"jupyter lab exited with {proc.returncode}:\n{server.log_tail()}",
-                            pytrace=False)
-            try:
-                server.api("GET", "/api/status", timeout=2)
-                break
-            except (urllib.error.URLError, OSError):
-                if time.monotonic() > deadline:
-                    pytest.fail(f"jupyter lab did not answer /api/status in {SERVER_START_S} s:"
-                                f"\n{server.log_tail()}", pytrace=False)
-                time.sleep(0.2)
+        wait_until_answering(proc, lambda: server.api("GET", "/api/status", timeout=2),
+                             "jupyter lab", SERVER_START_S, server.log_tail)
         yield server
     finally:
         for client in server.clients:

@@ -3,11 +3,10 @@ controls act on the monitor (a real `voila` server and Chromium)."""
 
 from __future__ import annotations
 
-import os
+import contextlib
 import secrets
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -15,7 +14,7 @@ from typing import Any
 
 import nbformat
 import pytest
-from conftest import _free_port, _stop_process_group
+from conftest import _free_port, _stop_process_group, isolated_jupyter_env, wait_until_answering
 from playwright.sync_api import expect
 
 pytestmark = pytest.mark.browser
@@ -40,17 +39,11 @@ FINAL_TOKENS = 16 + 60 * 4
 def voila_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """`voila app.ipynb` on a free loopback port, with its own Jupyter dirs."""
     base = tmp_path_factory.mktemp("voila")
-    dirs = {name: base / name for name in ("config", "data", "runtime", "ipython")}
-    for path in dirs.values():
-        path.mkdir()
+    env = isolated_jupyter_env(base)
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in CELLS])
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
                                  "language": "python"}
     nbformat.write(nb, str(base / "app.ipynb"))
-    env = {**os.environ, "JUPYTER_CONFIG_DIR": str(dirs["config"]),
-           "JUPYTER_DATA_DIR": str(dirs["data"]), "JUPYTER_RUNTIME_DIR": str(dirs["runtime"]),
-           "IPYTHONDIR": str(dirs["ipython"]), "JUPYTER_PLATFORM_DIRS": "0"}
-    env.pop("JUPYTER_PATH", None)
     port, token = _free_port(), secrets.token_hex(8)
     cmd = [sys.executable, "-m", "voila", "app.ipynb", "--no-browser", f"--port={port}",
            "--Voila.ip=127.0.0.1", f"--token={token}", "--show_tracebacks=True"]
@@ -59,23 +52,14 @@ def voila_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         proc = subprocess.Popen(cmd, cwd=base, env=env, stdout=log, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, start_new_session=True)
     url = f"http://127.0.0.1:{port}/?token={token}"
+
+    def probe() -> None:
+        with contextlib.suppress(urllib.error.HTTPError):  # an error status is an answer too
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/api/status", timeout=2)
+
     try:
-        deadline = time.monotonic() + START_S
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"voila exited with {proc.returncode}:\n"
-                            f"{log_path.read_text(errors='replace')[-3000:]}", pytrace=False)
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/api/status", timeout=2)
-                break
-            except urllib.error.HTTPError:
-                break  # it answers (an error status is still an answer)
-            except (urllib.error.URLError, OSError):
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"voila did not start in {START_S} s:\n"
-                            f"{log_path.read_text(errors='replace')[-3000:]}", pytrace=False)
-            time.sleep(0.3)
+        wait_until_answering(proc, probe, "voila", START_S,
+                             lambda: log_path.read_text(errors="replace")[-3000:])
         yield url
     finally:
         _stop_process_group(proc)

@@ -21,7 +21,6 @@ from .moments import (
     sparse_update,
 )
 from .native import DENSE_DTYPES, DenseMoments, RowMaxima, dense_moments
-from .pending import merge_table
 
 Tensor = torch.Tensor
 
@@ -113,11 +112,4 @@ class StatisticsKernels:
         """`merge_moments_` (in place), one fused kernel when compiled (a dozen [F] passes
         otherwise)."""
         self.runner.run(merge_moments_, merge_moments_, state, shift, moments)
-
-    def merge_table(self, state: Totals, table: Tensor, rows: Tensor, shift: Tensor,
-                    zero_is_active: bool) -> Tensor:
-        """`pending.merge_table`: a CPU table of TopK records merged into the totals in place;
-        returns the count of dropped indices."""
-        return self.runner.run(merge_table, merge_table, state, table, rows, shift,
-                               zero_is_active)
 

@@ -72,7 +72,9 @@ class PendingSparse:
 def merge_table(state: Totals, table: Tensor, rows: Tensor, shift: Tensor,
                 zero_is_active: bool) -> Tensor:
     """Merge a table of records (taken against `shift` [F + 2]) into the running totals
-    `state` in place, and return the count of dropped indices (the out-of-range sink)."""
+    `state` in place, and return the count of dropped indices (the out-of-range sink).
+    The definition in torch operations; `PendingSparse.merge_into` runs the same arithmetic in
+    one C pass (tested bit for bit against this)."""
     f = table.shape[0] - 2
     t = table[:f]
     stored = t[:, STORED].to(torch.int64)

@@ -166,12 +166,7 @@ class RunningStats:
         pending = self._pending
         if pending is None or not pending.rows_held:
             return
-        if all(t.is_contiguous() for t in self._totals):
-            dropped = pending.merge_into(self._totals)  # the C kernel empties the table too
-        else:
-            dropped = self.compiled.merge_table(self._totals, pending.table, pending.rows,
-                                                pending.shift, pending.threshold < 0.0)
-            pending.clear()
+        dropped = pending.merge_into(self._totals)  # the C kernel empties the table too
         self._dropped = self._dropped + dropped
         self._merged_any = True
         self._view = None
@@ -188,13 +183,18 @@ class RunningStats:
 
     def mean_active(self) -> Tensor:
         """Mean over active values; NaN where no value was active."""
-        t = self.totals
-        return t.active_sum / t.active_count.to(torch.float64)
+        return metric_of(self.totals, "mean_active")
 
     def active_ratio(self) -> Tensor:
         """Fraction of finite values above the threshold; NaN where no value was seen."""
-        t = self.totals
-        return t.active_count.to(torch.float64) / t.count.to(torch.float64)
+        return metric_of(self.totals, "active_ratio")
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the totals (this process's, and the other ranks' view), read without
+        merging held TopK values."""
+        held = [*self._totals, *(self._remote or ())]
+        return sum(t.numel() * t.element_size() for t in held)
 
     def metric(self, name: str) -> Tensor:
         """One per-feature metric as float64 [F], NaN where undefined (never-seen features)."""
