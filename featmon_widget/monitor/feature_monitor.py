@@ -307,7 +307,7 @@ class FeatureMonitor(Sharing, Oversight):
                                   0, 0, 0)  # the device totals are read in finish_snapshot
             parts = gather_snapshot(self._recording, state, next(self._sequence), options,
                                     self._attached.text_of(), self._attached.labels)
-            oversight = self._oversight_parts()
+            oversight = self._oversight_parts(firing=parts.firing)
         return dataclasses.replace(finish_snapshot(parts), oversight=oversight()[1])
 
     def subscribe(self, callback: SnapshotCallback, *, table_rows: int = 50,

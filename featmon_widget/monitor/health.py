@@ -28,6 +28,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from ..snapshot.frequency import NEVER_FIRED
 from ..snapshot.schemas import HealthResponse
 from .features import DenseFeatures, SparseFeatures
 
@@ -115,16 +116,16 @@ class HealthTracker:
         self.x_m2 += m2_b + delta.square() * n_a * ratio
         self.recon_tokens.copy_(n)
 
-    def summary_parts(self, active_count: Tensor, count: Tensor, active_tokens: Tensor,
-                      rare_floor: float) -> Tensor:
+    def summary_parts(self, firing: Tensor, active_tokens: Tensor) -> Tensor:
         """Everything `report_from` needs but the L0 histogram, as one float64 device tensor
-        (nothing read back: copy it with the rest of a snapshot)."""
-        ratio = active_count.to(torch.float64) / count.clamp_min(1).to(torch.float64)
+        (nothing read back: copy it with the rest of a snapshot). `firing` is the snapshot's
+        firing summary (`monitor/firing.py`), which holds the per-feature counts it needs."""
+        # The four counts after the bins, in the layout's order (a slice: no index tensor).
+        never_fired, never_seen, rare, active_sum = firing[NEVER_FIRED:].to(torch.float64).unbind()
         return torch.stack([
-            active_count.sum().to(torch.float64), active_tokens.to(torch.float64),
-            (active_count == 0).sum().to(torch.float64),
-            ((active_count > 0) & (ratio < rare_floor)).sum().to(torch.float64),
-            self.recon_tokens, self.sse, self.cos_sum,
+            active_sum, active_tokens.to(torch.float64),
+            never_fired + never_seen,  # dead: never above the threshold, seen or not
+            rare, self.recon_tokens, self.sse, self.cos_sum,
             self.x_m2.sum() if self.x_m2 is not None else self.sse.new_zeros(()),
         ])
 

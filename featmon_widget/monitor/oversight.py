@@ -51,17 +51,17 @@ class Oversight:
         (`health_every`; definitions in `monitor.health` and the README)."""
         return self._oversight_parts(with_drift=False)()[0]
 
-    def _oversight_parts(self, with_drift: bool = True
+    def _oversight_parts(self, with_drift: bool = True, firing: torch.Tensor | None = None
                          ) -> Callable[[], tuple[HealthResponse, dict[str, Any]]]:
         """Under the lock: start copying what the health strip, the drift view and the watch
         marks need; the function returned waits for the copies (without the lock) and gives
-        the full `HealthResponse` and the snapshot's `oversight` part."""
+        the full `HealthResponse` and the snapshot's `oversight` part. `firing`: the firing
+        summary the snapshot being built already holds (computed here when None)."""
         with self._lock:
             rec, cfg = self._recording, self.config
-            stats = rec.stats
             health = rec.health
-            wait = start_copy([health.summary_parts(stats.active_count, stats.count,
-                                                    rec.active_tokens, cfg.rare_floor),
+            firing = rec.firing_summary() if firing is None else firing
+            wait = start_copy([health.summary_parts(firing, rec.active_tokens),
                                health.l0_counts])
             watched = sorted({f for w in rec.watches for f in w.features})
             hits = sum(w.delivered for w in rec.watches)

@@ -18,6 +18,7 @@ from .config import MonitorConfig, feature_list
 from .costs import CostMeter
 from .examples import ExampleTable
 from .features import DenseFeatures, SparseFeatures
+from .firing import firing_summary
 from .health import HealthTracker
 from .histograms import VALUE_EDGES, ValueHistograms
 from .history import HistoryRing
@@ -238,9 +239,11 @@ class Recording:
         """The metrics `names` of the features `index`, float64 [len(names), len(index)]."""
         return self.stats.metrics_at(names, index)
 
-    def firing_counts(self) -> tuple[Tensor, Tensor]:
-        """(active_count, count) per feature."""
-        return self.stats.active_count, self.stats.count
+    def firing_summary(self) -> Tensor:
+        """The frequency histogram's bins and the counts over all features, computed once for
+        everything that reads them (`firing.firing_summary`)."""
+        return firing_summary(self.stats.active_count, self.stats.count,
+                              self.config.rare_floor)
 
     def value_histograms(self) -> ValueHistogramCounts:
         """The selected features' value histograms."""

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from ..checks import cut
-from .frequency import FREQUENCY_EDGES, frequency_histogram
+from .frequency import FREQUENCY_BIN_COUNT, FREQUENCY_EDGES, NEVER_FIRED, NEVER_SEEN
 from .options import (
     PANEL_BYTES,
     PANEL_EXAMPLES,
@@ -75,6 +75,7 @@ class SnapshotParts:
     token_text: Callable[[int], str | None]
     labels: dict[int, str]
     examples: ExampleSlices
+    firing: torch.Tensor  # the firing summary, on the device: shared with the health strip
     wait: Callable[[], list[torch.Tensor]]
 
 
@@ -88,27 +89,27 @@ def gather_snapshot(source: SnapshotSource, state: MonitorState, sequence: int,
     among = matches(options.search, labels, state.d_sae) if options.search else None
     index = source.ranked(options.metric, options.table_rows, among)
     columns = source.metrics_at(TABLE_COLUMNS, index)  # only the table's rows: O(rows)
-    freq, never_fired, never_seen = frequency_histogram(*source.firing_counts())
+    firing = source.firing_summary()
     values = source.value_histograms()
     tail = source.history_tail(options.records)
     examples = source.examples_of(values.features, PANEL_EXAMPLES)
     selected = torch.tensor(values.features, dtype=torch.int64, device=index.device)
     panel_stats = source.metrics_at(PANEL_STATS, selected)
-    device_parts = [*source.device_totals(), index, columns, freq, never_fired, never_seen,
-                    values.counts, panel_stats, *examples.columns, tail.held, *tail.columns]
+    device_parts = [*source.device_totals(), index, columns, firing, values.counts, panel_stats,
+                    *examples.columns, tail.held, *tail.columns]
     return SnapshotParts(
         sequence=sequence, options=options, state=state, value_features=values.features,
         value_edges=_f32(values.edges.numpy()), monitored=tail.monitored,
         history_names=tail.names, token_text=token_text, labels=labels, examples=examples,
-        wait=start_copy(device_parts),
+        firing=firing, wait=start_copy(device_parts),
     )
 
 
 def finish_snapshot(parts: SnapshotParts) -> Snapshot:
     """Wait for the copies (without the monitor's lock) and assemble the `Snapshot`."""
-    (tokens, history_count, dropped, records_dropped, index, columns, freq, never_fired,
-     never_seen, value_counts, panel_stats, ex_value, ex_request, ex_row, ex_position,
-     ex_tokens, ex_acts, held, *history_cols) = parts.wait()
+    (tokens, history_count, dropped, records_dropped, index, columns, firing, value_counts,
+     panel_stats, ex_value, ex_request, ex_row, ex_position, ex_tokens, ex_acts, held,
+     *history_cols) = parts.wait()
     history = history_rows(history_cols, int(held), parts.history_names)
     threshold = parts.state.threshold
     latest = []
@@ -138,9 +139,9 @@ def finish_snapshot(parts: SnapshotParts) -> Snapshot:
         table_features=_i32(index.numpy()),
         table_columns={name: _f64(columns[j].numpy()) for j, name in enumerate(TABLE_COLUMNS)},
         frequency_edges=_f32(FREQUENCY_EDGES.numpy()),
-        frequency_counts=_i32(freq.numpy()),
-        never_fired=int(never_fired),
-        never_seen=int(never_seen),
+        frequency_counts=_i32(firing[:FREQUENCY_BIN_COUNT].numpy()),
+        never_fired=int(firing[NEVER_FIRED]),
+        never_seen=int(firing[NEVER_SEEN]),
         value_features=_i32(list(parts.value_features)),
         value_edges=parts.value_edges,
         value_counts=_f64(value_counts.numpy().reshape(-1)),

@@ -1,11 +1,10 @@
-"""The firing-frequency histogram across features (log10 active ratio), built for a snapshot
-from the running counts, on the device."""
+"""The firing-frequency histogram across features (log10 active ratio) and the layout of the
+firing summary it is read from (one device tensor a snapshot computes once and shares with the
+health strip: see `monitor/firing.py`)."""
 
 from __future__ import annotations
 
 import torch
-
-Tensor = torch.Tensor
 
 # Firing frequency (active_ratio) across features, as log10: bins of 0.25 decade from 1e-8 to 1.
 # Never-fired features are counted apart; ratios below 1e-8 land in the first bin.
@@ -13,22 +12,15 @@ FREQUENCY_LOG10_RANGE = (-8.0, 0.0)
 FREQUENCY_BIN_COUNT = 32
 FREQUENCY_EDGES = torch.linspace(*FREQUENCY_LOG10_RANGE, FREQUENCY_BIN_COUNT + 1,
                                  dtype=torch.float64)
+# The inner edges as ratios: a ratio r goes to the bin "how many of these are <= r" (comparing
+# ratios, not their rounded logarithms, so that every path bins a ratio the same way).
+FREQUENCY_THRESHOLDS = torch.tensor([10.0 ** e for e in FREQUENCY_EDGES[1:-1].tolist()],
+                                    dtype=torch.float64)
 
-
-def frequency_histogram(active_count: Tensor, count: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """log10(active_ratio) histogram over features seen at least once.
-
-    Returns (bin counts [FREQUENCY_BIN_COUNT] int64, never-fired count, never-seen count), all
-    still on the device.
-    """
-    seen = count > 0
-    fired = seen & (active_count > 0)
-    ratio = active_count.to(torch.float64) / count.clamp_min(1).to(torch.float64)
-    log_ratio = torch.log10(torch.where(fired, ratio, 1.0))
-    edges = FREQUENCY_EDGES.to(count.device)
-    bins = (torch.bucketize(log_ratio, edges[1:-1], right=True)).clamp_max(FREQUENCY_BIN_COUNT - 1)
-    hist = torch.zeros(FREQUENCY_BIN_COUNT, dtype=torch.int64, device=count.device)
-    hist.scatter_add_(0, bins, fired.to(torch.int64))
-    never_fired = (seen & ~fired).sum()
-    never_seen = (~seen).sum()
-    return hist, never_fired, never_seen
+# The firing summary, int64 [FIRING_SUMMARY_SIZE]: the histogram's bins (fired features only),
+# then these counts over all features.
+NEVER_FIRED = FREQUENCY_BIN_COUNT  # seen, never above the threshold
+NEVER_SEEN = FREQUENCY_BIN_COUNT + 1  # no value recorded
+ULTRA_RARE = FREQUENCY_BIN_COUNT + 2  # fired, on fewer than `rare_floor` of the values seen
+ACTIVE_SUM = FREQUENCY_BIN_COUNT + 3  # values above the threshold, all features together
+FIRING_SUMMARY_SIZE = FREQUENCY_BIN_COUNT + 4

@@ -61,8 +61,9 @@ class SnapshotSource(Protocol):
         """One per-feature metric, float64 [d_sae], NaN where undefined."""
         ...
 
-    def firing_counts(self) -> tuple[Tensor, Tensor]:
-        """Per feature: (values above the threshold, values seen), int64 [d_sae] each."""
+    def firing_summary(self) -> Tensor:
+        """The firing summary, int64 [FIRING_SUMMARY_SIZE] (layout in `frequency.py`): the
+        frequency histogram's bins and the counts over all features."""
         ...
 
     def value_histograms(self) -> ValueHistogramCounts:

@@ -150,3 +150,22 @@ def test_health_settings_are_checked():
     with pytest.raises(ValueError, match="rare_floor"):
         monitor.configure(rare_floor=2.0)
     assert monitor.configure(health_every=0).health_every == 0
+
+
+def test_a_snapshot_reads_the_firing_counts_once_for_its_histogram_and_its_health(monkeypatch):
+    from featmon_widget.monitor.recording import Recording
+
+    sae, data = make_sae(), batches()
+    monitor = FeatureMonitor.for_sae(sae, compile=False, rare_floor=0.05, threshold=0.1)
+    record(monitor, sae, data)
+    want = offline(sae, data, 8, 0.1, 0.05)
+    calls = []
+    original = Recording.firing_summary
+    monkeypatch.setattr(Recording, "firing_summary",
+                        lambda self: calls.append(1) or original(self))
+    snap = monitor.snapshot()
+    assert len(calls) == 1
+    health = snap.oversight["health"]
+    assert (health["dead"], health["ultra_rare"]) == (want["dead"], want["rare"])
+    assert health["dead"] == snap.never_fired + snap.never_seen
+    assert health["l0_mean"] == pytest.approx(want["l0_mean"], rel=1e-3)

@@ -1,6 +1,6 @@
 """Ranking in O(d_sae) (`ranking.top_k_stable`) gives exactly the order of a full stable sort:
 highest first, ties to the lower index, NaN last — at small widths with many ties (hypothesis)
-and at a million features."""
+and at a million features; both the compiled CPU scan and the torch path (GPUs, no compiler)."""
 
 import pytest
 import torch
@@ -8,7 +8,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from featmon_widget import FeatureMonitor
-from featmon_widget.monitor.ranking import top_k_stable
+from featmon_widget.monitor.ranking import top_k_stable, top_k_stable_torch
+from featmon_widget.monitor.stats.scans import feature_scans
+
+BOTH_PATHS = pytest.mark.parametrize("top_k", [top_k_stable, top_k_stable_torch],
+                                     ids=["dispatch", "torch"])
 
 
 def stable_order(values: torch.Tensor, k: int) -> torch.Tensor:
@@ -16,21 +20,57 @@ def stable_order(values: torch.Tensor, k: int) -> torch.Tensor:
     return torch.sort(key, descending=True, stable=True).indices[:k]
 
 
+def test_the_compiled_scan_is_what_the_cpu_uses():
+    assert feature_scans() is not None
+
+
+@BOTH_PATHS
 @settings(max_examples=400, deadline=None)
 @given(st.lists(st.sampled_from([0.0, 1.0, 2.0, -1.0, float("nan"), float("-inf"),
                                  float("inf")]), min_size=1, max_size=200),
        st.integers(1, 60))
-def test_top_k_equals_a_full_stable_sort(values, k):
+def test_top_k_equals_a_full_stable_sort(top_k, values, k):
     v = torch.tensor(values, dtype=torch.float64)
-    assert torch.equal(top_k_stable(v, k), stable_order(v, k))
+    assert torch.equal(top_k(v, k), stable_order(v, k))
 
 
-def test_top_k_at_a_million_features_with_ties():
+@BOTH_PATHS
+@settings(max_examples=200, deadline=None)
+@given(st.integers(1, 3000), st.integers(1, 40), st.integers(0, 2**31), st.integers(1, 12))
+def test_top_k_of_longer_arrays_with_few_values(top_k, n, k, seed, distinct):
+    # Longer than the compiled scan's 256-value blocks, with ties across block edges.
+    g = torch.Generator().manual_seed(seed)
+    v = torch.randint(0, distinct, (n,), generator=g).double()
+    v[torch.rand(n, generator=g) < 0.2] = float("nan")
+    v[torch.rand(n, generator=g) < 0.05] = float("-inf")
+    assert torch.equal(top_k(v, k), stable_order(v, k))
+
+
+@BOTH_PATHS
+@pytest.mark.parametrize("order", ["ascending", "descending", "constant"])
+def test_top_k_when_every_value_beats_the_kept_ones(top_k, order):
+    # Ascending values replace the weakest kept one at every step: the heap's worst case.
+    v = torch.arange(100_000, dtype=torch.float64)
+    v = {"ascending": v, "descending": -v, "constant": torch.zeros_like(v)}[order]
+    for k in (1, 7, 500):
+        assert torch.equal(top_k(v, k), stable_order(v, k))
+
+
+def test_top_k_of_float32_and_views_takes_the_torch_path_with_the_same_order():
+    g = torch.Generator().manual_seed(3)
+    v = torch.randint(0, 9, (20_000,), generator=g).float()
+    assert torch.equal(top_k_stable(v, 25), stable_order(v, 25))
+    strided = v.double()[::2]
+    assert torch.equal(top_k_stable(strided, 25), stable_order(strided, 25))
+
+
+@BOTH_PATHS
+def test_top_k_at_a_million_features_with_ties(top_k):
     g = torch.Generator().manual_seed(0)
     v = torch.randint(0, 50, (1 << 20,), generator=g).double()  # ~20,000 ties per value
     v[torch.rand(1 << 20, generator=g) < 0.5] = float("nan")
     for k in (1, 10, 1000):
-        assert torch.equal(top_k_stable(v, k), stable_order(v, k))
+        assert torch.equal(top_k(v, k), stable_order(v, k))
 
 
 @pytest.mark.parametrize("metric", ["mean", "count", "active_ratio", "max", "std"])

@@ -2,21 +2,30 @@ import math
 
 import torch
 
+from featmon_widget.monitor.stats.scans import SCAN_BINS
 from featmon_widget.snapshot.frequency import (
+    ACTIVE_SUM,
+    FIRING_SUMMARY_SIZE,
     FREQUENCY_BIN_COUNT,
     FREQUENCY_EDGES,
-    frequency_histogram,
+    FREQUENCY_THRESHOLDS,
+    NEVER_FIRED,
+    NEVER_SEEN,
+    ULTRA_RARE,
 )
 
 
-def test_frequency_histogram_bins_log10_ratio_and_counts_never_fired_apart():
-    count = torch.tensor([100, 100, 100, 0, 100])
-    active = torch.tensor([100, 1, 0, 0, 10])
-    hist, never_fired, never_seen = frequency_histogram(active, count)
-    assert int(never_fired) == 1 and int(never_seen) == 1
-    assert int(hist.sum()) == 3
+def test_thresholds_are_the_inner_edges_as_ratios():
     edges = FREQUENCY_EDGES.tolist()
-    for ratio in (1.0, 0.01, 0.1):
-        log = math.log10(ratio)
-        b = min(sum(1 for e in edges[1:-1] if log >= e), FREQUENCY_BIN_COUNT - 1)
-        assert hist[b] >= 1
+    assert len(edges) == FREQUENCY_BIN_COUNT + 1 and edges[0] == -8.0 and edges[-1] == 0.0
+    assert FREQUENCY_THRESHOLDS.dtype == torch.float64
+    assert FREQUENCY_THRESHOLDS.tolist() == [10.0 ** e for e in edges[1:-1]]
+    assert all(math.isclose(math.log10(t), e, abs_tol=1e-15)
+               for t, e in zip(FREQUENCY_THRESHOLDS.tolist(), edges[1:-1], strict=True))
+    assert torch.all(FREQUENCY_THRESHOLDS[1:] > FREQUENCY_THRESHOLDS[:-1])
+
+
+def test_summary_layout_follows_the_bins_and_matches_the_compiled_scan():
+    assert SCAN_BINS == FREQUENCY_BIN_COUNT
+    layout = [NEVER_FIRED, NEVER_SEEN, ULTRA_RARE, ACTIVE_SUM]
+    assert layout == list(range(FREQUENCY_BIN_COUNT, FIRING_SUMMARY_SIZE))

@@ -23,6 +23,7 @@ SPARSE_SOURCE = "sparse_accumulate.c"
 EXAMPLES_SOURCE = "examples.c"
 DENSE_SOURCE = "dense_moments.c"
 TOPK_SOURCE = "row_topk.c"
+SCANS_SOURCE = "feature_scans.c"
 _FLAGS = ["-O2", "-std=c99", "-shared", "-fPIC"]
 # -fno-trapping-math lets gcc if-convert (and so vectorize) the float compares.
 _VECTOR_FLAGS = ["-O3", "-fno-trapping-math", "-std=c99", "-shared", "-fPIC", "-pthread"]
@@ -30,7 +31,7 @@ _VECTOR_FLAGS = ["-O3", "-fno-trapping-math", "-std=c99", "-shared", "-fPIC", "-
 # contracting them), and OpenMP, which next to torch's CPU build is torch's own runtime and
 # thread pool (see csrc/dense_moments.c); without an OpenMP-capable compiler, pthreads.
 _DENSE_FLAGS = [*_VECTOR_FLAGS, "-ffp-contract=fast"]
-FLAGS_BY_SOURCE = {EXAMPLES_SOURCE: [_VECTOR_FLAGS],
+FLAGS_BY_SOURCE = {EXAMPLES_SOURCE: [_VECTOR_FLAGS], SCANS_SOURCE: [_VECTOR_FLAGS],
                     DENSE_SOURCE: [[*_DENSE_FLAGS, "-fopenmp"], _DENSE_FLAGS],
                     TOPK_SOURCE: [[*_VECTOR_FLAGS, "-fopenmp"], _VECTOR_FLAGS]}
 

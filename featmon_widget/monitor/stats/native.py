@@ -104,7 +104,7 @@ class SparseAccumulator:
         first occurrence) is -1. `stamps` [F] int64 is the caller's, kept between calls: rows
         are marked `first_mark + 1 ..` (so the caller adds N afterwards)."""
         out = indices.to(torch.int64, copy=True).contiguous()
-        _check(out.dim() == 2 and stamps.dtype == torch.int64 and stamps.dim() == 1,
+        check_buffers(out.dim() == 2 and stamps.dtype == torch.int64 and stamps.dim() == 1,
                out, stamps)
         self._drop(out.data_ptr(), out.shape[0], out.shape[1], stamps.shape[0],
                    stamps.data_ptr(), first_mark)
@@ -144,7 +144,7 @@ class DenseMoments:
     def _run(self, acts: Tensor, valid: Tensor | None, shift: Tensor, threshold: float,
              tokens: int | None, jump: Tensor | None) -> tuple[Moments, RowMaxima | None]:
         n, f = acts.shape
-        _check(acts.dtype in DENSE_DTYPES and shift.dtype == torch.float64
+        check_buffers(acts.dtype in DENSE_DTYPES and shift.dtype == torch.float64
                and shift.shape == (f,)
                and (valid is None or (valid.dtype == torch.bool and valid.shape == (n,)))
                and (tokens is None or (tokens >= 1 and n % tokens == 0))
@@ -188,7 +188,7 @@ class RowTopK:
         values float32 [M, k]) — `torch.topk` over the gathered rows, without the gather."""
         rows, f = acts.shape
         m = pick.shape[0]
-        _check(acts.dtype == torch.float32 and pick.dtype == torch.int64 and pick.dim() == 1
+        check_buffers(acts.dtype == torch.float32 and pick.dtype == torch.int64 and pick.dim() == 1
                and 1 <= k <= f, acts, pick)
         values = torch.empty(m, k, dtype=torch.float32)
         indices = torch.empty(m, k, dtype=torch.int32)
@@ -228,7 +228,7 @@ class ExampleKernels:
         f, e = value.shape
         span = window.shape[2]
         batch = rank.shape[0]
-        _check(feature.dtype == row_of.dtype == cand_t.dtype == positions.dtype == rank.dtype
+        check_buffers(feature.dtype == row_of.dtype == cand_t.dtype == positions.dtype == rank.dtype
                == context.dtype == source.dtype == request.dtype == indices.dtype == torch.int64
                and cand_value.dtype == value.dtype == acts.dtype == torch.float32
                and row.dtype == position.dtype == window.dtype == torch.int32
@@ -258,7 +258,7 @@ class ExampleKernels:
         finite value above `threshold` among tokens where `valid` [rows, tokens] (float32, -inf
         where none), and the earliest token holding it (int64)."""
         rows, tokens, f = acts.shape
-        _check(acts.dtype in (torch.float32, torch.bfloat16) and valid.dtype == torch.bool
+        check_buffers(acts.dtype in (torch.float32, torch.bfloat16) and valid.dtype == torch.bool
                and valid.shape == (rows, tokens), acts, valid)
         best = torch.empty(rows, f, dtype=torch.float32)
         arg = torch.empty(rows, f, dtype=torch.int32)
@@ -288,7 +288,7 @@ class ExampleKernels:
             kind, k = 2, indices.shape[1]
             acts_ok = acts.dtype == torch.float32 and indices.dtype == torch.int64 \
                 and acts.shape == indices.shape and indices.shape[0] == batch * tokens
-        _check(acts_ok and cand_value.dtype == value.dtype == torch.float32
+        check_buffers(acts_ok and cand_value.dtype == value.dtype == torch.float32
                and cand_t.dtype == positions.dtype == rank.dtype == context.dtype
                == source.dtype == request.dtype == torch.int64
                and row.dtype == position.dtype == window.dtype == torch.int32
@@ -308,33 +308,36 @@ class ExampleKernels:
                     window_acts.data_ptr())
 
 
-def _check(ok: bool, *tensors: Tensor) -> None:
-    # The C code trusts these; a wrong one would read or write outside a buffer.
+def check_buffers(ok: bool, *tensors: Tensor) -> None:
+    """Raise unless `ok` and every tensor is a contiguous CPU buffer: the C code trusts them,
+    and a wrong one would read or write outside a buffer."""
     if not (ok and all(t.device.type == "cpu" and t.is_contiguous() for t in tensors)):
         raise ValueError("native kernel got buffers of the wrong shape, dtype or layout")
 
 
 def dense_moments() -> DenseMoments | None:
     """The compiled dense statistics kernel, or None where it cannot be built (warned once)."""
-    return _kernel(DENSE_SOURCE, DenseMoments, "native statistics kernel")
+    return load_kernel(DENSE_SOURCE, DenseMoments, "native statistics kernel")
 
 
 def row_topk() -> RowTopK | None:
     """The compiled per-row top-k kernel, or None where it cannot be built (warned once)."""
-    return _kernel(TOPK_SOURCE, RowTopK, "native top-k kernel")
+    return load_kernel(TOPK_SOURCE, RowTopK, "native top-k kernel")
 
 
 def sparse_accumulator() -> SparseAccumulator | None:
     """The compiled TopK kernel, or None where it cannot be built here (warned about once)."""
-    return _kernel(SPARSE_SOURCE, SparseAccumulator, "native sparse kernel")
+    return load_kernel(SPARSE_SOURCE, SparseAccumulator, "native sparse kernel")
 
 
 def example_kernels() -> ExampleKernels | None:
     """The compiled example kernels, or None where they cannot be built (warned once)."""
-    return _kernel(EXAMPLES_SOURCE, ExampleKernels, "native example kernels")
+    return load_kernel(EXAMPLES_SOURCE, ExampleKernels, "native example kernels")
 
 
-def _kernel(source: str, wrapper: type, what: str):  # -> wrapper instance | None
+def load_kernel(source: str, wrapper: type, what: str):  # -> wrapper instance | None
+    """`wrapper` around the compiled kernel source `source`, built once per process; None
+    (warned about once, as `what`) where it cannot be built or FEATMON_NATIVE=0."""
     if os.environ.get("FEATMON_NATIVE", "1") == "0":
         return None
     with _lock:

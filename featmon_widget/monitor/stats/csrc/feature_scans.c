@@ -1,0 +1,167 @@
+/* Reads over every feature that a snapshot or a ranking query makes (see monitor/firing.py and
+ * monitor/ranking.py).
+ *
+ * featmon_firing_summary: from the per-feature counts, in one pass, the firing-frequency
+ * histogram, the never-fired / never-seen / ultra-rare counts and the total of active values.
+ * featmon_top_k: the k largest of a float64 metric in the order a full stable sort gives.
+ *
+ * Why C: at a million features torch needed a dozen passes for the summary (conversions,
+ * division, log10, bucketize, scatter_add: ~15 ms on a 2-core CPU) and topk plus the tie checks
+ * for the ranking (~7 ms); each is one read of the data here. */
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+
+enum { BINS = 32, LANES = 4, CHUNK = 1024, BLOCK = 256, LOW_EXP = -64 };
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+/* x86-64-v4 (AVX-512 with DQ) converts int64 to double in vectors; avx512f alone does not. */
+#define VECTOR_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define VECTOR_CLONES
+#endif
+
+/* One chunk, vectorized: each feature's bin (BINS for one that never fired) into bin[], and the
+ * four counts added to counts[]. A ratio's binary exponent e gives base[e] = the thresholds at
+ * or below 2^e; at most two more lie inside its octave (they are a quarter decade apart), so
+ * two compares finish it: no division of the search into dependent loads. */
+static VECTOR_CLONES void bin_chunk(const int64_t *restrict active, const int64_t *restrict count,
+                                    int64_t m, const double *restrict t,
+                                    const int64_t *restrict base, double rare_floor,
+                                    int64_t *restrict bin, int64_t *restrict counts) {
+    int64_t never_fired = 0, never_seen = 0, rare = 0, active_sum = 0;
+    for (int64_t q = 0; q < m; q++) {
+        const int64_t a = active[q], c = count[q];
+        const int64_t seen = c > 0, fired = seen & (a > 0);
+        const double r = (double)a / (double)(seen ? c : 1);
+        union { double d; int64_t i; } bits = {r};
+        int64_t e = (bits.i >> 52) - 1023 - LOW_EXP; /* r >= 0: the sign bit is clear */
+        e = e < 0 ? 0 : e; /* r = 0 */
+        e = e > 1 - LOW_EXP ? 1 - LOW_EXP : e; /* r >= 2 (never from real counts) */
+        const int64_t b = base[e], binned = b + (r >= t[b]) + (r >= t[b + 1]);
+        bin[q] = fired ? binned : BINS; /* both sides computed: a branch would stop vectors */
+        never_fired += seen & !fired;
+        never_seen += !seen;
+        rare += fired & (r < rare_floor);
+        active_sum += a;
+    }
+    counts[0] += never_fired;
+    counts[1] += never_seen;
+    counts[2] += rare;
+    counts[3] += active_sum;
+}
+
+/* active [n], count [n] int64; thresholds [BINS - 1] ascending (a ratio r goes to the bin
+ * "how many thresholds are <= r", torch.bucketize(right=True)); out [BINS + 4]: the bins, then
+ * never fired (seen, never active), never seen, ultra-rare (fired, ratio < rare_floor) and the
+ * sum of active counts. The ratio is active / count in float64, as torch divides. */
+void featmon_firing_summary(const int64_t *active, const int64_t *count, int64_t n,
+                            const double *thresholds, double rare_floor, int64_t *out) {
+    double t[BINS + 1]; /* padded: +inf is above every ratio */
+    for (int j = 0; j < BINS - 1; j++) t[j] = thresholds[j];
+    t[BINS - 1] = t[BINS] = INFINITY;
+    int64_t base[2 - LOW_EXP]; /* by exponent LOW_EXP..1: a ratio is at least 2^-63 */
+    for (int e = LOW_EXP; e <= 1; e++) {
+        int64_t below = 0;
+        for (int j = 0; j < BINS - 1; j++) below += ldexp(1.0, e) >= t[j];
+        base[e - LOW_EXP] = below;
+    }
+    /* Several histograms, so that runs of features in one bin do not wait on each other's
+     * increments; the last bin of each takes the features that never fired. */
+    int64_t hist[LANES][BINS + 1] = {{0}}, counts[4] = {0}, bin[CHUNK];
+    for (int64_t i = 0; i < n; i += CHUNK) {
+        const int64_t m = n - i < CHUNK ? n - i : CHUNK;
+        bin_chunk(active + i, count + i, m, t, base, rare_floor, bin, counts);
+        for (int64_t q = 0; q < m; q++) hist[q & (LANES - 1)][bin[q]]++;
+    }
+    for (int j = 0; j < BINS; j++) {
+        int64_t s = 0;
+        for (int l = 0; l < LANES; l++) s += hist[l][j];
+        out[j] = s;
+    }
+    for (int j = 0; j < 4; j++) out[BINS + j] = counts[j];
+}
+
+/* The ranking key: NaN counts as -inf (and, like every tie, goes to the lower position). */
+static double key_of(double v) { return v != v ? -INFINITY : v; }
+
+/* Whether (ka, ia) ranks below (kb, ib): a smaller key, or the same key at a higher position. */
+static int below(double ka, int64_t ia, double kb, int64_t ib) {
+    return ka < kb || (ka == kb && ia > ib);
+}
+
+/* Min-heap on rank (the weakest kept entry at the root). */
+static void sift_down(double *key, int64_t *idx, int64_t held, int64_t at) {
+    for (;;) {
+        int64_t low = at;
+        const int64_t l = 2 * at + 1, r = l + 1;
+        if (l < held && below(key[l], idx[l], key[low], idx[low])) low = l;
+        if (r < held && below(key[r], idx[r], key[low], idx[low])) low = r;
+        if (low == at) return;
+        const double k = key[at];
+        const int64_t i = idx[at];
+        key[at] = key[low], idx[at] = idx[low];
+        key[low] = k, idx[low] = i;
+        at = low;
+    }
+}
+
+static void sift_up(double *key, int64_t *idx, int64_t at) {
+    while (at > 0) {
+        const int64_t up = (at - 1) / 2;
+        if (!below(key[at], idx[at], key[up], idx[up])) return;
+        const double k = key[at];
+        const int64_t i = idx[at];
+        key[at] = key[up], idx[at] = idx[up];
+        key[up] = k, idx[up] = i;
+        at = up;
+    }
+}
+
+/* Whether any of x[0..m) beats a full heap whose weakest key is `weakest`: only a strictly
+ * larger value can (an equal one sits at a higher position; NaN is -inf). */
+static VECTOR_CLONES int any_above(const double *restrict x, int64_t m, double weakest) {
+    int any = 0;
+    for (int64_t q = 0; q < m; q++) any |= x[q] > weakest;
+    return any;
+}
+
+/* values [n] float64; 1 <= k <= n; idx [k] gets the positions of the k largest, largest
+ * first, ties to the lower position, NaN as -inf. Returns 0, or -1 if it could not allocate. */
+int featmon_top_k(const double *values, int64_t n, int64_t k, int64_t *out) {
+    double *key = malloc((size_t)k * sizeof(double));
+    int64_t *idx = malloc((size_t)k * sizeof(int64_t));
+    if (key == NULL || idx == NULL) {
+        free(key);
+        free(idx);
+        return -1;
+    }
+    int64_t held = 0, i = 0;
+    for (; i < n && held < k; i++, held++) {
+        key[held] = key_of(values[i]);
+        idx[held] = i;
+        sift_up(key, idx, held);
+    }
+    while (i < n) {
+        const int64_t m = n - i < BLOCK ? n - i : BLOCK;
+        if (any_above(values + i, m, key[0])) {
+            for (int64_t q = i; q < i + m; q++) {
+                if (values[q] > key[0]) { /* strictly larger: it ranks above the weakest */
+                    key[0] = values[q];
+                    idx[0] = q;
+                    sift_down(key, idx, held, 0);
+                }
+            }
+        }
+        i += m;
+    }
+    /* Heap order to rank order: take the weakest off the end, k times. */
+    for (int64_t last = held - 1; last >= 0; last--) {
+        out[last] = idx[0];
+        key[0] = key[last], idx[0] = idx[last];
+        sift_down(key, idx, last, 0);
+    }
+    free(key);
+    free(idx);
+    return 0;
+}
