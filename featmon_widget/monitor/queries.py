@@ -11,7 +11,7 @@ import torch
 from ..snapshot.records import HistoryRows, known_window
 from ..snapshot.schemas import ActivatingExample, ActivationRecord, FeatureStatistics
 from .examples import ExampleTable
-from .ranking import top_k_stable
+from .ranking import top_k_of_metric, top_k_stable
 from .stats.running import RunningStats
 
 Tensor = torch.Tensor
@@ -27,9 +27,9 @@ def rank(stats: RunningStats, candidates: Tensor | None, metric: str, k: int) ->
     """The top-k of `candidates` (feature indices; None: every feature) by `metric`, on the
     device, in O(d_sae) (`ranking.top_k_stable`). Ties go to the lower index; features where
     the metric is undefined (NaN) come last."""
-    values = stats.metric(metric)
     if candidates is None:
-        return top_k_stable(values, k)
+        return top_k_of_metric(stats.totals, metric, k)
+    values = stats.metric(metric)
     index = candidates.sort().values  # ties are broken by position: positions in index order
     return index.index_select(0, top_k_stable(values.index_select(0, index), k))
 

@@ -2,7 +2,8 @@
 highest first, ties to the lower index, undefined (NaN) values last.
 
 On the CPU one compiled pass keeps a heap of the k best (`stats/scans.py`: ~1 ms at a million
-features, where `topk` and the tie checks took ~7). Elsewhere, and without a compiler, torch:
+features, where `topk` and the tie checks took ~7); ranking a metric of the totals computes the
+metric inside that pass. Elsewhere, and without a compiler, torch:
 a full sort of a million float64 values took ~38 ms on a 2-core CPU; two `topk` passes and a
 sort of 2k candidates take a few. `topk` alone breaks ties arbitrarily, so the candidates are
 everything above the k-th value (found by the first `topk`; fewer than k) and the k
@@ -16,9 +17,22 @@ from __future__ import annotations
 
 import torch
 
-from .stats.scans import feature_scans
+from .stats.moments import Totals
+from .stats.running import metric_of
+from .stats.scans import METRIC_CODES, feature_scans
 
 Tensor = torch.Tensor
+
+
+def top_k_of_metric(totals: Totals, metric: str, k: int) -> Tensor:
+    """`top_k_stable(metric_of(totals, metric), k)`; on the CPU one scan that computes the
+    metric block by block as it goes (no [d_sae] array of it: at 4M features, making that
+    array cost more than the whole scan)."""
+    n = totals.count.shape[0]
+    scans = feature_scans() if totals.count.device.type == "cpu" and n > 4 * k > 0 else None
+    if scans is not None and metric in METRIC_CODES and all(t.is_contiguous() for t in totals):
+        return scans.top_k_metric(totals, metric, k)
+    return top_k_stable(metric_of(totals, metric), k)
 
 
 def top_k_stable(values: Tensor, k: int) -> Tensor:

@@ -86,3 +86,53 @@ def test_top_features_of_a_million_feature_monitor_are_the_exact_order(metric):
     assert got == stable_order(reference, 50).tolist()
     snap_features = monitor.snapshot(table_rows=20, metric=metric).table_features
     assert list(torch.frombuffer(bytearray(snap_features), dtype=torch.int32)) == got[:20]
+
+
+def totals_with_every_case(n: int, seed: int):
+    """Running totals with never-seen features, single values, equal metrics and NaN/inf."""
+    from featmon_widget.monitor.stats.moments import Totals
+
+    g = torch.Generator().manual_seed(seed)
+    count = torch.randint(0, 4, (n,), generator=g)
+    active = torch.minimum(torch.randint(0, 4, (n,), generator=g), count)
+    grid = torch.tensor([0.0, 0.5, 1.0, 2.0], dtype=torch.float64)
+
+    def pick() -> torch.Tensor:  # few distinct values: many equal metrics
+        return grid[torch.randint(0, 4, (n,), generator=g)]
+
+    m2 = pick() - 0.25  # a tiny negative M2 (rounding) gives NaN, as torch's sqrt does
+    mn, mx = -pick(), pick()
+    mn[count == 0], mx[count == 0] = float("inf"), float("-inf")
+    return Totals(count, torch.zeros(n, dtype=torch.int64), active, pick() * active, pick(), m2,
+                  mn, mx)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 2000), st.integers(1, 30), st.integers(0, 2**31),
+       st.sampled_from(["mean", "mean_active", "max", "min", "active_ratio", "count",
+                        "active_count", "std"]))
+def test_top_k_of_a_metric_equals_ranking_the_metric_array(n, k, seed, metric):
+    from featmon_widget.monitor.ranking import top_k_of_metric
+    from featmon_widget.monitor.stats.running import metric_of
+
+    totals = totals_with_every_case(n, seed)
+    assert torch.equal(top_k_of_metric(totals, metric, k),
+                       stable_order(metric_of(totals, metric), k))
+
+
+def test_the_compiled_metrics_rank_as_metric_of_on_continuous_values():
+    # Distinct values everywhere: a metric computed differently would reorder some of them.
+    from featmon_widget.monitor.stats.moments import Totals
+    from featmon_widget.monitor.stats.running import metric_of
+    from featmon_widget.monitor.stats.scans import METRIC_CODES
+
+    g = torch.Generator().manual_seed(7)
+    n = 50_000
+    count = torch.randint(0, 10**6, (n,), generator=g)
+    active = (count * torch.rand(n, generator=g, dtype=torch.float64)).to(torch.int64)
+    rand = lambda: torch.rand(n, generator=g, dtype=torch.float64)  # noqa: E731
+    totals = Totals(count, torch.zeros_like(count), active, rand() * active, rand() - 0.5,
+                    rand() * count, -rand(), rand())
+    for metric in METRIC_CODES:
+        got = feature_scans().top_k_metric(totals, metric, 10_000)
+        assert torch.equal(got, stable_order(metric_of(totals, metric), 10_000)), metric

@@ -126,42 +126,130 @@ static VECTOR_CLONES int any_above(const double *restrict x, int64_t m, double w
     return any;
 }
 
-/* values [n] float64; 1 <= k <= n; idx [k] gets the positions of the k largest, largest
+/* The k best (key, position) seen so far, as a min-heap on rank. */
+typedef struct {
+    double *key;
+    int64_t *idx;
+    int64_t held, k;
+} Heap;
+
+/* Offer values x[0..m), at positions first.., in position order. */
+static void offer(Heap *h, const double *x, int64_t m, int64_t first) {
+    int64_t q = 0;
+    for (; q < m && h->held < h->k; q++, h->held++) {
+        h->key[h->held] = key_of(x[q]);
+        h->idx[h->held] = first + q;
+        sift_up(h->key, h->idx, h->held);
+    }
+    if (q == m || !any_above(x + q, m - q, h->key[0])) return;
+    for (; q < m; q++) {
+        if (x[q] > h->key[0]) { /* strictly larger: it ranks above the weakest */
+            h->key[0] = x[q];
+            h->idx[0] = first + q;
+            sift_down(h->key, h->idx, h->held, 0);
+        }
+    }
+}
+
+/* Heap order to rank order into out[0..held): take the weakest off the end, held times. */
+static void drain(Heap *h, int64_t *out) {
+    for (int64_t last = h->held - 1; last >= 0; last--) {
+        out[last] = h->idx[0];
+        h->key[0] = h->key[last], h->idx[0] = h->idx[last];
+        sift_down(h->key, h->idx, last, 0);
+    }
+}
+
+static int heap_open(Heap *h, int64_t k) {
+    h->key = malloc((size_t)k * sizeof(double));
+    h->idx = malloc((size_t)k * sizeof(int64_t));
+    h->held = 0, h->k = k;
+    return h->key != NULL && h->idx != NULL;
+}
+
+static void heap_close(Heap *h) {
+    free(h->key);
+    free(h->idx);
+}
+
+/* values [n] float64; 1 <= k <= n; out [k] gets the positions of the k largest, largest
  * first, ties to the lower position, NaN as -inf. Returns 0, or -1 if it could not allocate. */
 int featmon_top_k(const double *values, int64_t n, int64_t k, int64_t *out) {
-    double *key = malloc((size_t)k * sizeof(double));
-    int64_t *idx = malloc((size_t)k * sizeof(int64_t));
-    if (key == NULL || idx == NULL) {
-        free(key);
-        free(idx);
+    Heap h;
+    if (!heap_open(&h, k)) {
+        heap_close(&h);
         return -1;
     }
-    int64_t held = 0, i = 0;
-    for (; i < n && held < k; i++, held++) {
-        key[held] = key_of(values[i]);
-        idx[held] = i;
-        sift_up(key, idx, held);
-    }
-    while (i < n) {
-        const int64_t m = n - i < BLOCK ? n - i : BLOCK;
-        if (any_above(values + i, m, key[0])) {
-            for (int64_t q = i; q < i + m; q++) {
-                if (values[q] > key[0]) { /* strictly larger: it ranks above the weakest */
-                    key[0] = values[q];
-                    idx[0] = q;
-                    sift_down(key, idx, held, 0);
-                }
-            }
+    for (int64_t i = 0; i < n; i += BLOCK) offer(&h, values + i, n - i < BLOCK ? n - i : BLOCK, i);
+    drain(&h, out);
+    heap_close(&h);
+    return 0;
+}
+
+/* The metrics, numbered as METRIC_CODES in stats/scans.py. */
+enum { MEAN, MEAN_ACTIVE, MAX, MIN, ACTIVE_RATIO, COUNT, ACTIVE_COUNT, STD };
+
+/* metric [m] of features first.. from the running totals, operation for operation as
+ * running.metric_of computes it (NaN where undefined). */
+static VECTOR_CLONES void metric_block(int metric, const int64_t *restrict count,
+                                       const int64_t *restrict active,
+                                       const double *restrict active_sum,
+                                       const double *restrict mean, const double *restrict m2,
+                                       const double *restrict min, const double *restrict max,
+                                       int64_t m, double *restrict out) {
+    const double nan = NAN;
+    switch (metric) {
+    case MEAN:
+        for (int64_t q = 0; q < m; q++) out[q] = count[q] > 0 ? mean[q] : nan;
+        break;
+    case MEAN_ACTIVE:
+        for (int64_t q = 0; q < m; q++) out[q] = active_sum[q] / (double)active[q];
+        break;
+    case MAX:
+        for (int64_t q = 0; q < m; q++) out[q] = count[q] > 0 ? max[q] : nan;
+        break;
+    case MIN:
+        for (int64_t q = 0; q < m; q++) out[q] = count[q] > 0 ? min[q] : nan;
+        break;
+    case ACTIVE_RATIO:
+        for (int64_t q = 0; q < m; q++) out[q] = (double)active[q] / (double)count[q];
+        break;
+    case COUNT:
+        for (int64_t q = 0; q < m; q++) out[q] = (double)count[q];
+        break;
+    case ACTIVE_COUNT:
+        for (int64_t q = 0; q < m; q++) out[q] = (double)active[q];
+        break;
+    default: /* STD: the sample deviation, 0 below two values */
+        for (int64_t q = 0; q < m; q++) {
+            const int64_t c = count[q];
+            const double sd = sqrt(m2[q] / (double)(c > 1 ? c - 1 : 1));
+            out[q] = c > 0 ? (c > 1 ? sd : 0.0) : nan;
         }
-        i += m;
     }
-    /* Heap order to rank order: take the weakest off the end, k times. */
-    for (int64_t last = held - 1; last >= 0; last--) {
-        out[last] = idx[0];
-        key[0] = key[last], idx[0] = idx[last];
-        sift_down(key, idx, last, 0);
+}
+
+/* featmon_top_k of one metric of the running totals (each [n]), computed block by block as the
+ * scan goes: no [n] array of the metric. Returns 0, -1 if it could not allocate, -2 for an
+ * unknown metric. */
+int featmon_top_k_metric(int metric, const int64_t *count, const int64_t *active,
+                         const double *active_sum, const double *mean, const double *m2,
+                         const double *min, const double *max, int64_t n, int64_t k,
+                         int64_t *out) {
+    if (metric < MEAN || metric > STD) return -2;
+    Heap h;
+    if (!heap_open(&h, k)) {
+        heap_close(&h);
+        return -1;
     }
-    free(key);
-    free(idx);
+    double block[BLOCK];
+    for (int64_t i = 0; i < n; i += BLOCK) {
+        const int64_t m = n - i < BLOCK ? n - i : BLOCK;
+        metric_block(metric, count + i, active + i, active_sum + i, mean + i, m2 + i, min + i,
+                     max + i, m, block);
+        offer(&h, block, m, i);
+    }
+    drain(&h, out);
+    heap_close(&h);
     return 0;
 }
