@@ -29,9 +29,9 @@ def rank(stats: RunningStats, candidates: Tensor | None, metric: str, k: int) ->
     the metric is undefined (NaN) come last."""
     if candidates is None:
         return top_k_of_metric(stats.totals, metric, k)
-    values = stats.metric(metric)
     index = candidates.sort().values  # ties are broken by position: positions in index order
-    return index.index_select(0, top_k_stable(values.index_select(0, index), k))
+    values = stats.metrics_at((metric,), index)[0]  # only the candidates' totals: O(candidates)
+    return index.index_select(0, top_k_stable(values, k))
 
 
 def statistics_rows(stats: RunningStats, index: Tensor,

@@ -88,6 +88,32 @@ def test_top_features_of_a_million_feature_monitor_are_the_exact_order(metric):
     assert list(torch.frombuffer(bytearray(snap_features), dtype=torch.int32)) == got[:20]
 
 
+@pytest.mark.parametrize("metric", ["mean", "active_ratio", "std"])
+def test_ranking_a_monitored_subset_or_a_search_is_the_exact_order_among_them(metric):
+    d_sae = 1 << 16
+    g = torch.Generator().manual_seed(2)
+    subset = sorted(set(torch.randint(0, 4000, (250,), generator=g).tolist()))  # at most 256
+    indices = torch.randint(0, 4000, (256, 32), generator=g)
+    values = torch.randint(1, 4, (256, 32), generator=g).float()
+    labels = {f: f"label {f % 7}" for f in range(0, 4000, 3)}
+    full = FeatureMonitor(d_sae, compile=False, examples_per_feature=0)
+    part = FeatureMonitor(d_sae, compile=False, examples_per_feature=0, features=subset)
+    for monitor in (full, part):
+        monitor.on_sparse_activation(indices, values)
+    reference = full._recording.stats.metric(metric)
+
+    def among(features: list[int], k: int) -> list[int]:
+        keep = torch.tensor(features)
+        return keep[stable_order(reference[keep], k)].tolist()
+
+    got = [f.feature_idx for f in part.get_top_features(40, metric).features]
+    assert got == among(subset, 40)
+    full.set_labels(labels)
+    searched = full.snapshot(table_rows=30, metric=metric, search="label 3").table_features
+    assert list(torch.frombuffer(bytearray(searched), dtype=torch.int32)) == among(
+        sorted(f for f, text in labels.items() if "label 3" in text), 30)
+
+
 def totals_with_every_case(n: int, seed: int):
     """Running totals with never-seen features, single values, equal metrics and NaN/inf."""
     from featmon_widget.monitor.stats.moments import Totals
