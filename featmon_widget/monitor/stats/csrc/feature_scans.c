@@ -3,11 +3,13 @@
  *
  * featmon_firing_summary: from the per-feature counts, in one pass, the firing-frequency
  * histogram, the never-fired / never-seen / ultra-rare counts and the total of active values.
- * featmon_top_k: the k largest of a float64 metric in the order a full stable sort gives.
+ * featmon_top_k: the k largest of a float64 array in the order a full stable sort gives;
+ * featmon_top_k_metric: the same of a metric computed from the running totals as it goes.
  *
  * Why C: at a million features torch needed a dozen passes for the summary (conversions,
  * division, log10, bucketize, scatter_add: ~15 ms on a 2-core CPU) and topk plus the tie checks
- * for the ranking (~7 ms); each is one read of the data here. */
+ * for the ranking (~7 ms); each is one read of the data here. At four million, making the
+ * ranked metric's array alone cost more than the scan. */
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
