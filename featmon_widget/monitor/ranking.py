@@ -19,7 +19,7 @@ import torch
 
 from .stats.moments import Totals
 from .stats.running import metric_of
-from .stats.scans import METRIC_CODES, feature_scans
+from .stats.scans import METRIC_CODES, FeatureScans, feature_scans
 
 Tensor = torch.Tensor
 
@@ -28,8 +28,7 @@ def top_k_of_metric(totals: Totals, metric: str, k: int) -> Tensor:
     """`top_k_stable(metric_of(totals, metric), k)`; on the CPU one scan that computes the
     metric block by block as it goes (no [d_sae] array of it: at 4M features, making that
     array cost more than the whole scan)."""
-    n = totals.count.shape[0]
-    scans = feature_scans() if totals.count.device.type == "cpu" and n > 4 * k > 0 else None
+    scans = _compiled_scans(totals.count, k)
     if scans is not None and metric in METRIC_CODES and all(t.is_contiguous() for t in totals):
         return scans.top_k_metric(totals, metric, k)
     return top_k_stable(metric_of(totals, metric), k)
@@ -38,11 +37,17 @@ def top_k_of_metric(totals: Totals, metric: str, k: int) -> Tensor:
 def top_k_stable(values: Tensor, k: int) -> Tensor:
     """Positions of the `k` largest of `values` [n] (float), in order; ties to the lower
     position, NaN as the smallest value of all."""
-    n = values.shape[0]
-    scans = feature_scans() if values.device.type == "cpu" and n > 4 * k > 0 else None
+    scans = _compiled_scans(values, k)
     if scans is not None and values.dtype == torch.float64 and values.is_contiguous():
         return scans.top_k(values, k)
     return top_k_stable_torch(values, k)
+
+
+def _compiled_scans(per_feature: Tensor, k: int) -> FeatureScans | None:
+    """The compiled scans, for a top-k of CPU values where the heap pays (k below a quarter of
+    them; above, the plain stable sort is as cheap)."""
+    n = per_feature.shape[0]
+    return feature_scans() if per_feature.device.type == "cpu" and n > 4 * k > 0 else None
 
 
 def top_k_stable_torch(values: Tensor, k: int) -> Tensor:

@@ -105,7 +105,7 @@ class SparseAccumulator:
         are marked `first_mark + 1 ..` (so the caller adds N afterwards)."""
         out = indices.to(torch.int64, copy=True).contiguous()
         check_buffers(out.dim() == 2 and stamps.dtype == torch.int64 and stamps.dim() == 1,
-               out, stamps)
+                      out, stamps)
         self._drop(out.data_ptr(), out.shape[0], out.shape[1], stamps.shape[0],
                    stamps.data_ptr(), first_mark)
         return out
@@ -145,12 +145,12 @@ class DenseMoments:
              tokens: int | None, jump: Tensor | None) -> tuple[Moments, RowMaxima | None]:
         n, f = acts.shape
         check_buffers(acts.dtype in DENSE_DTYPES and shift.dtype == torch.float64
-               and shift.shape == (f,)
-               and (valid is None or (valid.dtype == torch.bool and valid.shape == (n,)))
-               and (tokens is None or (tokens >= 1 and n % tokens == 0))
-               and (jump is None or (jump.dtype == acts.dtype == torch.float32
-                                     and jump.shape == (f,))),
-               acts, shift, *[t for t in (valid, jump) if t is not None])
+                      and shift.shape == (f,)
+                      and (valid is None or (valid.dtype == torch.bool and valid.shape == (n,)))
+                      and (tokens is None or (tokens >= 1 and n % tokens == 0))
+                      and (jump is None or (jump.dtype == acts.dtype == torch.float32
+                                            and jump.shape == (f,))),
+                      acts, shift, *[t for t in (valid, jump) if t is not None])
         rows = torch.empty(n, dtype=torch.int64)
         counts = [torch.empty(f, dtype=torch.int64) for _ in range(3)]
         sums = [torch.empty(f, dtype=torch.float64) for _ in range(5)]
@@ -189,7 +189,7 @@ class RowTopK:
         rows, f = acts.shape
         m = pick.shape[0]
         check_buffers(acts.dtype == torch.float32 and pick.dtype == torch.int64 and pick.dim() == 1
-               and 1 <= k <= f, acts, pick)
+                      and 1 <= k <= f, acts, pick)
         values = torch.empty(m, k, dtype=torch.float32)
         indices = torch.empty(m, k, dtype=torch.int32)
         threads = torch.get_num_threads() if m * f >= _THREADED_STATISTICS else 1
@@ -228,23 +228,24 @@ class ExampleKernels:
         f, e = value.shape
         span = window.shape[2]
         batch = rank.shape[0]
-        check_buffers(feature.dtype == row_of.dtype == cand_t.dtype == positions.dtype == rank.dtype
-               == context.dtype == source.dtype == request.dtype == indices.dtype == torch.int64
-               and cand_value.dtype == value.dtype == acts.dtype == torch.float32
-               and row.dtype == position.dtype == window.dtype == torch.int32
-               and window_acts.dtype == torch.bfloat16
-               and row_of.shape == cand_value.shape == cand_t.shape == (n,)
-               and acts.shape == indices.shape and indices.shape[0] == batch * tokens
-               and request.shape == row.shape == position.shape == (f, e)
-               and window.shape == window_acts.shape == (f, e, span)
-               and rank.shape == (batch, tokens) and positions.shape == (batch * tokens,)
-               and context.shape == source.shape and context.shape[0] == batch
-               and context.shape[1] >= tokens + span - 1
-               and (n == 0 or (int(feature.min()) >= 0 and int(feature.max()) < f
-                               and int(row_of.min()) >= 0 and int(row_of.max()) < batch
-                               and int(cand_t.min()) >= 0 and int(cand_t.max()) < tokens)),
-               feature, row_of, cand_value, cand_t, positions, rank, context, source, acts,
-               indices, value, request, row, position, window, window_acts)
+        check_buffers(feature.dtype == row_of.dtype == cand_t.dtype == positions.dtype
+                      == rank.dtype == context.dtype == source.dtype == request.dtype
+                      == indices.dtype == torch.int64
+                      and cand_value.dtype == value.dtype == acts.dtype == torch.float32
+                      and row.dtype == position.dtype == window.dtype == torch.int32
+                      and window_acts.dtype == torch.bfloat16
+                      and row_of.shape == cand_value.shape == cand_t.shape == (n,)
+                      and acts.shape == indices.shape and indices.shape[0] == batch * tokens
+                      and request.shape == row.shape == position.shape == (f, e)
+                      and window.shape == window_acts.shape == (f, e, span)
+                      and rank.shape == (batch, tokens) and positions.shape == (batch * tokens,)
+                      and context.shape == source.shape and context.shape[0] == batch
+                      and context.shape[1] >= tokens + span - 1
+                      and (n == 0 or (int(feature.min()) >= 0 and int(feature.max()) < f
+                                      and int(row_of.min()) >= 0 and int(row_of.max()) < batch
+                                      and int(cand_t.min()) >= 0 and int(cand_t.max()) < tokens)),
+                      feature, row_of, cand_value, cand_t, positions, rank, context, source, acts,
+                      indices, value, request, row, position, window, window_acts)
         self._merge_list(n, feature.data_ptr(), row_of.data_ptr(), cand_value.data_ptr(),
                          cand_t.data_ptr(), f, e, span, tokens, positions.data_ptr(),
                          rank.data_ptr(), context.data_ptr(), source.data_ptr(),
@@ -259,7 +260,7 @@ class ExampleKernels:
         where none), and the earliest token holding it (int64)."""
         rows, tokens, f = acts.shape
         check_buffers(acts.dtype in (torch.float32, torch.bfloat16) and valid.dtype == torch.bool
-               and valid.shape == (rows, tokens), acts, valid)
+                      and valid.shape == (rows, tokens), acts, valid)
         best = torch.empty(rows, f, dtype=torch.float32)
         arg = torch.empty(rows, f, dtype=torch.int32)
         # As many threads as torch uses, for work worth starting them: a fresh thread can wait a
@@ -289,17 +290,20 @@ class ExampleKernels:
             acts_ok = acts.dtype == torch.float32 and indices.dtype == torch.int64 \
                 and acts.shape == indices.shape and indices.shape[0] == batch * tokens
         check_buffers(acts_ok and cand_value.dtype == value.dtype == torch.float32
-               and cand_t.dtype == positions.dtype == rank.dtype == context.dtype
-               == source.dtype == request.dtype == torch.int64
-               and row.dtype == position.dtype == window.dtype == torch.int32
-               and window_acts.dtype == torch.bfloat16
-               and cand_t.shape == (rows, f) and value.shape == request.shape == row.shape
-               == position.shape == (f, e) and window.shape == window_acts.shape == (f, e, span)
-               and rank.shape == (batch, tokens) and positions.shape == (batch * tokens,)
-               and context.shape == source.shape and context.shape[0] == batch
-               and context.shape[1] >= tokens + span - 1 and b0 >= 0 and b0 + rows <= batch,
-               cand_value, cand_t, positions, rank, context, source, acts, value, request, row,
-               position, window, window_acts, *([] if indices is None else [indices]))
+                      and cand_t.dtype == positions.dtype == rank.dtype == context.dtype
+                      == source.dtype == request.dtype == torch.int64
+                      and row.dtype == position.dtype == window.dtype == torch.int32
+                      and window_acts.dtype == torch.bfloat16
+                      and cand_t.shape == (rows, f)
+                      and value.shape == request.shape == row.shape == position.shape == (f, e)
+                      and window.shape == window_acts.shape == (f, e, span)
+                      and rank.shape == (batch, tokens) and positions.shape == (batch * tokens,)
+                      and context.shape == source.shape and context.shape[0] == batch
+                      and context.shape[1] >= tokens + span - 1
+                      and b0 >= 0 and b0 + rows <= batch,
+                      cand_value, cand_t, positions, rank, context, source, acts, value, request,
+                      row, position, window, window_acts,
+                      *([] if indices is None else [indices]))
         self._merge(f, e, span, rows, cand_value.data_ptr(), cand_t.data_ptr(), b0, tokens,
                     positions.data_ptr(), rank.data_ptr(), context.data_ptr(),
                     source.data_ptr(), context.shape[1], acts.data_ptr(), kind,

@@ -162,26 +162,26 @@ static void drain(Heap *h, int64_t *out) {
     }
 }
 
+static void heap_close(Heap *h) {
+    free(h->key);
+    free(h->idx);
+}
+
+/* An empty heap of k; 0 (nothing held) if it could not allocate. */
 static int heap_open(Heap *h, int64_t k) {
     h->key = malloc((size_t)k * sizeof(double));
     h->idx = malloc((size_t)k * sizeof(int64_t));
     h->held = 0, h->k = k;
-    return h->key != NULL && h->idx != NULL;
-}
-
-static void heap_close(Heap *h) {
-    free(h->key);
-    free(h->idx);
+    if (h->key != NULL && h->idx != NULL) return 1;
+    heap_close(h);
+    return 0;
 }
 
 /* values [n] float64; 1 <= k <= n; out [k] gets the positions of the k largest, largest
  * first, ties to the lower position, NaN as -inf. Returns 0, or -1 if it could not allocate. */
 int featmon_top_k(const double *values, int64_t n, int64_t k, int64_t *out) {
     Heap h;
-    if (!heap_open(&h, k)) {
-        heap_close(&h);
-        return -1;
-    }
+    if (!heap_open(&h, k)) return -1;
     for (int64_t i = 0; i < n; i += BLOCK) offer(&h, values + i, n - i < BLOCK ? n - i : BLOCK, i);
     drain(&h, out);
     heap_close(&h);
@@ -240,10 +240,7 @@ int featmon_top_k_metric(int metric, const int64_t *count, const int64_t *active
                          int64_t *out) {
     if (metric < MEAN || metric > STD) return -2;
     Heap h;
-    if (!heap_open(&h, k)) {
-        heap_close(&h);
-        return -1;
-    }
+    if (!heap_open(&h, k)) return -1;
     double block[BLOCK];
     for (int64_t i = 0; i < n; i += BLOCK) {
         const int64_t m = n - i < BLOCK ? n - i : BLOCK;
