@@ -3,40 +3,50 @@
 The packages follow the data: `sae` (SAEs and SAE-like objects) -> `hooks` (a model layer's
 output) -> `monitor` (`FeatureMonitor`: statistics and history on the device) -> `snapshot`
 (bounded summaries) -> `live` (throttled delivery) -> `widget` (the Jupyter view, bundled from
-js/).
+js/). `types` holds the public result types.
 """
 
 from .hooks import MonitorHook
 from .monitor import FeatureMonitor
 from .monitor.config import MonitorConfig
+from .monitor.oversight.watch import Watch
 from .sae import SparseAutoencoder, load_sae, sae_width
-from .snapshot.schemas import (
+from .snapshot.schemas import Snapshot
+from .types import (
     ActivatingExample,
     ActivationRecord,
+    DriftFeature,
+    DriftResponse,
     ExamplesResponse,
     FeatureStatistics,
+    HealthResponse,
     HistoryResponse,
     MonitorState,
-    Snapshot,
     StatisticsResponse,
     TopFeaturesResponse,
+    WatchHit,
 )
 
 __all__ = [
     "ActivatingExample",
     "ActivationRecord",
+    "DriftFeature",
+    "DriftResponse",
     "ExamplesResponse",
-    "MonitorWidget",
     "FeatureMonitor",
     "FeatureStatistics",
+    "HealthResponse",
     "HistoryResponse",
     "MonitorConfig",
     "MonitorHook",
     "MonitorState",
+    "MonitorWidget",
     "Snapshot",
     "SparseAutoencoder",
     "StatisticsResponse",
     "TopFeaturesResponse",
+    "Watch",
+    "WatchHit",
     "load_sae",
     "sae_width",
 ]

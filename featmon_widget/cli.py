@@ -11,7 +11,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from .snapshot.schemas import METRICS
+from .types import METRICS
 
 
 def demo(out: Path, k: int, examples: int, metric: str, texts: Sequence[str] | None) -> int:

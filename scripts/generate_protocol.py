@@ -12,7 +12,8 @@ import json
 import sys
 from pathlib import Path
 
-from featmon_widget.monitor import config, histograms
+from featmon_widget.monitor import config
+from featmon_widget.monitor.record import histograms
 from featmon_widget.snapshot import frequency, options, schemas
 from featmon_widget.widget import commands
 

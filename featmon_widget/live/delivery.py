@@ -11,7 +11,8 @@ import warnings
 from collections.abc import Callable
 
 from ..snapshot.options import SnapshotOptions
-from ..snapshot.schemas import MonitorState, Snapshot
+from ..snapshot.schemas import Snapshot
+from ..types import MonitorState
 from .subscriptions import Subscription, short_error
 from .throttle import Throttle
 

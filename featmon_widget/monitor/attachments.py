@@ -9,7 +9,7 @@ from typing import Any
 
 from ..hooks import MonitorHook, Recorder
 from ..sae.adapter import sae_width
-from .tokens import TokenText, no_text
+from .record.tokens import TokenText, no_text
 
 
 class Attachments:

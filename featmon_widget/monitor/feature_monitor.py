@@ -17,19 +17,25 @@ from ..hooks import MonitorHook
 from ..live.delivery import EventCallback, LiveDelivery, SnapshotCallback
 from ..live.subscriptions import Subscription
 from ..sae.adapter import sae_device, sae_width
-from ..snapshot import schemas
 from ..snapshot.build import finish_snapshot, gather_snapshot
 from ..snapshot.options import SnapshotOptions, check_metric, snapshot_options
-from ..snapshot.schemas import MonitorState, Snapshot
-from . import queries
+from ..snapshot.schemas import Snapshot
+from ..types import (
+    ExamplesResponse,
+    HistoryResponse,
+    MonitorState,
+    StatisticsResponse,
+    TopFeaturesResponse,
+)
 from .attachments import Attachments
 from .config import MonitorConfig
-from .ingest import Ingest, check_dense, check_sparse
-from .labels import load_labels
-from .oversight import Oversight
-from .recording import Recording
-from .requests import RequestContext
-from .sharing import Sharing
+from .io.component import Sharing
+from .oversight.component import Oversight
+from .query import queries
+from .query.labels import load_labels
+from .record.ingest import Ingest, check_dense, check_sparse
+from .record.recording import Recording
+from .record.requests import RequestContext
 from .state import monitor_state
 from .stats.fused import FusedEncoder
 from .stats.kernels import StatisticsKernels
@@ -225,7 +231,7 @@ class FeatureMonitor(Sharing, Oversight):
         return self.configure(enabled=flag)
 
     def get_history(self, limit: int = 50,
-                    request_id: str | None = None) -> schemas.HistoryResponse:
+                    request_id: str | None = None) -> HistoryResponse:
         """Recorded tokens, newest first; `request_id` matches a request or a `request/row`."""
         check_int("limit", limit, *queries.HISTORY_LIMIT_RANGE)
         with self._lock:
@@ -233,7 +239,7 @@ class FeatureMonitor(Sharing, Oversight):
             rows, monitored = history.read(), history.monitored
             threshold, token_text = self.config.threshold, self._attached.text_of()
         matches = queries.history_records(rows, monitored, threshold, request_id, token_text)
-        return schemas.HistoryResponse(records=matches[:limit], total=len(matches))
+        return HistoryResponse(records=matches[:limit], total=len(matches))
 
     def clear_history(self) -> int:
         """Empty the history; returns how many records were cleared."""
@@ -242,14 +248,14 @@ class FeatureMonitor(Sharing, Oversight):
         self._live.emit("history_cleared")
         return cleared
 
-    def get_statistics(self, features: list[int] | None = None) -> schemas.StatisticsResponse:
+    def get_statistics(self, features: list[int] | None = None) -> StatisticsResponse:
         """Statistics of `features` (default: the monitored features, or all)."""
         with self._lock:
             rec = self._recording
             rows = queries.statistics_rows(rec.stats, rec.feature_index(features),
                                            self._attached.labels)
             total, since = int(rec.device_totals().tokens), rec.since
-        return schemas.StatisticsResponse(features=rows, total_activations=total, since=since)
+        return StatisticsResponse(features=rows, total_activations=total, since=since)
 
     def reset_statistics(self) -> int:
         """Zero every statistic and total; returns the number of monitored features reset."""
@@ -259,7 +265,7 @@ class FeatureMonitor(Sharing, Oversight):
         self._live.emit("statistics_reset")
         return len(features) if features is not None else self.d_sae
 
-    def get_top_features(self, k: int = 10, metric: str = "mean") -> schemas.TopFeaturesResponse:
+    def get_top_features(self, k: int = 10, metric: str = "mean") -> TopFeaturesResponse:
         """The k monitored features ranked by `metric`, computed on the device.
 
         Metrics: mean, mean_active, max, min, active_ratio, count, active_count, std. Ties go to
@@ -270,9 +276,9 @@ class FeatureMonitor(Sharing, Oversight):
         with self._lock:
             rec = self._recording
             rows = queries.statistics_rows(rec.stats, rec.ranked(metric, k), self._attached.labels)
-        return schemas.TopFeaturesResponse(metric=metric, features=rows)
+        return TopFeaturesResponse(metric=metric, features=rows)
 
-    def get_examples(self, feature: int, k: int | None = None) -> schemas.ExamplesResponse:
+    def get_examples(self, feature: int, k: int | None = None) -> ExamplesResponse:
         """`feature`'s top-activating examples since the last reset (at most one per sequence
         row of a forward pass), highest first, with the tokens around each."""
         check_int("feature", feature, 0, self.d_sae - 1)
@@ -281,7 +287,7 @@ class FeatureMonitor(Sharing, Oversight):
             k = table.per_feature if k is None else check_int("k", k, 0, table.per_feature)
             examples = queries.feature_examples(table, feature, k, token_text)
             label = self._attached.labels.get(feature)
-        return schemas.ExamplesResponse(feature=feature, examples=examples, label=label)
+        return ExamplesResponse(feature=feature, examples=examples, label=label)
 
     def set_labels(self, source: Any) -> int:
         """Name features: a dict `{feature: text}`, or a JSON / JSON Lines / CSV file (e.g. a

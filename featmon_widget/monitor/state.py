@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from ..live.delivery import LiveDelivery
 from ..sae.adapter import sae_id
-from ..snapshot.schemas import MonitorState
+from ..types import MonitorState
 from .attachments import Attachments
-from .recording import Recording
+from .record.recording import Recording
 
 
 def monitor_state(recording: Recording, attached: Attachments, delivery: LiveDelivery,

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from ..checks import cut
+from ..types import MonitorState
 from .frequency import FREQUENCY_BIN_COUNT, FREQUENCY_EDGES, NEVER_FIRED, NEVER_SEEN
 from .options import (
     PANEL_BYTES,
@@ -33,7 +34,7 @@ from .options import (
     matches,
 )
 from .records import history_rows, known_window
-from .schemas import MonitorState, Snapshot
+from .schemas import Snapshot
 from .source import ExampleSlices, SnapshotSource
 from .transfer import start_copy
 

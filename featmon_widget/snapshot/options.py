@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 from ..checks import check_int
-from .schemas import METRICS
+from ..types import METRICS
 
 # Table columns, in the order the frontend shows them.
 TABLE_COLUMNS = ("mean", "mean_active", "max", "active_ratio", "count", "active_count", "std")

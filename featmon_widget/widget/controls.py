@@ -7,7 +7,8 @@ from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
 
 from ..live.subscriptions import Subscription
-from ..snapshot.schemas import MonitorState, Snapshot
+from ..snapshot.schemas import Snapshot
+from ..types import MonitorState
 
 
 @runtime_checkable

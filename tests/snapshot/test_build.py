@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from featmon_widget import FeatureMonitor
-from featmon_widget.monitor.histograms import VALUE_BIN_COUNT, VALUE_EDGES
+from featmon_widget.monitor.record.histograms import VALUE_BIN_COUNT, VALUE_EDGES
 from featmon_widget.snapshot.frequency import FREQUENCY_BIN_COUNT
 from featmon_widget.snapshot.options import MAX_RECORDS, TABLE_COLUMNS
 from featmon_widget.snapshot.schemas import SNAPSHOT_VERSION

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from ...snapshot.schemas import METRICS
+from ...types import METRICS
 from .kernels import StatisticsKernels
 from .moments import Moments, Totals, combine_totals, empty_totals, shift_for, sparse_shift
 from .native import RowMaxima, sparse_accumulator

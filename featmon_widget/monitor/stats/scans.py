@@ -9,7 +9,7 @@ import ctypes
 
 import torch
 
-from ...snapshot.schemas import METRICS
+from ...types import METRICS
 from .library import SCANS_SOURCE
 from .moments import Totals
 from .native import check_buffers, load_kernel

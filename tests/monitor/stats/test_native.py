@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from featmon_widget.monitor.examples import dense_row_maxima
+from featmon_widget.monitor.record.examples import dense_row_maxima
 from featmon_widget.monitor.stats import library, native
 from featmon_widget.monitor.stats.kernels import StatisticsKernels
 from featmon_widget.monitor.stats.moments import batch_moments

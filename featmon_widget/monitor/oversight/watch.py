@@ -1,0 +1,184 @@
+"""Watch-lists: tell me (or stop generating) when a feature I care about fires.
+
+Each `Watch` keeps, on the device, a ring of its hits — (feature, value, request, row,
+position, token) for every real token where a watched feature is above the watch's threshold —
+written with a cumulative sum and a scatter, so the hot path never reads a count back. Its
+`rows_fired` flags say which rows of the latest forward batch have had a hit since they were
+cleared (what `stopping_criteria` hands HF `generate`). The delivery thread reads new hits once
+per throttle interval and calls the watch's callback with each, oldest first: every hit once,
+none skipped unless more than `capacity` arrive between two reads (then the overflow is counted
+in `dropped`).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from ...types import WatchHit
+from ..record.features import DenseFeatures, SparseFeatures
+from ..record.requests import WriteNames
+
+Tensor = torch.Tensor
+
+# Hits kept between two reads by the delivery thread.
+WATCH_CAPACITY = 4096
+WatchCallback = Callable[[WatchHit], None]
+
+
+class Watch:
+    """A handle on watched features (see module doc); `cancel()` stops it. Made by
+    `FeatureMonitor.watch`."""
+
+    def __init__(self, features: tuple[int, ...], above: tuple[float, ...],
+                 callback: WatchCallback | None, device: torch.device,
+                 cancel: Callable[[Watch], None], capacity: int = WATCH_CAPACITY,
+                 recent: int = 1000) -> None:
+        self.features = features
+        self.above = above
+        self.callback = callback
+        self.capacity = capacity
+        self._allocate(torch.device(device))
+        self._names = WriteNames(capacity + 1024)  # a ring's worth of writes, and spare
+        self._read = 0  # hits handed out (host side; the delivery thread's cursor)
+        self.dropped = 0  # hits lost to overflow between two reads
+        self.delivered = 0
+        # Without a callback the latest hits wait here (oldest dropped first).
+        self.recent: deque[WatchHit] = deque(maxlen=recent)
+        self.active = True
+        self._cancel = cancel
+
+    def _allocate(self, device: torch.device) -> None:
+        """Empty device buffers on `device`."""
+        self.device = dev = device
+        slots = self.capacity + 1  # the last slot is a write sink
+        self._index = torch.tensor(self.features, dtype=torch.int64, device=dev)
+        self._above = torch.tensor(self.above, dtype=torch.float64, device=dev)
+        self.feature = torch.zeros(slots, dtype=torch.int64, device=dev)
+        self.value = torch.zeros(slots, dtype=torch.float32, device=dev)
+        self.request = torch.zeros(slots, dtype=torch.int64, device=dev)
+        self.row = torch.zeros(slots, dtype=torch.int64, device=dev)
+        self.position = torch.zeros(slots, dtype=torch.int64, device=dev)
+        self.token = torch.full((slots,), -1, dtype=torch.int64, device=dev)
+        self.written = torch.zeros((), dtype=torch.int64, device=dev)
+        self.rows_fired = torch.zeros(0, dtype=torch.bool, device=dev)
+
+    def move_to(self, device: torch.device) -> None:
+        """Follow the monitor to `device` (before anything was recorded)."""
+        if torch.device(device) != self.device:
+            self._allocate(torch.device(device))
+
+    # ---- hot path (the monitor's lock held) -------------------------------------------------
+
+    def record(self, features: DenseFeatures | SparseFeatures, valid: Tensor, batch: int,
+               tokens: int, positions: Tensor, request_id: str,
+               token_ids: Tensor | None) -> None:
+        """Append this forward's hits (no host read)."""
+        values = features.columns(self._index).to(torch.float64)  # [N, W]
+        hit = (values > self._above) & valid[:, None]  # NaN is never above
+        per_row = hit.any(1).view(batch, tokens).any(1)
+        if self.rows_fired.shape[0] != batch:
+            self.rows_fired = per_row
+        else:
+            self.rows_fired = self.rows_fired | per_row
+        flat = hit.reshape(-1)
+        rank = flat.to(torch.int64).cumsum(0) - 1
+        slot = torch.where(flat, (self.written + rank) % self.capacity, self.capacity)
+        n, w = hit.shape
+        token_row = torch.arange(n, device=self.device).repeat_interleave(w)
+        code = self._names.register(request_id)
+        self.feature.index_copy_(0, slot, self._index.repeat(n))
+        self.value.index_copy_(0, slot, values.reshape(-1).to(torch.float32))
+        self.request.index_fill_(0, slot, code)
+        self.row.index_copy_(0, slot, token_row // tokens)
+        self.position.index_copy_(0, slot, positions.index_select(0, token_row))
+        ids = token_ids.index_select(0, token_row) if token_ids is not None else None
+        if ids is None:
+            self.token.index_fill_(0, slot, -1)
+        else:
+            self.token.index_copy_(0, slot, ids.to(torch.int64))
+        self.written += flat.sum()
+
+    # ---- reading (the monitor's lock held while copying) ------------------------------------
+
+    def take(self) -> tuple[list[list[Any]], dict[int, str], int]:
+        """The hits written since the last `take`, as host rows [feature, value, request
+        code, row, position, token], oldest first; the request names; and how many were lost
+        to overflow since then."""
+        written = int(self.written)
+        lost = max(0, written - self._read - self.capacity)
+        start = self._read + lost
+        if written == start:
+            self._read = written
+            return [], {}, lost
+        order = torch.arange(start, written, device=self.device) % self.capacity
+        cols = [c.index_select(0, order) for c in (self.feature, self.value, self.request,
+                                                    self.row, self.position, self.token)]
+        rows = [list(r) for r in zip(*(c.cpu().tolist() for c in cols), strict=True)]
+        self._read = written
+        return rows, self._names.snapshot(), lost
+
+    def deliver(self, hits: list[WatchHit], lost: int) -> None:
+        """Hand `hits` (oldest first) to the callback, or keep them in `recent` (the delivery
+        thread calls this)."""
+        self.dropped += lost
+        for hit in hits:
+            self.delivered += 1
+            if self.callback is None:
+                self.recent.append(hit)
+            else:
+                self.callback(hit)
+
+    @property
+    def nbytes(self) -> int:
+        """Device bytes held."""
+        held = (self.feature, self.value, self.request, self.row, self.position, self.token)
+        return sum(t.numel() * t.element_size() for t in held)
+
+    @property
+    def hits(self) -> int:
+        """Hits so far (reads one count from the device)."""
+        return int(self.written)
+
+    def clear_rows(self) -> None:
+        """Forget which rows have fired (a new generation starts)."""
+        self.rows_fired = torch.zeros(0, dtype=torch.bool, device=self.device)
+
+    def cancel(self) -> None:
+        """Stop watching (hits already recorded are still delivered)."""
+        self.active = False
+        self._cancel(self)
+
+    def __repr__(self) -> str:
+        state = "active" if self.active else "cancelled"
+        return f"Watch(features={list(self.features)}, above={list(self.above)}, {state})"
+
+
+def hits_from(rows: list[list[Any]], names: dict[int, str],
+              token_text: Callable[[int], str | None]) -> list[WatchHit]:
+    """`WatchHit`s from host rows of `Watch.take`."""
+    return [WatchHit(feature=int(f), value=float(v), request_id=names.get(int(c), "?"),
+                     row=int(r), position=int(p), token_id=int(t) if t >= 0 else None,
+                     token=token_text(int(t)) if t >= 0 else None)
+            for f, v, c, r, p, t in rows]
+
+
+def stopping_criteria(watch: Watch) -> Any:
+    """An HF `StoppingCriteria` that ends generation for the rows where `watch` fired (its
+    flags are cleared now, so only this generation's hits count). It returns the watch's
+    device flags: no host read beyond the one `generate` already makes per step."""
+    import transformers
+
+    class WatchStops(transformers.StoppingCriteria):
+        def __call__(self, input_ids: Tensor, scores: Any, **kwargs: Any) -> Tensor:
+            fired = watch.rows_fired
+            if fired.shape[0] != input_ids.shape[0]:
+                return torch.zeros(input_ids.shape[0], dtype=torch.bool,
+                                   device=input_ids.device)
+            return fired.to(input_ids.device)
+
+    watch.clear_rows()
+    return transformers.StoppingCriteriaList([WatchStops()])

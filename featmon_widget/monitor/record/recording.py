@@ -1,0 +1,263 @@
+"""Everything a monitor has recorded, on one device, and the configuration it records with.
+
+`Recording` owns the running statistics, the history ring, the top-activating examples, the
+selected features' value histograms, the per-request positions and the token totals. It is the
+`SnapshotSource` the snapshot builder reads. Callers hold the monitor's lock.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import NamedTuple
+
+import torch
+
+from ...snapshot.records import HistoryTail
+from ...snapshot.source import DeviceTotals, ExampleSlices, ValueHistogramCounts
+from ..config import MonitorConfig, feature_list
+from ..oversight.health import HealthTracker
+from ..oversight.watch import Watch
+from ..query.firing import firing_summary
+from ..query.queries import rank
+from ..stats.kernels import StatisticsKernels
+from ..stats.native import RowMaxima
+from ..stats.running import RunningStats
+from .costs import CostMeter
+from .examples import ExampleTable
+from .features import DenseFeatures, SparseFeatures
+from .histograms import VALUE_EDGES, ValueHistograms
+from .history import HistoryRing
+from .positions import RequestPositions, as_batch_mask, check_positions
+from .requests import check_request_id
+
+Tensor = torch.Tensor
+
+
+class RemoteView(NamedTuple):
+    """What the other ranks of a torch.distributed job had recorded at the last
+    `FeatureMonitor.sync` (their statistics are `RunningStats.remote`)."""
+
+    tokens: int
+    dropped_indices: int
+    forward_passes: int
+    ranks: int  # processes whose records are in view, this one included
+    synced_at: float
+
+
+class Recording:
+    """Statistics, history, value histograms and totals of one monitor (see module doc)."""
+
+    def __init__(self, d_sae: int, config: MonitorConfig, device: torch.device | None,
+                 compiled: StatisticsKernels) -> None:
+        self.d_sae = d_sae
+        self.config = config
+        self.compiled = compiled
+        # An explicit device is kept; otherwise the first activations choose it.
+        self.device_fixed = device is not None
+        self.positions = RequestPositions()
+        self.forward_passes = 0
+        self.remote: RemoteView | None = None
+        self.watches: list[Watch] = []
+        self.retired_watches: list[Watch] = []  # cancelled, with hits still to deliver
+        self.costs = CostMeter()
+        self.health_sampled = False  # whether the latest forward was a health sample
+        self.allocate(torch.device(device) if device is not None else torch.device("cpu"))
+
+    def allocate(self, device: torch.device) -> None:
+        """Fresh, empty state on `device`."""
+        cfg = self.config
+        self.device = device
+        self.stats = RunningStats(self.d_sae, device, self.compiled)
+        self.history = HistoryRing(cfg.history_size, cfg.top_k, cfg.features or (), device)
+        self.values = ValueHistograms(cfg.selected, device)
+        self.examples = ExampleTable(self.d_sae, cfg.examples_per_feature, cfg.context_window,
+                                     device, self.compiled.runner)
+        self.tokens = torch.zeros((), dtype=torch.int64, device=device)
+        # Tokens since the threshold was set: the denominator of the exact mean L0.
+        self.active_tokens = torch.zeros((), dtype=torch.int64, device=device)
+        self.health = HealthTracker(device)
+        for watch in self.watches:
+            watch.move_to(device)
+        self.since = self.active_since = time.time()
+
+    def adopt_device(self, device: torch.device) -> None:
+        """Follow the activations' device while nothing is recorded; afterwards keep ours.
+        `meta` tensors (no values) are only recorded by a monitor made for `device="meta"`."""
+        if device == self.device or self.device_fixed:
+            return
+        if device.type == "meta":
+            raise ValueError("meta tensors have no values to record; make the monitor with "
+                             "device='meta' to run it on meta tensors on purpose")
+        if self.forward_passes == 0:
+            self.allocate(device)
+        self.device_fixed = True
+
+    # ---- recording --------------------------------------------------------------------------
+
+    def positions_for(self, request_id: str, batch: int, tokens: int, positions: Tensor | None,
+                      mask: Tensor | None, position_ids: Tensor | None = None
+                      ) -> tuple[Tensor, Tensor]:
+        """Flat positions and validity [batch * tokens] of one forward pass (see
+        `RequestPositions.assign`); `positions` overrides the automatic ones."""
+        check_request_id(request_id)
+        if positions is not None:
+            check_positions(positions, batch * tokens)
+        if mask is not None:
+            mask = as_batch_mask(mask, batch, tokens).to(self.device)
+        if positions is None:
+            pos, valid = self.positions.assign(request_id, batch, tokens, mask, self.device,
+                                               position_ids)
+        else:
+            pos = positions.to(self.device, torch.int64).reshape(batch, tokens)
+            valid = (mask[:, -tokens:] != 0 if mask is not None else
+                     torch.ones(batch, tokens, dtype=torch.bool, device=self.device))
+        return pos.reshape(-1), valid.reshape(-1)
+
+    def record(self, features: DenseFeatures | SparseFeatures, valid: Tensor, pos: Tensor,
+               batch: int, tokens: int, request_id: str, token_ids: Tensor | None = None,
+               maxima: RowMaxima | None = None) -> None:
+        """Record one pass (its statistics already folded in) in the history, the examples,
+        the value histograms and the totals. `token_ids` [batch * tokens], when known;
+        `maxima`: the pass's row maxima if the statistics pass gave them."""
+        rows = torch.arange(batch, device=self.device).repeat_interleave(tokens)
+        if token_ids is not None:
+            token_ids = token_ids.to(self.device, torch.int64, non_blocking=True)
+        self.history.write(features, valid, rows, pos, request_id, time.time(), token_ids)
+        self.examples.update(features, valid, pos, batch, tokens, request_id, token_ids,
+                             self.config.threshold, maxima)
+        self.values.update(features, valid, self.config.threshold)
+        real = valid.sum()
+        self.tokens += real
+        self.active_tokens += real
+        self.health_sampled = self.health.due(self.config.health_every)
+        if self.health_sampled:
+            self.health.observe_l0(features, valid, self.config.threshold)
+        for watch in self.watches:
+            watch.record(features, valid, batch, tokens, pos, request_id, token_ids)
+        self.forward_passes += 1
+
+    # ---- operations -------------------------------------------------------------------------
+
+    def reconfigure(self, new: MonitorConfig) -> None:
+        """Apply a validated configuration: resize the history (newest records kept), carry
+        value histograms of features still selected, restart threshold statistics."""
+        old = self.config
+        if (new.history_size, new.top_k, new.features) != (
+            old.history_size, old.top_k, old.features
+        ):
+            self.history = self.history.resized(new.history_size, new.top_k, new.features or ())
+        if new.selected != old.selected:
+            self.values = self.values.reselected(new.selected)
+        if (new.examples_per_feature, new.context_window) != (
+            old.examples_per_feature, old.context_window
+        ):
+            self.examples = self.examples.resized(new.examples_per_feature, new.context_window)
+        if new.threshold != old.threshold:
+            self.stats.reset_active()
+            self.values = ValueHistograms(new.selected, self.device)
+            self.active_tokens.zero_()
+            self.health.reset()
+            self.active_since = time.time()
+        self.config = new
+
+    def reset_statistics(self) -> None:
+        """Zero every statistic and total (the history stays)."""
+        self.stats.reset()
+        self.examples.clear()
+        self.values = ValueHistograms(self.config.selected, self.device)
+        self.tokens.zero_()
+        self.active_tokens.zero_()
+        self.health.reset()
+        self.costs.reset()
+        self.forward_passes = 0
+        self.remote = None
+        self.since = self.active_since = time.time()
+
+    def clear_history(self) -> int:
+        """Empty the history and forget request positions; returns the records cleared."""
+        cleared = self.history.clear()
+        self.positions.clear()
+        return cleared
+
+    def device_bytes(self) -> dict[str, int]:
+        """Device memory held, per part (the TopK table lives on the host, counted too)."""
+        def size(*tensors: Tensor) -> int:
+            return sum(t.numel() * t.element_size() for t in tensors)
+
+        pending = self.stats.pending_table
+        return {
+            "statistics": self.stats.nbytes,
+            "pending_topk": size(pending.table, pending.shift) if pending is not None else 0,
+            "history": size(*self.history.state_tensors().values()),
+            "histograms": size(self.values.counts),
+            "examples": self.examples.nbytes,
+            "health": self.health.nbytes,
+            "watches": sum(w.nbytes for w in self.watches),
+        }
+
+    def feature_index(self, features: list[int] | None) -> Tensor:
+        """`features` (checked), else the monitored features, else all, as a device index."""
+        if features is None:
+            features = self.config.features
+        if features is None:
+            return torch.arange(self.d_sae, device=self.device)
+        checked = feature_list("features", self.d_sae)(features, self.d_sae)
+        return torch.tensor(checked, dtype=torch.int64, device=self.device)
+
+    # ---- SnapshotSource ---------------------------------------------------------------------
+
+    def device_totals(self) -> DeviceTotals:
+        """Tokens recorded, records held, sparse indices dropped, records overwritten (device
+        scalars; tokens and dropped indices include the other ranks' as of the last sync)."""
+        tokens, dropped = self.tokens, self.stats.dropped_indices
+        if self.remote is not None:
+            tokens, dropped = tokens + self.remote.tokens, dropped + self.remote.dropped_indices
+        written = self.history.written
+        return DeviceTotals(tokens, written.clamp_max(self.history.size), dropped,
+                            (written - self.history.size).clamp_min(0))
+
+    @property
+    def total_forward_passes(self) -> int:
+        """Forward passes recorded here, plus the other ranks' as of the last sync."""
+        return self.forward_passes + (self.remote.forward_passes if self.remote else 0)
+
+    def ranked(self, metric: str, k: int, among: list[int] | None = None) -> Tensor:
+        """Indices of the top-k monitored features (of `among`, if given) by `metric`, stable
+        on ties."""
+        candidates = None if self.config.features is None else self.feature_index(None)
+        if among is not None:
+            monitored = set(self.config.features) if self.config.features is not None else None
+            keep = [f for f in among if monitored is None or f in monitored]
+            candidates = torch.tensor(keep, dtype=torch.int64, device=self.device)
+        return rank(self.stats, candidates, metric, k)
+
+    def metric(self, name: str) -> Tensor:
+        """One per-feature metric, float64 [d_sae]."""
+        return self.stats.metric(name)
+
+    def metrics_at(self, names: tuple[str, ...], index: Tensor) -> Tensor:
+        """The metrics `names` of the features `index`, float64 [len(names), len(index)]."""
+        return self.stats.metrics_at(names, index)
+
+    def firing_summary(self) -> Tensor:
+        """The frequency histogram's bins and the counts over all features, computed once for
+        everything that reads them (`firing.firing_summary`)."""
+        return firing_summary(self.stats.active_count, self.stats.count,
+                              self.config.rare_floor)
+
+    def value_histograms(self) -> ValueHistogramCounts:
+        """The selected features' value histograms."""
+        return ValueHistogramCounts(self.values.features, VALUE_EDGES, self.values.counts)
+
+    def history_tail(self, records: int) -> HistoryTail:
+        """The newest `records` history slots."""
+        return self.history.gather_last(records)
+
+    def examples_of(self, features: tuple[int, ...], k: int) -> ExampleSlices:
+        """The best `k` kept examples of `features`."""
+        ex = self.examples
+        index = torch.tensor(features, dtype=torch.int64, device=self.device)
+        k = min(k, ex.per_feature)
+        columns = [t.index_select(0, index)[:, :k]
+                   for t in (ex.value, ex.request, ex.row, ex.position, ex.tokens, ex.acts)]
+        return ExampleSlices(features, columns, ex.window, ex.names.name)
