@@ -26,3 +26,14 @@ def check_int(name: str, value: Any, lo: int, hi: int) -> int:
     if not lo <= value <= hi:
         raise ValueError(f"{name} must be in {lo}..{hi}, got {value!r}")
     return int(value)
+
+
+def check_text(name: str, value: str) -> str:
+    """`value` if it can be written as UTF-8; a ValueError naming `name` otherwise (a lone
+    surrogate such as "\\ud83d" would be accepted here and fail later, at export time)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(f"{name} holds a lone surrogate ({value[exc.start]!r} at character "
+                         f"{exc.start}), which is not text") from None
+    return value

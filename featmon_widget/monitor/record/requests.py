@@ -12,7 +12,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from ...checks import cut
+from ...checks import check_text, cut
 
 # Request ids reach every snapshot and the widget: bounded, so one id cannot bloat them.
 MAX_REQUEST_ID_CHARS = 200
@@ -38,7 +38,7 @@ def check_request_id(request_id: object) -> str:
     if not 0 < len(request_id) <= MAX_REQUEST_ID_CHARS:
         raise ValueError(f"request_id must have 1..{MAX_REQUEST_ID_CHARS} characters, got "
                          f"{len(request_id)} ({cut(request_id, 41)!r})")
-    return request_id
+    return check_text("request_id", request_id)
 
 
 class RequestNames:

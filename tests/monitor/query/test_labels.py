@@ -88,3 +88,55 @@ def test_long_labels_are_cut_in_the_snapshot_table_only():
     assert m.get_statistics([5]).features[0].label == "x" * 300
     labels = [lab for lab in m.snapshot(table_rows=10).table_labels if lab]
     assert labels == ["x" * (TABLE_LABEL_CHARS - 1) + "…"]
+
+
+def _refused_naming(m, path, *needles):
+    m.set_labels({1: "kept"})
+    with pytest.raises(ValueError) as info:
+        m.set_labels(path)
+    for needle in (str(path), *needles):
+        assert needle in str(info.value)
+    assert m.get_statistics([1]).features[0].label == "kept"
+
+
+def test_a_small_gzip_that_expands_past_the_limit_is_refused(tmp_path, monkeypatch):
+    from featmon_widget.monitor.query import labels as labels_module
+
+    # The limit applies to what the file expands to, not to its compressed size.
+    monkeypatch.setattr(labels_module, "MAX_LABEL_FILE_BYTES", 1 << 20)
+    bomb = tmp_path / "bomb.json.gz"
+    bomb.write_bytes(gzip.compress(b'{"1": "' + b"a" * (4 << 20) + b'"}'))
+    assert bomb.stat().st_size < 64 << 10
+    _refused_naming(_monitor(), bomb, "decompressed")
+
+
+@pytest.mark.parametrize("name, content, needle", [
+    ("truncated.json.gz", gzip.compress(b'{"1": "one"}' * 50)[:30], "gzip"),
+    ("plain.json.gz", b'{"1": "one"}', "gzip"),
+    ("deep.json", b"[" * 100_000 + b"]" * 100_000, "nested"),
+    ("bad.jsonl", b'{"index": 1, "description": "ok"}\n{"index": 2,\n', "line 2"),
+    ("latin1.csv", b"feature,description\n1,ok\n2,caf\xe9\n", "line 3"),
+    ("superscript.json", json.dumps({"\u00b2": "two"}).encode(), "'\u00b2'"),
+    ("broken.json", b'{"1": "one",\n "2": }', "line 2"),
+    ("surrogate.json", b'{"1": "\\ud83d"}', "surrogate"),
+    ("surrogate.jsonl", b'{"index": 1, "description": "\\ud83d"}\n', "line 1"),
+])
+def test_unreadable_label_files_raise_valueerror_naming_file_and_place(tmp_path, name, content,
+                                                                       needle):
+    path = tmp_path / name
+    path.write_bytes(content)
+    _refused_naming(_monitor(), path, needle)
+
+
+def test_lone_surrogates_are_refused_where_text_enters(tmp_path):
+    m = _monitor()
+    with pytest.raises(ValueError, match="surrogate"):
+        m.set_labels({1: "emoji \ud83d"})
+    with pytest.raises(ValueError, match="request_id"):
+        m.on_activation(torch.rand(2, 10), request_id="req-\ud83d")
+    with pytest.raises(ValueError, match="request_id"), m.request("r\udc00"):
+        m.on_activation(torch.rand(2, 10))
+    assert m.state.labels == 0 and m.state.total_tokens == 4
+    # so every export still works
+    m.to_html(tmp_path / "page.html")
+    m.history_frame()
