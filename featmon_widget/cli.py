@@ -53,7 +53,9 @@ def export_html(notebook: Path, out: Path | None) -> int:
         print(f"featmon: no such notebook: {notebook}", file=sys.stderr)
         return 1
     target = out or notebook.with_suffix(".html")
-    count = export_notebook(notebook, target)
+    count, skipped = export_notebook(notebook, target)
+    for line in skipped:
+        print(f"featmon: skipped {line}", file=sys.stderr)
     print(f"wrote {target} ({count} monitor widget(s) with a saved snapshot)")
     if count == 0:
         print("featmon: the notebook holds no saved MonitorWidget state; save it with widget "

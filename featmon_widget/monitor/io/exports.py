@@ -40,6 +40,10 @@ def write_sparsity(log_density: Tensor, path: str | Path) -> Path:
     return target
 
 
+# log10 densities up to this count as 0 (float32 rounding); above, a density over 1.
+_LOG_DENSITY_SLACK = 1e-6
+
+
 def read_sparsity(path: str | Path, d_sae: int | None = None) -> Tensor:
     """The log10 feature density in a SAELens `sparsity.safetensors` (a file, or a folder
     holding one), float32 [d_sae]; a ValueError when it is not one (or not `d_sae` wide)."""
@@ -57,6 +61,14 @@ def read_sparsity(path: str | Path, d_sae: int | None = None) -> Tensor:
                          f"{cut(str(sorted(tensors)), 100)})")
     if d_sae is not None and density.shape[0] != d_sae:
         raise ValueError(f"{source} has {density.shape[0]} features, expected {d_sae}")
+    # A density is in 0..1, so its log10 is at most 0 (plus float32 rounding of the 1e-10
+    # SAELens adds); anything else is not a sparsity and would make every drift figure lie.
+    bad = ~torch.isfinite(density) | (density > _LOG_DENSITY_SLACK)
+    if bool(bad.any()):
+        first = int(bad.nonzero()[0, 0])
+        raise ValueError(f"{source}: {int(bad.sum())} log10 densities are not finite numbers "
+                         f"<= 0 (feature {first} has {float(density[first])!r}): not a "
+                         f"SAELens sparsity")
     return density.to(torch.float32)
 
 

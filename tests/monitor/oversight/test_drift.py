@@ -101,3 +101,18 @@ def test_drift_errors_are_clear():
     with pytest.raises(TypeError, match="reference"):
         live.set_reference(42)
     assert live.set_reference(None) is None
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf"), 0.5])
+def test_a_sparsity_file_with_impossible_densities_is_refused(tmp_path, bad):
+    from safetensors.torch import save_file
+
+    live = fed(0, 0.0)
+    live.set_reference(fed(1, 0.0))
+    log_density = torch.full((D,), -2.0)
+    log_density[7] = bad  # NaN / inf, or log10 above 0: a density over 1
+    path = tmp_path / "sparsity.safetensors"
+    save_file({"sparsity": log_density}, str(path))
+    with pytest.raises(ValueError, match="feature 7"):
+        live.set_reference(path)
+    assert live.get_drift(k=3).divergence >= 0  # the earlier reference is kept
