@@ -12,12 +12,14 @@ in `dropped`).
 
 from __future__ import annotations
 
+import warnings
 from collections import deque
 from collections.abc import Callable
 from typing import Any
 
 import torch
 
+from ...checks import cut
 from ...types import WatchHit
 from ..record.features import DenseFeatures, SparseFeatures
 from ..record.requests import WriteNames
@@ -46,6 +48,10 @@ class Watch:
         self._read = 0  # hits handed out (host side; the delivery thread's cursor)
         self.dropped = 0  # hits lost to overflow between two reads
         self.delivered = 0
+        # Calls of the callback that raised: each hit is handed over on its own, so one that
+        # fails loses nothing else, for this watch or any other.
+        self.errors = 0
+        self.last_error: str | None = None
         # Without a callback the latest hits wait here (oldest dropped first).
         self.recent: deque[WatchHit] = deque(maxlen=recent)
         self.active = True
@@ -129,8 +135,17 @@ class Watch:
             self.delivered += 1
             if self.callback is None:
                 self.recent.append(hit)
-            else:
+                continue
+            try:
                 self.callback(hit)
+            except Exception as exc:  # the user's callback: isolate it, count it, warn once
+                self.errors += 1
+                self.last_error = cut(f"{type(exc).__name__}: {exc}", 200)
+                if self.errors == 1:
+                    warnings.warn(f"featmon_widget: a watch callback raised ({self.last_error});"
+                                  f" its other hits and other watches are still delivered, "
+                                  f"failures are counted in watch.errors", RuntimeWarning,
+                                  stacklevel=2)
 
     @property
     def nbytes(self) -> int:
