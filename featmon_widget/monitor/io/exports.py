@@ -81,16 +81,18 @@ def history_frame(rows: HistoryRows, monitored: tuple[int, ...], threshold: floa
     pandas = _pandas()
     columns: dict[str, Any] = {
         "time": pandas.to_datetime(rows.timestamps, unit="s", utc=True),
-        "request_id": rows.request_ids,
+        "request_id": pandas.Series(rows.request_ids, dtype=object),
         "row": pandas.array(rows.rows, dtype="int64"),
         "position": pandas.array(rows.positions, dtype="int64"),
         "token_id": pandas.array([t if t >= 0 else None for t in rows.token_ids],
                                  dtype="Int64"),
-        "token": [token_text(t) if t >= 0 else None for t in rows.token_ids],
+        "token": pandas.Series([token_text(t) if t >= 0 else None for t in rows.token_ids],
+                               dtype=object),
     }
     top = [rows.top_above(i, threshold) for i in range(len(rows))]
-    columns["top_features"] = [[f for f, _ in pairs] for pairs in top]
-    columns["top_values"] = [[v for _, v in pairs] for pairs in top]
+    # object columns even when empty (an empty list would become float64)
+    columns["top_features"] = pandas.Series([[f for f, _ in pairs] for pairs in top], dtype=object)
+    columns["top_values"] = pandas.Series([[v for _, v in pairs] for pairs in top], dtype=object)
     for j, feature in enumerate(monitored):
         columns[f"feature_{feature}"] = pandas.array([v[j] for v in rows.values],
                                                      dtype="float32")
@@ -104,9 +106,26 @@ def write_parquet(frame: Any, path: str | Path) -> Path:
     except ImportError:
         raise ImportError("writing Parquet needs pyarrow: pip install "
                           "'featmon_widget[export]'") from None
+    import pyarrow
+    import pyarrow.parquet
+
     target = Path(path)
-    frame.to_parquet(target, index=False)
+    table = pyarrow.Table.from_pandas(frame, schema=_history_schema(frame.columns),
+                                      preserve_index=False)
+    pyarrow.parquet.write_table(table, target)
     return target
+
+
+def _history_schema(columns: Any) -> Any:
+    """The Parquet schema of a history frame, declared: inferred from the values, an empty
+    history (or one with no token text) would give other column types than a full one."""
+    import pyarrow
+
+    fixed = {"time": pyarrow.timestamp("ns", tz="UTC"), "request_id": pyarrow.large_string(),
+             "row": pyarrow.int64(), "position": pyarrow.int64(), "token_id": pyarrow.int64(),
+             "token": pyarrow.large_string(), "top_features": pyarrow.list_(pyarrow.int64()),
+             "top_values": pyarrow.list_(pyarrow.float64())}
+    return pyarrow.schema([(name, fixed.get(name, pyarrow.float32())) for name in columns])
 
 
 def _pandas() -> Any:

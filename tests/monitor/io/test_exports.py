@@ -89,3 +89,20 @@ def test_history_parquet_round_trips(monitor, tmp_path):
     assert back["request_id"].tolist() == frame["request_id"].tolist()
     assert back["top_features"].map(list).tolist() == frame["top_features"].tolist()
     assert back["token_id"].isna().sum() == frame["token_id"].isna().sum() > 0
+
+
+def test_history_parquet_has_one_schema_empty_or_full_with_or_without_tokens(tmp_path):
+    import pyarrow.parquet as pq
+
+    m = FeatureMonitor(8, features=[1, 2], compile=False)
+    schemas = [pq.read_schema(m.export_history(tmp_path / "empty.parquet"))]
+    m.on_activation(torch.rand(3, 8), request_id="a")
+    schemas.append(pq.read_schema(m.export_history(tmp_path / "no_tokens.parquet")))
+    m.tokenizer = type("T", (), {"decode": lambda self, ids: "x" * len(ids)})()
+    m.on_activation(torch.rand(1, 2, 8), token_ids=torch.tensor([[5, 6]]))
+    full = m.export_history(tmp_path / "tokens.parquet")
+    schemas.append(pq.read_schema(full))
+    assert all(s.remove_metadata() == schemas[0].remove_metadata() for s in schemas)
+    newest = m.get_history(2).records  # newest first; the file is oldest first
+    assert pq.read_table(full).column("token").to_pylist()[-2:] == [newest[1].token,
+                                                                     newest[0].token]
