@@ -1,8 +1,10 @@
-"""Write js/protocolConstants.ts: the names and limits the frontend shares with the kernel, taken
-from the Python package so they are defined once.
+"""Write the files generated from the Python package, so what they share is defined once:
+js/protocolConstants.ts (the names and limits the frontend shares with the kernel) and
+featmon_widget/monitor/stats/csrc/featmon_protocol.h (the codes, CPU targets and function
+prototypes the C kernels share with their Python callers; see monitor/stats/protocol.py).
 
-    python scripts/generate_protocol.py           # rewrite the file
-    python scripts/generate_protocol.py --check   # exit 1 if the checked-in file is stale
+    python scripts/generate_protocol.py           # rewrite the files
+    python scripts/generate_protocol.py --check   # exit 1 if a checked-in file differs
 """
 
 from __future__ import annotations
@@ -14,10 +16,13 @@ from pathlib import Path
 
 from featmon_widget.monitor import config
 from featmon_widget.monitor.record import histograms
+from featmon_widget.monitor.stats import backend, protocol
 from featmon_widget.snapshot import frequency, options, schemas
 from featmon_widget.widget import commands
 
-TARGET = Path(__file__).resolve().parent.parent / "js" / "protocolConstants.ts"
+ROOT = Path(__file__).resolve().parent.parent
+TARGET = ROOT / "js" / "protocolConstants.ts"
+HEADER = ROOT / "featmon_widget" / "monitor" / "stats" / "csrc" / protocol.HEADER
 
 # (name, value, what it is) in the order they appear in the file.
 CONSTANTS = [
@@ -67,22 +72,28 @@ def render() -> str:
     return "\n".join(lines) + "\n"
 
 
+def outputs() -> dict[Path, str]:
+    """Each generated file and its text."""
+    return {TARGET: render(), HEADER: backend.protocol_header()}
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Write the file, or with --check report whether it is current."""
+    """Write the files, or with --check report whether they are current."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="only check; exit 1 if stale")
     args = parser.parse_args(argv)
-    text = render()
-    if args.check:
-        current = TARGET.read_text() if TARGET.exists() else ""
-        if current != text:
-            print(f"{TARGET.name} is stale: run python scripts/generate_protocol.py",
-                  file=sys.stderr)
-            return 1
-        return 0
-    TARGET.write_text(text)
-    print(f"wrote {TARGET}")
-    return 0
+    stale = 0
+    for target, text in outputs().items():
+        if args.check:
+            current = target.read_text() if target.exists() else ""
+            if current != text:
+                print(f"{target.name} is stale or was edited by hand: run python "
+                      "scripts/generate_protocol.py", file=sys.stderr)
+                stale = 1
+            continue
+        target.write_text(text)
+        print(f"wrote {target}")
+    return stale
 
 
 if __name__ == "__main__":

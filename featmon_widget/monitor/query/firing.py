@@ -2,8 +2,9 @@
 them: the frequency histogram's bins, the never-fired / never-seen counts, and the health
 strip's dead, ultra-rare and L0 numbers (layout in `snapshot/frequency.py`).
 
-On the CPU one compiled pass (`stats/scans.py`); elsewhere, or without a compiler, the same
-numbers from torch, computing the ratio once. Nothing is read back to the host.
+On the CPU one compiled pass (`stats/scans.py`) where the monitor's `Backend` runs it; elsewhere,
+with `native=False`, without a compiler or a backend, the same numbers from torch, computing the
+ratio once. Nothing is read back to the host.
 """
 
 from __future__ import annotations
@@ -11,17 +12,18 @@ from __future__ import annotations
 import torch
 
 from ...snapshot.frequency import FREQUENCY_BIN_COUNT, FREQUENCY_THRESHOLDS
-from ..stats.scans import feature_scans
+from ..stats.backend import Backend
 
 Tensor = torch.Tensor
 
 
-def firing_summary(active_count: Tensor, count: Tensor, rare_floor: float) -> Tensor:
+def firing_summary(active_count: Tensor, count: Tensor, rare_floor: float,
+                   backend: Backend | None = None) -> Tensor:
     """int64 [`FIRING_SUMMARY_SIZE`] on the counts' device: the frequency histogram of the fired
     features' active_count / count, never fired, never seen, ultra-rare (fired, ratio below
-    `rare_floor`) and the sum of `active_count`."""
-    scans = feature_scans() if count.device.type == "cpu" else None
-    if scans is not None and active_count.is_contiguous() and count.is_contiguous():
+    `rare_floor`) and the sum of `active_count`. The compiled scan where `backend` runs it."""
+    scans = None if backend is None else backend.firing_summary(active_count, count)
+    if scans is not None:
         return scans.firing_summary(active_count, count, FREQUENCY_THRESHOLDS, rare_floor)
     return firing_summary_torch(active_count, count, rare_floor)
 

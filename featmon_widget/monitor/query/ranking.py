@@ -3,7 +3,8 @@ highest first, ties to the lower index, undefined (NaN) values last.
 
 On the CPU one compiled pass keeps a heap of the k best (`stats/scans.py`: ~1 ms at a million
 features, where `topk` and the tie checks took ~7); ranking a metric of the totals computes the
-metric inside that pass. Elsewhere, and without a compiler, torch:
+metric inside that pass; the monitor's `Backend` decides where it runs (callers pass it; without
+one, torch). Elsewhere, with `native=False`, and without a compiler, torch:
 a full sort of a million float64 values took ~38 ms on a 2-core CPU; two `topk` passes and a
 sort of 2k candidates take a few. `topk` alone breaks ties arbitrarily, so the candidates are
 everything above the k-th value (found by the first `topk`; fewer than k) and the k
@@ -17,37 +18,32 @@ from __future__ import annotations
 
 import torch
 
+from ..stats.backend import Backend
 from ..stats.moments import Totals
 from ..stats.running import metric_of
-from ..stats.scans import METRIC_CODES, FeatureScans, feature_scans
 
 Tensor = torch.Tensor
 
 
-def top_k_of_metric(totals: Totals, metric: str, k: int) -> Tensor:
-    """`top_k_stable(metric_of(totals, metric), k)`; on the CPU one scan that computes the
-    metric block by block as it goes (no [d_sae] array of it: at 4M features, making that
-    array cost more than the whole scan)."""
-    scans = _compiled_scans(totals.count, k)
-    if scans is not None and metric in METRIC_CODES and all(t.is_contiguous() for t in totals):
+def top_k_of_metric(totals: Totals, metric: str, k: int, backend: Backend | None = None
+                    ) -> Tensor:
+    """`top_k_stable(metric_of(totals, metric), k)`; where `backend` runs the scan (the CPU),
+    one pass that computes the metric block by block as it goes (no [d_sae] array of it: at 4M
+    features, making that array cost more than the whole scan). No backend: torch."""
+    scans = None if backend is None else backend.top_k_metric(totals, metric, k)
+    if scans is not None:
         return scans.top_k_metric(totals, metric, k)
-    return top_k_stable(metric_of(totals, metric), k)
+    return top_k_stable(metric_of(totals, metric), k, backend)
 
 
-def top_k_stable(values: Tensor, k: int) -> Tensor:
+def top_k_stable(values: Tensor, k: int, backend: Backend | None = None) -> Tensor:
     """Positions of the `k` largest of `values` [n] (float), in order; ties to the lower
-    position, NaN as the smallest value of all."""
-    scans = _compiled_scans(values, k)
-    if scans is not None and values.dtype == torch.float64 and values.is_contiguous():
+    position, NaN as the smallest value of all. The compiled scan where `backend` runs it,
+    else (and without a backend) `top_k_stable_torch`."""
+    scans = None if backend is None else backend.top_k(values, k)
+    if scans is not None:
         return scans.top_k(values, k)
     return top_k_stable_torch(values, k)
-
-
-def _compiled_scans(per_feature: Tensor, k: int) -> FeatureScans | None:
-    """The compiled scans, for a top-k of CPU values where the heap pays (k below a quarter of
-    them; above, the plain stable sort is as cheap)."""
-    n = per_feature.shape[0]
-    return feature_scans() if per_feature.device.type == "cpu" and n > 4 * k > 0 else None
 
 
 def top_k_stable_torch(values: Tensor, k: int) -> Tensor:

@@ -2,13 +2,13 @@
 
 `CompileOrEager` is the one place that decides: each function is compiled once with dynamic
 shapes (a new sequence length does not recompile); if compiling or running a compiled function
-fails, a warning is given once and the eager version takes over for good. `FEATMON_COMPILE=0`
-forces the eager path. `kernels.StatisticsKernels` runs the statistics updates through it.
+fails, a warning is given once and the eager version takes over for good. `compile=False` (the
+monitor's `Backend` resolves `FEATMON_COMPILE`) forces the eager path.
+`kernels.StatisticsKernels` runs the statistics updates through it.
 """
 
 from __future__ import annotations
 
-import os
 import threading
 import warnings
 from collections.abc import Callable
@@ -19,19 +19,12 @@ import torch
 Tensor = torch.Tensor
 
 
-def compile_enabled(compile: bool | None) -> bool:
-    """`compile`, or when None whether `FEATMON_COMPILE` allows compiling (default yes)."""
-    if compile is None:
-        return os.environ.get("FEATMON_COMPILE", "1") != "0"
-    return compile
-
-
 class CompileOrEager:
     """Calls functions compiled (cached per function and variant) until one fails, eagerly
     after that. `what` names the compiled work in the fallback warning."""
 
-    def __init__(self, compile: bool | None, what: str) -> None:
-        self.compile = compile_enabled(compile)
+    def __init__(self, compile: bool, what: str) -> None:
+        self.compile = bool(compile)
         self.what = what
         self._compiled: dict[str, Callable[..., Any]] = {}
         self._failed = False

@@ -62,7 +62,7 @@ class FusedEncoder:
         # Its own runner: a foreign encode that cannot be compiled must not switch the
         # statistics kernels to eager. Dynamo caches compiled graphs per code object and guards
         # on the SAE, so one wrapper serves every SAE and sequence length.
-        self.runner = CompileOrEager(statistics.compile, "fused encode")
+        self.runner = CompileOrEager(statistics.backend.compile, "fused encode")
 
     def __call__(self, sae: Any, x: Tensor, valid: Tensor | None, mean: Tensor, count: Tensor,
                  threshold: float, fuse: bool = True, tokens: int | None = None) -> Encoded:
@@ -87,7 +87,8 @@ class FusedEncoder:
             if activated is not None:
                 return activated
             torch._dynamo.maybe_mark_dynamic(x, 0)
-            if self.statistics.native_dense(x) is not None:
+            # The C statistics kernel will reduce the output: compile the encode alone.
+            if self.statistics.backend.dense_moments(x) is not None:
                 flat = self.runner.run(_encode_flat, _encode_flat, sae.encode, x)
                 return self._reduce(flat, valid, mean, count, threshold, tokens)
             if valid is not None:
@@ -100,8 +101,10 @@ class FusedEncoder:
                            ) -> Encoded | None:
         """Our float32 ReLU / JumpReLU SAE on the CPU: one GEMM for the pre-activations, then
         the statistics kernel activates them in place as it reduces. None where it cannot."""
-        jump = jump_thresholds(sae) if x.device.type == "cpu" else None
-        if jump is None or self.statistics.native_dense(x) is None:
+        if self.statistics.backend.dense_moments(x) is None:
+            return None
+        jump = jump_thresholds(sae)
+        if jump is None:
             return None
         pre = sae.pre_activations(x)
         # Never-seen features are shifted by the first row's features (see shift_for).

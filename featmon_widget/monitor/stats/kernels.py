@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from .compiled import CompileOrEager
+from .backend import Backend
 from .moments import (
     Moments,
     Totals,
@@ -20,7 +20,7 @@ from .moments import (
     merge_moments_,
     sparse_update,
 )
-from .native import DENSE_DTYPES, DenseMoments, RowMaxima, dense_moments
+from .native import RowMaxima
 
 Tensor = torch.Tensor
 
@@ -29,40 +29,33 @@ class StatisticsKernels:
     """The statistics updates, each one fused kernel: `batch_moments` (dense; native C on the
     CPU), `sparse_update` (TopK), and the in-place merges into the running totals.
 
-    `native=False` (or `FEATMON_NATIVE=0`, or no C compiler) keeps the dense CPU update on the
-    compiled graph; `compile=False` (or `FEATMON_COMPILE=0`) uses eager operations (the dense
-    reduction in cache-sized row chunks) wherever the native kernel does not run.
+    Which runs is the `backend`'s choice (the monitor's; without one, a backend made from
+    `compile` and `native`): `native=False` (or `FEATMON_NATIVE=0`, or no C compiler) keeps
+    the dense CPU update on the compiled graph; `compile=False` (or `FEATMON_COMPILE=0`) uses
+    eager operations (the dense reduction in cache-sized row chunks) wherever the native kernel
+    does not run.
     """
 
-    def __init__(self, compile: bool | None = None, native: bool | None = None) -> None:
-        self.runner = CompileOrEager(compile, "compiled statistics")
-        self._native = native is not False
-        self._dense: DenseMoments | None = None
+    def __init__(self, compile: bool | None = None, native: bool | None = None, *,
+                 backend: Backend | None = None) -> None:
+        self.backend = backend if backend is not None else Backend(native, compile)
+        self.runner = self.backend.runner
         self._native_ran = False
 
     @property
     def compile(self) -> bool:
         """Whether compiling was asked for (see `FEATMON_COMPILE`)."""
-        return self.runner.compile
+        return self.backend.compile
 
     @property
     def mode(self) -> str:
         """How the last dense updates ran: 'native', 'compiled' or 'eager'."""
         return "native" if self._native_ran else self.runner.mode
 
-    def native_dense(self, acts: Tensor) -> DenseMoments | None:
-        """The native kernel when it can reduce `acts` (CPU, float32/bfloat16/float16)."""
-        if not (self._native and acts.device.type == "cpu" and acts.dtype in DENSE_DTYPES):
-            return None
-        if self._dense is None:
-            self._dense = dense_moments()
-            self._native = self._dense is not None
-        return self._dense
-
     def __call__(self, acts: Tensor, valid: Tensor | None, shift: Tensor,
                  threshold: float) -> Moments:
         """`batch_moments` of dense `acts` [N, F] (`valid` None: every row counts)."""
-        native = self.native_dense(acts)
+        native = self.backend.dense_moments(acts)
         if native is not None:
             self._native_ran = True
             return native(acts.contiguous(), None if valid is None else valid.contiguous(),
@@ -79,7 +72,7 @@ class StatisticsKernels:
         """The moments of `acts` [N, F], and where the native kernel runs, in the same pass
         the row maxima of its sequences of `tokens` rows (see `DenseMoments.with_row_maxima`;
         None elsewhere: the caller computes them)."""
-        native = self.native_dense(acts)
+        native = self.backend.dense_moments(acts)
         if native is None:
             return self(acts, valid, shift, threshold), None
         self._native_ran = True
@@ -94,8 +87,8 @@ class StatisticsKernels:
         pre-activations, contiguous) overwritten in place with `relu(pre) * (pre > jump)`, and
         its moments (and row maxima with `tokens`) from the same pass. None elsewhere (nothing
         is touched): the caller activates and reduces itself."""
-        native = self.native_dense(pre)
-        if native is None or pre.dtype != torch.float32 or not pre.is_contiguous():
+        native = self.backend.dense_activation(pre)
+        if native is None:
             return None
         self._native_ran = True
         return native.with_row_maxima(pre, None if valid is None else valid.contiguous(),

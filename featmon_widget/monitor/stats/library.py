@@ -1,10 +1,11 @@
 """Building the native kernels' shared libraries, and deciding which may be loaded.
 
-A kernel source (`csrc/*.c`) is compiled with the system C compiler into a per-user cache
-folder, keyed by the source, compiler, flags and platform. What is loaded must be ours: the
-folder is owner-only (one anyone else can write to is refused), and a library loads only if it
-matches the SHA-256 recorded next to it when it was built; anything else under that name is
-rebuilt over.
+A kernel source (`csrc/*.c`, with the shared header `csrc/featmon_protocol.h`) is compiled with
+the system C compiler into a per-user cache folder, keyed by the source, the header, compiler,
+flags and platform. What is loaded must be ours: the folder is owner-only (one anyone else can
+write to is refused), and a library loads only if it matches the SHA-256 recorded next to it
+when it was built; anything else under that name is rebuilt over. Which flags each kernel is
+built with is part of its registration (`backend.KERNELS`); the flag sets are here.
 """
 
 from __future__ import annotations
@@ -16,53 +17,44 @@ import shutil
 import stat
 import subprocess
 import tempfile
+from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
 
-SPARSE_SOURCE = "sparse_accumulate.c"
-EXAMPLES_SOURCE = "examples.c"
-DENSE_SOURCE = "dense_moments.c"
-TOPK_SOURCE = "row_topk.c"
-SCANS_SOURCE = "feature_scans.c"
-_FLAGS = ["-O2", "-std=c99", "-shared", "-fPIC"]
+from .protocol import HEADER
+
+DEFAULT_FLAGS = ("-O2", "-std=c99", "-shared", "-fPIC")
 # -fno-trapping-math lets gcc if-convert (and so vectorize) the float compares.
-_VECTOR_FLAGS = ["-O3", "-fno-trapping-math", "-std=c99", "-shared", "-fPIC", "-pthread"]
+VECTOR_FLAGS = ("-O3", "-fno-trapping-math", "-std=c99", "-shared", "-fPIC", "-pthread")
 # The statistics kernel: fused multiply-adds for the sums of squares (-std=c99 alone forbids
 # contracting them), and OpenMP, which next to torch's CPU build is torch's own runtime and
 # thread pool (see csrc/dense_moments.c); without an OpenMP-capable compiler, pthreads.
-_DENSE_FLAGS = [*_VECTOR_FLAGS, "-ffp-contract=fast"]
+DENSE_FLAGS = (*VECTOR_FLAGS, "-ffp-contract=fast")
 # The scans: -fno-math-errno lets the sample deviation's sqrt be one vector instruction.
-FLAGS_BY_SOURCE = {EXAMPLES_SOURCE: [_VECTOR_FLAGS],
-                    SCANS_SOURCE: [[*_VECTOR_FLAGS, "-fno-math-errno"]],
-                    DENSE_SOURCE: [[*_DENSE_FLAGS, "-fopenmp"], _DENSE_FLAGS],
-                    TOPK_SOURCE: [[*_VECTOR_FLAGS, "-fopenmp"], _VECTOR_FLAGS]}
+SCAN_FLAGS = (*VECTOR_FLAGS, "-fno-math-errno")
+OPENMP = "-fopenmp"
 
 
-def compiler_flags(name: str) -> list[str]:
-    """The C compiler flags kernel source `name` is built with (a shared library), first
-    choice."""
-    return list(FLAGS_BY_SOURCE.get(name, [_FLAGS])[0])
-
-
-def build_library(name: str = SPARSE_SOURCE) -> Path:
-    """Compile kernel source `name` into the cache folder (once per source, compiler and
-    flags; if the compiler refuses the first choice of flags, the next); its path."""
+def build_library(name: str, flag_choices: Sequence[Sequence[str]] = (DEFAULT_FLAGS,)) -> Path:
+    """Compile kernel source `name` into the cache folder (once per source, header, compiler
+    and flags; if the compiler refuses the first choice of flags, the next); its path."""
     errors = []
-    for flags in FLAGS_BY_SOURCE.get(name, [_FLAGS]):
+    for flags in flag_choices:
         try:
-            return _build(name, flags)
+            return _build(name, list(flags))
         except RuntimeError as exc:
             errors.append(str(exc))
     raise RuntimeError("; ".join(errors))
 
 
 def _build(name: str, flags: list[str]) -> Path:
-    source = resources.files(__package__).joinpath("csrc", name).read_bytes()
+    csrc = resources.files(__package__).joinpath("csrc")
+    source, header = csrc.joinpath(name).read_bytes(), csrc.joinpath(HEADER).read_bytes()
     compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
     if compiler is None:
         raise RuntimeError("no C compiler found (set CC)")
-    key = hashlib.sha256(b"\0".join([source, compiler.encode(), " ".join(flags).encode(),
-                                     platform.machine().encode(),
+    key = hashlib.sha256(b"\0".join([source, header, compiler.encode(),
+                                     " ".join(flags).encode(), platform.machine().encode(),
                                      platform.system().encode()])).hexdigest()[:16]
     cache = _private_cache_dir()
     target = cache / f"{Path(name).stem}-{key}.so"
@@ -71,6 +63,7 @@ def _build(name: str, flags: list[str]) -> Path:
     with tempfile.TemporaryDirectory(dir=cache) as work:
         src = Path(work) / name
         src.write_bytes(source)
+        (Path(work) / HEADER).write_bytes(header)  # found next to the source: #include "..."
         out = Path(work) / target.name
         result = subprocess.run([compiler, *flags, "-o", str(out), str(src)],
                                 capture_output=True, text=True, timeout=120)

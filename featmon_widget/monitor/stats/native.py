@@ -5,25 +5,29 @@ in a single pass (`csrc/sparse_accumulate.c`); and for the top-activating exampl
 sequence row's per-feature maximum streamed token by token and their merge into the kept
 examples (`csrc/examples.c`).
 
-Each is compiled on first use with the system C compiler (the one `torch.compile` needs on CPU
-anyway) into a per-user cache (`library`: building, and verifying what may be loaded) and loaded
-with ctypes. If there is no compiler or anything else goes wrong, `dense_moments()` /
-`row_topk()` / `sparse_accumulator()` / `example_kernels()` return None once and for all and
-callers use the torch path. `FEATMON_NATIVE=0` turns them off.
+Each wrapper declares the C functions it calls (`C_FUNCTIONS`: the header's prototypes and the
+ctypes signatures come from them, see `protocol`) and checks every buffer before a call. They
+are built, loaded and handed out by `backend`: the monitor's `Backend` decides which inputs
+go to them; elsewhere, without a compiler, or with `native=False`, callers use the torch path.
 """
 
 from __future__ import annotations
 
-import ctypes
-import os
-import threading
-import warnings
 from typing import NamedTuple
 
 import torch
 
-from .library import DENSE_SOURCE, EXAMPLES_SOURCE, SPARSE_SOURCE, TOPK_SOURCE, build_library
 from .moments import Moments
+from .protocol import (
+    ACT_JUMP,
+    ACT_NONE,
+    DENSE_DTYPES,
+    EXAMPLE_KINDS,
+    KIND_TOPK,
+    RECORD,
+    CFunction,
+    CFunctions,
+)
 
 Tensor = torch.Tensor
 
@@ -36,33 +40,40 @@ class RowMaxima(NamedTuple):
     value: Tensor
     token: Tensor
 
-RECORD = 8  # doubles per feature: stored, nonfinite, active, active_sum, s1, s2, min, max
+
 # Row maxima over fewer values than this run on the calling thread only.
 _THREADED_ELEMENTS = 1 << 22
 # Statistics over fewer values than this run on the calling thread only (a few hundred
 # microseconds of work: more than waking torch's OpenMP workers costs).
 _THREADED_STATISTICS = 1 << 18
-DENSE_DTYPES = {torch.float32: 0, torch.bfloat16: 1, torch.float16: 2}
-_lock = threading.Lock()
-_loaded: dict[str, object] = {}
+# The example merges' parameters after the candidates (shared by both).
+_MERGE_TAIL = ("int64_t tokens", "const int64_t *positions", "const int64_t *rank",
+               "const int64_t *context", "const int64_t *source", "int64_t width",
+               "const void *acts", "int kind", "const int64_t *indices", "int64_t k",
+               "int64_t code", "float *value", "int64_t *request", "int32_t *row",
+               "int32_t *position", "int32_t *window", "uint16_t *window_acts")
 
 
 class SparseAccumulator:
-    """Calls the compiled kernel on CPU tensors, checking every buffer it will touch."""
+    """Calls the compiled TopK kernels on CPU tensors, checking every buffer they will touch."""
 
-    def __init__(self, library: ctypes.CDLL) -> None:
-        fn = library.featmon_sparse_accumulate
-        p, i64 = ctypes.c_void_p, ctypes.c_int64
-        fn.argtypes = [p, p, ctypes.c_int, p, i64, i64, i64, p, ctypes.c_double, p, p]
-        fn.restype = None
-        self._fn = fn
-        self._merge = library.featmon_merge_table
-        self._merge.argtypes = [i64, p, ctypes.c_double, p, ctypes.c_int, p, p, p, p, p, p, p,
-                                p]
-        self._merge.restype = ctypes.c_int64
-        self._drop = library.featmon_drop_repeats
-        self._drop.argtypes = [p, i64, i64, i64, p, i64]
-        self._drop.restype = None
+    C_FUNCTIONS = (
+        CFunction("void", "featmon_sparse_accumulate", (
+            "const int64_t *idx", "const void *values", "int values_are_f64",
+            "const uint8_t *valid", "int64_t n", "int64_t k", "int64_t f", "const double *shift",
+            "double threshold", "double *acc", "double *rows")),
+        CFunction("void", "featmon_drop_repeats", (
+            "int64_t *idx", "int64_t n", "int64_t k", "int64_t f", "int64_t *stamp",
+            "int64_t first_mark")),
+        CFunction("int64_t", "featmon_merge_table", (
+            "int64_t f", "double *table", "double rows", "const double *shift",
+            "int zero_is_active", "int64_t *count", "int64_t *nan_count",
+            "int64_t *active_count", "double *active_sum", "double *mean", "double *m2",
+            "double *mn", "double *mx")),
+    )
+
+    def __init__(self, c: CFunctions) -> None:
+        self.c = c
 
     def merge_table(self, totals: tuple[Tensor, ...], table: Tensor, rows: Tensor,
                     shift: Tensor, zero_is_active: bool) -> int:
@@ -78,8 +89,9 @@ class SparseAccumulator:
                 and all(t.device.type == "cpu" and t.is_contiguous()
                         for t in (table, rows, shift, *totals))):
             raise ValueError("native merge got buffers of the wrong shape, dtype or layout")
-        return int(self._merge(f, table.data_ptr(), float(rows[0]), shift.data_ptr(),
-                               int(zero_is_active), *(t.data_ptr() for t in totals)))
+        return int(self.c.featmon_merge_table(f, table.data_ptr(), float(rows[0]),
+                                              shift.data_ptr(), int(zero_is_active),
+                                              *(t.data_ptr() for t in totals)))
 
     def __call__(self, table: Tensor, rows: Tensor, shift: Tensor, indices: Tensor,
                  values: Tensor, valid: Tensor, threshold: float) -> None:
@@ -95,9 +107,10 @@ class SparseAccumulator:
                 and all(t.device.type == "cpu" and t.is_contiguous()
                         for t in (table, rows, shift, indices, values, valid))):
             raise ValueError("sparse accumulator got buffers of the wrong shape, dtype or layout")
-        self._fn(indices.data_ptr(), values.data_ptr(), int(values.dtype == torch.float64),
-                 valid.data_ptr(), n, k, f, shift.data_ptr(), float(threshold),
-                 table.data_ptr(), rows.data_ptr())
+        self.c.featmon_sparse_accumulate(indices.data_ptr(), values.data_ptr(),
+                                         int(values.dtype == torch.float64), valid.data_ptr(),
+                                         n, k, f, shift.data_ptr(), float(threshold),
+                                         table.data_ptr(), rows.data_ptr())
 
     def drop_repeats(self, indices: Tensor, stamps: Tensor, first_mark: int) -> Tensor:
         """A copy of `indices` [N, k] where every repeat of a feature within a row (after its
@@ -106,21 +119,25 @@ class SparseAccumulator:
         out = indices.to(torch.int64, copy=True).contiguous()
         check_buffers(out.dim() == 2 and stamps.dtype == torch.int64 and stamps.dim() == 1,
                       out, stamps)
-        self._drop(out.data_ptr(), out.shape[0], out.shape[1], stamps.shape[0],
-                   stamps.data_ptr(), first_mark)
+        self.c.featmon_drop_repeats(out.data_ptr(), out.shape[0], out.shape[1],
+                                    stamps.shape[0], stamps.data_ptr(), first_mark)
         return out
 
 
 class DenseMoments:
     """Calls the compiled dense statistics kernel on CPU tensors, checking every buffer."""
 
-    def __init__(self, library: ctypes.CDLL) -> None:
-        fn = library.featmon_dense_moments
-        p, i64 = ctypes.c_void_p, ctypes.c_int64
-        fn.argtypes = [p, ctypes.c_int, p, i64, i64, p, ctypes.c_double, p, *[p] * 8, i64, p,
-                       p, ctypes.c_int, p, ctypes.c_int]
-        fn.restype = ctypes.c_int
-        self._fn = fn
+    C_FUNCTIONS = (
+        CFunction("int", "featmon_dense_moments", (
+            "void *acts", "int dtype", "const uint8_t *valid", "int64_t n", "int64_t f",
+            "const double *shift", "double threshold", "int64_t *rows_buf", "int64_t *count",
+            "int64_t *nan_count", "int64_t *active_count", "double *active_sum", "double *s1",
+            "double *s2", "double *min", "double *max", "int64_t tokens", "float *best",
+            "int32_t *arg", "int act", "const float *jump", "int threads")),
+    )
+
+    def __init__(self, c: CFunctions) -> None:
+        self.c = c
 
     def __call__(self, acts: Tensor, valid: Tensor | None, shift: Tensor,
                  threshold: float) -> Moments:
@@ -159,13 +176,13 @@ class DenseMoments:
             best = torch.empty(n // tokens, f, dtype=torch.float32)
             arg = torch.empty(n // tokens, f, dtype=torch.int32)
         threads = torch.get_num_threads() if acts.numel() >= _THREADED_STATISTICS else 1
-        failed = self._fn(acts.data_ptr(), DENSE_DTYPES[acts.dtype],
-                          0 if valid is None else valid.data_ptr(), n, f, shift.data_ptr(),
-                          float(threshold), rows.data_ptr(),
-                          *[t.data_ptr() for t in counts + sums], tokens or 0,
-                          0 if best is None else best.data_ptr(),
-                          0 if arg is None else arg.data_ptr(), int(jump is not None),
-                          0 if jump is None else jump.data_ptr(), threads)
+        failed = self.c.featmon_dense_moments(
+            acts.data_ptr(), DENSE_DTYPES[acts.dtype], 0 if valid is None else valid.data_ptr(),
+            n, f, shift.data_ptr(), float(threshold), rows.data_ptr(),
+            *[t.data_ptr() for t in counts + sums], tokens or 0,
+            0 if best is None else best.data_ptr(), 0 if arg is None else arg.data_ptr(),
+            ACT_NONE if jump is None else ACT_JUMP, 0 if jump is None else jump.data_ptr(),
+            threads)
         if failed:
             raise MemoryError("dense statistics kernel could not allocate its tile buffers")
         maxima = None if arg is None else RowMaxima(best, arg.clamp_min(0).to(torch.int64))
@@ -175,12 +192,14 @@ class DenseMoments:
 class RowTopK:
     """Calls the compiled per-row top-k kernel on CPU tensors, checking every buffer."""
 
-    def __init__(self, library: ctypes.CDLL) -> None:
-        fn = library.featmon_row_topk
-        p, i64 = ctypes.c_void_p, ctypes.c_int64
-        fn.argtypes = [p, i64, i64, p, i64, i64, p, p, ctypes.c_int]
-        fn.restype = None
-        self._fn = fn
+    C_FUNCTIONS = (
+        CFunction("void", "featmon_row_topk", (
+            "const float *acts", "int64_t rows", "int64_t f", "const int64_t *pick", "int64_t m",
+            "int64_t k", "float *val", "int32_t *idx", "int threads")),
+    )
+
+    def __init__(self, c: CFunctions) -> None:
+        self.c = c
 
     def __call__(self, acts: Tensor, pick: Tensor, k: int) -> tuple[Tensor, Tensor]:
         """Rows `pick` [M] (int64) of `acts` [R, F] float32: each one's `k` largest values,
@@ -193,28 +212,30 @@ class RowTopK:
         values = torch.empty(m, k, dtype=torch.float32)
         indices = torch.empty(m, k, dtype=torch.int32)
         threads = torch.get_num_threads() if m * f >= _THREADED_STATISTICS else 1
-        self._fn(acts.data_ptr(), rows, f, pick.data_ptr(), m, k, values.data_ptr(),
-                 indices.data_ptr(), threads)
+        self.c.featmon_row_topk(acts.data_ptr(), rows, f, pick.data_ptr(), m, k,
+                                values.data_ptr(), indices.data_ptr(), threads)
         return indices, values
 
 
 class ExampleKernels:
     """Calls the compiled example kernels on CPU tensors, checking every buffer first."""
 
-    def __init__(self, library: ctypes.CDLL) -> None:
-        p, i64 = ctypes.c_void_p, ctypes.c_int64
-        self._row_max = library.featmon_row_max
-        self._row_max.argtypes = [p, ctypes.c_int, p, i64, i64, i64, ctypes.c_float, p, p,
-                                  ctypes.c_int]
-        self._row_max.restype = None
-        self._merge = library.featmon_examples_merge
-        self._merge.argtypes = [i64, i64, i64, i64, p, p, i64, i64, p, p, p, p, i64, p,
-                                ctypes.c_int, p, i64, i64, p, p, p, p, p, p]
-        self._merge.restype = None
-        self._merge_list = library.featmon_examples_merge_list
-        self._merge_list.argtypes = [i64, p, p, p, p, i64, i64, i64, i64, p, p, p, p, i64, p,
-                                     ctypes.c_int, p, i64, i64, p, p, p, p, p, p]
-        self._merge_list.restype = None
+    C_FUNCTIONS = (
+        CFunction("void", "featmon_row_max", (
+            "const void *acts", "int is_bf16", "const uint8_t *valid", "int64_t rows",
+            "int64_t tokens", "int64_t f", "float threshold", "float *best", "int32_t *arg",
+            "int threads")),
+        CFunction("void", "featmon_examples_merge", (
+            "int64_t f", "int64_t e", "int64_t span", "int64_t rows", "const float *cand_value",
+            "const int64_t *cand_t", "int64_t b0", *_MERGE_TAIL)),
+        CFunction("void", "featmon_examples_merge_list", (
+            "int64_t n", "const int64_t *cand_feature", "const int64_t *cand_row",
+            "const float *cand_value", "const int64_t *cand_t", "int64_t f", "int64_t e",
+            "int64_t span", *_MERGE_TAIL)),
+    )
+
+    def __init__(self, c: CFunctions) -> None:
+        self.c = c
 
     def merge_list(self, feature: Tensor, row_of: Tensor, cand_value: Tensor, cand_t: Tensor,
                    tokens: int, positions: Tensor, rank: Tensor, context: Tensor,
@@ -246,13 +267,12 @@ class ExampleKernels:
                                       and int(cand_t.min()) >= 0 and int(cand_t.max()) < tokens)),
                       feature, row_of, cand_value, cand_t, positions, rank, context, source, acts,
                       indices, value, request, row, position, window, window_acts)
-        self._merge_list(n, feature.data_ptr(), row_of.data_ptr(), cand_value.data_ptr(),
-                         cand_t.data_ptr(), f, e, span, tokens, positions.data_ptr(),
-                         rank.data_ptr(), context.data_ptr(), source.data_ptr(),
-                         context.shape[1], acts.data_ptr(), 2, indices.data_ptr(),
-                         indices.shape[1], code, value.data_ptr(), request.data_ptr(),
-                         row.data_ptr(), position.data_ptr(), window.data_ptr(),
-                         window_acts.data_ptr())
+        self.c.featmon_examples_merge_list(
+            n, feature.data_ptr(), row_of.data_ptr(), cand_value.data_ptr(), cand_t.data_ptr(),
+            f, e, span, tokens, positions.data_ptr(), rank.data_ptr(), context.data_ptr(),
+            source.data_ptr(), context.shape[1], acts.data_ptr(), KIND_TOPK,
+            indices.data_ptr(), indices.shape[1], code, value.data_ptr(), request.data_ptr(),
+            row.data_ptr(), position.data_ptr(), window.data_ptr(), window_acts.data_ptr())
 
     def row_max(self, acts: Tensor, valid: Tensor, threshold: float) -> RowMaxima:
         """Per row of `acts` [rows, tokens, F] (float32 or bfloat16) and feature: the largest
@@ -266,8 +286,9 @@ class ExampleKernels:
         # As many threads as torch uses, for work worth starting them: a fresh thread can wait a
         # scheduler slice (milliseconds) behind torch's own spinning workers.
         threads = torch.get_num_threads() if acts.numel() >= _THREADED_ELEMENTS else 1
-        self._row_max(acts.data_ptr(), int(acts.dtype == torch.bfloat16), valid.data_ptr(), rows,
-                      tokens, f, float(threshold), best.data_ptr(), arg.data_ptr(), threads)
+        self.c.featmon_row_max(acts.data_ptr(), int(acts.dtype == torch.bfloat16),
+                               valid.data_ptr(), rows, tokens, f, float(threshold),
+                               best.data_ptr(), arg.data_ptr(), threads)
         return RowMaxima(torch.where(arg >= 0, best, float("-inf")),
                          arg.clamp_min(0).to(torch.int64))
 
@@ -282,11 +303,10 @@ class ExampleKernels:
         e, span = window.shape[1], window.shape[2]
         batch = rank.shape[0]
         if indices is None:
-            kind, k = (1 if acts.dtype == torch.bfloat16 else 0), 0
-            acts_ok = acts.dtype in (torch.float32, torch.bfloat16) \
-                and acts.shape == (batch * tokens, f)
+            kind, k = EXAMPLE_KINDS.get(acts.dtype, -1), 0
+            acts_ok = kind >= 0 and acts.shape == (batch * tokens, f)
         else:
-            kind, k = 2, indices.shape[1]
+            kind, k = KIND_TOPK, indices.shape[1]
             acts_ok = acts.dtype == torch.float32 and indices.dtype == torch.int64 \
                 and acts.shape == indices.shape and indices.shape[0] == batch * tokens
         check_buffers(acts_ok and cand_value.dtype == value.dtype == torch.float32
@@ -304,12 +324,12 @@ class ExampleKernels:
                       cand_value, cand_t, positions, rank, context, source, acts, value, request,
                       row, position, window, window_acts,
                       *([] if indices is None else [indices]))
-        self._merge(f, e, span, rows, cand_value.data_ptr(), cand_t.data_ptr(), b0, tokens,
-                    positions.data_ptr(), rank.data_ptr(), context.data_ptr(),
-                    source.data_ptr(), context.shape[1], acts.data_ptr(), kind,
-                    0 if indices is None else indices.data_ptr(), k, code, value.data_ptr(),
-                    request.data_ptr(), row.data_ptr(), position.data_ptr(), window.data_ptr(),
-                    window_acts.data_ptr())
+        self.c.featmon_examples_merge(
+            f, e, span, rows, cand_value.data_ptr(), cand_t.data_ptr(), b0, tokens,
+            positions.data_ptr(), rank.data_ptr(), context.data_ptr(), source.data_ptr(),
+            context.shape[1], acts.data_ptr(), kind, 0 if indices is None else indices.data_ptr(),
+            k, code, value.data_ptr(), request.data_ptr(), row.data_ptr(), position.data_ptr(),
+            window.data_ptr(), window_acts.data_ptr())
 
 
 def check_buffers(ok: bool, *tensors: Tensor) -> None:
@@ -317,39 +337,3 @@ def check_buffers(ok: bool, *tensors: Tensor) -> None:
     and a wrong one would read or write outside a buffer."""
     if not (ok and all(t.device.type == "cpu" and t.is_contiguous() for t in tensors)):
         raise ValueError("native kernel got buffers of the wrong shape, dtype or layout")
-
-
-def dense_moments() -> DenseMoments | None:
-    """The compiled dense statistics kernel, or None where it cannot be built (warned once)."""
-    return load_kernel(DENSE_SOURCE, DenseMoments, "native statistics kernel")
-
-
-def row_topk() -> RowTopK | None:
-    """The compiled per-row top-k kernel, or None where it cannot be built (warned once)."""
-    return load_kernel(TOPK_SOURCE, RowTopK, "native top-k kernel")
-
-
-def sparse_accumulator() -> SparseAccumulator | None:
-    """The compiled TopK kernel, or None where it cannot be built here (warned about once)."""
-    return load_kernel(SPARSE_SOURCE, SparseAccumulator, "native sparse kernel")
-
-
-def example_kernels() -> ExampleKernels | None:
-    """The compiled example kernels, or None where they cannot be built (warned once)."""
-    return load_kernel(EXAMPLES_SOURCE, ExampleKernels, "native example kernels")
-
-
-def load_kernel(source: str, wrapper: type, what: str):  # -> wrapper instance | None
-    """`wrapper` around the compiled kernel source `source`, built once per process; None
-    (warned about once, as `what`) where it cannot be built or FEATMON_NATIVE=0."""
-    if os.environ.get("FEATMON_NATIVE", "1") == "0":
-        return None
-    with _lock:
-        if source not in _loaded:
-            try:
-                _loaded[source] = wrapper(ctypes.CDLL(str(build_library(source))))
-            except Exception as exc:  # no compiler, read-only cache, exotic platform: torch
-                warnings.warn(f"featmon_widget: {what} unavailable ({exc}); using the torch "
-                              "path", RuntimeWarning, stacklevel=3)
-                _loaded[source] = None
-        return _loaded[source]

@@ -12,13 +12,18 @@ from __future__ import annotations
 import torch
 
 from .moments import Moments, Totals, merge_moments_
-from .native import RECORD, SparseAccumulator
+from .native import SparseAccumulator
+from .protocol import RECORD, RECORD_FIELDS
 
 Tensor = torch.Tensor
 
 FLUSH_ROWS = 1 << 16
-STORED, NONFINITE, ACTIVE, ACTIVE_SUM, S1, S2, MIN, MAX = range(RECORD)
-_EMPTY_RECORD = torch.tensor([0.0] * MIN + [float("inf"), float("-inf")], dtype=torch.float64)
+# A record's fields, in the order the C kernel writes them (see protocol.RECORD_FIELDS).
+STORED, NONFINITE, ACTIVE, ACTIVE_SUM, S1, S2, MIN, MAX = (
+    RECORD_FIELDS.index(name) for name in
+    ("stored", "nonfinite", "active", "active_sum", "s1", "s2", "min", "max"))
+_EMPTY_RECORD = torch.zeros(RECORD, dtype=torch.float64).index_fill_(
+    0, torch.tensor([MIN]), float("inf")).index_fill_(0, torch.tensor([MAX]), float("-inf"))
 
 
 class PendingSparse:

@@ -7,30 +7,37 @@ so syncing again never counts a value twice."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
+from ...checks import cut
 from ...types import METRICS
+from ..record.registry import CHAN, Event, Spec, StatePart, nbytes, spec_of
 from .kernels import StatisticsKernels
 from .moments import Moments, Totals, combine_totals, empty_totals, shift_for, sparse_shift
-from .native import RowMaxima, sparse_accumulator
+from .native import RowMaxima
 from .pending import PendingSparse
 
 Tensor = torch.Tensor
 
 
-class RunningStats:
+class RunningStats(StatePart):
     """Per-feature count, mean, variance, min, max and active statistics since the last reset.
 
     The totals are read through properties, so TopK values still held in a CPU table
     (`pending.PendingSparse`) are merged first and every reader sees every value recorded.
     """
 
+    name = "stats"
+    sync_rules = dict.fromkeys(Totals._fields, CHAN)
+
     def __init__(self, d_sae: int, device: torch.device,
-                 compiled: StatisticsKernels | None = None, native: bool | None = None):
+                 compiled: StatisticsKernels | None = None):
         self.d_sae = d_sae
         self.device = torch.device(device)
+        # The statistics kernels, and through their backend the TopK table's C kernel.
         self.compiled = compiled or StatisticsKernels()
-        self._native = native is not False and self.device.type == "cpu"
         self._pending: PendingSparse | None = None  # made on the first CPU TopK update
         self._remote: Totals | None = None
         self.reset()
@@ -95,18 +102,58 @@ class RunningStats:
         self.flush()
         return self._dropped
 
+    # ---- StatePart: saved, reset on a statistics reset (the active part on a threshold
+    # change), the totals merged across ranks by Chan's formula ----------------------------
+
     def state_tensors(self) -> dict[str, Tensor]:
-        """The live tensors that are this process's statistics (held TopK values merged
-        first); saving copies them, loading copies into them."""
-        return {**self.local._asdict(), "dropped": self._dropped}
+        """This process's statistics (held TopK values merged first) and, after a sync, the
+        other ranks' totals (`remote.<field>`)."""
+        remote = {} if self._remote is None else {
+            f"remote.{n}": t for n, t in self._remote._asdict().items()}
+        return {**self.local._asdict(), "dropped": self._dropped, **remote}
 
     def state_meta(self) -> dict[str, bool]:
-        """What besides the tensors decides how later updates round (see `update_sparse`)."""
-        return {"merged_any": self._merged_any}
+        """What besides the tensors decides how later updates round (see `update_sparse`), and
+        whether the other ranks' totals are held."""
+        return {"merged_any": self._merged_any, "remote": self._remote is not None}
 
-    def load_state_meta(self, meta: dict[str, bool]) -> None:
-        """Restore `state_meta`."""
-        self._merged_any = bool(meta["merged_any"])
+    def check_meta(self, meta: dict[str, Any]) -> None:
+        """`state_meta`'s two flags must be true or false."""
+        if set(meta) != {"merged_any", "remote"} or not all(
+                isinstance(v, bool) for v in meta.values()):
+            raise ValueError(f"stats.merged_any and stats.remote must be true or false, got "
+                             f"{cut(repr(meta), 80)}")
+
+    def expected_tensors(self, meta: dict[str, Any]) -> dict[str, Spec]:
+        """The totals and dropped count, and the other ranks' totals when `meta` says so."""
+        local = {n: spec_of(t) for n, t in self._totals._asdict().items()}
+        remote = {f"remote.{n}": spec for n, spec in local.items()} if meta["remote"] else {}
+        return {**local, "dropped": spec_of(self._dropped), **remote}
+
+    def load_state(self, tensors: dict[str, Tensor], meta: dict[str, Any]) -> None:
+        """Copy a checked save in (this process's totals, and the other ranks' if saved)."""
+        for name, target in {**self.local._asdict(), "dropped": self._dropped}.items():
+            target.copy_(tensors[name])
+        self.remote = Totals(*(tensors[f"remote.{n}"].to(self.device, copy=True)
+                               for n in Totals._fields)) if meta["remote"] else None
+        self._merged_any = meta["merged_any"]
+
+    def reset_on(self, event: Event) -> None:
+        """A statistics reset forgets everything, a threshold change the active part."""
+        if event is Event.STATISTICS:
+            self.reset()
+        elif event is Event.THRESHOLD:
+            self.reset_active()
+
+    def take_remote(self, merged: dict[str, Tensor] | None) -> None:
+        """The other ranks' totals, combined, become the remote view."""
+        self.remote = None if merged is None else Totals(**merged)
+
+    def memory_bytes(self) -> dict[str, int]:
+        """The totals (see `nbytes`), and the CPU TopK table once made."""
+        pending = self._pending
+        table = 0 if pending is None else nbytes((pending.table, pending.shift))
+        return {"statistics": self.nbytes, "pending_topk": table}
 
     def reset_active(self) -> None:
         """Forget only the threshold-dependent statistics (after the threshold changed)."""
@@ -136,7 +183,7 @@ class RunningStats:
                       threshold: float) -> None:
         """Fold top-k features `(indices, values)` [N, k] (0 elsewhere) into the statistics.
         Indices outside 0..d_sae-1 are ignored and counted in `dropped_indices`."""
-        pending = self._pending_table() if indices.device.type == "cpu" else None
+        pending = self._pending_table(indices.device)
         if pending is None:
             totals, dropped = self.compiled.sparse_update(self.local, indices, values, valid,
                                                           threshold)
@@ -153,13 +200,12 @@ class RunningStats:
         if not self._merged_any:
             self.flush()  # so later tables are taken against a real mean
 
-    def _pending_table(self) -> PendingSparse | None:
-        if self._pending is None and self._native:
-            accumulate = sparse_accumulator()
-            self._native = accumulate is not None
-            if accumulate is not None:
-                self._pending = PendingSparse(self.d_sae, accumulate)
-        return self._pending
+    def _pending_table(self, device: torch.device) -> PendingSparse | None:
+        """The CPU table for TopK values on `device`, where the backend runs the C kernel."""
+        accumulate = self.compiled.backend.sparse(device)
+        if accumulate is not None and self._pending is None:
+            self._pending = PendingSparse(self.d_sae, accumulate)
+        return None if accumulate is None else self._pending
 
     def flush(self) -> None:
         """Merge TopK values held in the CPU table into the running totals."""

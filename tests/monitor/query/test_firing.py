@@ -1,8 +1,9 @@
-"""The firing summary a snapshot computes once (`monitor/firing.py`): the compiled CPU pass and
-the torch path (GPUs, no compiler) both equal a float64 computation feature by feature, at bin
-edges too."""
+"""The firing summary a snapshot computes once (`monitor/firing.py`): the compiled CPU pass (where
+the monitor's backend runs it) and the torch path (GPUs, no compiler, `native=False`) both equal
+a float64 computation feature by feature, at bin edges too."""
 
 import bisect
+from functools import partial
 
 import pytest
 import torch
@@ -10,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from featmon_widget.monitor.query.firing import firing_summary, firing_summary_torch
-from featmon_widget.monitor.stats.scans import feature_scans
+from featmon_widget.monitor.stats.backend import Backend
 from featmon_widget.snapshot.frequency import (
     ACTIVE_SUM,
     FIRING_SUMMARY_SIZE,
@@ -21,8 +22,10 @@ from featmon_widget.snapshot.frequency import (
     ULTRA_RARE,
 )
 
-BOTH_PATHS = pytest.mark.parametrize("summary", [firing_summary, firing_summary_torch],
-                                     ids=["dispatch", "torch"])
+NATIVE = Backend(native=True)
+BOTH_PATHS = pytest.mark.parametrize(
+    "summary", [partial(firing_summary, backend=NATIVE), firing_summary_torch],
+    ids=["dispatch", "torch"])
 THRESHOLDS = FREQUENCY_THRESHOLDS.tolist()
 
 
@@ -43,7 +46,10 @@ def reference(active: list[int], count: list[int], rare_floor: float) -> list[in
 
 
 def test_the_compiled_pass_is_what_the_cpu_uses():
-    assert feature_scans() is not None
+    counts = torch.zeros(10, dtype=torch.int64)
+    assert NATIVE.firing_summary(counts, counts) is not None
+    assert NATIVE.firing_summary(counts[::2], counts[::2]) is None  # a view: torch
+    assert Backend(native=False).firing_summary(counts, counts) is None
 
 
 @BOTH_PATHS
@@ -93,7 +99,7 @@ def test_both_paths_agree_at_a_million_features():
     count[torch.rand(n, generator=g) < 0.1] = 0
     active = (count.double() * torch.rand(n, generator=g) ** 8).to(torch.int64)
     for rare_floor in (1e-5, 1e-2):
-        fast = firing_summary(active, count, rare_floor)
+        fast = firing_summary(active, count, rare_floor, NATIVE)
         assert torch.equal(fast, firing_summary_torch(active, count, rare_floor))
     assert int(fast[NEVER_SEEN]) == int((count == 0).sum())
 
@@ -102,4 +108,5 @@ def test_views_and_empty_inputs():
     count = torch.arange(20) * 3
     active = torch.arange(20)
     for a, c in ((active[::2], count[::2]), (active[:0], count[:0])):
-        assert firing_summary(a, c, 1e-5).tolist() == reference(a.tolist(), c.tolist(), 1e-5)
+        got = firing_summary(a, c, 1e-5, NATIVE).tolist()
+        assert got == reference(a.tolist(), c.tolist(), 1e-5)

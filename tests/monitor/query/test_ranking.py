@@ -1,6 +1,9 @@
 """Ranking in O(d_sae) (`ranking.top_k_stable`) gives exactly the order of a full stable sort:
 highest first, ties to the lower index, NaN last — at small widths with many ties (hypothesis)
-and at a million features; both the compiled CPU scan and the torch path (GPUs, no compiler)."""
+and at a million features; both the compiled CPU scan (where the monitor's backend runs it) and
+the torch path (GPUs, no compiler, `native=False`)."""
+
+from functools import partial
 
 import pytest
 import torch
@@ -8,11 +11,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from featmon_widget import FeatureMonitor
-from featmon_widget.monitor.query.ranking import top_k_stable, top_k_stable_torch
-from featmon_widget.monitor.stats.scans import feature_scans
+from featmon_widget.monitor.query.ranking import top_k_of_metric, top_k_stable, top_k_stable_torch
+from featmon_widget.monitor.stats.backend import Backend
 
-BOTH_PATHS = pytest.mark.parametrize("top_k", [top_k_stable, top_k_stable_torch],
-                                     ids=["dispatch", "torch"])
+NATIVE = Backend(native=True)
+BOTH_PATHS = pytest.mark.parametrize(
+    "top_k", [partial(top_k_stable, backend=NATIVE), top_k_stable_torch],
+    ids=["dispatch", "torch"])
 
 
 def stable_order(values: torch.Tensor, k: int) -> torch.Tensor:
@@ -21,7 +26,10 @@ def stable_order(values: torch.Tensor, k: int) -> torch.Tensor:
 
 
 def test_the_compiled_scan_is_what_the_cpu_uses():
-    assert feature_scans() is not None
+    values = torch.zeros(100, dtype=torch.float64)
+    assert NATIVE.top_k(values, 10) is not None
+    assert Backend(native=False).top_k(values, 10) is None
+    assert NATIVE.top_k(values, 25) is None  # k not below a quarter: the stable sort
 
 
 @BOTH_PATHS
@@ -59,9 +67,11 @@ def test_top_k_when_every_value_beats_the_kept_ones(top_k, order):
 def test_top_k_of_float32_and_views_takes_the_torch_path_with_the_same_order():
     g = torch.Generator().manual_seed(3)
     v = torch.randint(0, 9, (20_000,), generator=g).float()
-    assert torch.equal(top_k_stable(v, 25), stable_order(v, 25))
+    assert NATIVE.top_k(v, 25) is None
+    assert torch.equal(top_k_stable(v, 25, NATIVE), stable_order(v, 25))
     strided = v.double()[::2]
-    assert torch.equal(top_k_stable(strided, 25), stable_order(strided, 25))
+    assert NATIVE.top_k(strided, 25) is None
+    assert torch.equal(top_k_stable(strided, 25, NATIVE), stable_order(strided, 25))
 
 
 @BOTH_PATHS
@@ -133,32 +143,14 @@ def totals_with_every_case(n: int, seed: int):
                   mn, mx)
 
 
+@pytest.mark.parametrize("backend", [NATIVE, None], ids=["scan", "torch"])
 @settings(max_examples=60, deadline=None)
 @given(st.integers(1, 2000), st.integers(1, 30), st.integers(0, 2**31),
        st.sampled_from(["mean", "mean_active", "max", "min", "active_ratio", "count",
                         "active_count", "std"]))
-def test_top_k_of_a_metric_equals_ranking_the_metric_array(n, k, seed, metric):
-    from featmon_widget.monitor.query.ranking import top_k_of_metric
+def test_top_k_of_a_metric_equals_ranking_the_metric_array(backend, n, k, seed, metric):
     from featmon_widget.monitor.stats.running import metric_of
 
     totals = totals_with_every_case(n, seed)
-    assert torch.equal(top_k_of_metric(totals, metric, k),
+    assert torch.equal(top_k_of_metric(totals, metric, k, backend),
                        stable_order(metric_of(totals, metric), k))
-
-
-def test_the_compiled_metrics_rank_as_metric_of_on_continuous_values():
-    # Distinct values everywhere: a metric computed differently would reorder some of them.
-    from featmon_widget.monitor.stats.moments import Totals
-    from featmon_widget.monitor.stats.running import metric_of
-    from featmon_widget.monitor.stats.scans import METRIC_CODES
-
-    g = torch.Generator().manual_seed(7)
-    n = 50_000
-    count = torch.randint(0, 10**6, (n,), generator=g)
-    active = (count * torch.rand(n, generator=g, dtype=torch.float64)).to(torch.int64)
-    rand = lambda: torch.rand(n, generator=g, dtype=torch.float64)  # noqa: E731
-    totals = Totals(count, torch.zeros_like(count), active, rand() * active, rand() - 0.5,
-                    rand() * count, -rand(), rand())
-    for metric in METRIC_CODES:
-        got = feature_scans().top_k_metric(totals, metric, 10_000)
-        assert torch.equal(got, stable_order(metric_of(totals, metric), 10_000)), metric

@@ -19,15 +19,12 @@ def _sae(d_in=16, d_sae=40, seed=0, architecture="standard"):
 
 @pytest.mark.parametrize("architecture", ["standard", "jumprelu"])
 @pytest.mark.parametrize("kernel", ["native", "compiled"])
-def test_fused_encode_gives_the_same_features_and_statistics_as_eager(monkeypatch, kernel,
-                                                                      architecture):
+def test_fused_encode_gives_the_same_features_and_statistics_as_eager(kernel, architecture):
     """On the CPU our SAE's activation runs inside the native statistics pass; without the
     native kernel, encode and statistics are one compiled graph. Both equal eager encode +
     eager statistics."""
-    if kernel == "compiled":
-        monkeypatch.setenv("FEATMON_NATIVE", "0")
     sae = _sae(architecture=architecture)
-    fused = FeatureMonitor.for_sae(sae, compile=True)
+    fused = FeatureMonitor.for_sae(sae, compile=True, native=kernel == "native")
     eager = FeatureMonitor.for_sae(sae, compile=False)
     gen = torch.Generator().manual_seed(1)
     # Sequence lengths change, one equals d_in: a single compiled graph must serve them all.

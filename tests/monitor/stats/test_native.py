@@ -1,29 +1,30 @@
+"""The C kernels of `stats/native.py` (dense statistics, row top-k, the TopK table) against
+their torch definitions; building and loading them is `test_library.py`, which calls run is
+`test_backend.py`."""
+
 import math
 import os
 import re
 import shutil
 import subprocess
 import sys
-import warnings
 from importlib import resources
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import native_kernel, vectorized_loops
 
 from featmon_widget.monitor.record.examples import dense_row_maxima
-from featmon_widget.monitor.stats import library, native
+from featmon_widget.monitor.stats import native
+from featmon_widget.monitor.stats.backend import KERNELS
 from featmon_widget.monitor.stats.kernels import StatisticsKernels
 from featmon_widget.monitor.stats.moments import batch_moments
-from featmon_widget.monitor.stats.native import RECORD, sparse_accumulator
+from featmon_widget.monitor.stats.protocol import HEADER, RECORD
 
 
-@pytest.fixture
-def fresh_build(monkeypatch, tmp_path):
-    """An empty cache and no loaded library, restored afterwards."""
-    monkeypatch.setattr(native, "_loaded", {})
-    monkeypatch.setenv("FEATMON_CACHE_DIR", str(tmp_path))
-    return tmp_path
+def sparse_accumulator():
+    return native_kernel("sparse")
 
 
 def _empty_table(f: int) -> torch.Tensor:
@@ -101,36 +102,6 @@ def test_kernel_refuses_buffers_it_could_overrun(bad):
     assert torch.equal(table, before)
 
 
-def test_switched_off_by_environment(monkeypatch, fresh_build):
-    monkeypatch.setenv("FEATMON_NATIVE", "0")
-    assert sparse_accumulator() is None
-
-
-def test_no_compiler_warns_once_and_falls_back(monkeypatch, fresh_build):
-    monkeypatch.setenv("CC", str(fresh_build / "no-such-compiler"))
-    with pytest.warns(RuntimeWarning, match="native sparse kernel unavailable"):
-        assert sparse_accumulator() is None
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        assert sparse_accumulator() is None  # decided once, no second warning
-
-    from featmon_widget.monitor.stats.kernels import StatisticsKernels
-    from featmon_widget.monitor.stats.running import RunningStats
-
-    stats = RunningStats(5, torch.device("cpu"), StatisticsKernels(compile=False))
-    stats.update_sparse(torch.tensor([[0, 4]]), torch.tensor([[1.0, 2.0]]),
-                        torch.ones(1, dtype=torch.bool), 0.0)
-    assert stats.pending_table is None
-    assert stats.count.tolist() == [1, 1, 1, 1, 1]
-
-
-def test_built_library_is_cached(monkeypatch, fresh_build):
-    first = library.build_library()
-    monkeypatch.setattr(library.subprocess, "run", lambda *a, **k: pytest.fail("recompiled"))
-    assert library.build_library() == first
-    assert first.parent == fresh_build
-
-
 # The dense statistics kernel (csrc/dense_moments.c) against batch_moments, its definition.
 
 
@@ -154,7 +125,7 @@ def test_dense_kernel_matches_batch_moments(dtype, shape, threshold):
     for j, at in enumerate(range(0, flat.numel(), 97)):
         flat[at] = bad[j % 3]
     shift = torch.randn(f, generator=gen, dtype=torch.float64)
-    kernel = native.dense_moments()
+    kernel = native_kernel("dense")
     for valid in (None, torch.rand(n, generator=gen) > 0.3):
         _moments_close(kernel(x, valid, shift, threshold), batch_moments(x, valid, shift,
                                                                           threshold))
@@ -164,7 +135,7 @@ def test_dense_kernel_matches_batch_moments(dtype, shape, threshold):
 def test_dense_kernel_widens_every_16_bit_value_exactly(dtype):
     """All 65,536 bit patterns, one per feature: min and max are the value itself."""
     x = torch.arange(-(1 << 15), 1 << 15, dtype=torch.int32).to(torch.int16).view(dtype)[None]
-    got = native.dense_moments()(x, None, torch.zeros(x.shape[1], dtype=torch.float64), 0.0)
+    got = native_kernel("dense")(x, None, torch.zeros(x.shape[1], dtype=torch.float64), 0.0)
     wide = x[0].to(torch.float64)
     finite = torch.isfinite(wide)
     assert torch.equal(got.count, finite.long()) and torch.equal(got.nan_count, (~finite).long())
@@ -176,7 +147,7 @@ def test_dense_kernel_widens_every_16_bit_value_exactly(dtype):
 def test_dense_kernel_threads_give_identical_results(monkeypatch):
     x = torch.randn(40, 5000)
     shift = torch.zeros(5000, dtype=torch.float64)
-    kernel = native.dense_moments()
+    kernel = native_kernel("dense")
     monkeypatch.setattr(native, "_THREADED_STATISTICS", 1 << 62)
     single = kernel(x, None, shift, 0.0)
     monkeypatch.setattr(native, "_THREADED_STATISTICS", 0)
@@ -187,11 +158,11 @@ def test_dense_kernel_threads_give_identical_results(monkeypatch):
 
 def test_dense_kernel_with_no_valid_row_reports_nothing_seen():
     x = torch.randn(3, 4)
-    got = native.dense_moments()(x, torch.zeros(3, dtype=torch.bool),
+    got = native_kernel("dense")(x, torch.zeros(3, dtype=torch.bool),
                                  torch.zeros(4, dtype=torch.float64), 0.0)
     assert got.count.tolist() == got.nan_count.tolist() == got.active_count.tolist() == [0] * 4
     assert got.min.tolist() == [math.inf] * 4 and got.max.tolist() == [-math.inf] * 4
-    empty = native.dense_moments()(torch.randn(0, 4), None, torch.zeros(4, dtype=torch.float64),
+    empty = native_kernel("dense")(torch.randn(0, 4), None, torch.zeros(4, dtype=torch.float64),
                                    0.0)
     assert empty.count.tolist() == [0] * 4
 
@@ -211,20 +182,7 @@ def test_dense_kernel_refuses_buffers_it_could_overrun(bad):
     else:
         shift = shift.float()
     with pytest.raises(ValueError, match="wrong shape, dtype or layout"):
-        native.dense_moments()(x, valid, shift, 0.0)
-
-
-def test_dense_updates_leave_the_native_kernel_when_it_is_off(monkeypatch, fresh_build):
-    monkeypatch.setenv("FEATMON_NATIVE", "0")
-    kernels = StatisticsKernels(compile=False)
-    x = torch.tensor([[1.0, float("nan")], [3.0, 0.5]])
-    got = kernels(x, None, torch.zeros(2, dtype=torch.float64), 0.0)
-    assert kernels.mode == "eager"
-    _moments_close(got, batch_moments(x, None, torch.zeros(2, dtype=torch.float64), 0.0))
-    monkeypatch.setenv("FEATMON_NATIVE", "1")
-    on = StatisticsKernels(compile=False)
-    on(x, None, torch.zeros(2, dtype=torch.float64), 0.0)
-    assert on.mode == "native"
+        native_kernel("dense")(x, valid, shift, 0.0)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
@@ -237,7 +195,7 @@ def test_row_maxima_from_the_statistics_pass_equal_a_separate_pass(dtype, batch,
     x.view(-1)[::53] = float("nan")
     x.view(-1)[7::61] = float("inf")
     shift = torch.zeros(f, dtype=torch.float64)
-    kernel = native.dense_moments()
+    kernel = native_kernel("dense")
     for valid in (None, torch.rand(batch * tokens, generator=gen) > 0.4):
         for threshold in (0.0, 0.7, -1.0):
             moments, maxima = kernel.with_row_maxima(x, valid, shift, threshold, tokens)
@@ -250,6 +208,7 @@ def test_row_maxima_from_the_statistics_pass_equal_a_separate_pass(dtype, batch,
             assert (maxima.token[~seen] == 0).all()
 
 
+@pytest.mark.slow  # compiles and runs the C kernels with their checks
 def test_dense_sweeps_are_vectorized(tmp_path):
     """Unvectorized, the statistics kernel is 20-30x a read: check gcc's own report for every
     sweep (each `SWEEP(...)` line), not only the timings."""
@@ -262,7 +221,9 @@ def test_dense_sweeps_are_vectorized(tmp_path):
     assert len(sweeps) == 8
     src = tmp_path / "dense_moments.c"
     src.write_text(text)
-    flags = library.compiler_flags("dense_moments.c")
+    (tmp_path / HEADER).write_text(
+        resources.files(native.__package__).joinpath("csrc", HEADER).read_text())
+    flags = KERNELS["dense"].flags[0]
     report = subprocess.run([compiler, *flags, "-fopt-info-vec-all", "-o",
                              str(tmp_path / "k.so"), str(src)], capture_output=True, text=True,
                             check=True).stderr
@@ -271,6 +232,15 @@ def test_dense_sweeps_are_vectorized(tmp_path):
     for line in sweeps:
         notes = re.findall(rf"dense_moments.c:{line}:1: note: vectorized (\d+) loops", report)
         assert notes and set(notes) == {"2"}, (line, notes)
+
+
+@pytest.mark.slow  # compiles and runs the C kernels with their checks
+def test_example_row_maxima_are_vectorized_in_every_clone(tmp_path):
+    """The examples' row-maxima tiles (csrc/examples.c), per gcc's report: each compiled version
+    (x86: x86-64-v4, x86-64-v3 and baseline clones) vectorizes its one loop."""
+    loops = vectorized_loops(tmp_path, "examples")
+    assert set(loops) == {"tile_f32", "tile_bf16"}
+    assert all(counts and set(counts) == {1} for counts in loops.values()), loops
 
 
 def test_statistics_kernels_take_strided_masks():
@@ -285,16 +255,18 @@ def test_statistics_kernels_take_strided_masks():
 def _run_dense_check(tmp_path, compiler: str, *runner: str,
                      defines: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
     """Build csrc/dense_check.c (a torch-free self-check) with the kernel, and run it."""
-    kernel = resources.files(native.__package__).joinpath("csrc", "dense_moments.c")
+    csrc = resources.files(native.__package__).joinpath("csrc")
     check = Path(__file__).parent / "csrc" / "dense_check.c"
-    (tmp_path / "dense_moments.c").write_text(kernel.read_text())
-    flags = [f for f in library.compiler_flags("dense_moments.c") if f not in ("-shared", "-fPIC")]
+    for name in ("dense_moments.c", HEADER):
+        (tmp_path / name).write_text(csrc.joinpath(name).read_text())
+    flags = [f for f in KERNELS["dense"].flags[0] if f not in ("-shared", "-fPIC")]
     exe = tmp_path / "dense_check"
-    subprocess.run([compiler, *flags, *defines, "-o", str(exe), str(check),
+    subprocess.run([compiler, *flags, *defines, "-I", str(tmp_path), "-o", str(exe), str(check),
                     str(tmp_path / "dense_moments.c"), "-lm"], check=True, capture_output=True)
     return subprocess.run([*runner, str(exe)], capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow  # compiles and runs the C kernels with their checks
 @pytest.mark.parametrize("count_rows", [None, 8], ids=["default", "counts-folded-every-8-rows"])
 def test_dense_kernel_self_check_passes_here(tmp_path, count_rows):
     """The int32 per-tile counts are folded into int64 every 2**30 rows; built with 8 the
@@ -305,6 +277,7 @@ def test_dense_kernel_self_check_passes_here(tmp_path, count_rows):
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stdout
 
 
+@pytest.mark.slow  # compiles and runs the C kernels with their checks
 def test_dense_kernel_is_exact_on_aarch64(tmp_path):
     """Portable C: built for ARM (NEON) and run under qemu user-mode emulation, where the
     Debian packages gcc-aarch64-linux-gnu, libc6-dev-arm64-cross and qemu-user are installed
@@ -316,17 +289,7 @@ def test_dense_kernel_is_exact_on_aarch64(tmp_path):
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stdout
 
 
-def test_a_compiler_without_openmp_gets_the_pthreads_build(monkeypatch, fresh_build):
-    first, fallback = library.FLAGS_BY_SOURCE["dense_moments.c"]
-    monkeypatch.setitem(library.FLAGS_BY_SOURCE, "dense_moments.c",
-                        [[*first, "-fno-such-flag-here"], fallback])
-    kernel = native.dense_moments()
-    assert kernel is not None
-    x = torch.randn(64, 3000)
-    shift = torch.zeros(3000, dtype=torch.float64)
-    _moments_close(kernel(x, None, shift, 0.0), batch_moments(x, None, shift, 0.0))
-
-
+@pytest.mark.slow  # compiles and runs the C kernels with their checks
 @pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="reads /proc/self/maps")
 def test_openmp_build_shares_torchs_runtime(tmp_path):
     """Loading the kernel next to torch adds no OpenMP runtime of its own: its threads are
@@ -334,13 +297,14 @@ def test_openmp_build_shares_torchs_runtime(tmp_path):
     script = (
         "import torch\n"
         "from pathlib import Path\n"
-        "from featmon_widget.monitor.stats import native\n"
+        "from featmon_widget.monitor.stats.backend import Backend\n"
         "def runtimes():\n"
         "    return {l.split()[-1] for l in Path('/proc/self/maps').read_text().splitlines()\n"
         "            if 'gomp' in l or 'omp.so' in l}\n"
         "torch.ones(2).sum()\n"
         "before = runtimes()\n"
-        "assert native.dense_moments() is not None and native.row_topk() is not None\n"
+        "b = Backend(native=True)\n"
+        "assert b.kernel('dense') is not None and b.kernel('row_topk') is not None\n"
         "print(sorted(before), sorted(runtimes()))\n"
         "assert runtimes() == before, (before, runtimes())\n"
     )
@@ -370,7 +334,7 @@ def test_row_topk_matches_a_stable_sort(k):
     x[6] = -float("inf")  # a row of -inf only
     x[7] = 0.0  # a row of zeros: every entry ties
     pick = torch.tensor([29, 0, 3, 4, 6, 7, 7, 12])
-    idx, val = native.row_topk()(x, pick, k)
+    idx, val = native_kernel("row_topk")(x, pick, k)
     want_idx, want_val = _stable_top(x[pick], k)
     assert torch.equal(idx, want_idx)
     torch.testing.assert_close(val, want_val, equal_nan=True, rtol=0, atol=0)
@@ -379,40 +343,13 @@ def test_row_topk_matches_a_stable_sort(k):
 def test_row_topk_values_equal_torch_topk_on_distinct_values():
     x = torch.randn(50, 5000, generator=torch.Generator().manual_seed(3))
     pick = torch.arange(49, -1, -3)
-    idx, val = native.row_topk()(x, pick, 10)
+    idx, val = native_kernel("row_topk")(x, pick, 10)
     want_val, want_idx = torch.topk(x[pick], 10, dim=1)
     assert torch.equal(val, want_val) and torch.equal(idx, want_idx.to(torch.int32))
 
 
 def test_row_topk_never_reads_outside_the_rows():
     x = torch.randn(4, 20)
-    idx, val = native.row_topk()(x, torch.tensor([0, 4, -1, 3]), 2)
+    idx, val = native_kernel("row_topk")(x, torch.tensor([0, 4, -1, 3]), 2)
     assert idx[[1, 2]].eq(-1).all() and val[[1, 2]].isnan().all()
     assert torch.equal(idx[0], torch.topk(x[0], 2).indices.to(torch.int32))
-
-
-def test_a_library_planted_under_the_expected_name_is_never_loaded(fresh_build):
-    """Issue 12, defect 12: whatever sits at the cache path was loaded (its constructor runs).
-    Now only a library whose SHA-256 was recorded when this process's code built it loads; a
-    planted one is rebuilt over."""
-    built = library.build_library("dense_moments.c")
-    genuine = built.read_bytes()
-    built.write_bytes(library.build_library("row_topk.c").read_bytes())  # a valid, wrong library
-    again = library.build_library("dense_moments.c")
-    assert again == built and again.read_bytes() == genuine
-
-
-def test_a_cache_folder_others_can_write_to_is_refused(fresh_build, monkeypatch):
-    cache = fresh_build / "shared"
-    cache.mkdir()
-    cache.chmod(0o777)
-    monkeypatch.setenv("FEATMON_CACHE_DIR", str(cache))
-    with pytest.warns(RuntimeWarning, match="writable by other users"):
-        assert native.dense_moments() is None
-
-
-def test_the_cache_folder_is_made_owner_only(fresh_build, monkeypatch):
-    cache = fresh_build / "new"
-    monkeypatch.setenv("FEATMON_CACHE_DIR", str(cache))
-    library.build_library("row_topk.c")
-    assert cache.stat().st_mode & 0o077 == 0

@@ -1,14 +1,14 @@
 import torch
 
 from featmon_widget.monitor.stats import pending
+from featmon_widget.monitor.stats.backend import Backend
 from featmon_widget.monitor.stats.kernels import StatisticsKernels
-from featmon_widget.monitor.stats.native import sparse_accumulator
 from featmon_widget.monitor.stats.pending import PendingSparse
 from featmon_widget.monitor.stats.running import RunningStats
 
 
 def _table(f: int = 3) -> PendingSparse:
-    return PendingSparse(f, sparse_accumulator())
+    return PendingSparse(f, Backend(native=True).kernel("sparse"))
 
 
 def test_new_table_is_empty_and_clear_empties_it():
@@ -37,7 +37,7 @@ def test_must_merge_before_a_new_threshold_or_too_many_rows(monkeypatch):
 
 def test_negative_threshold_makes_implicit_zeros_active():
     """A feature absent from a token is 0 there, and 0 > -0.5 is active."""
-    stats = RunningStats(3, torch.device("cpu"), StatisticsKernels(compile=False), native=True)
+    stats = RunningStats(3, torch.device("cpu"), StatisticsKernels(compile=False, native=True))
     stats.update_sparse(torch.tensor([[0], [1]]), torch.tensor([[1.0], [-1.0]]),
                         torch.ones(2, dtype=torch.bool), -0.5)
     assert stats.active_count.tolist() == [2, 1, 2]
@@ -49,10 +49,9 @@ def test_the_native_table_merge_is_bit_for_bit_the_torch_merge():
     `merge_table` + `clear`: the same totals to the last bit, shifts, NaN, out-of-range indices
     and a negative threshold included."""
     from featmon_widget.monitor.stats.moments import Totals, empty_totals
-    from featmon_widget.monitor.stats.native import sparse_accumulator
     from featmon_widget.monitor.stats.pending import PendingSparse, merge_table
 
-    accumulate = sparse_accumulator()
+    accumulate = Backend(native=True).kernel("sparse")
     assert accumulate is not None
     g = torch.Generator().manual_seed(0)
 

@@ -56,6 +56,7 @@ def _stats(f: int, native: bool) -> RunningStats:
 KERNELS = pytest.mark.parametrize("native", [True, False], ids=["native", "eager"])
 
 
+@pytest.mark.slow  # ten million tokens per case
 @KERNELS
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
 def test_ten_million_tokens_match_float64_reference(dtype, native):
@@ -160,7 +161,7 @@ def test_property_sparse_topk_path_equals_dense(native, data, n, f, threshold):
     valid = torch.rand(n, generator=gen) > 0.3
     dense = torch.zeros(n, f).scatter_(1, indices, values)
     a = RunningStats(f, torch.device("cpu"), StatisticsKernels(compile=False))
-    b = RunningStats(f, torch.device("cpu"), StatisticsKernels(compile=False), native=native)
+    b = RunningStats(f, torch.device("cpu"), StatisticsKernels(compile=False, native=native))
     cuts = sorted(data.draw(st.lists(st.integers(0, n), max_size=3)))
     for start, stop in zip([0, *cuts], [*cuts, n], strict=True):
         if stop > start:
@@ -177,7 +178,7 @@ def test_property_sparse_topk_path_equals_dense(native, data, n, f, threshold):
 
 def test_sparse_table_is_merged_before_every_read_and_threshold_change(monkeypatch):
     monkeypatch.setattr(pending, "FLUSH_ROWS", 5)
-    stats = RunningStats(4, torch.device("cpu"), StatisticsKernels(compile=False), native=True)
+    stats = RunningStats(4, torch.device("cpu"), StatisticsKernels(compile=False, native=True))
     one = torch.ones(2, dtype=torch.bool)
     idx, val = torch.tensor([[0, 1], [2, 3]]), torch.tensor([[1.0, 2.0], [3.0, 4.0]])
     stats.update_sparse(idx, val, one, 0.0)  # first batch: merged at once (shift = its mean)
@@ -206,7 +207,7 @@ def test_sparse_dense_and_fused_updates_interleave():
     dense = torch.zeros(40, 9).scatter_(1, indices, values)
     valid = torch.ones(40, dtype=torch.bool)
     a = RunningStats(9, torch.device("cpu"), StatisticsKernels(compile=False))
-    b = RunningStats(9, torch.device("cpu"), StatisticsKernels(compile=False), native=True)
+    b = RunningStats(9, torch.device("cpu"), StatisticsKernels(compile=False, native=True))
     for part in range(4):
         rows = slice(part * 10, part * 10 + 10)
         a.update(dense[rows], valid[rows], 0.0)

@@ -22,16 +22,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "featmon_protocol.h" /* DTYPE_*, ACT_*, VECTOR_CLONES, this file's prototype */
+
 enum { TILE = 1024, ROWS = 4, MAX_THREADS = 16 };
 #ifndef COUNT_ROWS /* a test builds it with a small one */
 #define COUNT_ROWS ((int64_t)1 << 30)
-#endif
-enum { F32 = 0, BF16 = 1, F16 = 2 };
-
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define VECTOR_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define VECTOR_CLONES
 #endif
 
 /* A tile's running sums; counts are int32 (one vector op per 16 values; folded into the
@@ -107,7 +102,6 @@ static inline float f16_to_f32(uint16_t h) {
  *
  * Written on the bits: with any float ?: (or a multiply by the mask) gcc threaded the value
  * ranges it could prove into the sums below and left the four-row sweep scalar. */
-enum { ACT_NONE = 0, ACT_JUMP = 1 };
 static inline float jump_relu(float v, float jump) {
     uint32_t bits;
     memcpy(&bits, &v, sizeof bits);
@@ -180,9 +174,13 @@ typedef void (*SweepFn)(void *, void *, void *, void *, int32_t, int32_t, int32_
 /* [act][track][dtype]; activations only for float32 (NULL elsewhere: refused up front). */
 static SweepFn sweep_for(int act, int track, int dtype) {
     static const SweepFn table[2][2][3] = {
-        {{(SweepFn)sweep_f32, (SweepFn)sweep_bf16, (SweepFn)sweep_f16},
-         {(SweepFn)sweep_f32_max, (SweepFn)sweep_bf16_max, (SweepFn)sweep_f16_max}},
-        {{(SweepFn)sweep_f32_jump, NULL, NULL}, {(SweepFn)sweep_f32_jump_max, NULL, NULL}}};
+        [ACT_NONE] = {{[DTYPE_F32] = (SweepFn)sweep_f32, [DTYPE_BF16] = (SweepFn)sweep_bf16,
+                       [DTYPE_F16] = (SweepFn)sweep_f16},
+                      {[DTYPE_F32] = (SweepFn)sweep_f32_max,
+                       [DTYPE_BF16] = (SweepFn)sweep_bf16_max,
+                       [DTYPE_F16] = (SweepFn)sweep_f16_max}},
+        [ACT_JUMP] = {{[DTYPE_F32] = (SweepFn)sweep_f32_jump},
+                      {[DTYPE_F32] = (SweepFn)sweep_f32_jump_max}}};
     return table[act][track][dtype];
 }
 
@@ -237,7 +235,7 @@ static void *run_tiles(void *p) {
                sums + 2 * TILE, f32, f32 + TILE, f32 + 2 * TILE, (int32_t *)(f32 + 3 * TILE)};
     const int track = w->best != NULL;
     const SweepFn sweep = sweep_for(w->act, track, w->dtype);
-    const size_t width = w->dtype == F32 ? 4 : 2;
+    const size_t width = w->dtype == DTYPE_F32 ? 4 : 2;
     char *base = w->acts;
     for (int64_t tile = w->begin; tile < w->end; tile++) {
         const int64_t start = tile * TILE, n = w->f - start < TILE ? w->f - start : TILE;
@@ -308,7 +306,7 @@ static void activate_invalid_rows(float *acts, const uint8_t *valid, int64_t n, 
     }
 }
 
-/* acts: [n, f] row-major, dtype F32 / BF16 / F16; valid: [n] bytes or NULL (every row);
+/* acts: [n, f] row-major, dtype DTYPE_F32 / DTYPE_BF16 / DTYPE_F16; valid: [n] bytes or NULL (every row);
  * shift: [f] float64; outputs [f] each. rows_buf: [n] int64 scratch. With best / arg
  * ([n / tokens, f] float32 / int32; NULL for none) the row maxima of each sequence of `tokens`
  * rows too (-inf / -1 where no valid value is above the threshold). With act = ACT_JUMP
@@ -321,7 +319,7 @@ int featmon_dense_moments(void *acts, int dtype, const uint8_t *valid, int64_t n
                           double *active_sum, double *s1, double *s2, double *min, double *max,
                           int64_t tokens, float *best, int32_t *arg, int act, const float *jump,
                           int threads) {
-    if (act != ACT_NONE && (act != ACT_JUMP || dtype != F32 || !jump)) return -2;
+    if (act != ACT_NONE && (act != ACT_JUMP || dtype != DTYPE_F32 || !jump)) return -2;
     int64_t n_valid = 0;
     for (int64_t row = 0; row < n; row++)
         if (!valid || valid[row]) rows_buf[n_valid++] = row;

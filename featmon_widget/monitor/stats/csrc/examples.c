@@ -16,19 +16,13 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "featmon_protocol.h" /* KIND_*, VECTOR_CLONES, this file's prototypes */
+
 enum { TILE = 1024, PREFETCH_AHEAD = 16 };
 #if defined(__GNUC__)
 #define PREFETCH(address) __builtin_prefetch(address)
 #else
 #define PREFETCH(address) ((void)0)
-#endif
-
-/* Wider vectors where the CPU has them, chosen when the library loads (gcc's function
- * multiversioning; plain C elsewhere). */
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define VECTOR_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define VECTOR_CLONES
 #endif
 
 VECTOR_CLONES static void tile_f32(const float *restrict x, float *restrict best, int32_t *restrict arg,
@@ -124,13 +118,13 @@ static uint16_t to_bf16(float v) {
     return (uint16_t)((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16);
 }
 
-/* The feature's activation on token t of row b: dense float32 (kind 0) or bfloat16 (kind 1)
- * [batch * tokens, f], or TopK (kind 2) indices / float32 values [batch * tokens, k] where an
- * index that is not stored means 0. */
+/* The feature's activation on token t of row b: dense float32 (KIND_F32) or bfloat16
+ * (KIND_BF16) [batch * tokens, f], or TopK (KIND_TOPK) indices / float32 values
+ * [batch * tokens, k] where an index that is not stored means 0. */
 static float activation(const void *acts, int kind, const int64_t *indices, int64_t k,
                         int64_t token, int64_t f, int64_t feature) {
-    if (kind == 0) return ((const float *)acts)[token * f + feature];
-    if (kind == 1) {
+    if (kind == KIND_F32) return ((const float *)acts)[token * f + feature];
+    if (kind == KIND_BF16) {
         const uint32_t bits = (uint32_t)((const uint16_t *)acts)[token * f + feature] << 16;
         float v;
         memcpy(&v, &bits, sizeof v);

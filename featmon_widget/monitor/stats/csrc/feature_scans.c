@@ -14,17 +14,14 @@
 #include <stdint.h>
 #include <stdlib.h>
 
-enum { BINS = 32, LANES = 4, CHUNK = 1024, BLOCK = 256, LOW_EXP = -64 };
+/* SCAN_BINS, METRIC_*, VECTOR_CLONES (x86-64-v4: its int64 -> double conversions vectorize),
+ * this file's prototypes. */
+#include "featmon_protocol.h"
 
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-/* x86-64-v4 (AVX-512 with DQ) converts int64 to double in vectors; avx512f alone does not. */
-#define VECTOR_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#else
-#define VECTOR_CLONES
-#endif
+enum { LANES = 4, CHUNK = 1024, BLOCK = 256, LOW_EXP = -64 };
 
-/* One chunk, vectorized: each feature's bin (BINS for one that never fired) into bin[], and the
- * four counts added to counts[]. A ratio's binary exponent e gives base[e] = the thresholds at
+/* One chunk, vectorized: each feature's bin (SCAN_BINS for one that never fired) into bin[],
+ * and the four counts added to counts[]. A ratio's binary exponent e gives base[e] = the thresholds at
  * or below 2^e; at most two more lie inside its octave (they are a quarter decade apart), so
  * two compares finish it: no division of the search into dependent loads. */
 static VECTOR_CLONES void bin_chunk(const int64_t *restrict active, const int64_t *restrict count,
@@ -41,7 +38,7 @@ static VECTOR_CLONES void bin_chunk(const int64_t *restrict active, const int64_
         e = e < 0 ? 0 : e; /* r = 0 */
         e = e > 1 - LOW_EXP ? 1 - LOW_EXP : e; /* r >= 2 (never from real counts) */
         const int64_t b = base[e], binned = b + (r >= t[b]) + (r >= t[b + 1]);
-        bin[q] = fired ? binned : BINS; /* both sides computed: a branch would stop vectors */
+        bin[q] = fired ? binned : SCAN_BINS; /* both sides computed: a branch would stop vectors */
         never_fired += seen & !fired;
         never_seen += !seen;
         rare += fired & (r < rare_floor);
@@ -53,35 +50,35 @@ static VECTOR_CLONES void bin_chunk(const int64_t *restrict active, const int64_
     counts[3] += active_sum;
 }
 
-/* active [n], count [n] int64; thresholds [BINS - 1] ascending (a ratio r goes to the bin
- * "how many thresholds are <= r", torch.bucketize(right=True)); out [BINS + 4]: the bins, then
+/* active [n], count [n] int64; thresholds [SCAN_BINS - 1] ascending (a ratio r goes to the bin
+ * "how many thresholds are <= r", torch.bucketize(right=True)); out [SCAN_BINS + 4]: the bins, then
  * never fired (seen, never active), never seen, ultra-rare (fired, ratio < rare_floor) and the
  * sum of active counts. The ratio is active / count in float64, as torch divides. */
 void featmon_firing_summary(const int64_t *active, const int64_t *count, int64_t n,
                             const double *thresholds, double rare_floor, int64_t *out) {
-    double t[BINS + 1]; /* padded: +inf is above every ratio */
-    for (int j = 0; j < BINS - 1; j++) t[j] = thresholds[j];
-    t[BINS - 1] = t[BINS] = INFINITY;
+    double t[SCAN_BINS + 1]; /* padded: +inf is above every ratio */
+    for (int j = 0; j < SCAN_BINS - 1; j++) t[j] = thresholds[j];
+    t[SCAN_BINS - 1] = t[SCAN_BINS] = INFINITY;
     int64_t base[2 - LOW_EXP]; /* by exponent LOW_EXP..1: a ratio is at least 2^-63 */
     for (int e = LOW_EXP; e <= 1; e++) {
         int64_t below = 0;
-        for (int j = 0; j < BINS - 1; j++) below += ldexp(1.0, e) >= t[j];
+        for (int j = 0; j < SCAN_BINS - 1; j++) below += ldexp(1.0, e) >= t[j];
         base[e - LOW_EXP] = below;
     }
     /* Several histograms, so that runs of features in one bin do not wait on each other's
      * increments; the last bin of each takes the features that never fired. */
-    int64_t hist[LANES][BINS + 1] = {{0}}, counts[4] = {0}, bin[CHUNK];
+    int64_t hist[LANES][SCAN_BINS + 1] = {{0}}, counts[4] = {0}, bin[CHUNK];
     for (int64_t i = 0; i < n; i += CHUNK) {
         const int64_t m = n - i < CHUNK ? n - i : CHUNK;
         bin_chunk(active + i, count + i, m, t, base, rare_floor, bin, counts);
         for (int64_t q = 0; q < m; q++) hist[q & (LANES - 1)][bin[q]]++;
     }
-    for (int j = 0; j < BINS; j++) {
+    for (int j = 0; j < SCAN_BINS; j++) {
         int64_t s = 0;
         for (int l = 0; l < LANES; l++) s += hist[l][j];
         out[j] = s;
     }
-    for (int j = 0; j < 4; j++) out[BINS + j] = counts[j];
+    for (int j = 0; j < 4; j++) out[SCAN_BINS + j] = counts[j];
 }
 
 /* The ranking key: NaN counts as -inf (and, like every tie, goes to the lower position). */
@@ -188,9 +185,6 @@ int featmon_top_k(const double *values, int64_t n, int64_t k, int64_t *out) {
     return 0;
 }
 
-/* The metrics, numbered as METRIC_CODES in stats/scans.py. */
-enum { MEAN, MEAN_ACTIVE, MAX, MIN, ACTIVE_RATIO, COUNT, ACTIVE_COUNT, STD };
-
 /* metric [m] of features first.. from the running totals, operation for operation as
  * running.metric_of computes it (NaN where undefined). */
 static VECTOR_CLONES void metric_block(int metric, const int64_t *restrict count,
@@ -201,28 +195,28 @@ static VECTOR_CLONES void metric_block(int metric, const int64_t *restrict count
                                        int64_t m, double *restrict out) {
     const double nan = NAN;
     switch (metric) {
-    case MEAN:
+    case METRIC_MEAN:
         for (int64_t q = 0; q < m; q++) out[q] = count[q] > 0 ? mean[q] : nan;
         break;
-    case MEAN_ACTIVE:
+    case METRIC_MEAN_ACTIVE:
         for (int64_t q = 0; q < m; q++) out[q] = active_sum[q] / (double)active[q];
         break;
-    case MAX:
+    case METRIC_MAX:
         for (int64_t q = 0; q < m; q++) out[q] = count[q] > 0 ? max[q] : nan;
         break;
-    case MIN:
+    case METRIC_MIN:
         for (int64_t q = 0; q < m; q++) out[q] = count[q] > 0 ? min[q] : nan;
         break;
-    case ACTIVE_RATIO:
+    case METRIC_ACTIVE_RATIO:
         for (int64_t q = 0; q < m; q++) out[q] = (double)active[q] / (double)count[q];
         break;
-    case COUNT:
+    case METRIC_COUNT:
         for (int64_t q = 0; q < m; q++) out[q] = (double)count[q];
         break;
-    case ACTIVE_COUNT:
+    case METRIC_ACTIVE_COUNT:
         for (int64_t q = 0; q < m; q++) out[q] = (double)active[q];
         break;
-    default: /* STD: the sample deviation, 0 below two values */
+    default: /* METRIC_STD: the sample deviation, 0 below two values */
         for (int64_t q = 0; q < m; q++) {
             const int64_t c = count[q];
             const double sd = sqrt(m2[q] / (double)(c > 1 ? c - 1 : 1));
@@ -238,7 +232,7 @@ int featmon_top_k_metric(int metric, const int64_t *count, const int64_t *active
                          const double *active_sum, const double *mean, const double *m2,
                          const double *min, const double *max, int64_t n, int64_t k,
                          int64_t *out) {
-    if (metric < MEAN || metric > STD) return -2;
+    if (metric < 0 || metric >= N_METRICS) return -2;
     Heap h;
     if (!heap_open(&h, k)) return -1;
     double block[BLOCK];

@@ -10,6 +10,8 @@
  * few that beat it are inserted into a sorted list of k. */
 #include <stdint.h>
 
+#include "featmon_protocol.h" /* this file's prototype */
+
 enum { BLOCK = 64 };
 
 /* Whether a ranks strictly below v (NaN above numbers; among NaNs the earlier stays first). */

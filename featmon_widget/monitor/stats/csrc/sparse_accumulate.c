@@ -8,24 +8,33 @@
  * plus a prepared copy of its source; here it is one random access per value. */
 #include <stdint.h>
 
-enum { STORED, NONFINITE, ACTIVE, ACTIVE_SUM, S1, S2, MIN, MAX, RECORD };
+#include "featmon_protocol.h" /* RECORD and its fields RECORD_*, this file's prototypes */
+
 enum { PREFETCH_AHEAD = 16 };
 
 static void fold_value(double *a, double x, double shift, double threshold) {
     if (x - x != 0.0) { /* NaN or infinite */
-        a[NONFINITE] += 1.0;
+        a[RECORD_NONFINITE] += 1.0;
         return;
     }
     const double d = x - shift;
-    a[STORED] += 1.0;
+    a[RECORD_STORED] += 1.0;
     if (x > threshold) {
-        a[ACTIVE] += 1.0;
-        a[ACTIVE_SUM] += x;
+        a[RECORD_ACTIVE] += 1.0;
+        a[RECORD_ACTIVE_SUM] += x;
     }
-    a[S1] += d;
-    a[S2] += d * d;
-    if (x < a[MIN]) a[MIN] = x;
-    if (x > a[MAX]) a[MAX] = x;
+    a[RECORD_S1] += d;
+    a[RECORD_S2] += d * d;
+    if (x < a[RECORD_MIN]) a[RECORD_MIN] = x;
+    if (x > a[RECORD_MAX]) a[RECORD_MAX] = x;
+}
+
+/* A record holding nothing: zero sums, min +inf and max -inf. */
+static void empty_record(double *a) {
+    a[RECORD_STORED] = a[RECORD_NONFINITE] = a[RECORD_ACTIVE] = a[RECORD_ACTIVE_SUM] = 0.0;
+    a[RECORD_S1] = a[RECORD_S2] = 0.0;
+    a[RECORD_MIN] = 1.0 / 0.0;
+    a[RECORD_MAX] = -1.0 / 0.0;
 }
 
 /* values are float32 unless values_are_f64; rows[0] += number of valid rows. */
@@ -87,13 +96,14 @@ int64_t featmon_merge_table(int64_t f, double *table, double rows, const double 
     const int64_t n_rows = (int64_t)rows;
     for (int64_t i = 0; i < f; i++) {
         double *a = table + i * RECORD;
-        const int64_t stored = (int64_t)a[STORED], nonfinite = (int64_t)a[NONFINITE];
+        const int64_t stored = (int64_t)a[RECORD_STORED];
+        const int64_t nonfinite = (int64_t)a[RECORD_NONFINITE];
         const int64_t n = n_rows - nonfinite, zeros = n - stored;
         const double zeros_f = (double)zeros, s = shift[i];
-        const int64_t active = (int64_t)a[ACTIVE] + (zero_is_active ? zeros : 0);
-        const double s1 = a[S1] - zeros_f * s;
-        const double s2 = a[S2] + zeros_f * s * s;
-        double lo = a[MIN], hi = a[MAX];
+        const int64_t active = (int64_t)a[RECORD_ACTIVE] + (zero_is_active ? zeros : 0);
+        const double s1 = a[RECORD_S1] - zeros_f * s;
+        const double s2 = a[RECORD_S2] + zeros_f * s * s;
+        double lo = a[RECORD_MIN], hi = a[RECORD_MAX];
         if (zeros > 0) {
             if (lo > 0.0) lo = 0.0;
             if (hi < 0.0) hi = 0.0;
@@ -110,20 +120,16 @@ int64_t featmon_merge_table(int64_t f, double *table, double rows, const double 
         count[i] = n_new;
         nan_count[i] += nonfinite;
         active_count[i] += active;
-        active_sum[i] += a[ACTIVE_SUM];
+        active_sum[i] += a[RECORD_ACTIVE_SUM];
         if (lo < mn[i]) mn[i] = lo;
         if (hi > mx[i]) mx[i] = hi;
-        a[STORED] = a[NONFINITE] = a[ACTIVE] = a[ACTIVE_SUM] = a[S1] = a[S2] = 0.0;
-        a[MIN] = 1.0 / 0.0;
-        a[MAX] = -1.0 / 0.0;
+        empty_record(a);
     }
     const double *out = table + (f + 1) * RECORD;
-    const int64_t dropped = (int64_t)(out[STORED] + out[NONFINITE]);
+    const int64_t dropped = (int64_t)(out[RECORD_STORED] + out[RECORD_NONFINITE]);
     for (int64_t i = f; i < f + 2; i++) {
         double *a = table + i * RECORD;
-        a[STORED] = a[NONFINITE] = a[ACTIVE] = a[ACTIVE_SUM] = a[S1] = a[S2] = 0.0;
-        a[MIN] = 1.0 / 0.0;
-        a[MAX] = -1.0 / 0.0;
+        empty_record(a);
     }
     return dropped;
 }

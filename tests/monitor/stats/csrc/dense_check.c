@@ -10,12 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-int featmon_dense_moments(void *acts, int dtype, const uint8_t *valid, int64_t n, int64_t f,
-                          const double *shift, double threshold, int64_t *rows_buf,
-                          int64_t *count, int64_t *nan_count, int64_t *active_count,
-                          double *active_sum, double *s1, double *s2, double *min, double *max,
-                          int64_t tokens, float *best, int32_t *arg, int act, const float *jump,
-                          int threads);
+#include "featmon_protocol.h" /* the kernel's prototype, DTYPE_* and ACT_* */
 
 /* SAELens' JumpReLU, relu(v) * (v > jump), as torch computes it. */
 static float jump_relu(float v, float jump) {
@@ -58,9 +53,9 @@ static int check_shape(int64_t n, int64_t f, int64_t tokens, double threshold, i
     memcpy(pre, x, sizeof(float) * n * f);
     if (jumprelu) /* the reference's features: activated here, in the kernel's in place */
         for (int64_t i = 0; i < n * f; i++) x[i] = jump_relu(pre[i], jump[i % f]);
-    featmon_dense_moments(jumprelu ? pre : x, 0, valid, n, f, shift, threshold, rows, counts,
-                          counts + f, counts + 2 * f, sums, sums + f, sums + 2 * f, mn, mx,
-                          tokens, best, arg, jumprelu, jump, threads);
+    featmon_dense_moments(jumprelu ? pre : x, DTYPE_F32, valid, n, f, shift, threshold, rows,
+                          counts, counts + f, counts + 2 * f, sums, sums + f, sums + 2 * f, mn,
+                          mx, tokens, best, arg, jumprelu ? ACT_JUMP : ACT_NONE, jump, threads);
     int bad = 0;
     for (int64_t i = 0; jumprelu && i < n * f && !bad; i++) bad = !same(pre[i], x[i]);
     if (bad) printf("activated values differ (n=%lld f=%lld)\n", (long long)n, (long long)f);
@@ -107,9 +102,9 @@ static int check_f16(void) {
     for (int i = 0; i < 65536; i++) h[i] = (uint16_t)i;
     double shift[65536] = {0}, sums[5 * 65536], mn[65536], mx[65536];
     static int64_t counts[3 * 65536], rows[1];
-    featmon_dense_moments(h, 2, NULL, 1, 65536, shift, 0.0, rows, counts, counts + 65536,
+    featmon_dense_moments(h, DTYPE_F16, NULL, 1, 65536, shift, 0.0, rows, counts, counts + 65536,
                           counts + 2 * 65536, sums, sums + 65536, sums + 2 * 65536, mn, mx, 0,
-                          NULL, NULL, 0, NULL, 1);
+                          NULL, NULL, ACT_NONE, NULL, 1);
     for (int i = 0; i < 65536; i++) {
         __fp16 v;
         memcpy(&v, &h[i], 2);
