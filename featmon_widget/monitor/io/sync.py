@@ -1,82 +1,108 @@
-"""Statistics merged across the ranks of a torch.distributed job (`FeatureMonitor.sync`).
+"""The recorded state merged across the ranks of a torch.distributed job (`FeatureMonitor.sync`).
 
-Every rank keeps recording its own totals. A sync gathers every rank's totals (never an
-activation), and each rank combines the *other* ranks' totals, in rank order, into its `remote`
-view; readers then see remote combined with the rank's own live totals. Syncing again replaces
-the view, so nothing is counted twice, and a rank's own records are never changed by a sync.
+Every rank keeps recording its own. A sync gathers, from every rank, what each part of the
+recorded state shares (`registry.StatePart.sync_rules`: the statistics' per-feature totals,
+the token and forward-pass totals; never an activation), and each rank merges the *other*
+ranks' values, in rank order, by each tensor's rule (`SUM`, or `CHAN`: counts, Chan-combined
+mean and M2, min and max) into the part's remote view; readers then see remote combined with
+the rank's own live values. Syncing again replaces the view, so nothing is counted twice, and
+a rank's own records are never changed by a sync. Parts without rules stay local.
 
-Integers travel as the bits of float64 values (a `view`, not a conversion), so counts, min and
-max arrive exactly; means and M2 are combined with Chan's pairwise formula. The features are
-gathered in chunks, so the memory a sync needs stays bounded for any d_sae and world size.
+Integers travel as the bits of float64 values (a `view`, not a conversion), so counts arrive
+exactly. Each part's tensors of one rule travel together, in chunks, so the memory a sync needs
+stays bounded for any d_sae and world size.
 """
 
 from __future__ import annotations
 
-import time
+import hashlib
 from typing import Any
 
 import torch
 
-from ..record.recording import Recording, RemoteView
-from ..stats.moments import Totals, combine_totals, empty_totals
+from ..record.recording import Recording
+from ..record.registry import Rule
 
 Tensor = torch.Tensor
+Shares = dict[str, dict[str, Tensor]]
 
 # Bytes gathered per collective, over all ranks.
 CHUNK_BYTES = 1 << 24
-_FIELDS = len(Totals._fields)
 
 
 def sync_recording(recording: Recording, lock: Any, group: Any = None) -> None:
-    """Collective: make the other ranks' statistics (as of now) `recording`'s remote view.
-    The local totals are copied under `lock`; the collectives run without it, so this rank's
-    forwards and deliveries go on meanwhile. A reset or threshold change on this rank during
-    the sync discards the result (it would describe what was just forgotten)."""
+    """Collective: make the other ranks' recorded state (as of now) `recording`'s remote view.
+    What the parts share is copied under `lock`; the collectives run without it, so this
+    rank's forwards and deliveries go on meanwhile. A reset or threshold change on this rank
+    during the sync discards the result (it would describe what was just forgotten)."""
     with lock:
-        local = Totals(*(t.clone() for t in recording.stats.local))
-        scalars = [int(recording.tokens), int(recording.stats.dropped_indices),
-                   recording.forward_passes]
+        shares, rules = recording.state_parts().sync_state()
         threshold = recording.config.threshold
         generation = (recording.since, recording.active_since)
-    others, rows, me = gather_totals(local, scalars, threshold, recording.d_sae,
-                                     recording.device, group)
-    rest = [row for rank, row in enumerate(rows) if rank != me]
+    merged = gather_merged(shares, rules, threshold, recording.d_sae, recording.device, group)
     with lock:
         if (recording.since, recording.active_since) != generation:
             return
-        recording.stats.remote = others if rest else None
-        recording.remote = RemoteView(
-            tokens=sum(r[0] for r in rest), dropped_indices=sum(r[1] for r in rest),
-            forward_passes=sum(r[2] for r in rest), ranks=len(rows), synced_at=time.time(),
-        ) if rest else None
+        recording.state_parts().take_remote(merged)
 
 
-def gather_totals(local: Totals, scalars: list[int], threshold: float, d_sae: int,
-                  device: torch.device, group: Any = None
-                  ) -> tuple[Totals, list[list[int]], int]:
-    """Collective: the other ranks' totals combined in rank order (on `device`), every rank's
-    `scalars` (tokens, dropped indices, forward passes) rank by rank, and this rank. Every
-    rank must call it; ranks that disagree on d_sae or the threshold all raise the same
-    ValueError."""
+def gather_merged(shares: Shares, rules: dict[str, dict[str, Rule]], threshold: float,
+                  d_sae: int, device: torch.device, group: Any = None) -> Shares | None:
+    """Collective: every part's `shares` of the other ranks, merged in rank order by `rules`
+    (on `device`); None when there is no other rank. Every rank must call it; ranks that
+    disagree on d_sae or the threshold all raise the same ValueError, and so do ranks whose
+    parts share different tensors."""
     dist = _distributed()
     world, me = dist.get_world_size(group), dist.get_rank(group)
     wire = _wire_device(dist, group, device)
+    groups = _groups(shares, rules)
     threshold_bits = torch.tensor([threshold], dtype=torch.float64).view(torch.int64)
-    header = torch.tensor([d_sae, int(threshold_bits), *scalars], dtype=torch.int64)
-    rows = [h.cpu().tolist() for h in _all_gather(dist, header.to(wire), world, group)]
-    _check_agreement(rows)
-    others = empty_totals(d_sae, device)
-    chunk = max(1, CHUNK_BYTES // (8 * _FIELDS * world))
-    for start in range(0, d_sae, chunk):
-        part = slice(start, min(d_sae, start + chunk))
-        packed = torch.stack([_as_float64_bits(t[part]) for t in local]).to(wire)
-        combined = Totals(*(t[part] for t in others))
+    header = torch.tensor([d_sae, int(threshold_bits), _layout(groups)], dtype=torch.int64)
+    _check_agreement([h.cpu().tolist() for h in _all_gather(dist, header.to(wire), world,
+                                                            group)])
+    merged: Shares = {part: {} for part in shares}
+    for part, rule, tensors in groups:
+        merged[part].update(_merge_group(dist, rule, tensors, world, me, wire, device, group))
+    return merged if world > 1 else None
+
+
+def _groups(shares: Shares, rules: dict[str, dict[str, Rule]]
+            ) -> list[tuple[str, Rule, dict[str, Tensor]]]:
+    """Each part's shared tensors of one rule and one size: what travels together."""
+    out: dict[tuple[str, str, int], tuple[str, Rule, dict[str, Tensor]]] = {}
+    for part, tensors in shares.items():
+        for name, tensor in tensors.items():
+            rule = rules[part][name]
+            key = (part, rule.name, tensor.numel())
+            out.setdefault(key, (part, rule, {}))[2][name] = tensor
+    return list(out.values())
+
+
+def _layout(groups: list[tuple[str, Rule, dict[str, Tensor]]]) -> int:
+    """A digest of what travels (parts, rules, names, dtypes, sizes), as an int64."""
+    text = repr([(part, rule.name, [(n, str(t.dtype), t.numel()) for n, t in tensors.items()])
+                 for part, rule, tensors in groups])
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little", signed=True)
+
+
+def _merge_group(dist: Any, rule: Rule, tensors: dict[str, Tensor], world: int, me: int,
+                 wire: torch.device, device: torch.device, group: Any) -> dict[str, Tensor]:
+    """The other ranks' `tensors` (one size each) merged by `rule`, a chunk at a time."""
+    size = next(iter(tensors.values())).numel()
+    flat = {n: t.reshape(-1) for n, t in tensors.items()}
+    out = {n: torch.empty_like(t, device=device) for n, t in tensors.items()}
+    chunk = max(1, CHUNK_BYTES // (8 * len(tensors) * world))
+    for start in range(0, size, chunk):
+        part = slice(start, min(size, start + chunk))
+        piece = {n: t[part] for n, t in flat.items()}
+        packed = torch.stack([_as_float64_bits(t) for t in piece.values()]).to(wire)
+        combined = rule.start({n: t.to(device) for n, t in piece.items()})
         for rank, gathered in enumerate(_all_gather(dist, packed, world, group)):
             if rank != me:
-                combined = combine_totals(combined, _unpack(gathered.to(device)))
-        for target, value in zip(others, combined, strict=True):
-            target[part] = value
-    return others, [row[2:] for row in rows], me
+                combined = rule.combine(combined, _unpack(gathered.to(device), piece))
+        for name, value in combined.items():
+            out[name].view(-1)[part] = value
+    return out
 
 
 def _distributed() -> Any:
@@ -115,13 +141,25 @@ def _check_agreement(rows: list[list[int]]) -> None:
     if len(set(d_saes)) > 1 or len(set(thresholds)) > 1:
         raise ValueError(f"sync needs one d_sae and one threshold on every rank; got d_sae "
                          f"{d_saes} and threshold {thresholds} (rank by rank)")
+    if len({row[2] for row in rows}) > 1:
+        raise ValueError("sync needs the same recorded state on every rank; the ranks' parts "
+                         "share different tensors (a part added on some ranks only?)")
 
 
 def _as_float64_bits(t: Tensor) -> Tensor:
-    return t.contiguous().view(torch.float64) if t.dtype == torch.int64 else t
+    """`t` as float64 lanes: int64 as its bits, other integers widened first, floats widened
+    (every widening exact)."""
+    if t.dtype == torch.float64:
+        return t.contiguous()
+    if t.is_floating_point():
+        return t.to(torch.float64)
+    return t.to(torch.int64).contiguous().view(torch.float64)
 
 
-def _unpack(packed: Tensor) -> Totals:
-    """[8, F] float64 as gathered -> Totals (the three counts are int64 bits)."""
-    counts = (packed[i].contiguous().view(torch.int64) for i in range(3))
-    return Totals(*counts, *packed[3:].unbind(0))
+def _unpack(packed: Tensor, like: dict[str, Tensor]) -> dict[str, Tensor]:
+    """[fields, n] float64 as gathered -> tensors of `like`'s names and dtypes."""
+    out = {}
+    for row, (name, t) in zip(packed.unbind(0), like.items(), strict=True):
+        value = row if t.is_floating_point() else row.contiguous().view(torch.int64)
+        out[name] = value.to(t.dtype)
+    return out

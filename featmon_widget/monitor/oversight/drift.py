@@ -26,6 +26,7 @@ from ...types import DriftFeature, DriftResponse
 from ..io.exports import read_sparsity
 from ..io.saving import JSON_FILE, read_save
 from ..query.ranking import top_k_stable
+from ..stats.backend import Backend
 
 Tensor = torch.Tensor
 
@@ -57,7 +58,8 @@ def reference_from(source: Any, d_sae: int) -> Reference:
     if (path / JSON_FILE).is_file():
         saved = read_save(path)
         active = saved.tensors["stats.active_count"].to(torch.float64)
-        tokens = float(saved.tensors["active_tokens"])  # the tokens those counts are out of
+        # the tokens those counts are out of
+        tokens = float(saved.tensors["totals.active_tokens"])
         return _from_counts(active, tokens, d_sae, f"saved monitor {path}")
     density = 10.0 ** read_sparsity(path, d_sae).to(torch.float64) - _EPS
     return Reference(density.clamp(0.0, 1.0), None, None, f"sparsity {path}")
@@ -103,7 +105,7 @@ def per_feature(active: Tensor, tokens: float, ref: Reference) -> PerFeature:
 
 
 def drift_response(active: Tensor, tokens: float, ref: Reference, k: int,
-                   direction: str) -> DriftResponse:
+                   direction: str, backend: Backend | None = None) -> DriftResponse:
     """The `k` features that moved most in `direction` ("hot": firing more than the
     reference, "cold": less), by z, with the summary divergence."""
     if direction not in DIRECTIONS:
@@ -112,20 +114,22 @@ def drift_response(active: Tensor, tokens: float, ref: Reference, k: int,
     rows = [DriftFeature(feature=f, live_density=float(drift.live_density[f]),
                          reference_density=float(ref.density[f]),
                          log_ratio=float(drift.log_ratio[f]), z=float(drift.z[f]))
-            for f in _top(drift.z, k, direction)]
+            for f in _top(drift.z, k, direction, backend)]
     return DriftResponse(direction=direction, test=drift.test,
                          divergence=_js(active.detach().to("cpu", torch.float64), ref),
                          live_tokens=int(tokens), reference=ref.source, features=rows)
 
 
-def drift_summary(active: Tensor, tokens: float, ref: Reference, k: int) -> dict[str, Any]:
+def drift_summary(active: Tensor, tokens: float, ref: Reference, k: int,
+                  backend: Backend | None = None) -> dict[str, Any]:
     """The widget's drift view: the divergence and the `k` hottest and coldest features as
-    [feature, log_ratio, z], from one pass over the features."""
+    [feature, log_ratio, z], from one pass over the features (ranked by the C scan where
+    `backend`, the monitor's, runs it)."""
     drift = per_feature(active, tokens, ref)
 
     def rows(direction: str) -> list[list[float]]:
         return [[f, round(float(drift.log_ratio[f]), 4), round(float(drift.z[f]), 3)]
-                for f in _top(drift.z, k, direction)]
+                for f in _top(drift.z, k, direction, backend)]
 
     divergence = _js(active.detach().to("cpu", torch.float64), ref)
     return {"reference": ref.source[:120], "test": drift.test,
@@ -133,10 +137,10 @@ def drift_summary(active: Tensor, tokens: float, ref: Reference, k: int) -> dict
             "hot": rows("hot"), "cold": rows("cold")}
 
 
-def _top(z: Tensor, k: int, direction: str) -> list[int]:
+def _top(z: Tensor, k: int, direction: str, backend: Backend | None) -> list[int]:
     """The `k` features with the largest z ("hot") or smallest ("cold"); ties to the lower
     index."""
-    return top_k_stable(z if direction == "hot" else -z, k).tolist()
+    return top_k_stable(z if direction == "hot" else -z, k, backend).tolist()
 
 
 def _js(active: Tensor, ref: Reference) -> float:

@@ -28,9 +28,11 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from ...checks import cut, is_int
 from ...snapshot.frequency import NEVER_FIRED
 from ...types import HealthResponse
 from ..record.features import DenseFeatures, SparseFeatures
+from ..record.registry import Event, Spec, StatePart, nbytes, spec_of
 
 Tensor = torch.Tensor
 
@@ -51,8 +53,10 @@ L0_EDGES = l0_edges()
 HEALTH_TOKENS = 256
 
 
-class HealthTracker:
+class HealthTracker(StatePart):
     """The sampled health sums of one monitor (see module doc); callers hold its lock."""
+
+    name = "health"
 
     def __init__(self, device: torch.device) -> None:
         self.device = torch.device(device)
@@ -145,6 +149,9 @@ class HealthTracker:
             health_every=every,
         )
 
+    # ---- StatePart: saved, reset by a statistics reset and a threshold change, local to
+    # each rank for now (no `sync_rules`) ---------------------------------------------------
+
     def state_tensors(self) -> dict[str, Tensor]:
         """The live sums (saving copies them, loading copies into them; the input's mean and
         M2 only once a reconstruction was seen, see `state_meta`)."""
@@ -159,20 +166,41 @@ class HealthTracker:
         return {"forwards": self.forwards, "sampled": self.sampled,
                 "d_in": None if self.x_mean is None else int(self.x_mean.shape[0])}
 
-    def load_state_meta(self, meta: dict[str, int | None]) -> None:
-        """Restore `state_meta` (before the tensors are copied in)."""
-        self.forwards, self.sampled = int(meta["forwards"] or 0), int(meta["sampled"] or 0)
+    def check_meta(self, meta: dict[str, Any]) -> None:
+        """Two counters and the input's width (None before the first reconstruction)."""
         d_in = meta.get("d_in")
-        if d_in:
-            self.x_mean = torch.zeros(int(d_in), dtype=torch.float64, device=self.device)
+        if not (set(meta) == {"forwards", "sampled", "d_in"}
+                and all(is_int(meta[k]) and meta[k] >= 0 for k in ("forwards", "sampled"))
+                and (d_in is None or (is_int(d_in) and d_in > 0))):
+            raise ValueError(f"the save's 'health' entry is malformed ({cut(repr(meta), 80)}): "
+                             f"the save is corrupt")
+
+    def expected_tensors(self, meta: dict[str, Any]) -> dict[str, Spec]:
+        """The sums, and the input's mean and M2 [d_in] once a reconstruction was seen."""
+        sums = {name: spec_of(t) for name, t in self.state_tensors().items()
+                if name not in ("x_mean", "x_m2")}
+        d_in = meta["d_in"]
+        inputs = {} if d_in is None else dict.fromkeys(("x_mean", "x_m2"),
+                                                       Spec((d_in,), torch.float64))
+        return {**sums, **inputs}
+
+    def load_state(self, tensors: dict[str, Tensor], meta: dict[str, Any]) -> None:
+        """Restore a checked save."""
+        self.forwards, self.sampled = meta["forwards"], meta["sampled"]
+        if meta["d_in"] is not None:
+            self.x_mean = torch.zeros(meta["d_in"], dtype=torch.float64, device=self.device)
             self.x_m2 = torch.zeros_like(self.x_mean)
+        super().load_state(tensors, meta)
+
+    def reset_on(self, event: Event) -> None:
+        """Sampled since the last reset and under the threshold in force."""
+        if event in (Event.STATISTICS, Event.THRESHOLD):
+            self.reset()
 
     @property
     def nbytes(self) -> int:
         """Device bytes held."""
-        held = [self.l0_counts, self.recon_tokens, self.sse, self.cos_sum]
-        held += [t for t in (self.x_mean, self.x_m2) if t is not None]
-        return sum(t.numel() * t.element_size() for t in held)
+        return nbytes(self.state_tensors().values())
 
 
 def reconstruct(sae: Any, features: DenseFeatures | SparseFeatures) -> Tensor | None:

@@ -25,8 +25,9 @@ from typing import NamedTuple
 
 import torch
 
-from ..stats.compiled import CompileOrEager
-from ..stats.native import ExampleKernels, RowMaxima, example_kernels
+from ..stats.backend import Backend
+from ..stats.native import ExampleKernels, RowMaxima
+from .example_state import ExampleState
 from .features import DenseFeatures, SparseFeatures
 from .requests import RequestNames, automatic_number
 
@@ -80,13 +81,16 @@ class ExampleRows(NamedTuple):
     window_acts: list[list[float]]  # the feature on each window token (bfloat16), NaN: unknown
 
 
-class ExampleTable:
+class ExampleTable(ExampleState):
     """The kept examples of every feature (see module doc), and the left context (last
-    `window` real tokens per row) of each request that may continue."""
+    `window` real tokens per row) of each request that may continue. What is saved, reset and
+    counted of it: `example_state.ExampleState`."""
 
     def __init__(self, d_sae: int, per_feature: int, window: int, device: torch.device,
-                 runner: CompileOrEager | None = None):
-        self.runner = runner or CompileOrEager(False, "compiled examples")
+                 backend: Backend | None = None):
+        # Where the C kernels run, and the runner of the torch merge's compiled functions.
+        self.backend = backend if backend is not None else Backend(native=False, compile=False)
+        self.runner = self.backend.runner
         self.d_sae = d_sae
         self.per_feature = per_feature
         self.window = window
@@ -105,19 +109,6 @@ class ExampleTable:
         self._tails: OrderedDict[str, Tensor] = OrderedDict()
 
     @property
-    def nbytes(self) -> int:
-        """Device bytes held by the table."""
-        return sum(t.numel() * t.element_size()
-                   for t in (self.value, self.request, self.row, self.position, self.tokens,
-                             self.acts))
-
-    def state_tensors(self) -> dict[str, Tensor]:
-        """The table's live fixed-shape tensors (saving copies them, loading copies into
-        them); the request names and left contexts are `names` and `tails`."""
-        names = ("value", "request", "row", "position", "tokens", "acts")
-        return {name: getattr(self, name) for name in names}
-
-    @property
     def tails(self) -> OrderedDict[str, Tensor]:
         """Each request's left context (its last `window` real tokens per row, [rows,
         window] int64), oldest request first. Replace it whole, never change it in place."""
@@ -127,17 +118,12 @@ class ExampleTable:
     def tails(self, tails: OrderedDict[str, Tensor]) -> None:
         self._tails = OrderedDict(tails)
 
-    def clear(self) -> None:
-        """Forget every example (the requests' left contexts stay)."""
-        self.value.fill_(float("-inf"))
-        self.tokens.fill_(-1)
-        self.acts.fill_(float("nan"))
-
     def row_maxima_wanted(self, batch: int, tokens: int) -> int | None:
         """`tokens` when the statistics pass should hand a dense forward of `batch` sequences
-        its row maxima (see `update`): the table keeps examples, lives on the CPU where the
-        native statistics kernel can give them, and they fit one merge chunk."""
-        if self.per_feature == 0 or self.device.type != "cpu" or tokens < 1:
+        its row maxima (see `update`): the table keeps examples, the native statistics kernel
+        can give them on its device, and they fit one merge chunk."""
+        if (self.per_feature == 0 or tokens < 1
+                or not self.backend.statistics_row_maxima(self.device)):
             return None
         return tokens if batch <= self._chunk_rows() else None
 
@@ -156,7 +142,7 @@ class ExampleTable:
         valid2 = valid.reshape(batch, tokens)
         context, source, rank = self._context(request_id, valid2, token_ids, batch, tokens)
         code = self.names.code(request_id, self._held_codes)
-        native = example_kernels() if self.device.type == "cpu" else None
+        native = self.backend.example_merge(self.device)
         if native is not None:
             acts, indices = _native_features(features)
             positions = positions.contiguous()
@@ -169,7 +155,7 @@ class ExampleTable:
         for b0 in range(0, batch, chunk):
             b1 = min(batch, b0 + chunk)
             if maxima is None:
-                value, t = self._row_maxima(native, features, valid, threshold, b0, b1, tokens)
+                value, t = self._row_maxima(features, valid, threshold, b0, b1, tokens)
             else:
                 value, t = maxima
             if native is None:
@@ -312,7 +298,7 @@ class ExampleTable:
     def resized(self, per_feature: int, window: int) -> ExampleTable:
         """A table with room for `per_feature` examples and `window` tokens each side, holding
         the best examples of this one that fit (windows cut or padded around their token)."""
-        new = ExampleTable(self.d_sae, per_feature, window, self.device, self.runner)
+        new = ExampleTable(self.d_sae, per_feature, window, self.device, self.backend)
         new.names = self.names
         keep = min(per_feature, self.per_feature)
         for name in ("value", "request", "row", "position"):
@@ -326,7 +312,7 @@ class ExampleTable:
         return new
 
 
-    def _row_maxima(self, native: ExampleKernels | None, features: DenseFeatures | SparseFeatures,
+    def _row_maxima(self, features: DenseFeatures | SparseFeatures,
                     valid: Tensor, threshold: float, b0: int, b1: int,
                     tokens: int) -> RowMaxima | tuple[Tensor, Tensor]:
         """For rows b0..b1-1 and every feature: the maximum candidate value (float32, -inf
@@ -335,9 +321,10 @@ class ExampleTable:
         if isinstance(features, DenseFeatures):
             acts = features.acts[span].view(b1 - b0, tokens, self.d_sae)
             ok = valid[span].view(b1 - b0, tokens)
-            if native is not None and acts.dtype in (torch.float32, torch.bfloat16):
+            row_max = self.backend.example_row_max(acts)
+            if row_max is not None:
                 # Streams tokens in order: fast on every CPU.
-                return native.row_max(acts.contiguous(), ok.contiguous(), threshold)
+                return row_max.row_max(acts.contiguous(), ok.contiguous(), threshold)
             return self.runner.run(dense_row_maxima, dense_row_maxima, acts, ok, threshold)
         return sparse_row_maxima(features.indices[span], features.values[span], valid[span],
                                  threshold, b1 - b0, tokens, self.d_sae)

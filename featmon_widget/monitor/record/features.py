@@ -9,16 +9,18 @@ from __future__ import annotations
 
 import torch
 
-from ..stats.native import row_topk, sparse_accumulator
+from ..stats.backend import Backend
 
 Tensor = torch.Tensor
 
 
 class DenseFeatures:
-    """Features as a dense `[N, d_sae]` tensor."""
+    """Features as a dense `[N, d_sae]` tensor; `backend` (the monitor's; None: torch only)
+    decides where the C top-k kernel reads them."""
 
-    def __init__(self, acts: Tensor) -> None:
+    def __init__(self, acts: Tensor, backend: Backend | None = None) -> None:
         self.acts = acts
+        self.backend = backend
 
     @property
     def n(self) -> int:
@@ -27,7 +29,7 @@ class DenseFeatures:
 
     def rows(self, pick: Tensor) -> DenseFeatures:
         """The rows at `pick`."""
-        return DenseFeatures(self.acts.index_select(0, pick))
+        return DenseFeatures(self.acts.index_select(0, pick), self.backend)
 
     def top(self, k: int) -> tuple[Tensor, Tensor]:
         """Each row's k strongest features: (indices int32 [N, k], values float32 [N, k])."""
@@ -39,10 +41,10 @@ class DenseFeatures:
         return self.acts.index_select(1, index).float()
 
     def top_of(self, pick: Tensor, k: int) -> tuple[Tensor, Tensor]:
-        """`rows(pick).top(k)`; on the CPU (float32) one ordered read of the picked rows, with
-        ties to the lower index, and no copy of them."""
-        native = row_topk() if self.acts.device.type == "cpu" else None
-        if native is not None and self.acts.dtype == torch.float32 and k <= self.acts.shape[1]:
+        """`rows(pick).top(k)`; where the backend runs the C kernel (CPU float32) one ordered
+        read of the picked rows, with ties to the lower index, and no copy of them."""
+        native = None if self.backend is None else self.backend.row_topk(self.acts, k)
+        if native is not None:
             return native(self.acts.contiguous(), pick.contiguous(), k)
         return self.rows(pick).top(k)
 
@@ -55,17 +57,18 @@ class RepeatFilter:
     """Makes TopK indices distinct within each row: every repeat of a feature after its first
     occurrence becomes -1, which every path ignores and counts as a dropped index (a row naming
     a feature twice has no dense meaning). No host read: a C pass with per-feature stamps kept
-    between calls on the CPU, a row sort elsewhere. Callers serialize calls (the monitor's
-    lock)."""
+    between calls where `backend` runs it (the CPU), a row sort elsewhere (and without a
+    backend). Callers serialize calls (the monitor's lock)."""
 
-    def __init__(self, d_sae: int) -> None:
+    def __init__(self, d_sae: int, backend: Backend | None = None) -> None:
         self.d_sae = d_sae
+        self.backend = backend
         self._stamps: Tensor | None = None  # made on first native use
         self._marks = 0
 
     def __call__(self, indices: Tensor) -> Tensor:
         """`indices` [N, k] as a new int64 tensor without repeats (see class doc)."""
-        native = sparse_accumulator() if indices.device.type == "cpu" else None
+        native = None if self.backend is None else self.backend.sparse(indices.device)
         if native is not None:
             if self._stamps is None:
                 self._stamps = torch.zeros(self.d_sae, dtype=torch.int64)

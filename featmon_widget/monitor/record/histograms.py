@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 
 from .features import DenseFeatures, SparseFeatures
+from .registry import Event, StatePart, nbytes
 
 Tensor = torch.Tensor
 
@@ -23,8 +24,10 @@ VALUE_EDGES = torch.logspace(
 )
 VALUE_BIN_COUNT = 1 + len(VALUE_EDGES) - 1
 
-class ValueHistograms:
+class ValueHistograms(StatePart):
     """Device-side value histograms for a few selected features, counted since selection."""
+
+    name = "values"
 
     def __init__(self, features: tuple[int, ...], device: torch.device):
         self.features = features
@@ -41,6 +44,21 @@ class ValueHistograms:
             if f in self.features:
                 new.counts[j] = self.counts[self.features.index(f)]
         return new
+
+    # ---- StatePart: saved, zeroed by a statistics reset and a threshold change, local ------
+
+    def state_tensors(self) -> dict[str, Tensor]:
+        """The counts [selected, bins] (saving copies them, loading copies into them)."""
+        return {"counts": self.counts}
+
+    def reset_on(self, event: Event) -> None:
+        """Counted since the last reset and under the threshold in force."""
+        if event in (Event.STATISTICS, Event.THRESHOLD):
+            self.counts.zero_()
+
+    def memory_bytes(self) -> dict[str, int]:
+        """The counts."""
+        return {"histograms": nbytes([self.counts])}
 
     def update(self, features: DenseFeatures | SparseFeatures, valid: Tensor,
                threshold: float) -> None:

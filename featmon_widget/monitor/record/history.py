@@ -7,12 +7,15 @@ device (ranks from a cumulative sum, then a scatter), so no count is read back o
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from ...snapshot.records import HistoryRows, HistoryTail, history_rows
 from ...snapshot.transfer import start_copy
 from .features import DenseFeatures, SparseFeatures
-from .requests import WriteNames
+from .registry import Event, StatePart
+from .requests import WriteNames, check_names_meta
 
 Tensor = torch.Tensor
 
@@ -20,12 +23,14 @@ Tensor = torch.Tensor
 _SPARE_REQUEST_NAMES = 1024
 
 
-class HistoryRing:
+class HistoryRing(StatePart):
     """Per token: its top_k (index, value) pairs, the monitored features' values, request, row,
     position and time.
 
     One extra slot past the end is a write sink for rows that are not kept.
     """
+
+    name = "history"
 
     def __init__(self, size: int, top_k: int, monitored: tuple[int, ...], device: torch.device):
         self.size = size
@@ -85,19 +90,31 @@ class HistoryRing:
             self.token.index_copy_(0, dest, token_ids.index_select(0, pick))
         self.written += total.clamp_max(keep_n)
 
+    # ---- StatePart: saved, emptied by a history clear, local to each rank -----------------
+
     def state_tensors(self) -> dict[str, Tensor]:
         """The ring's live tensors (saving copies them, loading copies into them)."""
         names = ("top_idx", "top_val", "values", "request", "row", "position", "timestamp",
                  "token", "written")
         return {name: getattr(self, name) for name in names}
 
-    def state_meta(self) -> dict[str, object]:
+    def state_meta(self) -> dict[str, Any]:
         """The request names of the records, and the next request code."""
         return self._names.state_meta()
 
-    def load_state_meta(self, meta: dict[str, object]) -> None:
-        """Restore `state_meta` (checked by the caller)."""
+    def check_meta(self, meta: dict[str, Any]) -> None:
+        """`state_meta`'s names and next code."""
+        check_names_meta(meta, "next_code")
+
+    def load_state(self, tensors: dict[str, Tensor], meta: dict[str, Any]) -> None:
+        """Copy a checked save in."""
+        super().load_state(tensors, meta)
         self._names.load_state_meta(meta)
+
+    def reset_on(self, event: Event) -> None:
+        """A history clear empties the ring."""
+        if event is Event.HISTORY:
+            self.clear()
 
     def clear(self) -> int:
         """Empty the ring; returns how many records it held (reads one count from the device)."""

@@ -6,9 +6,12 @@ import math
 from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import torch
 
+from ...checks import cut
+from .registry import Event, Spec, StatePart, keyed_load, keyed_specs, keyed_tensors
 from .requests import automatic_number
 
 Tensor = torch.Tensor
@@ -17,7 +20,7 @@ Tensor = torch.Tensor
 MAX_TRACKED_REQUESTS = 4096
 
 
-class RequestPositions:
+class RequestPositions(StatePart):
     """Continues token positions across forward passes of one request, per batch row.
 
     A forward pass's attention mask may be longer than its tokens (a decode step with a KV cache
@@ -26,9 +29,45 @@ class RequestPositions:
     request's previous forward ended.
     """
 
+    name = "positions"
+
     def __init__(self) -> None:
         self._next: OrderedDict[str, Tensor] = OrderedDict()
         self._journal: list[tuple[str, Tensor | None]] | None = None
+        self.device = torch.device("cpu")  # where loaded positions go (the recording's)
+
+    # ---- StatePart: saved (one tensor per request), forgotten by a history clear, local,
+    # not counted in the memory figures -----------------------------------------------------
+
+    def state_tensors(self) -> dict[str, Tensor]:
+        """Each tracked request's next positions, as `<i>` (the ids are in `state_meta`)."""
+        return keyed_tensors(self._next, "")
+
+    def state_meta(self) -> dict[str, Any]:
+        """The tracked request ids, least recently used first."""
+        return {"requests": list(self._next)}
+
+    def check_meta(self, meta: dict[str, Any]) -> None:
+        """Only the request ids."""
+        if set(meta) != {"requests"}:
+            raise ValueError(f"expected the tracked request ids, got {cut(repr(meta), 80)}")
+
+    def expected_tensors(self, meta: dict[str, Any]) -> dict[str, Spec]:
+        """One int64 [rows] per request."""
+        return keyed_specs(meta["requests"], "", Spec((None,), torch.int64))
+
+    def load_state(self, tensors: dict[str, Tensor], meta: dict[str, Any]) -> None:
+        """Track the saved requests (on this monitor's device)."""
+        self.tracked = keyed_load(tensors, "", meta["requests"], self.device)
+
+    def reset_on(self, event: Event) -> None:
+        """A history clear forgets every request."""
+        if event is Event.HISTORY:
+            self.clear()
+
+    def memory_bytes(self) -> dict[str, int]:
+        """Not counted (a few int64 per tracked request)."""
+        return {}
 
     def clear(self) -> None:
         """Forget every request."""

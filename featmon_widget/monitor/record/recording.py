@@ -8,10 +8,11 @@ selected features' value histograms, the per-request positions and the token tot
 from __future__ import annotations
 
 import time
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 
+from ...checks import cut, is_int
 from ...snapshot.records import HistoryTail
 from ...snapshot.source import DeviceTotals, ExampleSlices, ValueHistogramCounts
 from ..config import MonitorConfig, feature_list
@@ -28,6 +29,7 @@ from .features import DenseFeatures, SparseFeatures
 from .histograms import VALUE_EDGES, ValueHistograms
 from .history import HistoryRing
 from .positions import RequestPositions, as_batch_mask, check_positions
+from .registry import SUM, Event, StatePart, StateRegistry
 from .requests import check_request_id
 
 Tensor = torch.Tensor
@@ -44,6 +46,89 @@ class RemoteView(NamedTuple):
     synced_at: float
 
 
+class RecordingTotals(StatePart):
+    """The recording's own totals as a part of the recorded state: tokens, tokens since the
+    threshold was set, forward passes, the times they count from, and the other ranks' totals
+    at the last sync (`RemoteView`). A sync sums tokens, dropped indices (the statistics keep
+    them) and forward passes; `active_tokens` stays local."""
+
+    name = "totals"
+    # "ranks": each rank sends 1, so the sum over the others counts them.
+    sync_rules = dict.fromkeys(("tokens", "dropped_indices", "forward_passes", "ranks"), SUM)
+
+    def __init__(self, recording: Recording) -> None:
+        self.recording = recording
+
+    def state_tensors(self) -> dict[str, Tensor]:
+        """The token counts (int64 scalars)."""
+        return {"tokens": self.recording.tokens, "active_tokens": self.recording.active_tokens}
+
+    def state_meta(self) -> dict[str, Any]:
+        """Forward passes, the times, and the remote view."""
+        r = self.recording
+        return {"forward_passes": r.forward_passes, "since": r.since,
+                "active_since": r.active_since,
+                "remote": r.remote._asdict() if r.remote is not None else None}
+
+    def check_meta(self, meta: dict[str, Any]) -> None:
+        """The four entries of `state_meta`, of their types."""
+        if set(meta) != {"forward_passes", "since", "active_since", "remote"} or not (
+                is_int(meta["forward_passes"]) and meta["forward_passes"] >= 0
+                and all(_is_number(meta[k]) for k in ("since", "active_since"))):
+            raise ValueError(f"forward_passes, since or active_since missing or out of range "
+                             f"({cut(repr(meta), 120)})")
+        remote, fields = meta["remote"], RemoteView._fields
+        if remote is not None and not (isinstance(remote, dict) and set(remote) == set(fields)
+                                       and all(_is_number(remote[f]) for f in fields)):
+            raise ValueError(f"the save's 'remote' entry is malformed "
+                             f"({cut(repr(remote), 80)}): the save is corrupt")
+
+    def load_state(self, tensors: dict[str, Tensor], meta: dict[str, Any]) -> None:
+        """Restore a checked save."""
+        super().load_state(tensors, meta)
+        r, remote = self.recording, meta["remote"]
+        r.forward_passes = meta["forward_passes"]
+        r.since, r.active_since = float(meta["since"]), float(meta["active_since"])
+        r.remote = RemoteView(**remote) if remote is not None else None
+
+    def reset_on(self, event: Event) -> None:
+        """A statistics reset zeroes every total, a threshold change the active tokens."""
+        r = self.recording
+        if event is Event.STATISTICS:
+            r.tokens.zero_()
+            r.forward_passes = 0
+            r.remote = None
+            r.since = time.time()
+        if event in (Event.STATISTICS, Event.THRESHOLD):
+            r.active_tokens.zero_()
+            r.active_since = time.time() if event is Event.THRESHOLD else r.since
+
+    def sync_state(self) -> dict[str, Tensor]:
+        """This rank's totals, as int64 scalars on the recording's device."""
+        r = self.recording
+
+        def scalar(n: int) -> Tensor:
+            return torch.tensor(n, dtype=torch.int64, device=r.device)
+
+        return {"tokens": r.tokens, "dropped_indices": r.stats.dropped_indices,
+                "forward_passes": scalar(r.forward_passes), "ranks": scalar(1)}
+
+    def take_remote(self, merged: dict[str, Tensor] | None) -> None:
+        """The others' totals become the remote view."""
+        self.recording.remote = None if merged is None else RemoteView(
+            tokens=int(merged["tokens"]), dropped_indices=int(merged["dropped_indices"]),
+            forward_passes=int(merged["forward_passes"]), ranks=int(merged["ranks"]) + 1,
+            synced_at=time.time())
+
+    def memory_bytes(self) -> dict[str, int]:
+        """Not counted (a few scalars)."""
+        return {}
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 class Recording:
     """Statistics, history, value histograms and totals of one monitor (see module doc)."""
 
@@ -52,12 +137,14 @@ class Recording:
         self.d_sae = d_sae
         self.config = config
         self.compiled = compiled
+        self.backend = compiled.backend  # the monitor's choice of kernels, for every part
         # An explicit device is kept; otherwise the first activations choose it.
         self.device_fixed = device is not None
         self.positions = RequestPositions()
         self.forward_passes = 0
         self.remote: RemoteView | None = None
         self.watches: list[Watch] = []
+        self.extra_parts: list[StatePart] = []  # recorded state an extension adds
         self.retired_watches: list[Watch] = []  # cancelled, with hits still to deliver
         self.costs = CostMeter()
         self.health_sampled = False  # whether the latest forward was a health sample
@@ -71,11 +158,12 @@ class Recording:
         self.history = HistoryRing(cfg.history_size, cfg.top_k, cfg.features or (), device)
         self.values = ValueHistograms(cfg.selected, device)
         self.examples = ExampleTable(self.d_sae, cfg.examples_per_feature, cfg.context_window,
-                                     device, self.compiled.runner)
+                                     device, self.backend)
         self.tokens = torch.zeros((), dtype=torch.int64, device=device)
         # Tokens since the threshold was set: the denominator of the exact mean L0.
         self.active_tokens = torch.zeros((), dtype=torch.int64, device=device)
         self.health = HealthTracker(device)
+        self.positions.device = device
         for watch in self.watches:
             watch.move_to(device)
         self.since = self.active_since = time.time()
@@ -153,47 +241,32 @@ class Recording:
         ):
             self.examples = self.examples.resized(new.examples_per_feature, new.context_window)
         if new.threshold != old.threshold:
-            self.stats.reset_active()
-            self.values = ValueHistograms(new.selected, self.device)
-            self.active_tokens.zero_()
-            self.health.reset()
-            self.active_since = time.time()
+            self.state_parts().reset(Event.THRESHOLD)
         self.config = new
+
+    def state_parts(self) -> StateRegistry:
+        """The recorded state, part by part (see `registry`): the one list that saving, sync,
+        the resets and the memory figures read; `extra_parts` come last."""
+        return StateRegistry([self.stats, self.history, self.values, self.examples,
+                              self.health, self.positions, RecordingTotals(self),
+                              *self.extra_parts])
 
     def reset_statistics(self) -> None:
         """Zero every statistic and total (the history stays)."""
-        self.stats.reset()
-        self.examples.clear()
-        self.values = ValueHistograms(self.config.selected, self.device)
-        self.tokens.zero_()
-        self.active_tokens.zero_()
-        self.health.reset()
-        self.costs.reset()
-        self.forward_passes = 0
-        self.remote = None
-        self.since = self.active_since = time.time()
+        self.state_parts().reset(Event.STATISTICS)
+        self.costs.reset()  # not recorded state: the time monitoring took
 
     def clear_history(self) -> int:
         """Empty the history and forget request positions; returns the records cleared."""
-        cleared = self.history.clear()
-        self.positions.clear()
+        cleared = self.history.count()
+        self.state_parts().reset(Event.HISTORY)
         return cleared
 
     def device_bytes(self) -> dict[str, int]:
-        """Device memory held, per part (the TopK table lives on the host, counted too)."""
-        def size(*tensors: Tensor) -> int:
-            return sum(t.numel() * t.element_size() for t in tensors)
-
-        pending = self.stats.pending_table
-        return {
-            "statistics": self.stats.nbytes,
-            "pending_topk": size(pending.table, pending.shift) if pending is not None else 0,
-            "history": size(*self.history.state_tensors().values()),
-            "histograms": size(self.values.counts),
-            "examples": self.examples.nbytes,
-            "health": self.health.nbytes,
-            "watches": sum(w.nbytes for w in self.watches),
-        }
+        """Device memory held, per part (the TopK table lives on the host, counted too; the
+        watches are not recorded state, but hold memory)."""
+        return {**self.state_parts().memory_bytes(),
+                "watches": sum(w.nbytes for w in self.watches)}
 
     def feature_index(self, features: list[int] | None) -> Tensor:
         """`features` (checked), else the monitored features, else all, as a device index."""
@@ -229,7 +302,7 @@ class Recording:
             monitored = set(self.config.features) if self.config.features is not None else None
             keep = [f for f in among if monitored is None or f in monitored]
             candidates = torch.tensor(keep, dtype=torch.int64, device=self.device)
-        return rank(self.stats, candidates, metric, k)
+        return rank(self.stats, candidates, metric, k, self.backend)
 
     def metric(self, name: str) -> Tensor:
         """One per-feature metric, float64 [d_sae]."""
@@ -243,7 +316,7 @@ class Recording:
         """The frequency histogram's bins and the counts over all features, computed once for
         everything that reads them (`firing.firing_summary`)."""
         return firing_summary(self.stats.active_count, self.stats.count,
-                              self.config.rare_floor)
+                              self.config.rare_floor, self.backend)
 
     def value_histograms(self) -> ValueHistogramCounts:
         """The selected features' value histograms."""

@@ -12,7 +12,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from ...checks import check_text, cut
+from ...checks import check_text, cut, is_int
 
 # Request ids reach every snapshot and the widget: bounded, so one id cannot bloat them.
 MAX_REQUEST_ID_CHARS = 200
@@ -141,6 +141,20 @@ class WriteNames:
         with self._lock:
             self._names = OrderedDict((int(c), str(n)) for c, n in meta["names"])
             self._next = int(meta["next_code"])
+
+
+def check_names_meta(meta: Any, next_key: str) -> None:
+    """Raise ValueError unless `meta` is a `state_meta` of `RequestNames` (`next_key` "next")
+    or `WriteNames` ("next_code"): [code, name] pairs and the next code."""
+    if not isinstance(meta, dict):
+        raise ValueError(f"request names must be an object, got {cut(repr(meta), 60)}")
+    names, next_code = meta.get("names"), meta.get(next_key)
+    if not isinstance(names, list) or not is_int(next_code):
+        raise ValueError("request names must be a list and the next code an int")
+    for entry in names:
+        if not (isinstance(entry, list) and len(entry) == 2 and is_int(entry[0])
+                and isinstance(entry[1], str)):
+            raise ValueError(f"a request name must be [code, name], got {cut(repr(entry), 60)}")
 
 
 class RequestContext:

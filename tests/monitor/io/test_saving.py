@@ -133,7 +133,8 @@ def saved(tmp_path):
 def test_a_newer_format_says_upgrade(saved):
     rewrite(saved, lambda m: m.update(format_version=saving.FORMAT_VERSION + 1,
                                       written_by="featmon_widget 9.0"))
-    with pytest.raises(ValueError, match=r"format version 2 by featmon_widget 9\.0.*upgrade"):
+    newer = saving.FORMAT_VERSION + 1
+    with pytest.raises(ValueError, match=rf"format version {newer} by featmon_widget 9\.0.*up"):
         FeatureMonitor.load(saved)
 
 
@@ -144,8 +145,10 @@ def test_a_newer_format_says_upgrade(saved):
     (lambda p: (p / "monitor.json").unlink(), "no featmon_widget save"),
     (lambda p: rewrite(p, lambda m: m.update(d_sae="48")), "'d_sae' is missing or not"),
     (lambda p: rewrite(p, lambda m: m["config"].update(top_k=10_000)), "top_k"),
-    (lambda p: rewrite(p, lambda m: m.update(positions=["x" * 300])), "request_id"),
-    (lambda p: rewrite(p, lambda m: m.update(remote={"tokens": 1})), "'remote' entry"),
+    (lambda p: rewrite(p, lambda m: m["parts"]["positions"].update(requests=["x" * 300])),
+     "request_id"),
+    (lambda p: rewrite(p, lambda m: m["parts"]["totals"].update(remote={"tokens": 1})),
+     "'remote' entry"),
     (lambda p: rewrite(p, change_tensors=lambda t: t.update(
         {"stats.count": t["stats.count"][:-1]})), r"stats\.count.*\(47,\).*needs \(48,\)"),
     (lambda p: rewrite(p, change_tensors=lambda t: t.pop("history.row")), "no tensor"),

@@ -1,0 +1,84 @@
+"""A save of format version 1 (`data/save_v1`, made by `data/make_save_v1.py` with the code that
+wrote that format) loads bit for bit: the same tensors, the same answers, and after the same
+next batch the same tensors and answers as the monitor that saved it had."""
+
+import importlib.util
+import json
+import shutil
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from featmon_widget import FeatureMonitor, SparseAutoencoder
+from featmon_widget.monitor.io import saving
+from featmon_widget.monitor.record import recording as recording_module
+
+DATA = Path(__file__).with_name("data")
+_spec = importlib.util.spec_from_file_location("make_save_v1", DATA / "make_save_v1.py")
+maker = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(maker)
+
+
+def bits(t: torch.Tensor) -> torch.Tensor:
+    return t.detach().cpu().contiguous().reshape(-1).view(torch.uint8)
+
+
+def assert_holds(monitor: FeatureMonitor, folder: Path) -> None:
+    """`monitor` holds exactly what the version-1 save in `folder` holds."""
+    want = saving.read_save(folder)
+    assert want.meta["read_from_format_version"] == 1
+    got = saving.recording_state(monitor._recording, 0, {}, None)
+    assert got.tensors.keys() == want.tensors.keys()
+    for name, tensor in want.tensors.items():
+        assert got.tensors[name].dtype == tensor.dtype, name
+        assert torch.equal(bits(got.tensors[name]), bits(tensor)), name
+    assert got.meta["parts"] == want.meta["parts"]
+
+
+def assert_answers(monitor: FeatureMonitor, expected: dict[str, str]) -> None:
+    got = maker.results(monitor)
+    assert got.keys() == expected.keys()
+    for key, text in expected.items():
+        if key == "state":  # fields added to MonitorState later are not the save's
+            state, want = json.loads(got[key]), json.loads(text)
+            assert {k: state[k] for k in want} == want
+        else:
+            assert got[key] == text, key
+
+
+def test_a_version_1_save_loads_bit_for_bit_and_rounds_on_alike(monkeypatch):
+    monkeypatch.setattr(recording_module, "time", SimpleNamespace(time=lambda: maker.CLOCK))
+    expected = json.loads((DATA / "save_v1_expected.json").read_text(encoding="utf-8"))
+    loaded = FeatureMonitor.load(DATA / "save_v1", compile=False)
+    assert loaded.state.synced_ranks == 2  # the remote view came back too
+    assert_holds(loaded, DATA / "save_v1")
+    assert_answers(loaded, expected["before"])
+    batch = load_file(str(DATA / "save_v1_next.safetensors"))
+    sae = SparseAutoencoder.from_tensors(*(batch[f"sae.{n}"]
+                                           for n in ("W_enc", "b_enc", "W_dec", "b_dec")))
+    maker.feed(loaded, batch, sae, 3)
+    assert_holds(loaded, DATA / "save_v1_after")
+    assert_answers(loaded, expected["after"])
+
+
+def edit_v1(folder: Path, change) -> None:
+    meta = json.loads((folder / "monitor.json").read_text())
+    change(meta)
+    (folder / "monitor.json").write_text(json.dumps(meta))
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda m: m.update(positions=["x" * 300]), "request_id"),
+    (lambda m: m.update(remote={"tokens": 1}), "'remote' entry"),
+    (lambda m: m.pop("tails"), "'tails' is missing"),
+    (lambda m: m["health"].update(d_in=-1), "'health' entry is malformed"),
+    (lambda m: m["history"].update(next_code="7"), "request names"),
+])
+def test_a_corrupt_version_1_save_is_a_clear_error(tmp_path, change, message):
+    shutil.copytree(DATA / "save_v1", tmp_path / "save")
+    edit_v1(tmp_path / "save", change)
+    with pytest.raises(ValueError, match=message):
+        FeatureMonitor.load(tmp_path / "save", compile=False)
