@@ -140,13 +140,29 @@ class MissingCorpus(RuntimeError):
     """A corpus source is not installed; the message says how to install it."""
 
 
-def wordnet_sentences() -> Iterator[str]:
-    """WordNet's glosses as sentences, and their quoted example sentences, in file order."""
+def wordnet_files() -> list[Path]:
+    """WordNet's four data files, or MissingCorpus when they are not all installed."""
     files = [WORDNET_DIR / f"data.{pos}" for pos in ("noun", "verb", "adj", "adv")]
     if not all(f.is_file() for f in files):
         raise MissingCorpus(f"WordNet is not installed in {WORDNET_DIR} "
                             "(apt-get install wordnet-base)")
-    for path in files:
+    return files
+
+
+def fortune_files() -> list[Path]:
+    """The fortunes' quotation files (a few non-prose ones left out), or MissingCorpus when
+    none is installed."""
+    files = sorted(p for p in FORTUNES_DIR.glob("*.u8") if p.stem not in _FORTUNE_SKIP) \
+        if FORTUNES_DIR.is_dir() else []
+    if not files:
+        raise MissingCorpus(f"fortunes are not installed in {FORTUNES_DIR} "
+                            "(apt-get install fortunes)")
+    return files
+
+
+def wordnet_sentences() -> Iterator[str]:
+    """WordNet's glosses as sentences, and their quoted example sentences, in file order."""
+    for path in wordnet_files():
         for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
             if line.startswith("  ") or " | " not in line:
                 continue  # the licence header
@@ -160,12 +176,7 @@ def wordnet_sentences() -> Iterator[str]:
 
 def fortune_sentences() -> Iterator[str]:
     """Sentences of the quotations in Debian's fortunes (attributions left out)."""
-    files = sorted(p for p in FORTUNES_DIR.glob("*.u8") if p.stem not in _FORTUNE_SKIP) \
-        if FORTUNES_DIR.is_dir() else []
-    if not files:
-        raise MissingCorpus(f"fortunes are not installed in {FORTUNES_DIR} "
-                            "(apt-get install fortunes)")
-    for path in files:
+    for path in fortune_files():
         for entry in path.read_text(encoding="utf-8", errors="replace").split("\n%\n"):
             lines = [ln for ln in entry.splitlines() if not ln.strip().startswith("--")]
             yield from prose_sentences(" ".join(" ".join(lines).split()))

@@ -5,7 +5,6 @@ carries `MonitorState` inside a snapshot)."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 

@@ -42,7 +42,7 @@ import os
 import sys
 import time
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -53,9 +53,11 @@ import torch.nn.functional as F  # noqa: E402
 
 from featmon_widget.corpus import (  # noqa: E402
     MissingCorpus,
+    fortune_files,
     fortune_sentences,
     pydoc_sentences,
     stdlib_sentences,
+    wordnet_files,
     wordnet_sentences,
 )
 
@@ -96,32 +98,53 @@ def _every(make, stride: int):
     return sentences
 
 
+def corpus_sources() -> tuple[dict[str, Callable[[], Iterator[str]]], dict[str, str]]:
+    """The corpus sources installed here, by name and in corpus order, and why each other one
+    is missing (how to install it)."""
+    everyday = {"wordnet": (wordnet_files, wordnet_sentences),
+                "fortunes": (fortune_files, fortune_sentences)}
+    sources: dict[str, Callable[[], Iterator[str]]] = {
+        "stdlib_docstrings": _stdlib_sentences, "pydoc_topics": _pydoc_sentences}
+    missing: dict[str, str] = {}
+    for name, (files, make) in everyday.items():
+        try:
+            files()
+        except MissingCorpus as exc:
+            missing[name] = str(exc)
+            continue
+        sources[name] = _every(make, EVERYDAY_STRIDE[name])
+    return sources, missing
+
+
+def sentence_tokens(tokenizer, sentence: str, max_length: int) -> int:
+    """Real tokens of `sentence` as the model sees it: truncated to `max_length` with [CLS] and
+    [SEP], which are not counted."""
+    return min(len(tokenizer.tokenize(sentence)), max_length - 2)
+
+
 def build_corpus(tokenizer, max_tokens: int | None, max_length: int) -> dict[str, list[str]]:
-    """De-duplicated prose sentences by source; with ``max_tokens`` stop early (an equal share
-    from each source) so that tiny runs do not parse the whole standard library. A source
-    that is not installed is reported and left out."""
-    sources = {"stdlib_docstrings": _stdlib_sentences, "pydoc_topics": _pydoc_sentences,
-               "wordnet": _every(wordnet_sentences, EVERYDAY_STRIDE["wordnet"]),
-               "fortunes": _every(fortune_sentences, EVERYDAY_STRIDE["fortunes"])}
+    """De-duplicated prose sentences by source (every source named; one that is not installed
+    is reported and has none). With ``max_tokens`` stop early, an equal share from each source
+    that is installed, so that tiny runs do not parse the whole standard library and still get
+    about ``max_tokens`` tokens whichever sources are missing."""
+    sources, missing = corpus_sources()
+    for name, why in missing.items():
+        print(f"corpus source {name} left out: {why}", flush=True)
     seen: set[str] = set()
-    corpus: dict[str, list[str]] = {}
+    corpus: dict[str, list[str]] = {name: [] for name in (*DOCUMENTATION, *EVERYDAY_STRIDE)}
     tokens = 0
     for n, (name, make) in enumerate(sources.items()):
         quota = None if max_tokens is None else max_tokens * (n + 1) // len(sources)
-        taken: list[str] = []
-        try:
-            for s in make():
-                if quota is not None and tokens >= quota:
-                    break
-                if s in seen:
-                    continue
-                seen.add(s)
-                taken.append(s)
-                if quota is not None:
-                    tokens += min(len(tokenizer.tokenize(s)), max_length - 2)
-        except MissingCorpus as exc:
-            print(f"corpus source {name} left out: {exc}", flush=True)
-        corpus[name] = taken
+        taken = corpus[name]
+        for s in make():
+            if quota is not None and tokens >= quota:
+                break
+            if s in seen:
+                continue
+            seen.add(s)
+            taken.append(s)
+            if quota is not None:
+                tokens += sentence_tokens(tokenizer, s, max_length)
     return corpus
 
 
@@ -423,7 +446,9 @@ def main(argv: list[str] | None = None) -> dict:
 
     print(f"loading {MODEL_NAME} from the {MODEL_PACKAGE} package (offline)", flush=True)
     model, tokenizer = load_model()
-    corpus_key = f"{sys.version_info[:2]}|{args.max_tokens}|{args.max_length}|everyday-v1"
+    installed = "+".join(corpus_sources()[0])  # the corpus depends on the sources installed
+    corpus_key = (f"{sys.version_info[:2]}|{args.max_tokens}|{args.max_length}|{installed}|"
+                  "everyday-v2")
     cache = None
     if args.activation_cache is not None and args.activation_cache.is_file():
         cache = torch.load(args.activation_cache, weights_only=True)

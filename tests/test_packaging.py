@@ -6,6 +6,8 @@ import sys
 import zipfile
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 BUNDLE_BUDGET = 1_300_000
 
@@ -18,6 +20,7 @@ def test_installed_bundle_exists_and_is_within_budget():
     assert "plotly" in js.read_text(errors="ignore").lower()  # bundled, no CDN at run time
 
 
+@pytest.mark.packaging
 def test_built_wheel_contains_the_frontend(tmp_path):
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",

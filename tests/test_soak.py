@@ -1,4 +1,4 @@
-"""Issue 12, defect 8: host memory stays flat under default use (forwards outside any request,
+"""Host memory stays flat under default use (forwards outside any request,
 history on, a subscriber receiving snapshots). Was: RSS 410 -> 616 MB over 6.1M tokens."""
 
 import json
@@ -11,6 +11,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.soak
 @pytest.mark.slow
 def test_five_million_tokens_keep_resident_memory_flat():
     result = subprocess.run([sys.executable, "-m", "bench.soak", "--tokens", "5000000"],

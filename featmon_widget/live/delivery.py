@@ -13,6 +13,7 @@ from collections.abc import Callable
 from ..snapshot.options import SnapshotOptions
 from ..snapshot.schemas import Snapshot
 from ..types import MonitorState
+from .clock import Clock
 from .subscriptions import Subscription, short_error
 from .throttle import Throttle
 
@@ -25,14 +26,17 @@ class LiveDelivery:
 
     `build(options)` makes a snapshot and `state()` reads the current state; both are the
     monitor's, called from the delivery thread or after an operation, never with a lock held
-    here.
+    here. `clock` is the delivery thread's time source (default: the real clock, see
+    `live.clock`).
     """
 
     def __init__(self, build: Callable[[SnapshotOptions], Snapshot],
-                 state: Callable[[], MonitorState], interval_s: float) -> None:
+                 state: Callable[[], MonitorState], interval_s: float,
+                 clock: Clock | None = None) -> None:
         self._build = build
         self._state = state
         self._interval_s = interval_s
+        self._clock = clock
         self._lock = threading.Lock()
         self._subscribers: list[Subscription] = []
         self._listeners: list[EventCallback] = []
@@ -68,7 +72,7 @@ class LiveDelivery:
                                    "(make a new FeatureMonitor)")
             self._subscribers.append(sub)
             if self._throttle is None:
-                self._throttle = Throttle(self._deliver, self._interval_s)
+                self._throttle = Throttle(self._deliver, self._interval_s, self._clock)
         self.poke()
         return sub
 
@@ -80,7 +84,7 @@ class LiveDelivery:
                 raise RuntimeError("this monitor is closed: it delivers nothing any more")
             self._tasks.append(task)
             if self._throttle is None:
-                self._throttle = Throttle(self._deliver, self._interval_s)
+                self._throttle = Throttle(self._deliver, self._interval_s, self._clock)
         self.poke()
 
     def _unsubscribe(self, sub: Subscription) -> None:

@@ -3,6 +3,7 @@
 `poke()` is cheap and never blocks on delivery: the hot path only sets a flag. A daemon thread
 delivers at once when the last delivery is older than the interval (leading edge), otherwise when
 the interval ends (trailing edge), so the state after a burst always arrives within one interval.
+Time is read and waited for through a `Clock` (`live.clock`): the real one unless given another.
 
 At interpreter exit every running throttle is closed and its thread joined first: a daemon
 thread still inside a snapshot build (torch's C++ code) while the interpreter tears down
@@ -18,6 +19,8 @@ import warnings
 import weakref
 from collections.abc import Callable
 
+from .clock import Clock, default_clock
+
 _MAX_WAIT_S = 3600.0
 # How long exit waits for a delivery in progress to finish.
 _EXIT_JOIN_S = 5.0
@@ -25,11 +28,14 @@ _running: weakref.WeakSet[Throttle] = weakref.WeakSet()
 
 
 class Throttle:
-    """Calls `deliver()` at most once per `interval_s`, and always after the last `poke()`."""
+    """Calls `deliver()` at most once per `interval_s`, and always after the last `poke()`;
+    time is `clock`'s (default `clock.default_clock()`, the real one)."""
 
-    def __init__(self, deliver: Callable[[], None], interval_s: float) -> None:
+    def __init__(self, deliver: Callable[[], None], interval_s: float,
+                 clock: Clock | None = None) -> None:
         self._deliver = deliver
         self._interval_s = interval_s
+        self._clock = clock if clock is not None else default_clock()
         self._cond = threading.Condition()
         self._pending = False
         self._closed = False
@@ -91,17 +97,17 @@ class Throttle:
         with self._cond:
             while not self._closed:
                 if self._pending:
-                    wait = self._last + self._interval_s - time.monotonic()
+                    wait = self._last + self._interval_s - self._clock.monotonic()
                     if wait <= 0:
                         break
                     # A timed wait takes at most about 49 days; wake at least hourly.
-                    self._cond.wait(min(wait, _MAX_WAIT_S))
+                    self._clock.wait(self._cond, min(wait, _MAX_WAIT_S))
                 else:
-                    self._cond.wait()
+                    self._clock.wait(self._cond, None)
             if self._closed:
                 return False
             self._pending = False
-            self._last = time.monotonic()
+            self._last = self._clock.monotonic()
             return True
 
 

@@ -4,6 +4,7 @@ that names their tokens, the labels that name its features, and the failures the
 
 from __future__ import annotations
 
+import threading
 import warnings
 from typing import Any
 
@@ -13,9 +14,11 @@ from .record.tokens import TokenText, no_text
 
 
 class Attachments:
-    """Hooks, the attached SAE, and hook errors of one monitor. Callers hold its lock."""
+    """Hooks, the attached SAE, and hook errors of one monitor. Its changes take the monitor's
+    `lock`; readers elsewhere hold it while they read."""
 
-    def __init__(self) -> None:
+    def __init__(self, lock: threading.RLock) -> None:
+        self._lock = lock
         self.hooks: list[MonitorHook] = []
         self.hook_point: str | None = None
         self.sae: Any = None
@@ -31,7 +34,8 @@ class Attachments:
 
     @tokenizer.setter
     def tokenizer(self, tokenizer: Any) -> None:
-        self.token_text = None if tokenizer is None else TokenText(tokenizer)
+        with self._lock:
+            self.token_text = None if tokenizer is None else TokenText(tokenizer)
 
     def text_of(self) -> TokenText | Any:
         """A function from token id to text (None when no tokenizer is known)."""
@@ -42,32 +46,40 @@ class Attachments:
         """Hook `sae` (or the SAE attached before) onto `model.get_submodule(hook_point)`;
         `tokenizer` (default: the model's own `tokenizer`, as TransformerLens models have)
         names the recorded tokens."""
-        sae = sae if sae is not None else self.sae
-        if sae is None:
-            raise ValueError("attach needs an SAE: pass sae=... or build with for_sae(sae)")
-        width = sae_width(sae)
-        if width != d_sae:
-            raise ValueError(f"SAE has d_sae={width}, monitor has d_sae={d_sae}")
-        tokenizer = tokenizer if tokenizer is not None else getattr(model, "tokenizer", None)
-        token_text = TokenText(tokenizer) if tokenizer is not None else self.token_text
-        hook = MonitorHook(recorder, model, hook_point, sae)
-        self.token_text = token_text
-        self.hooks.append(hook)
-        self.hook_point = hook_point
-        self.sae = sae
-        return hook
+        with self._lock:
+            sae = sae if sae is not None else self.sae
+            if sae is None:
+                raise ValueError("attach needs an SAE: pass sae=... or build with for_sae(sae)")
+            width = sae_width(sae)
+            if width != d_sae:
+                raise ValueError(f"SAE has d_sae={width}, monitor has d_sae={d_sae}")
+            tokenizer = tokenizer if tokenizer is not None else getattr(model, "tokenizer", None)
+            token_text = TokenText(tokenizer) if tokenizer is not None else self.token_text
+            hook = MonitorHook(recorder, model, hook_point, sae)
+            self.token_text = token_text
+            self.hooks.append(hook)
+            self.hook_point = hook_point
+            self.sae = sae
+            return hook
 
     def removed(self, hook: MonitorHook) -> None:
         """Forget a hook that detached itself."""
-        if hook in self.hooks:
-            self.hooks.remove(hook)
+        with self._lock:
+            if hook in self.hooks:
+                self.hooks.remove(hook)
+
+    def remove_hooks(self) -> None:
+        """Remove every hook (each calls back `removed`; called without the lock held)."""
+        for hook in list(self.hooks):
+            hook.remove()
 
     def failed(self, hook: Any, exc: BaseException) -> None:
         """Count a failure inside `hook` and warn (the hook has already removed itself)."""
-        self.errors += 1
-        self.last_error = f"{type(exc).__name__}: {exc}"
-        warnings.warn(
-            f"featmon_widget: monitoring failed at {getattr(hook, 'hook_point', '?')} and was "
-            f"stopped there ({self.last_error}); the model's forward is unaffected",
-            RuntimeWarning, stacklevel=4,
-        )
+        with self._lock:
+            self.errors += 1
+            self.last_error = f"{type(exc).__name__}: {exc}"
+            warnings.warn(
+                f"featmon_widget: monitoring failed at {getattr(hook, 'hook_point', '?')} and "
+                f"was stopped there ({self.last_error}); the model's forward is unaffected",
+                RuntimeWarning, stacklevel=4,
+            )

@@ -48,12 +48,6 @@ SERVER_START_S = 90
 KERNEL_READY_S = 60
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line(
-        "markers", "browser: drives the widget in Chromium inside a real Jupyter server"
-    )
-
-
 # ---- Chromium --------------------------------------------------------------------------------
 
 

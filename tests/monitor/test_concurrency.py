@@ -1,4 +1,4 @@
-"""Issue 12, Build: a forward loop in one thread while others configure, read, snapshot, clear
+"""A forward loop in one thread while others configure, read, snapshot, clear
 the history and subscribe/unsubscribe. The statistics equal the serial run's; nothing raises;
 everything finishes in bounded time."""
 

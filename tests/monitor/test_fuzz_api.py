@@ -1,4 +1,4 @@
-"""Issue 12, Build: random calls to the Python API. Each either works or raises a ValueError /
+"""Random calls to the Python API. Each either works or raises a ValueError /
 TypeError that leaves the monitor exactly as it was; nothing else escapes."""
 
 import dataclasses

@@ -335,12 +335,10 @@ def test_bad_token_ids_are_rejected_and_change_nothing(token_ids, error):
 
 
 @pytest.mark.parametrize("native_on", [True, False], ids=["native", "torch"])
-def test_a_feature_repeated_within_a_token_counts_once_and_the_repeat_is_dropped(
-        monkeypatch, native_on):
-    """Issue 12, defect 5: [[0, 0]], [[1., 2.]] used to give active_ratio 2.0 and mean 3.0."""
-    if not native_on:
-        monkeypatch.setenv("FEATMON_NATIVE", "0")
-    monitor = FeatureMonitor(4, compile=False)
+def test_a_feature_repeated_within_a_token_counts_once_and_the_repeat_is_dropped(native_on):
+    """[[0, 0]], [[1., 2.]] is one value for feature 0 (it used to give active_ratio 2.0 and
+    mean 3.0)."""
+    monitor = FeatureMonitor(4, compile=False, native=native_on)
     monitor.on_sparse_activation(torch.tensor([[0, 0]]), torch.tensor([[1.0, 2.0]]))
     row = monitor.get_statistics(features=[0]).features[0]
     assert (row.count, row.active_count, row.active_ratio, row.mean) == (1, 1, 1.0, 1.0)
@@ -350,7 +348,7 @@ def test_a_feature_repeated_within_a_token_counts_once_and_the_repeat_is_dropped
 
 
 def test_an_sae_giving_the_wrong_rows_changes_nothing():
-    """Issue 12, defect 6: its values used to be merged before the batch was refused."""
+    """A refused batch merges nothing (its values used to be merged before the refusal)."""
     class WrongRows(torch.nn.Module):
         d_sae = 8
 
@@ -375,7 +373,7 @@ def test_an_sae_giving_the_wrong_rows_changes_nothing():
 
 @pytest.mark.parametrize("shape", [(0, 8), (1, 0, 8), (0, 5, 8)])
 def test_an_empty_batch_is_a_no_op(shape):
-    """Issue 12, defect 7: these raised IndexError."""
+    """Empty batches record nothing and raise nothing (these raised IndexError)."""
     monitor = FeatureMonitor(8, compile=False)
     monitor.on_activation(torch.rand(4, 8))
     before = monitor.state
@@ -403,7 +401,7 @@ def test_a_zero_token_forward_through_a_hook_keeps_monitoring():
 
 
 def test_a_failed_call_leaves_the_requests_positions_alone(monkeypatch):
-    """Issue 12, defect 7: a call that failed after positions were assigned used to move the
+    """A call that failed after positions were assigned used to move the
     request's positions on (an empty call reset them: next positions 1, 0)."""
     monitor = FeatureMonitor(8, compile=False, top_k=1)
     stats = monitor._recording.stats
@@ -427,7 +425,7 @@ def test_a_failed_call_leaves_the_requests_positions_alone(monkeypatch):
     ("x" * 10_000, ValueError, "got 10000"),
 ])
 def test_request_ids_are_checked_and_bounded(request_id, error, needle):
-    """Issue 12, defects 10 and 11: a 10,000-character id made a 519 KB snapshot; non-string
+    """A 10,000-character id made a 519 KB snapshot; non-string
     ids were accepted. Refused when the block is asked for, and in every call taking one."""
     monitor = FeatureMonitor(8, compile=False)
     with pytest.raises(error, match=needle):
@@ -444,7 +442,8 @@ def test_request_ids_are_checked_and_bounded(request_id, error, needle):
     (torch.tensor([0.5, 1.0]), TypeError, "integers"),
 ])
 def test_bad_positions_are_refused_clearly(positions, error, needle):
-    """Issue 12, defect 11: AttributeError / RuntimeError, or silently accepted."""
+    """A TypeError/ValueError naming the positions (was: AttributeError / RuntimeError, or
+    silently accepted)."""
     monitor = FeatureMonitor(8, compile=False)
     with pytest.raises(error, match=needle):
         monitor.on_activation(torch.rand(2, 8), positions=positions)
@@ -462,7 +461,7 @@ def test_complex_features_are_refused():
 
 
 def test_meta_tensors_do_not_move_a_monitor_to_meta():
-    """Issue 12, defect 9: the first activation on `meta` moved the monitor there for good
+    """The first activation on `meta` moved the monitor there for good
     (get_statistics then raised NotImplementedError)."""
     monitor = FeatureMonitor(8, compile=False)
     with pytest.raises(ValueError, match="device='meta'"):
@@ -472,7 +471,7 @@ def test_meta_tensors_do_not_move_a_monitor_to_meta():
 
 
 def test_subscribing_to_a_closed_monitor_is_an_error():
-    """Issue 12, defect 9: it used to return a subscription that never delivered."""
+    """A RuntimeError (it used to return a subscription that never delivered)."""
     monitor = FeatureMonitor(8)
     monitor.close()
     with pytest.raises(RuntimeError, match="closed"):
@@ -480,7 +479,7 @@ def test_subscribing_to_a_closed_monitor_is_an_error():
 
 
 def test_a_wrong_width_input_leaves_the_compiled_path_on():
-    """Issue 12, defect 9: one wrong-d_in input switched our SAE's compiled path off for the
+    """One wrong-d_in input switched our SAE's compiled path off for the
     rest of the process, with a warning blaming the compiler."""
     sae = SparseAutoencoder.from_tensors(torch.randn(4, 8), torch.zeros(8), torch.randn(8, 4),
                                          torch.zeros(4))
@@ -495,7 +494,7 @@ def test_a_wrong_width_input_leaves_the_compiled_path_on():
 
 
 def test_forwards_outside_a_request_keep_no_per_request_state():
-    """Issue 12, defect 8: every forward outside `request()` gets a fresh auto-N id, and 4,096
+    """Every forward outside `request()` gets a fresh auto-N id, and 4,096
     position tensors (and example contexts) were kept for ids that never come back. Named
     requests still continue."""
     monitor = FeatureMonitor(8, compile=False)

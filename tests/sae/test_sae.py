@@ -544,7 +544,7 @@ def test_monitor_accepts_a_real_saelens_sae(sl: Any) -> None:
 
 
 def test_hostile_cfg_shapes_are_value_errors(tmp_path: Path) -> None:
-    """Issue 12, defect 11: a non-object activation_fn_kwargs raised AttributeError, a deeply
+    """A non-object activation_fn_kwargs raised AttributeError, a deeply
     nested cfg.json RecursionError."""
     _small_sae().save(tmp_path / "a")
     _edit_cfg(tmp_path / "a", activation_fn="topk", activation_fn_kwargs=[5],

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.frontend
 
 
 def _npm(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:

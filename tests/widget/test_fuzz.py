@@ -1,4 +1,4 @@
-"""Issue 12, Build: random payloads through the widget's command handler. Every payload gets
+"""Random payloads through the widget's command handler. Every payload gets
 exactly one well-formed, bounded reply; nothing escapes as an unexpected failure; a rejected
 command changes nothing (configuration, table options, statistics, history)."""
 

@@ -214,7 +214,8 @@ def test_search_command_filters_the_table_in_the_kernel(widget, monitor):
 
 
 def test_a_widget_that_fails_to_build_stays_registered_nowhere(monitor):
-    """Issue 12, defect 9: `MonitorWidget(m, table_rows=0)` left a widget registered."""
+    """A widget that fails to build is not left registered (`MonitorWidget(m, table_rows=0)`
+    used to leave one)."""
     from ipywidgets.widgets import widget as ipywidget
 
     before = len(ipywidget._instances)
@@ -228,7 +229,7 @@ def test_a_widget_that_fails_to_build_stays_registered_nowhere(monitor):
 
 
 def test_replies_never_echo_an_unbounded_input(widget):
-    """Issue 12, defect 10: a 1 MB `type` came back as a 1 MB reply."""
+    """Replies are bounded whatever the input (a 1 MB `type` came back as a 1 MB reply)."""
     reply = widget.answer({"id": "x" * 100_000, "type": "t" * 1_000_000})
     assert reply["ok"] is False and len(reply["error"]) <= 500
     assert reply["id"] is None

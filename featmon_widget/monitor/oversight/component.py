@@ -1,7 +1,6 @@
 """The questions a monitor left on answers live: is the SAE still faithful (`health`), has the
-traffic moved (`drift`), and tell me — or stop generating — when a feature fires (`watch`). A
-base class of `FeatureMonitor`, kept apart so the facade stays a list of the in-process
-operations."""
+traffic moved (`drift`), and tell me — or stop generating — when a feature fires (`watch`).
+`Oversight` answers them for `FeatureMonitor`, which owns one and delegates to it."""
 
 from __future__ import annotations
 
@@ -18,7 +17,9 @@ from ...types import DriftResponse, HealthResponse
 from ..attachments import Attachments
 from ..config import THRESHOLD_LIMIT, MonitorConfig, feature_list, real_in_range
 from ..record.recording import Recording
+from ..stats.backend import Backend
 from .drift import Reference, drift_response, drift_summary, reference_from
+from .health import HealthTracker
 from .watch import Watch, WatchCallback, hits_from, stopping_criteria
 
 # Features one watch may name, and hits kept for a watch without a callback.
@@ -30,56 +31,52 @@ DRIFT_ROWS = 5
 
 
 class Oversight:
-    """Health, drift and watches (see module doc); `FeatureMonitor` provides the state."""
+    """Health, drift and watches of one monitor (see module doc).
 
-    _lock: threading.RLock
-    _recording: Recording
-    _attached: Attachments
-    _live: LiveDelivery
-    d_sae: int
-    config: MonitorConfig
-    # Per monitor once set (these class values are the defaults): the drift reference (None,
-    # a Reference, or a live monitor, read at each get_drift), and whether the delivery thread
-    # already hands out watch hits.
-    _reference: Any = None
-    _watch_task: bool = False
+    Given the monitor's `lock`, its `recording` (statistics, health tracker, watches), its
+    `attached` tokenizer (to name watch hits) and its `live` delivery (whose thread hands out
+    the hits). Owns the drift reference and whether that delivery task is running.
+    """
+
+    def __init__(self, lock: threading.RLock, recording: Recording, attached: Attachments,
+                 live: LiveDelivery) -> None:
+        self._lock = lock
+        self._recording = recording
+        self._attached = attached
+        self._live = live
+        # None, a Reference, or a live monitor (read again at each get_drift).
+        self._reference: Any = None
+        self._watch_task = False  # the delivery thread already hands out watch hits
+
+    @property
+    def reference(self) -> Any:
+        """The drift reference: None, a `Reference`, or the live monitor given."""
+        with self._lock:
+            return self._reference
 
     # ---- health -----------------------------------------------------------------------------
 
     def get_health(self) -> HealthResponse:
         """L0, dead and ultra-rare features, and reconstruction quality on sampled forwards
         (`health_every`; definitions in `monitor.health` and the README)."""
-        return self._oversight_parts(with_drift=False)()[0]
+        return self.start_reading(with_drift=False).health()
 
-    def _oversight_parts(self, with_drift: bool = True, firing: torch.Tensor | None = None
-                         ) -> Callable[[], tuple[HealthResponse, dict[str, Any]]]:
-        """Under the lock: start copying what the health strip, the drift view and the watch
-        marks need; the function returned waits for the copies (without the lock) and gives
-        the full `HealthResponse` and the snapshot's `oversight` part. `firing`: the firing
-        summary the snapshot being built already holds (computed here when None)."""
+    def start_reading(self, firing: torch.Tensor | None = None,
+                      with_drift: bool = True) -> OversightReading:
+        """Start copying what the health strip, the drift view and the watch marks need (call
+        it under the lock, or not: it takes it); the result waits for the copies without the
+        lock. `firing`: the firing summary a snapshot being built already holds (computed here
+        when None)."""
         with self._lock:
-            rec, cfg = self._recording, self.config
-            health = rec.health
+            rec = self._recording
             firing = rec.firing_summary() if firing is None else firing
-            wait = start_copy([health.summary_parts(firing, rec.active_tokens),
-                               health.l0_counts])
+            wait = start_copy([rec.health.summary_parts(firing, rec.active_tokens),
+                               rec.health.l0_counts])
             watched = sorted({f for w in rec.watches for f in w.features})
             hits = sum(w.delivered for w in rec.watches)
             reference = self._reference if with_drift else None
-
-        def finish() -> tuple[HealthResponse, dict[str, Any]]:
-            summary, l0 = wait()
-            report = health.report_from(summary.tolist(), l0.tolist(), self.d_sae,
-                                        cfg.rare_floor, cfg.health_every)
-            drift = None
-            if reference is not None:
-                ref = reference if isinstance(reference, Reference) else \
-                    reference_from(reference, self.d_sae)
-                drift = drift_summary(*self.reference_counts(), ref, DRIFT_ROWS)
-            return report, {"health": _health_fields(report), "drift": drift,
-                            "watched": watched[:MAX_SNAPSHOT_WATCHED], "watch_hits": hits}
-
-        return finish
+            return OversightReading(wait, rec.health, rec.config, rec.d_sae, watched, hits,
+                                    reference, self.reference_counts, rec.backend)
 
     # ---- drift ------------------------------------------------------------------------------
 
@@ -99,7 +96,7 @@ class Oversight:
         if source is None:
             reference, described = None, None
         else:
-            checked = reference_from(source, self.d_sae)
+            checked = reference_from(source, self._recording.d_sae)
             live = hasattr(source, "reference_counts")
             reference, described = (source if live else checked), checked.source
         with self._lock:
@@ -109,15 +106,17 @@ class Oversight:
     def get_drift(self, k: int = 10, direction: str = "hot") -> DriftResponse:
         """The `k` features whose firing moved most against the reference: "hot" (more
         often than there) or "cold" (less), by z; with a divergence over all features."""
-        check_int("k", k, 1, self.d_sae)
+        d_sae = self._recording.d_sae
+        check_int("k", k, 1, d_sae)
         with self._lock:
             reference = self._reference
         if reference is None:
             raise ValueError("no reference: call set_reference(...) first")
         if not isinstance(reference, Reference):
-            reference = reference_from(reference, self.d_sae)  # a live monitor: read it now
+            reference = reference_from(reference, d_sae)  # a live monitor: read it now
         active, tokens = self.reference_counts()
-        return drift_response(active, tokens, reference, k, direction)
+        return drift_response(active, tokens, reference, k, direction,
+                              self._recording.backend)
 
     # ---- watches ----------------------------------------------------------------------------
 
@@ -127,21 +126,21 @@ class Oversight:
         feature; default the monitor's threshold) is a hit, passed to `callback(hit)` from the
         delivery thread within `throttle_ms` (or kept in `watch.recent` without a callback).
         The hot path only writes the hit on the device. `cancel()` the result to stop."""
+        rec = self._recording
         listed = [features] if isinstance(features, int) else list(features)
-        checked = feature_list("features", MAX_WATCHED_FEATURES)(listed, self.d_sae)
+        checked = feature_list("features", MAX_WATCHED_FEATURES)(listed, rec.d_sae)
         if not checked:
             raise ValueError("watch needs at least one feature, got []")
-        thresholds = _thresholds(above, len(checked), self.config.threshold)
+        thresholds = _thresholds(above, len(checked), rec.config.threshold)
         if callback is not None and not callable(callback):
             raise TypeError(f"callback must be callable, got {type(callback).__name__}")
         with self._lock:
-            rec = self._recording
             watch = Watch(checked, thresholds, callback, rec.device, self._unwatch,
                           recent=RECENT_HITS)
             rec.watches.append(watch)
             first, self._watch_task = not self._watch_task, True
         if first:
-            self._live.add_task(self._deliver_watch_hits)
+            self._live.add_task(self.deliver_watch_hits)
         return watch
 
     def stopping_criteria(self, watch: Watch) -> Any:
@@ -152,15 +151,12 @@ class Oversight:
         with self._lock:
             return stopping_criteria(watch)
 
-    def _unwatch(self, watch: Watch) -> None:
+    def watch_hits(self) -> int:
+        """Hits delivered so far by the active watches."""
         with self._lock:
-            rec = self._recording
-            if watch in rec.watches:
-                rec.watches.remove(watch)
-                rec.retired_watches.append(watch)  # its last hits are still delivered
-        self._live.poke()
+            return sum(w.delivered for w in self._recording.watches)
 
-    def _deliver_watch_hits(self) -> None:
+    def deliver_watch_hits(self) -> None:
         """The delivery thread's task: hand every watch its new hits, oldest first."""
         with self._lock:
             rec = self._recording
@@ -173,10 +169,54 @@ class Oversight:
         for watch, rows, names, lost in taken:
             watch.deliver(hits_from(rows, names, token_text), lost)
 
-    def watch_hits(self) -> int:
-        """Hits delivered so far by the active watches."""
+    def _unwatch(self, watch: Watch) -> None:
         with self._lock:
-            return sum(w.delivered for w in self._recording.watches)
+            rec = self._recording
+            if watch in rec.watches:
+                rec.watches.remove(watch)
+                rec.retired_watches.append(watch)  # its last hits are still delivered
+        self._live.poke()
+
+
+class OversightReading:
+    """Health, drift and watch figures whose device copies `Oversight.start_reading` started;
+    `health()` and `snapshot_part()` wait for them (once), without the monitor's lock."""
+
+    def __init__(self, wait: Callable[[], list[torch.Tensor]], health: HealthTracker,
+                 config: MonitorConfig, d_sae: int, watched: list[int], hits: int,
+                 reference: Any, reference_counts: Callable[[], tuple[torch.Tensor, float]],
+                 backend: Backend | None = None) -> None:
+        self._wait = wait
+        self._tracker = health
+        self._config = config
+        self._d_sae = d_sae
+        self._watched = watched
+        self._hits = hits
+        self._reference = reference
+        self._reference_counts = reference_counts
+        self._backend = backend
+        self._report: HealthResponse | None = None
+
+    def health(self) -> HealthResponse:
+        """The full health report (waits for the copies the first time)."""
+        if self._report is None:
+            summary, l0 = self._wait()
+            cfg = self._config
+            self._report = self._tracker.report_from(summary.tolist(), l0.tolist(),
+                                                     self._d_sae, cfg.rare_floor,
+                                                     cfg.health_every)
+        return self._report
+
+    def snapshot_part(self) -> dict[str, Any]:
+        """The snapshot's `oversight` part: the health strip, the drift view (None without a
+        reference) and the watched features with their hits."""
+        drift = None
+        if self._reference is not None:
+            ref = self._reference if isinstance(self._reference, Reference) else \
+                reference_from(self._reference, self._d_sae)
+            drift = drift_summary(*self._reference_counts(), ref, DRIFT_ROWS, self._backend)
+        return {"health": _health_fields(self.health()), "drift": drift,
+                "watched": self._watched[:MAX_SNAPSHOT_WATCHED], "watch_hits": self._hits}
 
 
 def _health_fields(report: HealthResponse) -> dict[str, Any]:

@@ -11,6 +11,7 @@ import torch
 from ...snapshot.records import HistoryRows, known_window
 from ...types import ActivatingExample, ActivationRecord, FeatureStatistics
 from ..record.examples import ExampleTable
+from ..stats.backend import Backend
 from ..stats.running import RunningStats
 from .ranking import top_k_of_metric, top_k_stable
 
@@ -23,15 +24,16 @@ ROW_METRICS = ("count", "active_count", "active_ratio", "mean", "mean_active", "
 TOP_FEATURES_K_RANGE = (1, 1000)
 
 
-def rank(stats: RunningStats, candidates: Tensor | None, metric: str, k: int) -> Tensor:
+def rank(stats: RunningStats, candidates: Tensor | None, metric: str, k: int,
+         backend: Backend | None = None) -> Tensor:
     """The top-k of `candidates` (feature indices; None: every feature) by `metric`, on the
-    device, in O(d_sae) (`ranking.top_k_stable`). Ties go to the lower index; features where
-    the metric is undefined (NaN) come last."""
+    device, in O(d_sae) (`ranking.top_k_stable`; the C scan where `backend` runs it). Ties go
+    to the lower index; features where the metric is undefined (NaN) come last."""
     if candidates is None:
-        return top_k_of_metric(stats.totals, metric, k)
+        return top_k_of_metric(stats.totals, metric, k, backend)
     index = candidates.sort().values  # ties are broken by position: positions in index order
     values = stats.metrics_at((metric,), index)[0]  # only the candidates' totals: O(candidates)
-    return index.index_select(0, top_k_stable(values, k))
+    return index.index_select(0, top_k_stable(values, k, backend))
 
 
 def statistics_rows(stats: RunningStats, index: Tensor,

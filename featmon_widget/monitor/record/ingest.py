@@ -74,7 +74,7 @@ class Ingest:
     def __init__(self, recording: Recording, fused: FusedEncoder) -> None:
         self.recording = recording
         self.fused = fused
-        self.repeats = RepeatFilter(recording.d_sae)
+        self.repeats = RepeatFilter(recording.d_sae, recording.backend)
 
     def dense(self, acts: Tensor, request_id: str, positions: Tensor | None,
               mask: Tensor | None, token_ids: Tensor | None = None) -> None:
@@ -91,8 +91,8 @@ class Ingest:
         # Without a mask every row counts, and the kernel can skip a select per value.
         maxima = rec.stats.update(flat, None if mask is None else valid, rec.config.threshold,
                                   rec.examples.row_maxima_wanted(batch, tokens))
-        rec.record(DenseFeatures(flat), valid, pos, batch, tokens, request_id, token_ids,
-                   maxima)
+        rec.record(DenseFeatures(flat, rec.backend), valid, pos, batch, tokens, request_id,
+                   token_ids, maxima)
 
     def sparse(self, indices: Tensor, values: Tensor, request_id: str,
                positions: Tensor | None, mask: Tensor | None,
@@ -152,7 +152,7 @@ class Ingest:
                              f"{batch * tokens} token(s); expected ({batch * tokens}, "
                              f"{rec.d_sae})")
         rec.stats.merge(encoded.shift, encoded.moments)
-        features = DenseFeatures(flat)
+        features = DenseFeatures(flat, rec.backend)
         rec.record(features, valid, pos, batch, tokens, request_id,
                    check_token_ids(token_ids, batch, tokens), encoded.maxima)
         self._check_reconstruction(sae, x, features, valid)

@@ -1,9 +1,9 @@
 """Watch-lists: callbacks get exactly the tokens above threshold (none missed at the end of a
 burst, none twice), overflow is counted, and `stopping_criteria` stops HF generate on the row
-where the watched feature fired and not on the others."""
+where the watched feature fired and not on the others. The delivery thread runs on a
+`ManualClock` (the `manual_clock` fixture): time moves only when a test advances it."""
 
 import threading
-import time
 
 import pytest
 import torch
@@ -11,13 +11,6 @@ import torch
 from featmon_widget import FeatureMonitor
 
 D = 16
-
-
-def wait_for(condition, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.01)
 
 
 def oracle(forwards, features, above):
@@ -38,14 +31,15 @@ def oracle(forwards, features, above):
     return hits
 
 
-def test_callbacks_get_exactly_the_hits_in_order_after_a_burst():
+def test_callbacks_get_exactly_the_hits_in_order_after_a_burst(manual_clock):
     monitor = FeatureMonitor(D, compile=False, throttle_ms=30)
     got, thread = [], []
-    watch = monitor.watch([2, 7], above=1.2, callback=lambda h: (got.append(h), thread.append(
-        threading.current_thread().name)))
+    with manual_clock.settled():  # the watch starts the delivery thread
+        watch = monitor.watch([2, 7], above=1.2, callback=lambda h: (
+            got.append(h), thread.append(threading.current_thread().name)))
     g = torch.Generator().manual_seed(0)
     forwards = []
-    for i in range(40):  # a burst, far faster than the throttle
+    for i in range(40):  # a burst: no time passes
         acts = torch.randn(2, 6, D, generator=g)
         acts[0, 1, 2] = float("nan")  # never a hit
         mask = torch.ones(2, 6, dtype=torch.long)
@@ -63,8 +57,10 @@ def test_callbacks_get_exactly_the_hits_in_order_after_a_burst():
         expected += [(f, v, r, row, base[row] + p) for f, v, r, row, p in part]
         next_pos[request] = [base[row] + int(mask[row].sum()) for row in range(2)]
     assert len(want) == len(expected) > 50
-    wait_for(lambda: len(got) >= len(expected))  # the trailing edge delivers the last ones
-    time.sleep(0.2)  # and nothing more arrives
+    assert got == []  # the interval has not ended: nothing delivered yet
+    manual_clock.advance(0.03)  # the trailing edge delivers them all
+    assert len(got) == len(expected)
+    manual_clock.advance(1.0)  # and nothing more arrives
     assert [(h.feature, h.value, h.request_id, h.row, h.position) for h in got] == [
         (f, pytest.approx(v), r, row, p) for f, v, r, row, p in expected]
     assert set(thread) == {"featmon-throttle"}
@@ -72,27 +68,35 @@ def test_callbacks_get_exactly_the_hits_in_order_after_a_burst():
     assert monitor.state.watch_hits == len(expected)
 
 
-def test_without_a_callback_hits_wait_in_recent_and_cancel_delivers_the_last():
+def test_without_a_callback_hits_wait_in_recent_and_cancel_delivers_the_last(manual_clock):
     monitor = FeatureMonitor(D, compile=False, throttle_ms=10)
-    watch = monitor.watch(3, above=0.0)
+    with manual_clock.settled():
+        watch = monitor.watch(3, above=0.0)
     monitor.on_activation(torch.full((4, D), 1.0))
-    wait_for(lambda: len(watch.recent) == 4)
+    manual_clock.advance(0.01)
+    assert len(watch.recent) == 4
     monitor.on_activation(torch.full((2, D), 1.0))
     watch.cancel()
-    wait_for(lambda: len(watch.recent) == 6)
+    manual_clock.advance(0.01)
+    assert len(watch.recent) == 6
     monitor.on_activation(torch.full((2, D), 1.0))  # cancelled: not watched any more
-    time.sleep(0.1)
+    manual_clock.advance(1.0)
     assert len(watch.recent) == 6 and watch.active is False
 
 
-def test_overflow_between_two_reads_is_counted_not_hidden():
+def test_overflow_between_two_reads_is_counted_not_hidden(manual_clock):
     monitor = FeatureMonitor(D, compile=False, throttle_ms=1500)
     got = []
-    watch = monitor.watch(list(range(D)), above=-1.0, callback=got.append)
-    monitor.on_activation(torch.zeros(1, D))  # the leading edge delivers at once
-    wait_for(lambda: len(got) == D)
+    with manual_clock.settled():
+        watch = monitor.watch(list(range(D)), above=-1.0, callback=got.append)
+    manual_clock.advance(1.5)  # past the watch's own first delivery
+    with manual_clock.settled():
+        monitor.on_activation(torch.zeros(1, D))  # the leading edge delivers at once
+    assert len(got) == D
     monitor.on_activation(torch.zeros(300, D))  # 4,800 hits before the next read (capacity 4,096)
-    wait_for(lambda: len(got) == D + watch.capacity, timeout=20)
+    assert len(got) == D  # not before the interval ends
+    manual_clock.advance(1.5)
+    assert len(got) == D + watch.capacity
     assert watch.dropped == 300 * D - watch.capacity
     assert watch.hits == 301 * D
 
@@ -163,3 +167,24 @@ def test_stopping_criteria_stops_the_row_where_the_feature_fired():
     assert (stopped[0, last + 1:] == 0).all() and stopped.shape[1] > last + 1
     assert stopped[1].tolist() == free[1].tolist()  # the other row ran to the end
     assert watch.rows_fired.tolist() == [True, False]
+
+
+def test_a_raising_callback_loses_nothing_for_itself_or_other_watches(manual_clock):
+    monitor = FeatureMonitor(D, compile=False, throttle_ms=10)
+    calls, second = [], []
+
+    def raising(hit):
+        calls.append(hit)
+        raise RuntimeError("user bug")
+
+    with manual_clock.settled():
+        first = monitor.watch([3], above=0.5, callback=raising)
+        other = monitor.watch([3], above=0.5, callback=second.append)
+    acts = torch.zeros(20, D)
+    acts[:, 3] = 1.0  # 20 hits for each watch
+    monitor.on_activation(acts)
+    with pytest.warns(RuntimeWarning, match="watch callback raised"):
+        manual_clock.advance(0.01)
+    assert len(calls) == 20 and len(second) == 20
+    assert first.errors == 20 and "user bug" in first.last_error
+    assert other.errors == 0 and other.dropped == first.dropped == 0

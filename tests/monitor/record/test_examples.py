@@ -1,7 +1,6 @@
 """Top-activating examples: the kept set equals an offline computation over the same forwards."""
 
 import math
-import os
 
 import pytest
 import torch
@@ -84,9 +83,9 @@ def reference(fwds, per_feature, window, threshold, native=True):
     return out
 
 
-def run(fwds, per_feature, window, threshold):
+def run(fwds, per_feature, window, threshold, native=True):
     m = FeatureMonitor(F, examples_per_feature=per_feature, context_window=window,
-                       threshold=threshold, compile=False)
+                       threshold=threshold, compile=False, native=native)
     for request, acts, mask, ids, sparse in fwds:
         if sparse:
             # Every feature stored: the same values, in sparse form.
@@ -108,17 +107,12 @@ def run(fwds, per_feature, window, threshold):
 def test_kept_examples_equal_the_offline_reference(fwds, per_feature, window, threshold, chunk,
                                                    native):
     """Both merges (the C kernels, and the torch one GPUs use), one row or all rows at once."""
-    old = examples_module._CHUNK_ELEMENTS, os.environ.get("FEATMON_NATIVE")
+    old = examples_module._CHUNK_ELEMENTS
     examples_module._CHUNK_ELEMENTS = chunk
-    os.environ["FEATMON_NATIVE"] = "1" if native else "0"
     try:
-        _, got = run(fwds, per_feature, window, threshold)
+        _, got = run(fwds, per_feature, window, threshold, native)
     finally:
-        examples_module._CHUNK_ELEMENTS = old[0]
-        if old[1] is None:
-            os.environ.pop("FEATMON_NATIVE")
-        else:
-            os.environ["FEATMON_NATIVE"] = old[1]
+        examples_module._CHUNK_ELEMENTS = old
     assert got == reference(fwds, per_feature, window, threshold, native)
 
 
@@ -191,7 +185,8 @@ def test_hooked_sae_paths_keep_the_same_examples_as_its_features(architecture):
 
 
 def test_named_request_ids_are_bounded_and_held_names_survive(monkeypatch):
-    """Issue 12, defect 8: every distinct named request id was interned for good."""
+    """Request names no kept example holds are forgotten past the cap (every distinct named
+    request id used to be interned for good)."""
     from featmon_widget import FeatureMonitor
     from featmon_widget.monitor.record import requests as requests_module
 

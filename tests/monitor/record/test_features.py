@@ -1,6 +1,7 @@
 import torch
 
 from featmon_widget.monitor.record.features import DenseFeatures, SparseFeatures
+from featmon_widget.monitor.stats.backend import Backend
 
 
 def test_dense_top_and_columns_of_picked_rows_equal_the_gathered_rows():
@@ -8,12 +9,12 @@ def test_dense_top_and_columns_of_picked_rows_equal_the_gathered_rows():
     acts = torch.randn(64, 500, generator=gen)
     pick = torch.tensor([63, 0, 17, 17, 5])
     index = torch.tensor([499, 0, 42])
-    dense = DenseFeatures(acts)
+    dense = DenseFeatures(acts, Backend(native=True))
     idx, val = dense.top_of(pick, 10)
     want_idx, want_val = dense.rows(pick).top(10)  # distinct values: no tie to break
     assert torch.equal(idx, want_idx) and torch.equal(val, want_val)
     assert torch.equal(dense.columns_of(pick, index), dense.rows(pick).columns(index))
-    half = DenseFeatures(acts.to(torch.bfloat16))  # not the native kernel's dtype
+    half = DenseFeatures(acts.to(torch.bfloat16), Backend(native=True))  # not the C's dtype
     assert torch.equal(half.top_of(pick, 3)[1], half.rows(pick).top(3)[1])
 
 
@@ -28,20 +29,17 @@ def test_sparse_top_and_columns_of_picked_rows():
     assert torch.equal(sparse.columns_of(pick, index), sparse.rows(pick).columns(index))
 
 
-def test_repeats_within_a_row_become_dropped_entries_on_both_paths(monkeypatch):
+def test_repeats_within_a_row_become_dropped_entries_on_both_paths():
     from featmon_widget.monitor.record.features import RepeatFilter
-    from featmon_widget.monitor.stats import native
 
     indices = torch.tensor([[0, 0, 3, 0], [5, 2, 5, 9], [7, 7, 7, 7], [-4, -4, 40, 1]])
     original = indices.clone()
     want = torch.tensor([[0, -1, 3, -1], [5, 2, -1, 9], [7, -1, -1, -1], [-4, -4, 40, 1]])
-    kernel = RepeatFilter(10)
+    kernel = RepeatFilter(10, Backend(native=True))
     assert torch.equal(kernel(indices), want)  # the C kernel
     assert torch.equal(kernel(indices), want)  # stamps kept from the last call do not leak
     assert torch.equal(kernel(indices[2:]), want[2:])
-    monkeypatch.setattr(native, "_loaded", {})
-    monkeypatch.setenv("FEATMON_NATIVE", "0")
-    assert torch.equal(RepeatFilter(10)(indices), want)  # the row sort (GPU path)
+    assert torch.equal(RepeatFilter(10, Backend(native=False))(indices), want)  # the row sort
     assert torch.equal(indices, original)  # the caller's tensor is never written
 
 

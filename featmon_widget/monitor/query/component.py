@@ -1,0 +1,140 @@
+"""The read side of a monitor: its state, the history, statistics, top features and examples,
+the labels that name features, and bounded snapshots for the frontend. `Queries` answers them
+for `FeatureMonitor`, which owns one and delegates to it."""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import threading
+from typing import Any
+
+from ...checks import check_int
+from ...live.delivery import LiveDelivery, SnapshotCallback
+from ...live.subscriptions import Subscription
+from ...snapshot.build import finish_snapshot, gather_snapshot
+from ...snapshot.options import SnapshotOptions, check_metric, snapshot_options
+from ...snapshot.schemas import Snapshot
+from ...types import (
+    ExamplesResponse,
+    HistoryResponse,
+    MonitorState,
+    StatisticsResponse,
+    TopFeaturesResponse,
+)
+from ..attachments import Attachments
+from ..oversight.component import Oversight
+from ..record.recording import Recording
+from ..state import monitor_state
+from . import queries
+from .labels import load_labels
+
+
+class Queries:
+    """Reads one monitor (see module doc).
+
+    Given the monitor's `lock` (held while reading, released before waiting for device copies),
+    its `recording`, its `attached` labels and tokenizer, its `live` delivery (whose errors the
+    state reports, and which hears of new labels) and its `oversight` (a snapshot's health,
+    drift and watch part). Owns the snapshot sequence numbers.
+    """
+
+    def __init__(self, lock: threading.RLock, recording: Recording, attached: Attachments,
+                 live: LiveDelivery, oversight: Oversight) -> None:
+        self._lock = lock
+        self._recording = recording
+        self._attached = attached
+        self._live = live
+        self._oversight = oversight
+        self._sequence = itertools.count(1)
+
+    def state(self) -> MonitorState:
+        """Configuration, attachment, totals and errors."""
+        with self._lock:
+            totals = self._recording.device_totals()
+            return monitor_state(self._recording, self._attached, self._live,
+                                 *(int(t) for t in totals),
+                                 watch_hits=self._oversight.watch_hits())
+
+    def describe(self) -> str:
+        """The monitor's width, device and main settings, as its repr shows them."""
+        rec, cfg = self._recording, self._recording.config
+        return (f"d_sae={rec.d_sae}, device={str(rec.device)!r}, enabled={cfg.enabled}, "
+                f"history_size={cfg.history_size}, top_k={cfg.top_k}")
+
+    def get_history(self, limit: int = 50, request_id: str | None = None) -> HistoryResponse:
+        """Recorded tokens, newest first; `request_id` matches a request or a `request/row`."""
+        check_int("limit", limit, *queries.HISTORY_LIMIT_RANGE)
+        with self._lock:
+            history = self._recording.history
+            rows, monitored = history.read(), history.monitored
+            threshold, token_text = self._recording.config.threshold, self._attached.text_of()
+        matches = queries.history_records(rows, monitored, threshold, request_id, token_text)
+        return HistoryResponse(records=matches[:limit], total=len(matches))
+
+    def get_statistics(self, features: list[int] | None = None) -> StatisticsResponse:
+        """Statistics of `features` (default: the monitored features, or all)."""
+        with self._lock:
+            rec = self._recording
+            rows = queries.statistics_rows(rec.stats, rec.feature_index(features),
+                                           self._attached.labels)
+            total, since = int(rec.device_totals().tokens), rec.since
+        return StatisticsResponse(features=rows, total_activations=total, since=since)
+
+    def get_top_features(self, k: int = 10, metric: str = "mean") -> TopFeaturesResponse:
+        """The k monitored features ranked by `metric`, computed on the device.
+
+        Metrics: mean, mean_active, max, min, active_ratio, count, active_count, std. Ties go to
+        the lower index; features where the metric is undefined come last.
+        """
+        check_int("k", k, *queries.TOP_FEATURES_K_RANGE)
+        check_metric(metric)
+        with self._lock:
+            rec = self._recording
+            rows = queries.statistics_rows(rec.stats, rec.ranked(metric, k), self._attached.labels)
+        return TopFeaturesResponse(metric=metric, features=rows)
+
+    def get_examples(self, feature: int, k: int | None = None) -> ExamplesResponse:
+        """`feature`'s top-activating examples since the last reset (at most one per sequence
+        row of a forward pass), highest first, with the tokens around each."""
+        check_int("feature", feature, 0, self._recording.d_sae - 1)
+        with self._lock:
+            table, token_text = self._recording.examples, self._attached.text_of()
+            k = table.per_feature if k is None else check_int("k", k, 0, table.per_feature)
+            examples = queries.feature_examples(table, feature, k, token_text)
+            label = self._attached.labels.get(feature)
+        return ExamplesResponse(feature=feature, examples=examples, label=label)
+
+    def set_labels(self, source: Any) -> int:
+        """Name features: a dict `{feature: text}`, or a JSON / JSON Lines / CSV file (e.g. a
+        Neuronpedia explanations export; see `labels`). Replaces all labels (`{}` clears);
+        returns how many features have one. A bad entry raises and changes nothing."""
+        labels = load_labels(source, self._recording.d_sae)
+        with self._lock:
+            self._attached.labels = labels
+        self._live.emit("labels")
+        return len(labels)
+
+    def snapshot(self, table_rows: int = 50, metric: str = "mean", records: int = 20,
+                 search: str = "") -> Snapshot:
+        """A bounded summary for the frontend (see `Snapshot`); `search` limits the table to
+        the feature with that index and those whose label contains it. The options are checked
+        first."""
+        return self.build_snapshot(snapshot_options(table_rows, metric, records, search))
+
+    def subscribe(self, callback: SnapshotCallback, table_rows: int = 50, metric: str = "mean",
+                  records: int = 20, search: str = "") -> Subscription:
+        """Deliver snapshots with these options (checked first) to `callback`, throttled (see
+        `LiveDelivery.subscribe`)."""
+        return self._live.subscribe(callback,
+                                    snapshot_options(table_rows, metric, records, search))
+
+    def build_snapshot(self, options: SnapshotOptions) -> Snapshot:
+        """The snapshot for checked `options` (what the delivery thread builds)."""
+        with self._lock:  # only enqueue device work and copies here; wait after releasing
+            state = monitor_state(self._recording, self._attached, self._live,
+                                  0, 0, 0)  # the device totals are read in finish_snapshot
+            parts = gather_snapshot(self._recording, state, next(self._sequence), options,
+                                    self._attached.text_of(), self._attached.labels)
+            oversight = self._oversight.start_reading(firing=parts.firing)
+        return dataclasses.replace(finish_snapshot(parts), oversight=oversight.snapshot_part())
