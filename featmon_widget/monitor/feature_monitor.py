@@ -159,9 +159,11 @@ class FeatureMonitor:
         """Turn recording on or off; statistics and history are kept."""
         return self.configure(enabled=flag)
 
-    def get_history(self, limit: int = 50, request_id: str | None = None) -> types.HistoryResponse:
-        """Recorded tokens, newest first; `request_id` matches a request or a `request/row`."""
-        return self._queries.get_history(limit, request_id)
+    def get_history(self, limit: int = 50, request_id: str | None = None,
+                    row: int | None = None) -> types.HistoryResponse:
+        """Recorded tokens, newest first; `request_id` keeps one request, `row` (or
+        `request_id="name/N"`) one batch row of it."""
+        return self._queries.get_history(limit, request_id, row)
 
     def clear_history(self) -> int:
         """Empty the history; returns how many records were cleared."""

@@ -62,14 +62,21 @@ class Queries:
         return (f"d_sae={rec.d_sae}, device={str(rec.device)!r}, enabled={cfg.enabled}, "
                 f"history_size={cfg.history_size}, top_k={cfg.top_k}")
 
-    def get_history(self, limit: int = 50, request_id: str | None = None) -> HistoryResponse:
-        """Recorded tokens, newest first; `request_id` matches a request or a `request/row`."""
+    def get_history(self, limit: int = 50, request_id: str | None = None,
+                    row: int | None = None) -> HistoryResponse:
+        """Recorded tokens, newest first; `request_id` keeps one request, `row` (or
+        `request_id="name/N"`) one batch row of it."""
         check_int("limit", limit, *queries.HISTORY_LIMIT_RANGE)
+        if row is not None:
+            check_int("row", row, 0, 2**62)
+            if request_id is None:
+                raise ValueError(f"row={row} needs a request_id (rows are per request)")
         with self._lock:
             history = self._recording.history
             rows, monitored = history.read(), history.monitored
             threshold, token_text = self._recording.config.threshold, self._attached.text_of()
-        matches = queries.history_records(rows, monitored, threshold, request_id, token_text)
+        matches = queries.history_records(rows, monitored, threshold, request_id, token_text,
+                                          row)
         return HistoryResponse(records=matches[:limit], total=len(matches))
 
     def get_statistics(self, features: list[int] | None = None) -> StatisticsResponse:

@@ -11,6 +11,7 @@ import torch
 from ...snapshot.records import HistoryRows, known_window
 from ...types import ActivatingExample, ActivationRecord, FeatureStatistics
 from ..record.examples import ExampleTable
+from ..record.requests import split_row
 from ..stats.backend import Backend
 from ..stats.running import RunningStats
 from .ranking import top_k_of_metric, top_k_stable
@@ -56,17 +57,20 @@ def statistics_rows(stats: RunningStats, index: Tensor,
 
 
 def history_records(rows: HistoryRows, monitored: tuple[int, ...], threshold: float,
-                    request_id: str | None,
-                    token_text: Callable[[int], str | None]) -> list[ActivationRecord]:
-    """The records in `rows`, newest first; `request_id` keeps only a request or a
-    `request/row`."""
+                    request_id: str | None, token_text: Callable[[int], str | None],
+                    row: int | None = None) -> list[ActivationRecord]:
+    """The records in `rows`, newest first; `request_id` keeps only that request, and `row`
+    (or the shorthand `request_id="name/N"`) only that batch row of it."""
+    wanted = None if request_id is None else (request_id, row)
+    if wanted is not None and row is None and (parts := split_row(request_id)) is not None:
+        wanted = parts  # request ids never have that form (`check_new_request_id`)
     matches: list[ActivationRecord] = []
     for i in range(len(rows) - 1, -1, -1):
-        rid, row = rows.request_ids[i], rows.rows[i]
-        if request_id is not None and request_id not in (rid, f"{rid}/{row}"):
+        rid, record_row = rows.request_ids[i], rows.rows[i]
+        if wanted is not None and (rid != wanted[0] or wanted[1] not in (None, record_row)):
             continue
         matches.append(ActivationRecord(
-            timestamp=rows.timestamps[i], request_id=rid, row=row,
+            timestamp=rows.timestamps[i], request_id=rid, row=record_row,
             token_position=rows.positions[i],
             activations=dict(zip(monitored, rows.values[i], strict=True)),
             top_k=rows.top_above(i, threshold),

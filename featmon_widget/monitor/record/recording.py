@@ -30,7 +30,7 @@ from .histograms import VALUE_EDGES, ValueHistograms
 from .history import HistoryRing
 from .positions import RequestPositions, as_batch_mask, check_positions
 from .registry import SUM, Event, StatePart, StateRegistry
-from .requests import check_request_id
+from .requests import check_new_request_id
 
 Tensor = torch.Tensor
 
@@ -187,7 +187,7 @@ class Recording:
                       ) -> tuple[Tensor, Tensor]:
         """Flat positions and validity [batch * tokens] of one forward pass (see
         `RequestPositions.assign`); `positions` overrides the automatic ones."""
-        check_request_id(request_id)
+        check_new_request_id(request_id)
         if positions is not None:
             check_positions(positions, batch * tokens)
         if mask is not None:

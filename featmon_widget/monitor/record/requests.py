@@ -21,6 +21,8 @@ MAX_REQUEST_NAMES = 1 << 16
 
 
 _AUTOMATIC = re.compile(r"auto-(0|[1-9][0-9]*)")
+# `name/N`: row N of request `name` (a history filter, never a request's own id).
+_ROW_SUFFIX = re.compile(r"(.+)/([0-9]+)")
 
 
 def automatic_number(request_id: str) -> int | None:
@@ -39,6 +41,22 @@ def check_request_id(request_id: object) -> str:
         raise ValueError(f"request_id must have 1..{MAX_REQUEST_ID_CHARS} characters, got "
                          f"{len(request_id)} ({cut(request_id, 41)!r})")
     return check_text("request_id", request_id)
+
+
+def check_new_request_id(request_id: object) -> str:
+    """`check_request_id`, and not of the form `name/N`: that form names row N of request
+    `name` in `get_history`, so a request may not be called so (a ValueError otherwise)."""
+    checked = check_request_id(request_id)
+    if _ROW_SUFFIX.fullmatch(checked):
+        raise ValueError(f"request_id {cut(checked, 41)!r} ends in '/<number>', which names a "
+                         f"row of a request in get_history; choose another id")
+    return checked
+
+
+def split_row(request_id: str) -> tuple[str, int] | None:
+    """('name', N) for a `name/N` history filter, else None."""
+    match = _ROW_SUFFIX.fullmatch(request_id)
+    return (match.group(1), int(match.group(2))) if match else None
 
 
 class RequestNames:
@@ -169,7 +187,7 @@ class RequestContext:
     def request(self, request_id: str) -> contextlib.AbstractContextManager[str]:
         """Tag everything recorded inside the block with `request_id` (checked now, not at
         the `with`)."""
-        return self._tagged(check_request_id(request_id))
+        return self._tagged(check_new_request_id(request_id))
 
     @contextlib.contextmanager
     def _tagged(self, request_id: str) -> Iterator[str]:

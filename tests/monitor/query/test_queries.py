@@ -165,3 +165,25 @@ def test_statistics_rows_read_the_features_given_not_their_neighbours():
     (row,) = statistics_rows(stats, torch.tensor([3]), {})
     assert (row.feature_idx, row.min, row.max, row.mean) == (3, 3.0, 11.0, 7.0)
     assert row.std == pytest.approx(np.std([3.0, 7.0, 11.0], ddof=1))
+
+
+def test_a_history_filter_names_one_request_or_one_row_of_it_never_both():
+    from featmon_widget import FeatureMonitor
+
+    m = FeatureMonitor(6, compile=False)
+    m.on_activation(torch.rand(2, 3, 6), request_id="a")
+    m.on_activation(torch.rand(1, 2, 6), request_id="a/b")
+    with pytest.raises(ValueError, match="names a row"):  # would read as request "a", row 0
+        m.on_activation(torch.rand(1, 2, 6), request_id="a/0")
+    with pytest.raises(ValueError, match="names a row"), m.request("x/12"):
+        pass
+    assert m.state.total_tokens == 8  # the refused forward recorded nothing
+    assert m.get_history(limit=100, request_id="a").total == 6
+    assert m.get_history(limit=100, request_id="a/0").total == 3
+    assert m.get_history(limit=100, request_id="a", row=1).total == 3
+    assert {r.row for r in m.get_history(limit=100, request_id="a/1").records} == {1}
+    assert m.get_history(limit=100, request_id="a/b").total == 2  # not a row: the request
+    with pytest.raises(ValueError, match="needs a request_id"):
+        m.get_history(row=0)
+    with pytest.raises(ValueError, match="row"):
+        m.get_history(request_id="a", row=-1)
