@@ -3,7 +3,8 @@ document (`stats`, `history`, `health`, `example_names`, `positions`, `tails`, `
 totals at the top level) and its tensors by hand (`tokens`, `remote.<field>`, `positions/<i>`,
 `tails/<i>`). `upgraded` gives the same values in the current layout (`parts`, and tensors
 `<part>.<tensor>`), which the parts then check like any other save: nothing is converted, only
-renamed, so a version-1 save loads bit for bit."""
+renamed, so a version-1 save loads bit for bit (its remote view gains the one total version 1
+did not keep, the other ranks' active tokens: their tokens)."""
 
 from __future__ import annotations
 
@@ -30,6 +31,10 @@ def upgraded(meta: dict[str, Any], tensors: dict[str, Tensor],
     current one); a ValueError names a key of the wrong type."""
     check_types(meta, _V1_TYPES)
     remote = meta.get("remote")
+    if isinstance(remote, dict) and "tokens" in remote and "active_tokens" not in remote:
+        # Version 1 did not keep the other ranks' active tokens: their tokens, exact unless
+        # another rank had changed its threshold before the sync.
+        remote = {**remote, "active_tokens": remote["tokens"]}
     parts = {
         "stats": {"merged_any": meta["stats"].get("merged_any"), "remote": remote is not None},
         "history": meta["history"],

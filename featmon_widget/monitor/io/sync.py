@@ -2,11 +2,12 @@
 
 Every rank keeps recording its own. A sync gathers, from every rank, what each part of the
 recorded state shares (`registry.StatePart.sync_rules`: the statistics' per-feature totals,
-the token and forward-pass totals; never an activation), and each rank merges the *other*
-ranks' values, in rank order, by each tensor's rule (`SUM`, or `CHAN`: counts, Chan-combined
-mean and M2, min and max) into the part's remote view; readers then see remote combined with
-the rank's own live values. Syncing again replaces the view, so nothing is counted twice, and
-a rank's own records are never changed by a sync. Parts without rules stay local.
+the token and forward-pass totals, the health sums; never an activation), and each rank merges
+the *other* ranks' values, in rank order, by each tensor's rule (`SUM`; `CHAN`: counts,
+Chan-combined mean and M2, min and max; `pooled_moments`) into the part's remote view; readers
+then see remote combined with the rank's own live values. Syncing again replaces the view, so
+nothing is counted twice, and a rank's own records are never changed by a sync. Parts without
+rules stay local.
 
 Integers travel as the bits of float64 values (a `view`, not a conversion), so counts arrive
 exactly. Each part's tensors of one rule travel together, in chunks, so the memory a sync needs
@@ -60,6 +61,7 @@ def gather_merged(shares: Shares, rules: dict[str, dict[str, Rule]], threshold: 
     header = torch.tensor([d_sae, int(threshold_bits), _layout(groups)], dtype=torch.int64)
     _check_agreement([h.cpu().tolist() for h in _all_gather(dist, header.to(wire), world,
                                                             group)])
+    groups = _agreed_lengths(dist, groups, world, wire, group)
     merged: Shares = {part: {} for part in shares}
     for part, rule, tensors in groups:
         merged[part].update(_merge_group(dist, rule, tensors, world, me, wire, device, group))
@@ -79,10 +81,38 @@ def _groups(shares: Shares, rules: dict[str, dict[str, Rule]]
 
 
 def _layout(groups: list[tuple[str, Rule, dict[str, Tensor]]]) -> int:
-    """A digest of what travels (parts, rules, names, dtypes, sizes), as an int64."""
-    text = repr([(part, rule.name, [(n, str(t.dtype), t.numel()) for n, t in tensors.items()])
+    """A digest of what travels (parts, rules, names, dtypes, sizes), as an int64; the sizes
+    of rules that may be empty are agreed on afterwards (`_agreed_lengths`)."""
+    text = repr([(part, rule.name, [(n, str(t.dtype), None if rule.may_be_empty else t.numel())
+                                    for n, t in tensors.items()])
                  for part, rule, tensors in groups])
     return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little", signed=True)
+
+
+def _agreed_lengths(dist: Any, groups: list[tuple[str, Rule, dict[str, Tensor]]], world: int,
+                    wire: torch.device, group: Any) -> list[tuple[str, Rule, dict[str, Tensor]]]:
+    """Collective (when a rule may be empty): each such group at the one length the ranks that
+    hold it send, a rank that holds none sending the rule's `start` of that length. Ranks whose
+    lengths differ all raise the same ValueError."""
+    flexible = [i for i, (_, rule, _) in enumerate(groups) if rule.may_be_empty]
+    if not flexible:
+        return groups
+    mine = torch.tensor([next(iter(groups[i][2].values())).numel() for i in flexible],
+                        dtype=torch.int64)
+    rows = [r.cpu().tolist() for r in _all_gather(dist, mine.to(wire), world, group)]
+    out = list(groups)
+    for column, i in enumerate(flexible):
+        part, rule, tensors = groups[i]
+        lengths = sorted({row[column] for row in rows} - {0})
+        if len(lengths) > 1:
+            raise ValueError(f"sync needs one length of {part}'s {sorted(tensors)} on every rank "
+                             f"that holds them; got {[row[column] for row in rows]} (rank by "
+                             f"rank)")
+        if lengths and mine[column] == 0:
+            like = {n: torch.zeros(lengths[0], dtype=t.dtype, device=t.device)
+                    for n, t in tensors.items()}
+            out[i] = (part, rule, rule.start(like))
+    return out
 
 
 def _merge_group(dist: Any, rule: Rule, tensors: dict[str, Tensor], world: int, me: int,

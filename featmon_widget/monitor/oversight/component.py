@@ -19,7 +19,7 @@ from ..config import THRESHOLD_LIMIT, MonitorConfig, feature_list, real_in_range
 from ..record.recording import Recording
 from ..stats.backend import Backend
 from .drift import Reference, drift_response, drift_summary, reference_from
-from .health import HealthTracker
+from .health import HealthSums, HealthTracker
 from .watch import Watch, WatchCallback, hits_from, stopping_criteria
 
 # Features one watch may name, and hits kept for a watch without a callback.
@@ -70,12 +70,13 @@ class Oversight:
         with self._lock:
             rec = self._recording
             firing = rec.firing_summary() if firing is None else firing
-            wait = start_copy([rec.health.summary_parts(firing, rec.active_tokens),
-                               rec.health.l0_counts])
+            sums = rec.health.seen()  # this rank's and the other ranks' at the last sync
+            wait = start_copy([HealthTracker.summary_parts(firing, rec.seen_active_tokens(),
+                                                           sums), sums.l0_counts])
             watched = sorted({f for w in rec.watches for f in w.features})
             hits = sum(w.delivered for w in rec.watches)
             reference = self._reference if with_drift else None
-            return OversightReading(wait, rec.health, rec.config, rec.d_sae, watched, hits,
+            return OversightReading(wait, sums, rec.config, rec.d_sae, watched, hits,
                                     reference, self.reference_counts, rec.backend)
 
     # ---- drift ------------------------------------------------------------------------------
@@ -85,8 +86,8 @@ class Oversight:
         what another monitor compares itself with (`set_reference(this_monitor)`)."""
         with self._lock:
             rec = self._recording
-            active = rec.stats.active_count.to("cpu", torch.float64)
-            return active, float(rec.active_tokens)
+            active = rec.stats.active_count.to("cpu", torch.float64)  # with the other ranks'
+            return active, float(rec.seen_active_tokens())
 
     def set_reference(self, source: Any) -> str | None:
         """Compare the traffic with `source` from now on: a saved monitor's folder, another
@@ -182,12 +183,12 @@ class OversightReading:
     """Health, drift and watch figures whose device copies `Oversight.start_reading` started;
     `health()` and `snapshot_part()` wait for them (once), without the monitor's lock."""
 
-    def __init__(self, wait: Callable[[], list[torch.Tensor]], health: HealthTracker,
+    def __init__(self, wait: Callable[[], list[torch.Tensor]], health: HealthSums,
                  config: MonitorConfig, d_sae: int, watched: list[int], hits: int,
                  reference: Any, reference_counts: Callable[[], tuple[torch.Tensor, float]],
                  backend: Backend | None = None) -> None:
         self._wait = wait
-        self._tracker = health
+        self._sums = health
         self._config = config
         self._d_sae = d_sae
         self._watched = watched
@@ -202,8 +203,8 @@ class OversightReading:
         if self._report is None:
             summary, l0 = self._wait()
             cfg = self._config
-            self._report = self._tracker.report_from(summary.tolist(), l0.tolist(),
-                                                     self._d_sae, cfg.rare_floor,
+            self._report = HealthTracker.report_from(summary.tolist(), l0.tolist(),
+                                                     self._sums, self._d_sae, cfg.rare_floor,
                                                      cfg.health_every)
         return self._report
 

@@ -24,7 +24,7 @@ import torch
 
 from ...types import DriftFeature, DriftResponse
 from ..io.exports import read_sparsity
-from ..io.saving import JSON_FILE, read_save
+from ..io.saving import JSON_FILE, SavedMonitor, read_save
 from ..query.ranking import top_k_stable
 from ..stats.backend import Backend
 
@@ -56,13 +56,24 @@ def reference_from(source: Any, d_sae: int) -> Reference:
                         f"sparsity.safetensors path, got {type(source).__name__}")
     path = Path(source)
     if (path / JSON_FILE).is_file():
-        saved = read_save(path)
-        active = saved.tensors["stats.active_count"].to(torch.float64)
-        # the tokens those counts are out of
-        tokens = float(saved.tensors["totals.active_tokens"])
+        active, tokens = _saved_counts(read_save(path))
         return _from_counts(active, tokens, d_sae, f"saved monitor {path}")
     density = 10.0 ** read_sparsity(path, d_sae).to(torch.float64) - _EPS
     return Reference(density.clamp(0.0, 1.0), None, None, f"sparsity {path}")
+
+
+def _saved_counts(saved: SavedMonitor) -> tuple[Tensor, float]:
+    """A save's active counts and the tokens they are out of, the other ranks' at its last
+    sync included (as the saved monitor's own `reference_counts` gave them)."""
+    active = saved.tensors["stats.active_count"].to(torch.float64)
+    tokens = float(saved.tensors["totals.active_tokens"])
+    theirs = saved.tensors.get("stats.remote.active_count")
+    remote = saved.meta["parts"]["totals"]["remote"]
+    if theirs is not None:
+        active = active + theirs.to(torch.float64)
+    if remote is not None:
+        tokens += float(remote["active_tokens"])
+    return active, tokens
 
 
 def _from_counts(active: Tensor, tokens: float, d_sae: int, source: str) -> Reference:

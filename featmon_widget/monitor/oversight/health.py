@@ -23,7 +23,7 @@ path.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -32,7 +32,7 @@ from ...checks import cut, is_int
 from ...snapshot.frequency import NEVER_FIRED
 from ...types import HealthResponse
 from ..record.features import DenseFeatures, SparseFeatures
-from ..record.registry import Event, Spec, StatePart, nbytes, spec_of
+from ..record.registry import SUM, Event, Spec, StatePart, nbytes, pooled_moments, spec_of
 
 Tensor = torch.Tensor
 
@@ -51,12 +51,52 @@ def l0_edges(limit: int = 1 << 25) -> list[int]:
 L0_EDGES = l0_edges()
 # Token slots of a sampled forward that are decoded for the reconstruction figures.
 HEALTH_TOKENS = 256
+# The saved names of the other ranks' sums (`HealthSums` fields but `sampled`).
+_REMOTE = ("l0_counts", "recon_tokens", "sse", "cos_sum", "x_mean", "x_m2")
+
+
+class HealthSums(NamedTuple):
+    """The health sums of some forwards: this rank's, the other ranks' at the last sync, or
+    both (`HealthTracker.seen`). `x_mean` / `x_m2` are None before any reconstruction."""
+
+    l0_counts: Tensor  # int64 [len(L0_EDGES)]
+    recon_tokens: Tensor  # float64 scalar
+    sse: Tensor  # float64 scalar
+    cos_sum: Tensor  # float64 scalar
+    x_mean: Tensor | None  # float64 [d_in]
+    x_m2: Tensor | None
+    sampled: int  # sampled forwards
+
+
+_POOLED = pooled_moments("recon_tokens", "x_mean", "x_m2")
+
+
+def combine_sums(a: HealthSums, b: HealthSums) -> HealthSums:
+    """The sums of `a`'s forwards and `b`'s together."""
+    recon_tokens, x_mean, x_m2 = _pooled_input(a, b)
+    return HealthSums(a.l0_counts + b.l0_counts, recon_tokens, a.sse + b.sse,
+                      a.cos_sum + b.cos_sum, x_mean, x_m2, a.sampled + b.sampled)
+
+
+def _pooled_input(a: HealthSums, b: HealthSums) -> tuple[Tensor, Tensor | None, Tensor | None]:
+    """Reconstruction tokens and the input's mean and M2 of `a` and `b` (Chan's formula); of
+    inputs of another width only `b`'s, as a width change starts the moments again."""
+    if a.x_mean is None or (b.x_mean is not None and b.x_mean.shape != a.x_mean.shape):
+        return b.recon_tokens, b.x_mean, b.x_m2
+    if b.x_mean is None:
+        return a.recon_tokens, a.x_mean, a.x_m2
+    pooled = _POOLED.combine(*({"recon_tokens": s.recon_tokens.expand_as(s.x_mean),
+                                "x_mean": s.x_mean, "x_m2": s.x_m2} for s in (a, b)))
+    return pooled["recon_tokens"][0], pooled["x_mean"], pooled["x_m2"]
 
 
 class HealthTracker(StatePart):
-    """The sampled health sums of one monitor (see module doc); callers hold its lock."""
+    """The sampled health sums of one monitor (see module doc); callers hold its lock. After a
+    sync, `remote` holds the other ranks' sums and readers see `seen()`: both together."""
 
     name = "health"
+    sync_rules = {**dict.fromkeys(("l0_counts", "sse", "cos_sum", "sampled"), SUM),
+                  **dict.fromkeys(("recon_tokens", "x_mean", "x_m2"), _POOLED)}
 
     def __init__(self, device: torch.device) -> None:
         self.device = torch.device(device)
@@ -74,6 +114,7 @@ class HealthTracker(StatePart):
         self.cos_sum = torch.zeros((), dtype=torch.float64, device=dev)
         self.x_mean: Tensor | None = None  # [d_in], made on the first reconstruction
         self.x_m2: Tensor | None = None
+        self.remote: HealthSums | None = None  # the other ranks' at the last sync
 
     def due(self, every: int) -> bool:
         """Whether this forward is sampled (counts it)."""
@@ -120,24 +161,39 @@ class HealthTracker(StatePart):
         self.x_m2 += m2_b + delta.square() * n_a * ratio
         self.recon_tokens.copy_(n)
 
-    def summary_parts(self, firing: Tensor, active_tokens: Tensor) -> Tensor:
-        """Everything `report_from` needs but the L0 histogram, as one float64 device tensor
-        (nothing read back: copy it with the rest of a snapshot). `firing` is the snapshot's
-        firing summary (`monitor/firing.py`), which holds the per-feature counts it needs."""
+    def local(self) -> HealthSums:
+        """This rank's own sums."""
+        return HealthSums(self.l0_counts, self.recon_tokens, self.sse, self.cos_sum,
+                          self.x_mean, self.x_m2, self.sampled)
+
+    def seen(self) -> HealthSums:
+        """What readers see: this rank's sums, with the other ranks' as of the last sync."""
+        local = self.local()
+        return local if self.remote is None else combine_sums(self.remote, local)
+
+    @staticmethod
+    def summary_parts(firing: Tensor, active_tokens: Tensor, sums: HealthSums) -> Tensor:
+        """Everything `report_from` needs but the L0 histogram and the host counters, as one
+        float64 device tensor (nothing read back: copy it with the rest of a snapshot), from
+        `sums` (what readers see: `seen()`). `firing` is the snapshot's firing summary
+        (`monitor/firing.py`), which holds the per-feature counts it needs; `active_tokens`
+        what they are out of (`Recording.seen_active_tokens`)."""
         # The four counts after the bins, in the layout's order (a slice: no index tensor).
         never_fired, never_seen, rare, active_sum = firing[NEVER_FIRED:].to(torch.float64).unbind()
         return torch.stack([
             active_sum, active_tokens.to(torch.float64),
             never_fired + never_seen,  # dead: never above the threshold, seen or not
-            rare, self.recon_tokens, self.sse, self.cos_sum,
-            self.x_m2.sum() if self.x_m2 is not None else self.sse.new_zeros(()),
+            rare, sums.recon_tokens, sums.sse, sums.cos_sum,
+            sums.x_m2.sum() if sums.x_m2 is not None else sums.sse.new_zeros(()),
         ])
 
-    def report_from(self, parts: list[float], l0_counts: list[int], d_sae: int,
+    @staticmethod
+    def report_from(parts: list[float], l0_counts: list[int], sums: HealthSums, d_sae: int,
                     rare_floor: float, every: int) -> HealthResponse:
-        """The `HealthResponse` from host copies of `summary_parts` and `l0_counts`."""
+        """The `HealthResponse` from host copies of `summary_parts` and `sums.l0_counts`
+        (`sums` gives the input's width and the sampled forwards)."""
         active_sum, tokens, dead, rare, n, sse, cos_sum, variance = parts
-        d_in = self.x_mean.shape[0] if self.x_mean is not None else 0
+        d_in = sums.x_mean.shape[0] if sums.x_mean is not None else 0
         bins = sum(1 for e in L0_EDGES if e <= d_sae)  # L0 is at most d_sae
         return HealthResponse(
             tokens=int(tokens), l0_mean=active_sum / tokens if tokens else None,
@@ -145,44 +201,59 @@ class HealthTracker(StatePart):
             dead_features=int(dead), ultra_rare_features=int(rare), rare_floor=rare_floor,
             reconstruction_tokens=int(n), mse=sse / (n * d_in) if n and d_in else None,
             fvu=sse / variance if n and variance > 0 else None,
-            cosine=cos_sum / n if n else None, sampled_forwards=self.sampled,
+            cosine=cos_sum / n if n else None, sampled_forwards=sums.sampled,
             health_every=every,
         )
 
-    # ---- StatePart: saved, reset by a statistics reset and a threshold change, local to
-    # each rank for now (no `sync_rules`) ---------------------------------------------------
+    # ---- StatePart: saved (the other ranks' sums too, as `remote.<name>`), reset by a
+    # statistics reset and a threshold change, synced (`sync_rules`) -----------------------
 
     def state_tensors(self) -> dict[str, Tensor]:
         """The live sums (saving copies them, loading copies into them; the input's mean and
-        M2 only once a reconstruction was seen, see `state_meta`)."""
+        M2 only once a reconstruction was seen, see `state_meta`), and the other ranks'."""
         tensors = {"l0_counts": self.l0_counts, "recon_tokens": self.recon_tokens,
                    "sse": self.sse, "cos_sum": self.cos_sum}
         if self.x_mean is not None and self.x_m2 is not None:
             tensors.update(x_mean=self.x_mean, x_m2=self.x_m2)
-        return tensors
+        return {**tensors, **self._remote_tensors()}
 
-    def state_meta(self) -> dict[str, int | None]:
-        """The sampling counters, and the SAE input's width once seen."""
-        return {"forwards": self.forwards, "sampled": self.sampled,
-                "d_in": None if self.x_mean is None else int(self.x_mean.shape[0])}
+    def state_meta(self) -> dict[str, Any]:
+        """The sampling counters, and the SAE input's width once seen; after a sync, the other
+        ranks' sampled forwards and input width (`remote`, absent before any sync)."""
+        meta: dict[str, Any] = {"forwards": self.forwards, "sampled": self.sampled,
+                                "d_in": None if self.x_mean is None else int(self.x_mean.shape[0])}
+        if self.remote is not None:
+            d_in = self.remote.x_mean
+            meta["remote"] = {"sampled": self.remote.sampled,
+                              "d_in": None if d_in is None else int(d_in.shape[0])}
+        return meta
 
     def check_meta(self, meta: dict[str, Any]) -> None:
         """Two counters and the input's width (None before the first reconstruction)."""
         d_in = meta.get("d_in")
-        if not (set(meta) == {"forwards", "sampled", "d_in"}
+        if not (set(meta) - {"remote"} == {"forwards", "sampled", "d_in"}
                 and all(is_int(meta[k]) and meta[k] >= 0 for k in ("forwards", "sampled"))
-                and (d_in is None or (is_int(d_in) and d_in > 0))):
+                and (d_in is None or (is_int(d_in) and d_in > 0))
+                and _remote_meta_ok(meta.get("remote"))):
             raise ValueError(f"the save's 'health' entry is malformed ({cut(repr(meta), 80)}): "
                              f"the save is corrupt")
 
     def expected_tensors(self, meta: dict[str, Any]) -> dict[str, Spec]:
-        """The sums, and the input's mean and M2 [d_in] once a reconstruction was seen."""
-        sums = {name: spec_of(t) for name, t in self.state_tensors().items()
-                if name not in ("x_mean", "x_m2")}
+        """The sums, and the input's mean and M2 [d_in] once a reconstruction was seen (the
+        other ranks' too, when `meta` holds them)."""
+        sums = {name: spec_of(getattr(self, name)) for name in ("l0_counts", "recon_tokens",
+                                                                  "sse", "cos_sum")}
         d_in = meta["d_in"]
         inputs = {} if d_in is None else dict.fromkeys(("x_mean", "x_m2"),
                                                        Spec((d_in,), torch.float64))
-        return {**sums, **inputs}
+        remote = meta.get("remote")
+        if remote is None:
+            return {**sums, **inputs}
+        theirs = {f"remote.{n}": spec for n, spec in sums.items()}
+        if remote["d_in"] is not None:
+            theirs.update(dict.fromkeys(("remote.x_mean", "remote.x_m2"),
+                                        Spec((remote["d_in"],), torch.float64)))
+        return {**sums, **inputs, **theirs}
 
     def load_state(self, tensors: dict[str, Tensor], meta: dict[str, Any]) -> None:
         """Restore a checked save."""
@@ -190,17 +261,63 @@ class HealthTracker(StatePart):
         if meta["d_in"] is not None:
             self.x_mean = torch.zeros(meta["d_in"], dtype=torch.float64, device=self.device)
             self.x_m2 = torch.zeros_like(self.x_mean)
+        self.remote = None
         super().load_state(tensors, meta)
+        remote = meta.get("remote")
+        if remote is not None:
+            def held(name: str) -> Tensor | None:
+                saved = tensors.get(f"remote.{name}")
+                return None if saved is None else saved.to(self.device, copy=True)
+
+            self.remote = HealthSums(*(held(n) for n in _REMOTE), sampled=remote["sampled"])
 
     def reset_on(self, event: Event) -> None:
-        """Sampled since the last reset and under the threshold in force."""
+        """Sampled since the last reset and under the threshold in force (the other ranks'
+        view goes with it)."""
         if event in (Event.STATISTICS, Event.THRESHOLD):
             self.reset()
+
+    def sync_state(self) -> dict[str, Tensor]:
+        """This rank's sums; before its first reconstruction the input's moments empty (the
+        other ranks' width decides), the reconstruction tokens given per input dimension."""
+        empty = torch.zeros(0, dtype=torch.float64, device=self.device)
+        x_mean = empty if self.x_mean is None else self.x_mean
+        x_m2 = empty if self.x_m2 is None else self.x_m2
+        return {"l0_counts": self.l0_counts, "sse": self.sse, "cos_sum": self.cos_sum,
+                "sampled": torch.tensor(self.sampled, dtype=torch.int64, device=self.device),
+                "recon_tokens": self.recon_tokens.expand_as(x_mean), "x_mean": x_mean,
+                "x_m2": x_m2}
+
+    def take_remote(self, merged: dict[str, Tensor] | None) -> None:
+        """The others' sums, merged, become `remote`."""
+        if merged is None:
+            self.remote = None
+            return
+        seen = merged["x_mean"].numel() > 0
+        self.remote = HealthSums(
+            merged["l0_counts"], merged["recon_tokens"][:1].sum(), merged["sse"],
+            merged["cos_sum"], merged["x_mean"] if seen else None,
+            merged["x_m2"] if seen else None, int(merged["sampled"]))
+
+    def _remote_tensors(self) -> dict[str, Tensor]:
+        remote = self.remote
+        if remote is None:
+            return {}
+        return {f"remote.{n}": t for n, t in zip(_REMOTE, remote, strict=False) if t is not None}
 
     @property
     def nbytes(self) -> int:
         """Device bytes held."""
         return nbytes(self.state_tensors().values())
+
+
+def _remote_meta_ok(remote: Any) -> bool:
+    """Whether a saved `remote` entry is None or the other ranks' counter and width."""
+    if remote is None:
+        return True
+    return (isinstance(remote, dict) and set(remote) == {"sampled", "d_in"}
+            and is_int(remote["sampled"]) and remote["sampled"] >= 0
+            and (remote["d_in"] is None or (is_int(remote["d_in"]) and remote["d_in"] > 0)))
 
 
 def reconstruct(sae: Any, features: DenseFeatures | SparseFeatures) -> Tensor | None:

@@ -44,17 +44,20 @@ class RemoteView(NamedTuple):
     forward_passes: int
     ranks: int  # processes whose records are in view, this one included
     synced_at: float
+    # Their tokens since the threshold was set (what their active counts are out of).
+    active_tokens: int
 
 
 class RecordingTotals(StatePart):
     """The recording's own totals as a part of the recorded state: tokens, tokens since the
     threshold was set, forward passes, the times they count from, and the other ranks' totals
-    at the last sync (`RemoteView`). A sync sums tokens, dropped indices (the statistics keep
-    them) and forward passes; `active_tokens` stays local."""
+    at the last sync (`RemoteView`). A sync sums tokens, active tokens, dropped indices (the
+    statistics keep them) and forward passes."""
 
     name = "totals"
     # "ranks": each rank sends 1, so the sum over the others counts them.
-    sync_rules = dict.fromkeys(("tokens", "dropped_indices", "forward_passes", "ranks"), SUM)
+    sync_rules = dict.fromkeys(("tokens", "active_tokens", "dropped_indices", "forward_passes",
+                                "ranks"), SUM)
 
     def __init__(self, recording: Recording) -> None:
         self.recording = recording
@@ -92,7 +95,8 @@ class RecordingTotals(StatePart):
         r.remote = RemoteView(**remote) if remote is not None else None
 
     def reset_on(self, event: Event) -> None:
-        """A statistics reset zeroes every total, a threshold change the active tokens."""
+        """A statistics reset zeroes every total, a threshold change the active tokens (the
+        other ranks' too: their active counts are zeroed with ours)."""
         r = self.recording
         if event is Event.STATISTICS:
             r.tokens.zero_()
@@ -101,6 +105,8 @@ class RecordingTotals(StatePart):
             r.since = time.time()
         if event in (Event.STATISTICS, Event.THRESHOLD):
             r.active_tokens.zero_()
+            if r.remote is not None:
+                r.remote = r.remote._replace(active_tokens=0)
             r.active_since = time.time() if event is Event.THRESHOLD else r.since
 
     def sync_state(self) -> dict[str, Tensor]:
@@ -110,7 +116,8 @@ class RecordingTotals(StatePart):
         def scalar(n: int) -> Tensor:
             return torch.tensor(n, dtype=torch.int64, device=r.device)
 
-        return {"tokens": r.tokens, "dropped_indices": r.stats.dropped_indices,
+        return {"tokens": r.tokens, "active_tokens": r.active_tokens,
+                "dropped_indices": r.stats.dropped_indices,
                 "forward_passes": scalar(r.forward_passes), "ranks": scalar(1)}
 
     def take_remote(self, merged: dict[str, Tensor] | None) -> None:
@@ -118,7 +125,7 @@ class RecordingTotals(StatePart):
         self.recording.remote = None if merged is None else RemoteView(
             tokens=int(merged["tokens"]), dropped_indices=int(merged["dropped_indices"]),
             forward_passes=int(merged["forward_passes"]), ranks=int(merged["ranks"]) + 1,
-            synced_at=time.time())
+            synced_at=time.time(), active_tokens=int(merged["active_tokens"]))
 
     def memory_bytes(self) -> dict[str, int]:
         """Not counted (a few scalars)."""
@@ -288,6 +295,14 @@ class Recording:
         written = self.history.written
         return DeviceTotals(tokens, written.clamp_max(self.history.size), dropped,
                             (written - self.history.size).clamp_min(0))
+
+    def seen_active_tokens(self) -> Tensor:
+        """Tokens since the threshold was set, here plus the other ranks' as of the last sync
+        (int64 device scalar): what every reader of the active counts divides by (L0 mean,
+        drift)."""
+        if self.remote is None:
+            return self.active_tokens
+        return self.active_tokens + self.remote.active_tokens
 
     @property
     def total_forward_passes(self) -> int:

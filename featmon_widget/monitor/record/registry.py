@@ -8,8 +8,8 @@ JSON, in `state_meta`. A save holds every part's tensors as `<part>.<tensor>` an
 its name; loading checks every part (`check_state`) before any is loaded (`load_state`), so a
 bad save changes nothing. `reset_on(event)` says what a statistics reset, a threshold change or
 a history clear does to the part. `sync_rules` name the tensors that merge across the ranks of a
-torch.distributed job and how (`SUM`, `CHAN`); the rest stay local. `memory_bytes` gives the
-bytes the part holds under the keys of `MonitorState.memory_bytes`.
+torch.distributed job and how (`SUM`, `CHAN`, `pooled_moments`); the rest stay local.
+`memory_bytes` gives the bytes the part holds under the keys of `MonitorState.memory_bytes`.
 """
 
 from __future__ import annotations
@@ -45,6 +45,9 @@ class Rule(NamedTuple):
     name: str
     start: Callable[[Tensors], Tensors]
     combine: Callable[[Tensors, Tensors], Tensors]
+    # Whether a rank may send the rule's tensors empty (it holds none yet, so it does not know
+    # their length): it then takes part as `start` of the length the other ranks send.
+    may_be_empty: bool = False
 
 
 SUM = Rule("sum", lambda like: {n: torch.zeros_like(t) for n, t in like.items()},
@@ -53,6 +56,24 @@ SUM = Rule("sum", lambda like: {n: torch.zeros_like(t) for n, t in like.items()}
 CHAN = Rule("combine per-feature totals (Chan)",
             lambda like: empty_totals(like["count"].shape[0], like["count"].device)._asdict(),
             lambda a, b: combine_totals(Totals(**a), Totals(**b))._asdict())
+
+
+def pooled_moments(count: str, mean: str, m2: str) -> Rule:
+    """The rule pooling per-element means and M2 (sums of squared deviations) by Chan's
+    formula, with float64 counts: the tensors `count`, `mean` and `m2` of one length (the
+    count given per element); zeros are no data, and a rank may send them empty."""
+
+    def combine(a: Tensors, b: Tensors) -> Tensors:
+        n_a, n_b = a[count], b[count]
+        n = n_a + n_b
+        delta = b[mean] - a[mean]
+        ratio = torch.where(n > 0, n_b / n.clamp_min(1e-300), 0.0)
+        return {count: n, mean: a[mean] + delta * ratio,
+                m2: a[m2] + b[m2] + delta.square() * n_a * ratio}
+
+    return Rule(f"pooled moments ({count}, {mean}, {m2})",
+                lambda like: {n: torch.zeros_like(t) for n, t in like.items()}, combine,
+                may_be_empty=True)
 
 
 class StatePart:
