@@ -1,14 +1,29 @@
-"""`FeatureMonitor.sync` under torch.distributed: 2 and 4 gloo processes (torchrun) against one
-process recording the same data."""
+"""`FeatureMonitor.sync` under torch.distributed: 2, 3 and 4 gloo processes (torchrun), each
+recording a different number of forwards of different sizes (health sampled on some, SAE
+reconstructions on some ranks only), against one process recording all of it: every figure a
+reader sees on rank 0 after the sync, live and after saving and loading."""
 
+import json
+import math
 import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
-from distributed_worker import D_SAE, batches
+from distributed_worker import (
+    CONFIG,
+    D_SAE,
+    EXTRA,
+    batches,
+    figures,
+    make_sae,
+    owner,
+    record_one,
+    reference_monitor,
+)
 
 from featmon_widget import FeatureMonitor
 
@@ -18,7 +33,7 @@ MOMENTS = ("active_sum", "mean", "m2")
 
 
 def run_job(tmp_path: Path, world: int, mode: str = "plain") -> Path:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(WORKER.parents[2])}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(WORKER.parents[3])}
     result = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone",
          f"--nproc_per_node={world}", str(WORKER), str(tmp_path), mode],
@@ -27,15 +42,20 @@ def run_job(tmp_path: Path, world: int, mode: str = "plain") -> Path:
     return tmp_path
 
 
-def single_process(extra: torch.Tensor | None = None) -> FeatureMonitor:
-    monitor = FeatureMonitor(D_SAE, device="cpu", compile=False, history_size=16)
-    for kind, a, b in batches():
-        if kind == "dense":
-            monitor.on_activation(a)
-        else:
-            monitor.on_sparse_activation(a, b)
-    if extra is not None:
-        monitor.on_activation(extra)
+def single_process(world: int, extra: bool = False) -> FeatureMonitor:
+    """One process recording every rank's forwards, each sampled for health as its rank
+    sampled it (the sampling rule counts a rank's own forwards)."""
+    monitor = FeatureMonitor(D_SAE, **CONFIG)
+    health, sae = monitor._recording.health, make_sae()
+    seen = [0] * world
+    for i, (kind, a, b) in enumerate(batches()):
+        rank = owner(i, kind, world)
+        health.forwards, seen[rank] = seen[rank], seen[rank] + 1
+        record_one(monitor, sae, kind, a, b)
+    if extra:  # rank 0's forward after the sync
+        health.forwards = seen[0]
+        monitor.on_activation(EXTRA)
+    monitor.set_reference(reference_monitor())
     return monitor
 
 
@@ -55,29 +75,77 @@ def assert_same_statistics(got: FeatureMonitor, want: FeatureMonitor) -> None:
     assert top(got) == top(want)
 
 
-@pytest.mark.parametrize("world", [2, 4])
-def test_sync_equals_one_process(tmp_path, world):
-    run_job(tmp_path, world)
-    merged = FeatureMonitor.load(tmp_path / "rank0", compile=False)
-    assert merged.state.synced_ranks == world
-    assert_same_statistics(merged, single_process())
+def assert_same_figures(got: Any, want: Any, where: str = "") -> None:
+    """Ints (counts) and strings equal, floats within 1e-12 relative, structures alike."""
+    if isinstance(want, dict):
+        assert isinstance(got, dict) and got.keys() == want.keys(), where
+        for key in want:
+            assert_same_figures(got[key], want[key], f"{where}.{key}")
+    elif isinstance(want, list):
+        assert isinstance(got, list) and len(got) == len(want), where
+        for i, (a, b) in enumerate(zip(got, want, strict=True)):
+            assert_same_figures(a, b, f"{where}[{i}]")
+    elif isinstance(want, float):
+        assert isinstance(got, float), where
+        if math.isnan(want) or math.isinf(want):
+            assert got == want or (math.isnan(got) and math.isnan(want)), where
+        else:
+            assert abs(got - want) <= 1e-12 * abs(want), (where, got, want)
+    else:
+        assert got == want and type(got) is type(want), (where, got, want)
 
 
-def test_syncing_twice_counts_nothing_twice(tmp_path):
-    run_job(tmp_path, 2, "twice")
-    assert_same_statistics(FeatureMonitor.load(tmp_path / "rank0", compile=False),
-                           single_process())
+def assert_same_as_one_process(folder: Path, want: FeatureMonitor, world: int) -> None:
+    """Rank 0's readers, live (`figures.json`) and loaded from its save, say what one process
+    says; the sums come from several ranks, so the check is not vacuous."""
+    expected = json.loads(json.dumps(figures(want)))
+    health = expected["health"]
+    assert health["reconstruction_tokens"] > 0 and health["sampled_forwards"] > 2
+    expected["totals"][-1] = world  # synced_ranks: one process has no other ranks
+    live = json.loads((folder / "figures.json").read_text())
+    assert_same_figures(live, expected, "live")
+    loaded = FeatureMonitor.load(folder / "rank0", compile=False)
+    loaded.set_reference(reference_monitor())
+    assert_same_figures(json.loads(json.dumps(figures(loaded))), expected, "loaded")
+    assert_same_statistics(loaded, want)
 
 
-def test_records_after_a_sync_join_the_view(tmp_path):
-    run_job(tmp_path, 2, "continue")
-    merged = FeatureMonitor.load(tmp_path / "rank0", compile=False)
-    assert_same_statistics(merged, single_process(torch.full((5, D_SAE), 2.0)))
+@pytest.fixture(scope="module")
+def job(tmp_path_factory):
+    """Each torchrun job once per module: (world, mode) -> its output folder."""
+    done: dict[tuple[int, str], Path] = {}
+
+    def run(world: int, mode: str = "plain") -> Path:
+        if (world, mode) not in done:
+            done[world, mode] = run_job(tmp_path_factory.mktemp(f"{mode}{world}"), world, mode)
+        return done[world, mode]
+
+    return run
 
 
-def test_ranks_that_disagree_all_get_the_same_error(tmp_path):
-    run_job(tmp_path, 2, "mismatch")
-    errors = [(tmp_path / f"error{r}.txt").read_text() for r in range(2)]
+@pytest.mark.parametrize("world", [3, 4])  # 2 ranks: the next test
+def test_sync_equals_one_process(job, world):
+    assert_same_as_one_process(job(world), single_process(world), world)
+
+
+def test_syncing_again_counts_nothing_twice_and_later_records_join(job):
+    assert_same_as_one_process(job(2, "again"), single_process(2, extra=True), 2)
+
+
+def test_a_reset_or_threshold_change_forgets_the_other_ranks(job):
+    merged = FeatureMonitor.load(job(3) / "rank0", compile=False)
+    mine = merged._recording
+    merged.configure(threshold=0.5)  # the other ranks' active counts and health go
+    assert merged.get_health().tokens == 0 and merged.get_health().sampled_forwards == 0
+    assert merged.reference_counts()[1] == 0.0
+    assert merged.state.total_tokens == int(mine.tokens) + mine.remote.tokens
+    merged.reset_statistics()
+    assert merged.state.synced_ranks == 1 and merged.state.total_tokens == 0
+
+
+def test_ranks_that_disagree_all_get_the_same_error(job):
+    folder = job(2, "again")
+    errors = [(folder / f"error{r}.txt").read_text() for r in range(2)]
     assert errors[0] == errors[1]
     assert "d_sae [300, 301]" in errors[0]
 
