@@ -26,6 +26,7 @@ from distributed_worker import (
 )
 
 from featmon_widget import FeatureMonitor
+from featmon_widget.monitor.oversight.drift import reference_from
 
 WORKER = Path(__file__).with_name("distributed_worker.py")
 EXACT = ("count", "nan_count", "active_count", "min", "max")
@@ -141,6 +142,12 @@ def test_a_reset_or_threshold_change_forgets_the_other_ranks(job):
     assert merged.state.total_tokens == int(mine.tokens) + mine.remote.tokens
     merged.reset_statistics()
     assert merged.state.synced_ranks == 1 and merged.state.total_tokens == 0
+
+
+def test_a_saved_synced_monitor_is_a_reference_of_all_ranks(job):
+    ref = reference_from(job(4) / "rank0", D_SAE)
+    active, tokens = single_process(4).reference_counts()
+    assert torch.equal(ref.active, active) and ref.tokens == tokens
 
 
 def test_ranks_that_disagree_all_get_the_same_error(job):

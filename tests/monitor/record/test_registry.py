@@ -21,6 +21,7 @@ from featmon_widget.monitor.record.registry import (
     StatePart,
     StateRegistry,
     check_tensors,
+    pooled_moments,
 )
 
 D = 24
@@ -194,3 +195,25 @@ def _rank(out: Path) -> None:
 
 if __name__ == "__main__":
     _rank(Path(sys.argv[1]))
+
+
+def test_pooled_moments_equal_the_moments_of_all_the_values():
+    """Chan's merge of per-element mean and M2, float counts, in any order; no data (zeros,
+    as a rank that holds none sends) changes nothing."""
+    rule = pooled_moments("n", "mu", "m2")
+    assert rule.may_be_empty and not SUM.may_be_empty
+    g = torch.Generator().manual_seed(3)
+    chunks = [torch.randn(rows, 5, generator=g, dtype=torch.float64) * 3 + 100
+              for rows in (4, 1, 9)]
+
+    def moments(x: torch.Tensor) -> dict[str, torch.Tensor]:
+        mu = x.mean(0)
+        return {"n": torch.full((5,), float(x.shape[0]), dtype=torch.float64), "mu": mu,
+                "m2": (x - mu).square().sum(0)}
+
+    merged = rule.start(moments(chunks[0]))
+    for x in chunks:
+        merged = rule.combine(merged, rule.combine(moments(x), rule.start(moments(x))))
+    want = moments(torch.cat(chunks))
+    for name in ("n", "mu", "m2"):
+        assert torch.allclose(merged[name], want[name], rtol=1e-12, atol=0), name
