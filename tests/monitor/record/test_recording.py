@@ -118,7 +118,7 @@ def test_reset_statistics_zeroes_the_totals_and_keeps_the_history():
     rec, ingest = recording(history_size=20)
     ingest.dense(torch.rand(5, D), "a", None, None)
     rec.remote = RemoteView(tokens=7, dropped_indices=0, forward_passes=1, ranks=2,
-                            synced_at=0.0)
+                            synced_at=0.0, active_tokens=7)
     rec.reset_statistics()
     assert int(rec.tokens) == 0 and rec.forward_passes == 0
     assert rec.remote is None
@@ -140,10 +140,11 @@ def test_totals_include_the_other_ranks_as_of_the_last_sync():
     rec, ingest = recording()
     ingest.dense(torch.rand(2, D), "a", None, None)
     rec.remote = RemoteView(tokens=10, dropped_indices=3, forward_passes=4, ranks=3,
-                            synced_at=1.0)
+                            synced_at=1.0, active_tokens=6)
     totals = rec.device_totals()
     assert int(totals.tokens) == 12 and int(totals.dropped_indices) == 3
     assert rec.total_forward_passes == 5 and rec.forward_passes == 1
+    assert int(rec.seen_active_tokens()) == 8 and int(rec.active_tokens) == 2
 
 
 def test_ranking_is_among_the_monitored_features():
