@@ -62,14 +62,23 @@ class LiveDelivery:
         if throttle is not None:
             throttle.interval_s = interval_s
 
+    @property
+    def closed(self) -> bool:
+        """Whether `close()` was called."""
+        return self._closed
+
+    def check_open(self) -> None:
+        """A RuntimeError after `close()`: nothing would ever be delivered."""
+        if self._closed:
+            raise RuntimeError("this monitor is closed: it delivers nothing any more "
+                               "(make a new FeatureMonitor)")
+
     def subscribe(self, callback: SnapshotCallback, options: SnapshotOptions) -> Subscription:
         """Add a subscriber and deliver to it soon (starts the delivery thread). After
         `close()` a RuntimeError: nothing would ever be delivered."""
         sub = Subscription(callback, options, cancel=self._unsubscribe, poke=self.poke)
         with self._lock:
-            if self._closed:
-                raise RuntimeError("this monitor is closed: it delivers no more snapshots "
-                                   "(make a new FeatureMonitor)")
+            self.check_open()
             self._subscribers.append(sub)
             if self._throttle is None:
                 self._throttle = Throttle(self._deliver, self._interval_s, self._clock)
@@ -80,8 +89,7 @@ class LiveDelivery:
         """Run `task()` on the delivery thread at every delivery (at most every interval, and
         after the last change of a burst), before the snapshots; starts the thread."""
         with self._lock:
-            if self._closed:
-                raise RuntimeError("this monitor is closed: it delivers nothing any more")
+            self.check_open()
             self._tasks.append(task)
             if self._throttle is None:
                 self._throttle = Throttle(self._deliver, self._interval_s, self._clock)
@@ -93,8 +101,10 @@ class LiveDelivery:
                 self._subscribers.remove(sub)
 
     def listen(self, callback: EventCallback) -> Callable[[], None]:
-        """Call `callback(event, state)` on every `emit`; returns the function that stops it."""
+        """Call `callback(event, state)` on every `emit`; returns the function that stops it.
+        After `close()` a RuntimeError, and nothing is registered."""
         with self._lock:
+            self.check_open()
             self._listeners.append(callback)
 
         def unsubscribe() -> None:

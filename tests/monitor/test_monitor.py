@@ -478,6 +478,31 @@ def test_subscribing_to_a_closed_monitor_is_an_error():
         monitor.subscribe(lambda snapshot: None)
 
 
+def test_a_closed_monitor_refuses_watches_and_listeners_registering_nothing():
+    """`watch()` raised after registering the watch, and a second call was accepted silently
+    (and `on_state_change` was accepted on a closed monitor)."""
+    monitor = FeatureMonitor(8, compile=False)
+    monitor.close()
+    for _ in range(2):
+        with pytest.raises(RuntimeError, match="closed"):
+            monitor.watch(1)
+        with pytest.raises(RuntimeError, match="closed"):
+            monitor.on_state_change(lambda event, state: None)
+        with pytest.raises(RuntimeError, match="closed"):
+            monitor.subscribe(lambda snapshot: None)
+    assert monitor._recording.watches == [] and monitor._live._listeners == []
+    assert monitor.subscriptions == ()
+
+
+def test_watch_then_close_then_watch_is_refused():
+    monitor = FeatureMonitor(8, compile=False)
+    first = monitor.watch(1)
+    monitor.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        monitor.watch(2)
+    assert monitor._recording.watches == [first]
+
+
 def test_a_wrong_width_input_leaves_the_compiled_path_on():
     """One wrong-d_in input switched our SAE's compiled path off for the
     rest of the process, with a warning blaming the compiler."""

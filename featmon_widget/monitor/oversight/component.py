@@ -136,12 +136,13 @@ class Oversight:
         if callback is not None and not callable(callback):
             raise TypeError(f"callback must be callable, got {type(callback).__name__}")
         with self._lock:
+            self._live.check_open()  # a closed monitor registers nothing
             watch = Watch(checked, thresholds, callback, rec.device, self._unwatch,
                           recent=RECENT_HITS)
+            if not self._watch_task:
+                self._live.add_task(self.deliver_watch_hits)  # raises if closed meanwhile
+                self._watch_task = True
             rec.watches.append(watch)
-            first, self._watch_task = not self._watch_task, True
-        if first:
-            self._live.add_task(self.deliver_watch_hits)
         return watch
 
     def stopping_criteria(self, watch: Watch) -> Any:
