@@ -14,6 +14,7 @@ from ..snapshot.options import SnapshotOptions
 from ..snapshot.schemas import Snapshot
 from ..types import MonitorState
 from .clock import Clock
+from .gate import CallbackGate
 from .subscriptions import Subscription, short_error
 from .throttle import Throttle
 
@@ -45,6 +46,8 @@ class LiveDelivery:
         self.errors = 0  # failed snapshot builds and subscriber callbacks that raised
         self.last_error: str | None = None
         self._closed = False
+        # Every user callback passes through it: none runs after close() returns.
+        self.gate = CallbackGate()
         self._build_failures = 0  # warned about once; every one is counted in `errors`
         self._task_failures = 0
 
@@ -126,14 +129,17 @@ class LiveDelivery:
         if listeners:
             state = self._state()
             for callback in listeners:
-                callback(event, state)
+                if not self.gate.run(callback, event, state)[0]:
+                    return  # closed meanwhile
         self.poke()
 
     def close(self) -> None:
-        """Stop the delivery thread for good."""
+        """Stop the delivery thread for good. When it returns no callback (subscriber, listener,
+        watch callback) runs any more: it waits for those running on other threads."""
         with self._lock:
             self._closed = True
             throttle = self._throttle
+        self.gate.close()
         if throttle is not None:
             throttle.close()
 
@@ -142,13 +148,16 @@ class LiveDelivery:
             tasks = list(self._tasks)
         for task in tasks:
             try:
-                task()
+                if not self.gate.run(task)[0]:
+                    return  # closed
             except Exception as exc:  # reported (warned once); snapshots are still delivered
                 self._task_failures += 1
                 self._report(f"a delivery task failed ({short_error(exc)})",
                              warn=self._task_failures == 1)
         built: dict[SnapshotOptions, Snapshot | None] = {}  # one build per distinct option set
         for sub in self.subscriptions:
+            if self.gate.closed:
+                return
             options = sub.options()
             if options not in built:
                 built[options] = self._build_or_report(options)
@@ -157,7 +166,8 @@ class LiveDelivery:
             # snapshot, which this stale one must not overwrite.
             if snapshot is None or sub.options() != options:
                 continue
-            if not sub.deliver(snapshot):
+            ran, delivered = self.gate.run(sub.deliver, snapshot)
+            if ran and not delivered:
                 self._report(f"a snapshot subscriber failed ({sub.last_error})",
                              warn=sub.errors == 1)
 
