@@ -4,7 +4,8 @@
 0.0) and a throttle thread waiting on it stays blocked until virtual time reaches its deadline or
 it is notified. `advance(seconds)` moves time and then returns only once every thread that
 waits on this clock has reacted and is waiting again, so the deliveries that time made due have
-happened by then. `settled()` does the same for anything else that wakes those threads (a poke,
+happened by then (work one of them handed to another through `notify` included).
+`settled()` does the same for anything else that wakes those threads (a poke,
 an interval change): `with clock.settled(): throttle.poke()`.
 
 Real time only bounds how long a test waits for a thread (SETTLE_S); it is never asserted on.
@@ -34,6 +35,7 @@ class ManualClock:
         self._conds: list[threading.Condition] = []  # every condition a thread waited on
         self._threads: set[threading.Thread] = set()  # every thread that waited here
         self._waiting: dict[threading.Thread, int] = {}  # thread -> epoch it started waiting
+        self._waits_on: dict[threading.Thread, threading.Condition] = {}
         self._epoch = 0
         self.timeouts: list[float | None] = []  # every timeout a thread asked to wait for
 
@@ -52,6 +54,7 @@ class ManualClock:
                 self._conds.append(cond)
             self._threads.add(me)
             self._waiting[me] = self._epoch
+            self._waits_on[me] = cond
             self.timeouts.append(timeout)
             self._lock.notify_all()
         try:
@@ -59,7 +62,18 @@ class ManualClock:
         finally:
             with self._lock:
                 self._waiting.pop(me, None)
+                self._waits_on.pop(me, None)
                 self._lock.notify_all()
+
+    def notify(self, cond: threading.Condition) -> None:
+        """Wake the threads waiting on `cond` (held by the caller), counting them as busy at
+        once: work handed to a waiting worker is done before a settle returns."""
+        with self._lock:
+            for thread, waited_on in list(self._waits_on.items()):
+                if waited_on is cond:
+                    self._waiting.pop(thread, None)
+                    del self._waits_on[thread]
+        cond.notify_all()
 
     def advance(self, seconds: float) -> None:
         """Move virtual time forward by `seconds`, then wait until every thread waiting on this

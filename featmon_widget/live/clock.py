@@ -1,6 +1,7 @@
 """The time source of live delivery: what `Throttle` reads and how it waits.
 
-A throttle reads `monotonic()` and blocks in `wait(cond, timeout)`; both go through a `Clock`,
+A throttle reads `monotonic()` and blocks in `wait(cond, timeout)`, and a watch's worker is
+woken with `notify(cond)`; all go through a `Clock`,
 so a test can pass one whose time moves only when the test says so (the leading edge, the
 trailing edge and "at most once per interval" then hold exactly, with no sleeps). `SYSTEM` is
 the real clock; a throttle made without a clock uses `default_clock()`.
@@ -25,6 +26,10 @@ class Clock(Protocol):
         (None: until notified). Callers re-check their state: a wake may be spurious."""
         ...
 
+    def notify(self, cond: threading.Condition) -> None:
+        """Wake every thread waiting on `cond` (held by the caller): work was handed to it."""
+        ...
+
 
 class SystemClock:
     """The real clock: `time.monotonic` and a timed `Condition.wait`."""
@@ -36,6 +41,10 @@ class SystemClock:
     def wait(self, cond: threading.Condition, timeout: float | None) -> None:
         """`cond.wait(timeout)`."""
         cond.wait(timeout)
+
+    def notify(self, cond: threading.Condition) -> None:
+        """`cond.notify_all()`."""
+        cond.notify_all()
 
 
 SYSTEM = SystemClock()

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from ..snapshot.options import SnapshotOptions
 from ..snapshot.schemas import Snapshot
 from ..types import MonitorState
-from .clock import Clock
+from .clock import Clock, default_clock
 from .gate import CallbackGate
 from .subscriptions import Subscription, short_error
 from .throttle import Throttle
@@ -64,6 +64,11 @@ class LiveDelivery:
             throttle = self._throttle
         if throttle is not None:
             throttle.interval_s = interval_s
+
+    @property
+    def clock(self) -> Clock:
+        """The time source of this delivery's threads (and of the watches' workers)."""
+        return self._clock if self._clock is not None else default_clock()
 
     @property
     def closed(self) -> bool:

@@ -4,13 +4,15 @@ A snapshot subscriber, a state listener or a watch callback is started with `gat
 which refuses once the gate is closed. `close()` shuts the gate and then waits for the callbacks
 already running on other threads to return, so when it returns no callback of the monitor runs
 or will run. A callback that closes the monitor itself (from the delivery thread, a watch's
-worker or the caller of `configure`) is not waited for: it is the caller.
+worker or the caller of `configure`) is not waited for: it is the caller. The callbacks' own threads
+(`live.worker`) attached to the gate are stopped by `close()` too.
 """
 
 from __future__ import annotations
 
 import threading
 import warnings
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -26,11 +28,17 @@ class CallbackGate:
         self._cond = threading.Condition()
         self._closed = False
         self._running: dict[int, int] = {}  # thread ident -> callbacks it is inside
+        self._workers: weakref.WeakSet[Any] = weakref.WeakSet()  # stopped by close()
 
     @property
     def closed(self) -> bool:
         """Whether `close()` was called."""
         return self._closed
+
+    def attach(self, worker: Any) -> None:
+        """Call `worker.stop()` at `close()` (a callback's own thread; held weakly)."""
+        with self._cond:
+            self._workers.add(worker)
 
     def run(self, fn: Callable[..., Any], *args: Any) -> tuple[bool, Any]:
         """`(True, fn(*args))`, or `(False, None)` without calling it once closed; what `fn`
@@ -63,3 +71,6 @@ class CallbackGate:
                     warnings.warn("featmon_widget: close() is waiting for a callback that is "
                                   "still running (a snapshot subscriber, state listener or "
                                   "watch callback)", RuntimeWarning, stacklevel=2)
+            workers = list(self._workers)
+        for worker in workers:  # idle now: their threads end
+            worker.stop()

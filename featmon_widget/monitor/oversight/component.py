@@ -125,7 +125,7 @@ class Oversight:
               callback: WatchCallback | None = None) -> Watch:
         """Watch `features`: every token where one is above `above` (one threshold, or one per
         feature; default the monitor's threshold) is a hit, passed to `callback(hit)` from the
-        delivery thread within `throttle_ms` (or kept in `watch.recent` without a callback).
+        watch's own thread within `throttle_ms` (or kept in `watch.recent` without a callback).
         The hot path only writes the hit on the device. `cancel()` the result to stop."""
         rec = self._recording
         listed = [features] if isinstance(features, int) else list(features)
@@ -138,7 +138,7 @@ class Oversight:
         with self._lock:
             self._live.check_open()  # a closed monitor registers nothing
             watch = Watch(checked, thresholds, callback, rec.device, self._unwatch,
-                          recent=RECENT_HITS)
+                          recent=RECENT_HITS, gate=self._live.gate, clock=self._live.clock)
             if not self._watch_task:
                 self._live.add_task(self.deliver_watch_hits)  # raises if closed meanwhile
                 self._watch_task = True
@@ -164,12 +164,13 @@ class Oversight:
             rec = self._recording
             if rec.device.type == "meta":
                 return  # no values to hand out
+            retired = set(map(id, rec.retired_watches))
             watches = [*rec.watches, *rec.retired_watches]
             rec.retired_watches.clear()
             taken = [(w, *w.take()) for w in watches]
             token_text = self._attached.text_of()
-        for watch, rows, names, lost in taken:
-            watch.deliver(hits_from(rows, names, token_text), lost)
+        for watch, rows, names, lost in taken:  # queued for each watch's worker: no waiting
+            watch.deliver(hits_from(rows, names, token_text), lost, last=id(watch) in retired)
 
     def _unwatch(self, watch: Watch) -> None:
         with self._lock:

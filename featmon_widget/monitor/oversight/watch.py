@@ -5,21 +5,25 @@ position, token) for every real token where a watched feature is above the watch
 written with a cumulative sum and a scatter, so the hot path never reads a count back. Its
 `rows_fired` flags say which rows of the latest forward batch have had a hit since they were
 cleared (what `stopping_criteria` hands HF `generate`). The delivery thread reads new hits once
-per throttle interval and calls the watch's callback with each, oldest first: every hit once,
-none skipped unless more than `capacity` arrive between two reads (then the overflow is counted
-in `dropped`).
+per throttle interval and hands them, oldest first, to the watch's own worker thread
+(`live.worker`), which calls the callback with each: a slow or blocking callback delays only its
+own watch, never the snapshots or other watches. Every hit is handed over once, none skipped
+unless more than `capacity` arrive between two reads, or more than `capacity` wait for a slow
+callback (both counted in `dropped`, never hidden).
 """
 
 from __future__ import annotations
 
-import warnings
+import weakref
 from collections import deque
 from collections.abc import Callable
 from typing import Any
 
 import torch
 
-from ...checks import cut
+from ...live.clock import Clock
+from ...live.gate import CallbackGate
+from ...live.worker import CallbackWorker
 from ...types import WatchHit
 from ..record.features import DenseFeatures, SparseFeatures
 from ..record.requests import WriteNames
@@ -38,7 +42,8 @@ class Watch:
     def __init__(self, features: tuple[int, ...], above: tuple[float, ...],
                  callback: WatchCallback | None, device: torch.device,
                  cancel: Callable[[Watch], None], capacity: int = WATCH_CAPACITY,
-                 recent: int = 1000) -> None:
+                 recent: int = 1000, gate: CallbackGate | None = None,
+                 clock: Clock | None = None) -> None:
         self.features = features
         self.above = above
         self.callback = callback
@@ -46,14 +51,19 @@ class Watch:
         self._allocate(torch.device(device))
         self._names = WriteNames(capacity + 1024)  # a ring's worth of writes, and spare
         self._read = 0  # hits handed out (host side; the delivery thread's cursor)
-        self.dropped = 0  # hits lost to overflow between two reads
-        self.delivered = 0
-        # Calls of the callback that raised: each hit is handed over on its own, so one that
-        # fails loses nothing else, for this watch or any other.
-        self.errors = 0
-        self.last_error: str | None = None
+        self._lost = 0  # hits lost to overflow between two reads
+        self._kept = 0  # hits put in `recent`
         # Without a callback the latest hits wait here (oldest dropped first).
         self.recent: deque[WatchHit] = deque(maxlen=recent)
+        # With one, its own thread calls it (bounded queue; holds no reference to this watch,
+        # which stops it when collected).
+        self._worker: CallbackWorker | None = None
+        if callback is not None:
+            self._worker = CallbackWorker(
+                callback, gate if gate is not None else CallbackGate(), capacity,
+                "featmon_widget: a watch callback raised; its other hits and other watches are "
+                "still delivered, failures are counted in watch.errors", clock)
+            weakref.finalize(self, self._worker.stop, 0.0)
         self.active = True
         self._cancel = cancel
 
@@ -127,25 +137,40 @@ class Watch:
         self._read = written
         return rows, self._names.snapshot(), lost
 
-    def deliver(self, hits: list[WatchHit], lost: int) -> None:
-        """Hand `hits` (oldest first) to the callback, or keep them in `recent` (the delivery
-        thread calls this)."""
-        self.dropped += lost
-        for hit in hits:
-            self.delivered += 1
-            if self.callback is None:
-                self.recent.append(hit)
-                continue
-            try:
-                self.callback(hit)
-            except Exception as exc:  # the user's callback: isolate it, count it, warn once
-                self.errors += 1
-                self.last_error = cut(f"{type(exc).__name__}: {exc}", 200)
-                if self.errors == 1:
-                    warnings.warn(f"featmon_widget: a watch callback raised ({self.last_error});"
-                                  f" its other hits and other watches are still delivered, "
-                                  f"failures are counted in watch.errors", RuntimeWarning,
-                                  stacklevel=2)
+    def deliver(self, hits: list[WatchHit], lost: int, last: bool = False) -> None:
+        """Hand `hits` (oldest first) to the callback's worker, or keep them in `recent` (the
+        delivery thread calls this; it never waits for the callback). `last`: the watch was
+        cancelled and these are its final hits."""
+        self._lost += lost
+        if self._worker is None:
+            self._kept += len(hits)
+            self.recent.extend(hits)
+            return
+        self._worker.put(hits)
+        if last:
+            self._worker.finish()
+
+    @property
+    def dropped(self) -> int:
+        """Hits lost: more than `capacity` between two reads, or waiting for a slow
+        callback."""
+        return self._lost + (self._worker.overflow if self._worker is not None else 0)
+
+    @property
+    def delivered(self) -> int:
+        """Hits handed to the callback (or kept in `recent`)."""
+        return self._kept + (self._worker.called if self._worker is not None else 0)
+
+    @property
+    def errors(self) -> int:
+        """Calls of the callback that raised: each hit is handed over on its own, so one that
+        fails loses nothing else, for this watch or any other."""
+        return self._worker.errors if self._worker is not None else 0
+
+    @property
+    def last_error(self) -> str | None:
+        """The latest error of the callback (`Type: message`), or None."""
+        return self._worker.last_error if self._worker is not None else None
 
     @property
     def nbytes(self) -> int:

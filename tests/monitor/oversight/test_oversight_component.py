@@ -5,8 +5,10 @@ through `start_reading`."""
 
 import pytest
 import torch
+from virtual_time import ManualClock
 
 from featmon_widget import FeatureMonitor
+from featmon_widget.live.gate import CallbackGate
 from featmon_widget.monitor.oversight.component import Oversight, OversightReading
 from featmon_widget.monitor.oversight.drift import Reference
 
@@ -14,10 +16,16 @@ D = 12
 
 
 class FakeLive:
-    """What `Oversight` uses of `LiveDelivery`: tasks for the delivery thread, and pokes."""
+    """What `Oversight` uses of `LiveDelivery`: tasks for the delivery thread, pokes, the
+    callback gate and the clock of the watches' workers (virtual: `clock.settled()` waits for
+    them)."""
 
     def __init__(self):
         self.tasks, self.pokes = [], 0
+        self.gate, self.clock = CallbackGate(), ManualClock()
+
+    def check_open(self):
+        pass
 
     def add_task(self, task):
         self.tasks.append(task)
@@ -43,7 +51,8 @@ def test_the_watch_task_is_added_once_and_hands_out_the_hits():
     acts[0, 2, 3] = 0.9
     acts[0, 1, 5] = 0.7
     monitor.on_activation(acts)
-    oversight.deliver_watch_hits()
+    with live.clock.settled():  # the callback runs on the watch's own worker
+        oversight.deliver_watch_hits()
     assert [(h.feature, h.position) for h in got] == [(3, 2)]
     assert [(h.feature, h.position) for h in second.recent] == [(5, 1)]
     assert oversight.watch_hits() == 2

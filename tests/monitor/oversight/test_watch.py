@@ -63,7 +63,7 @@ def test_callbacks_get_exactly_the_hits_in_order_after_a_burst(manual_clock):
     manual_clock.advance(1.0)  # and nothing more arrives
     assert [(h.feature, h.value, h.request_id, h.row, h.position) for h in got] == [
         (f, pytest.approx(v), r, row, p) for f, v, r, row, p in expected]
-    assert set(thread) == {"featmon-throttle"}
+    assert set(thread) == {"featmon-watch"}  # its own worker, not the delivery thread
     assert watch.hits == len(expected) and watch.dropped == 0
     assert monitor.state.watch_hits == len(expected)
 
