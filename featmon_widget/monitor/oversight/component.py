@@ -142,7 +142,7 @@ class Oversight:
             if not self._watch_task:
                 self._live.add_task(self.deliver_watch_hits)  # raises if closed meanwhile
                 self._watch_task = True
-            rec.watches.append(watch)
+            rec.watch_set.add(watch)
         return watch
 
     def stopping_criteria(self, watch: Watch) -> Any:
@@ -175,8 +175,8 @@ class Oversight:
     def _unwatch(self, watch: Watch) -> None:
         with self._lock:
             rec = self._recording
-            if watch in rec.watches:
-                rec.watches.remove(watch)
+            if watch in rec.watch_set.watches:
+                rec.watch_set.remove(watch)
                 rec.retired_watches.append(watch)  # its last hits are still delivered
         self._live.poke()
 

@@ -2,7 +2,8 @@
 
 Each `Watch` keeps, on the device, a ring of its hits — (feature, value, request, row,
 position, token) for every real token where a watched feature is above the watch's threshold —
-written with a cumulative sum and a scatter, so the hot path never reads a count back. Its
+written by the monitor's `WatchSet` in one batched pass for all watches (a cumulative sum and a
+scatter), so the hot path never reads a count back. Its
 `rows_fired` flags say which rows of the latest forward batch have had a hit since they were
 cleared (what `stopping_criteria` hands HF `generate`). The delivery thread reads new hits once
 per throttle interval and hands them, oldest first, to the watch's own worker thread
@@ -25,7 +26,6 @@ from ...live.clock import Clock
 from ...live.gate import CallbackGate
 from ...live.worker import CallbackWorker
 from ...types import WatchHit
-from ..record.features import DenseFeatures, SparseFeatures
 from ..record.requests import WriteNames
 
 Tensor = torch.Tensor
@@ -49,7 +49,7 @@ class Watch:
         self.callback = callback
         self.capacity = capacity
         self._allocate(torch.device(device))
-        self._names = WriteNames(capacity + 1024)  # a ring's worth of writes, and spare
+        self._names = WriteNames(capacity + 1024)  # a ring's worth of writes (until joined)
         self._read = 0  # hits handed out (host side; the delivery thread's cursor)
         self._lost = 0  # hits lost to overflow between two reads
         self._kept = 0  # hits put in `recent`
@@ -67,56 +67,48 @@ class Watch:
         self.active = True
         self._cancel = cancel
 
+    # The ring's fields: (name, dtype).
+    RING_FIELDS = (("feature", torch.int64), ("value", torch.float32),
+                   ("request", torch.int64), ("row", torch.int64),
+                   ("position", torch.int64), ("token", torch.int64))
+
     def _allocate(self, device: torch.device) -> None:
-        """Empty device buffers on `device`."""
+        """Empty, standalone buffers on `device` (a `WatchSet` joins them to its own)."""
         self.device = dev = device
-        slots = self.capacity + 1  # the last slot is a write sink
-        self._index = torch.tensor(self.features, dtype=torch.int64, device=dev)
-        self._above = torch.tensor(self.above, dtype=torch.float64, device=dev)
-        self.feature = torch.zeros(slots, dtype=torch.int64, device=dev)
-        self.value = torch.zeros(slots, dtype=torch.float32, device=dev)
-        self.request = torch.zeros(slots, dtype=torch.int64, device=dev)
-        self.row = torch.zeros(slots, dtype=torch.int64, device=dev)
-        self.position = torch.zeros(slots, dtype=torch.int64, device=dev)
-        self.token = torch.full((slots,), -1, dtype=torch.int64, device=dev)
+        for name, dtype in self.RING_FIELDS:
+            setattr(self, name, torch.zeros(self.capacity, dtype=dtype, device=dev))
+        self.token.fill_(-1)
         self.written = torch.zeros((), dtype=torch.int64, device=dev)
-        self.rows_fired = torch.zeros(0, dtype=torch.bool, device=dev)
+        self._own_fired = torch.zeros(0, dtype=torch.bool, device=dev)
+        self._set: Any = None  # the WatchSet recording it, while active
 
     def move_to(self, device: torch.device) -> None:
         """Follow the monitor to `device` (before anything was recorded)."""
         if torch.device(device) != self.device:
             self._allocate(torch.device(device))
 
-    # ---- hot path (the monitor's lock held) -------------------------------------------------
+    def join(self, watch_set: Any, rings: dict[str, Tensor], written: Tensor) -> None:
+        """Record through `watch_set` (the batched pass of every watch): `rings` and `written`
+        are views of its joint tensors, holding what this watch held."""
+        self._set = watch_set
+        self._names = watch_set.names
+        for name, ring in rings.items():
+            setattr(self, name, ring)
+        self.written = written
 
-    def record(self, features: DenseFeatures | SparseFeatures, valid: Tensor, batch: int,
-               tokens: int, positions: Tensor, request_id: str,
-               token_ids: Tensor | None) -> None:
-        """Append this forward's hits (no host read)."""
-        values = features.columns(self._index).to(torch.float64)  # [N, W]
-        hit = (values > self._above) & valid[:, None]  # NaN is never above
-        per_row = hit.any(1).view(batch, tokens).any(1)
-        if self.rows_fired.shape[0] != batch:
-            self.rows_fired = per_row
-        else:
-            self.rows_fired = self.rows_fired | per_row
-        flat = hit.reshape(-1)
-        rank = flat.to(torch.int64).cumsum(0) - 1
-        slot = torch.where(flat, (self.written + rank) % self.capacity, self.capacity)
-        n, w = hit.shape
-        token_row = torch.arange(n, device=self.device).repeat_interleave(w)
-        code = self._names.register(request_id)
-        self.feature.index_copy_(0, slot, self._index.repeat(n))
-        self.value.index_copy_(0, slot, values.reshape(-1).to(torch.float32))
-        self.request.index_fill_(0, slot, code)
-        self.row.index_copy_(0, slot, token_row // tokens)
-        self.position.index_copy_(0, slot, positions.index_select(0, token_row))
-        ids = token_ids.index_select(0, token_row) if token_ids is not None else None
-        if ids is None:
-            self.token.index_fill_(0, slot, -1)
-        else:
-            self.token.index_copy_(0, slot, ids.to(torch.int64))
-        self.written += flat.sum()
+    def detach(self, fired: Tensor | None) -> None:
+        """Leave the set (cancelled): keep a copy of the ring, its count and its row flags."""
+        for name, _ in self.RING_FIELDS:
+            setattr(self, name, getattr(self, name).clone())
+        self.written = self.written.clone()
+        self._own_fired = fired.clone() if fired is not None else self._own_fired[:0]
+        self._set = None
+
+    @property
+    def rows_fired(self) -> Tensor:
+        """Which rows of the latest forward batch had a hit since they were cleared (bool, on
+        the device; empty before a forward)."""
+        return self._set.rows_fired(self) if self._set is not None else self._own_fired
 
     # ---- reading (the monitor's lock held while copying) ------------------------------------
 
@@ -185,7 +177,10 @@ class Watch:
 
     def clear_rows(self) -> None:
         """Forget which rows have fired (a new generation starts)."""
-        self.rows_fired = torch.zeros(0, dtype=torch.bool, device=self.device)
+        if self._set is not None:
+            self._set.clear_rows(self)
+        else:
+            self._own_fired = self._own_fired[:0]
 
     def cancel(self) -> None:
         """Stop watching (hits already recorded are still delivered)."""

@@ -18,6 +18,7 @@ from ...snapshot.source import DeviceTotals, ExampleSlices, ValueHistogramCounts
 from ..config import MonitorConfig, feature_list
 from ..oversight.health import HealthTracker
 from ..oversight.watch import Watch
+from ..oversight.watchset import WatchSet
 from ..query.firing import firing_summary
 from ..query.queries import rank
 from ..stats.kernels import StatisticsKernels
@@ -150,12 +151,19 @@ class Recording:
         self.positions = RequestPositions()
         self.forward_passes = 0
         self.remote: RemoteView | None = None
-        self.watches: list[Watch] = []
+        # The active watches, recorded in one batched pass per forward.
+        self.watch_set = WatchSet(torch.device(device) if device is not None
+                                  else torch.device("cpu"))
         self.extra_parts: list[StatePart] = []  # recorded state an extension adds
         self.retired_watches: list[Watch] = []  # cancelled, with hits still to deliver
         self.costs = CostMeter()
         self.health_sampled = False  # whether the latest forward was a health sample
         self.allocate(torch.device(device) if device is not None else torch.device("cpu"))
+
+    @property
+    def watches(self) -> list[Watch]:
+        """The active watches, in the order they were made."""
+        return list(self.watch_set.watches)
 
     def allocate(self, device: torch.device) -> None:
         """Fresh, empty state on `device`."""
@@ -171,8 +179,7 @@ class Recording:
         self.active_tokens = torch.zeros((), dtype=torch.int64, device=device)
         self.health = HealthTracker(device)
         self.positions.device = device
-        for watch in self.watches:
-            watch.move_to(device)
+        self.watch_set.move_to(device)
         self.since = self.active_since = time.time()
 
     def adopt_device(self, device: torch.device) -> None:
@@ -227,8 +234,7 @@ class Recording:
         self.health_sampled = self.health.due(self.config.health_every)
         if self.health_sampled:
             self.health.observe_l0(features, valid, self.config.threshold)
-        for watch in self.watches:
-            watch.record(features, valid, batch, tokens, pos, request_id, token_ids)
+        self.watch_set.record(features, valid, batch, tokens, pos, request_id, token_ids)
         self.forward_passes += 1
 
     # ---- operations -------------------------------------------------------------------------
