@@ -154,9 +154,12 @@ def test_the_monitor_is_a_facade_that_owns_its_components():
 def test_the_facade_has_no_logic_of_its_own():
     """Each public method delegates in a few statements; validation, branches and loops live in
     the component that answers the operation."""
-    public = [n for n in _facade().body
-              if isinstance(n, ast.FunctionDef) and not n.name.startswith("_")]
-    assert len(public) > 40
+    body = _facade().body
+    public = [n for n in body if isinstance(n, ast.FunctionDef) and not n.name.startswith("_")]
+    # Attributes that live on a component are one `Delegated(...)` line each.
+    delegated = [n for n in body if isinstance(n, ast.Assign) and isinstance(n.value, ast.Call)
+                 and getattr(n.value.func, "id", None) == "Delegated"]
+    assert len(public) + len(delegated) > 40
     long = {n.name: len(_statements(n)) for n in public
             if len(_statements(n)) > FACADE_PUBLIC_MAX_STATEMENTS}
     assert long == {}

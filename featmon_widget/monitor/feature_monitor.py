@@ -19,7 +19,7 @@ from ..live.subscriptions import Subscription
 from ..sae.adapter import sae_device, sae_width
 from ..snapshot.schemas import Snapshot
 from .attachments import Attachments
-from .config import MonitorConfig
+from .delegated import Delegated
 from .io.component import Sharing
 from .oversight.component import Oversight
 from .oversight.watch import Watch, WatchCallback
@@ -71,15 +71,10 @@ class FeatureMonitor:
         monitor.sae = sae
         return monitor
 
-    @property
-    def device(self) -> torch.device:
-        """Where the statistics and the history live."""
-        return self._recording.device
-
-    @property
-    def config(self) -> MonitorConfig:
-        """The current configuration (immutable)."""
-        return self._recording.config
+    device = Delegated("_recording", "Where the statistics and the history live (a torch.device).",
+                       read_only=True)
+    config = Delegated("_recording", "The current configuration (an immutable MonitorConfig).",
+                       read_only=True)
 
     def request(self, request_id: str) -> AbstractContextManager[str]:
         """Tag every forward pass inside the block with `request_id`; positions continue."""
@@ -117,23 +112,9 @@ class FeatureMonitor:
         removable handle. `tokenizer` (default `model.tokenizer`) names the recorded tokens."""
         return self._attached.attach(self, self.d_sae, model, hook_point, sae, tokenizer)
 
-    @property
-    def tokenizer(self) -> Any:
-        """The tokenizer that names recorded tokens (anything with `decode(ids)`), or None."""
-        return self._attached.tokenizer
-
-    @tokenizer.setter
-    def tokenizer(self, tokenizer: Any) -> None:
-        self._attached.tokenizer = tokenizer
-
-    @property
-    def sae(self) -> Any:
-        """The SAE last attached (or given to `for_sae`)."""
-        return self._attached.sae
-
-    @sae.setter
-    def sae(self, sae: Any) -> None:
-        self._attached.sae = sae
+    tokenizer = Delegated("_attached", "The tokenizer that names recorded tokens (anything with "
+                          "`decode(ids)`), or None.")
+    sae = Delegated("_attached", "The SAE last attached (or given to `for_sae`).")
 
     def hook_removed(self, hook: MonitorHook) -> None:
         """Forget a hook that detached itself (called by `MonitorHook.remove`)."""
