@@ -7,12 +7,12 @@ from typing import Any
 
 class Delegated:
     """An attribute read from (and, unless `read_only`, written to) the attribute of the same
-    name on the owner's component `component`: the facade stays one line per attribute."""
+    name on the owner's component `component`: the facade stays one line per attribute (its
+    docstring is the string under the assignment, where documentation tools read it)."""
 
-    def __init__(self, component: str, doc: str, *, read_only: bool = False) -> None:
+    def __init__(self, component: str, *, read_only: bool = False) -> None:
         self.component = component
         self.read_only = read_only
-        self.__doc__ = doc
         self.name = ""
 
     def __set_name__(self, owner: type, name: str) -> None:

@@ -71,10 +71,10 @@ class FeatureMonitor:
         monitor.sae = sae
         return monitor
 
-    device = Delegated("_recording", "Where the statistics and the history live (a torch.device).",
-                       read_only=True)
-    config = Delegated("_recording", "The current configuration (an immutable MonitorConfig).",
-                       read_only=True)
+    device = Delegated("_recording", read_only=True)
+    """Where the statistics and the history live (a `torch.device`)."""
+    config = Delegated("_recording", read_only=True)
+    """The current configuration (an immutable `MonitorConfig`)."""
 
     def request(self, request_id: str) -> AbstractContextManager[str]:
         """Tag every forward pass inside the block with `request_id`; positions continue."""
@@ -112,9 +112,10 @@ class FeatureMonitor:
         removable handle. `tokenizer` (default `model.tokenizer`) names the recorded tokens."""
         return self._attached.attach(self, self.d_sae, model, hook_point, sae, tokenizer)
 
-    tokenizer = Delegated("_attached", "The tokenizer that names recorded tokens (anything with "
-                          "`decode(ids)`), or None.")
-    sae = Delegated("_attached", "The SAE last attached (or given to `for_sae`).")
+    tokenizer = Delegated("_attached")
+    """The tokenizer that names recorded tokens (anything with `decode(ids)`), or None."""
+    sae = Delegated("_attached")
+    """The SAE last attached (or given to `for_sae`)."""
 
     def hook_removed(self, hook: MonitorHook) -> None:
         """Forget a hook that detached itself (called by `MonitorHook.remove`)."""
