@@ -146,8 +146,9 @@ class Backend:
         return device.type == "cpu" and self.kernel("dense") is not None
 
     def row_topk(self, acts: Tensor, k: int) -> RowTopK | None:
-        """The per-row top-k kernel for `acts` [R, F]: CPU float32, k <= F."""
-        if acts.device.type != "cpu" or acts.dtype != torch.float32 or k > acts.shape[1]:
+        """The per-row top-k kernel for `acts` [R, F]: CPU float32 or bfloat16, k <= F."""
+        if (acts.device.type != "cpu" or acts.dtype not in (torch.float32, torch.bfloat16)
+                or k > acts.shape[1]):
             return None
         return self.kernel("row_topk")
 

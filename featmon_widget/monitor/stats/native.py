@@ -194,25 +194,26 @@ class RowTopK:
 
     C_FUNCTIONS = (
         CFunction("void", "featmon_row_topk", (
-            "const float *acts", "int64_t rows", "int64_t f", "const int64_t *pick", "int64_t m",
-            "int64_t k", "float *val", "int32_t *idx", "int threads")),
+            "const void *acts", "int is_bf16", "int64_t rows", "int64_t f", "const int64_t *pick",
+            "int64_t m", "int64_t k", "float *val", "int32_t *idx", "int threads")),
     )
 
     def __init__(self, c: CFunctions) -> None:
         self.c = c
 
     def __call__(self, acts: Tensor, pick: Tensor, k: int) -> tuple[Tensor, Tensor]:
-        """Rows `pick` [M] (int64) of `acts` [R, F] float32: each one's `k` largest values,
-        largest first (NaN above numbers, ties to the lower index), as (indices int32 [M, k],
-        values float32 [M, k]) — `torch.topk` over the gathered rows, without the gather."""
+        """Rows `pick` [M] (int64) of `acts` [R, F] float32 or bfloat16: each one's `k` largest
+        values, largest first (NaN above numbers, ties to the lower index), as (indices int32
+        [M, k], values float32 [M, k]) — `torch.topk` over the gathered rows, without the gather."""
         rows, f = acts.shape
         m = pick.shape[0]
-        check_buffers(acts.dtype == torch.float32 and pick.dtype == torch.int64 and pick.dim() == 1
-                      and 1 <= k <= f, acts, pick)
+        check_buffers(acts.dtype in (torch.float32, torch.bfloat16) and pick.dtype == torch.int64
+                      and pick.dim() == 1 and 1 <= k <= f, acts, pick)
         values = torch.empty(m, k, dtype=torch.float32)
         indices = torch.empty(m, k, dtype=torch.int32)
         threads = torch.get_num_threads() if m * f >= _THREADED_STATISTICS else 1
-        self.c.featmon_row_topk(acts.data_ptr(), rows, f, pick.data_ptr(), m, k,
+        self.c.featmon_row_topk(acts.data_ptr(), int(acts.dtype == torch.bfloat16), rows, f,
+                                pick.data_ptr(), m, k,
                                 values.data_ptr(), indices.data_ptr(), threads)
         return indices, values
 

@@ -14,8 +14,30 @@ def test_dense_top_and_columns_of_picked_rows_equal_the_gathered_rows():
     want_idx, want_val = dense.rows(pick).top(10)  # distinct values: no tie to break
     assert torch.equal(idx, want_idx) and torch.equal(val, want_val)
     assert torch.equal(dense.columns_of(pick, index), dense.rows(pick).columns(index))
-    half = DenseFeatures(acts.to(torch.bfloat16), Backend(native=True))  # not the C's dtype
+    half = DenseFeatures(acts.to(torch.float16), Backend(native=True))  # not the C's dtype
     assert torch.equal(half.top_of(pick, 3)[1], half.rows(pick).top(3)[1])
+
+
+def test_bfloat16_rows_rank_as_their_float32_values_with_ties_to_the_lower_index():
+    """The C kernel reads bfloat16 rows in place (no gather, no float copy): the same values as
+    torch.topk over the widened rows, NaN first, equal values by index."""
+    gen = torch.Generator().manual_seed(2)
+    acts = torch.randn(40, 1000, generator=gen).to(torch.bfloat16)  # bfloat16: many ties
+    acts[3, 700] = float("nan")
+    acts[5, :] = 1.0  # a row that is one tie
+    pick = torch.tensor([3, 5, 39, 0, 3])
+    dense = DenseFeatures(acts, Backend(native=True))
+    assert Backend(native=True).row_topk(acts, 16) is not None
+    idx, val = dense.top_of(pick, 16)
+    _, want_val = DenseFeatures(acts).rows(pick).top(16)
+    exactly = {"rtol": 0, "atol": 0, "equal_nan": True}
+    torch.testing.assert_close(val, want_val, **exactly)
+    torch.testing.assert_close(acts.float()[pick].gather(1, idx.long()), val, **exactly)
+    for r in range(len(pick)):
+        for j in range(15):
+            if val[r, j] == val[r, j + 1]:
+                assert idx[r, j] < idx[r, j + 1]
+    assert idx[1].tolist() == list(range(16)) and idx[0, 0] == 700
 
 
 def test_sparse_top_and_columns_of_picked_rows():

@@ -256,7 +256,8 @@ def test_each_decision_follows_device_dtype_and_layout():
     assert b.dense_activation(f32.t()) is None and b.dense_activation(f32.half()) is None
     assert b.statistics_row_maxima(cpu) and not b.statistics_row_maxima(meta)
     assert b.row_topk(f32, 8) is not None
-    assert b.row_topk(f32, 9) is None and b.row_topk(f32.bfloat16(), 2) is None
+    assert b.row_topk(f32.bfloat16(), 2) is not None
+    assert b.row_topk(f32, 9) is None and b.row_topk(f32.half(), 2) is None
     assert b.sparse(cpu) is not None and b.sparse(meta) is None
     assert b.example_merge(cpu) is not None and b.example_merge(meta) is None
     rows = torch.zeros(2, 3, 8)

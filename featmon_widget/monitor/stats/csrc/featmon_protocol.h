@@ -64,8 +64,8 @@ int featmon_dense_moments(void *acts, int dtype, const uint8_t *valid, int64_t n
                           int32_t *arg, int act, const float *jump, int threads);
 
 /* row_topk.c */
-void featmon_row_topk(const float *acts, int64_t rows, int64_t f, const int64_t *pick, int64_t m,
-                      int64_t k, float *val, int32_t *idx, int threads);
+void featmon_row_topk(const void *acts, int is_bf16, int64_t rows, int64_t f, const int64_t *pick,
+                      int64_t m, int64_t k, float *val, int32_t *idx, int threads);
 
 /* sparse_accumulate.c */
 void featmon_sparse_accumulate(const int64_t *idx, const void *values, int values_are_f64,
