@@ -46,6 +46,10 @@ def test_quickstart_notebook_runs_in_lab(jupyter_server: Any,
         expect(printed.first).to_be_attached()
         page.get_by_test_id(f"panel-{selected[0]}").scroll_into_view_if_needed()
         page.screenshot(path=str(artifacts_dir() / "quickstart-lab.png"))
+        # The widget alone, real features on real text: the README's picture
+        # (scripts/screenshot.py copies it into docs/images/).
+        page.get_by_test_id("featmon-root").screenshot(
+            path=str(artifacts_dir() / "quickstart-widget.png"))
     finally:
         page.context.close()
         jupyter_server.shutdown_notebook(name)
