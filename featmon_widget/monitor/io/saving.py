@@ -145,7 +145,13 @@ def write_save(saved: SavedMonitor, path: str | Path) -> Path:
         return json.dumps(signed({**saved.meta, "tensors_file": name, "tensors_sha256": digest}),
                           allow_nan=False)
 
-    replace_save(folder, lambda target: save_file(saved.tensors, str(target)), document)
+    def write_tensors(target: Path) -> None:
+        try:
+            save_file(saved.tensors, str(target))
+        except SafetensorError as exc:  # a full disk, a size limit: an OSError like any other
+            raise OSError(f"could not write {target.name}: {cut(str(exc), 200)}") from exc
+
+    replace_save(folder, write_tensors, document)
     return folder
 
 
