@@ -23,7 +23,8 @@ DATA = Path(__file__).with_name("data")
 
 
 def fed(seed: int = 0, **config) -> FeatureMonitor:
-    monitor = FeatureMonitor(D, compile=False, device="cpu", examples_per_feature=2, **config)
+    monitor = FeatureMonitor(D, compile=False, device="cpu", examples_per_feature=2,
+                             selected=[2], **config)
     g = torch.Generator().manual_seed(seed)
     with monitor.request("chat"):
         monitor.on_activation(torch.randn(2, 5, D, generator=g).relu())
@@ -184,6 +185,8 @@ def _set(name, value, index=0):
     (_set("totals.active_tokens", 10**6), r"'totals\.active_tokens' holds"),
     (_set("health.l0_counts", -2), r"'health\.l0_counts' holds -2"),
     (_set("totals.tokens", -7), r"'totals\.tokens' holds -7"),
+    (_set("values.counts", -1), r"'values\.counts' holds -1"),
+    (_set("health.sse", -1.0), r"'health\.sse' holds -1"),
 ])
 def test_tampered_values_with_a_recomputed_digest_are_refused(saved, change, message):
     edit(saved, change_tensors=change)
