@@ -23,6 +23,7 @@ path.
 
 from __future__ import annotations
 
+import sys
 from typing import Any, NamedTuple
 
 import torch
@@ -61,8 +62,9 @@ def l0_edges(limit: int = 1 << 25) -> list[int]:
 L0_EDGES = l0_edges()
 # Token slots of a sampled forward that are decoded for the reconstruction figures.
 HEALTH_TOKENS = 256
-# The widest SAE input a save may name.
+# The widest SAE input a save may name, and the bound of a finite sum.
 MAX_D_IN = 2**31 - 1
+_FLOAT_MAX = sys.float_info.max
 # The saved names of the other ranks' sums (`HealthSums` fields but `sampled`).
 _REMOTE = ("l0_counts", "recon_tokens", "sse", "cos_sum", "x_mean", "x_m2")
 
@@ -269,11 +271,13 @@ class HealthTracker(StatePart):
         return {**sums, **inputs, **theirs}
 
     def check_values(self, tensors: dict[str, Tensor], meta: dict[str, Any]) -> None:
-        """Counts in 0..`MAX_COUNT`, sums of squares not negative."""
+        """Every sum finite (the figures divide them), counts in 0..`MAX_COUNT`, sums of
+        squares not negative."""
         for name in tensors:
             counts = name.endswith(("l0_counts", "recon_tokens"))
-            if counts or name.endswith(("sse", "x_m2")):
-                check_range(self.name, tensors, name, 0, MAX_COUNT if counts else None)
+            low = 0 if counts or name.endswith(("sse", "x_m2")) else -_FLOAT_MAX
+            check_range(self.name, tensors, name, low, MAX_COUNT if counts else _FLOAT_MAX,
+                        nan=False)
 
     def load_state(self, tensors: dict[str, Tensor], meta: dict[str, Any]) -> None:
         """Restore a checked save."""

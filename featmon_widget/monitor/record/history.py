@@ -7,7 +7,6 @@ device (ranks from a cumulative sum, then a scatter), so no count is read back o
 
 from __future__ import annotations
 
-import sys
 from typing import Any
 
 import torch
@@ -20,6 +19,9 @@ from .requests import WriteNames, check_names_meta
 
 Tensor = torch.Tensor
 
+# Seconds from 1970 that a pandas timestamp holds (the years 1677..2262): a saved time beyond
+# them would load, then fail `history_frame`.
+_MAX_TIME = 9.2e9
 # Names kept beyond history_size: a write whose rows were all padding adds a name but no record.
 _SPARE_REQUEST_NAMES = 1024
 
@@ -115,14 +117,14 @@ class HistoryRing(StatePart):
         check_names_meta(meta, "next_code")
 
     def check_values(self, tensors: dict[str, Tensor], meta: dict[str, Any]) -> None:
-        """Indices of features (or -1), counts and codes not negative, finite times; the
+        """Indices of features (or -1), counts and codes not negative, times a clock can give
+        (seconds within the years 1677..2262 that exports can write); the
         width is the top_idx's bound, given by the ring's owner (`d_sae`)."""
         check_range(self.name, tensors, "written", 0, MAX_COUNT)
         check_range(self.name, tensors, "top_idx", -1, self.d_sae - 1)
         check_range(self.name, tensors, "request", 0, MAX_COUNT)
         check_range(self.name, tensors, "row", 0)
-        check_range(self.name, tensors, "timestamp", -sys.float_info.max, sys.float_info.max,
-                    nan=False)
+        check_range(self.name, tensors, "timestamp", -_MAX_TIME, _MAX_TIME, nan=False)
 
     def load_state(self, tensors: dict[str, Tensor], meta: dict[str, Any]) -> None:
         """Copy a checked save in."""
