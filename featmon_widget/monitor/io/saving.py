@@ -1,14 +1,20 @@
 """Saving a monitor's recording to a folder and loading it back, bit for bit.
 
-A save is a folder of two files: `tensors.safetensors` holds every tensor the monitor recorded,
-copied to the host; `monitor.json` holds the rest (format version, configuration, labels) and
-the SHA-256 of the tensors file. What is saved is whatever the recording's parts declare
-(`record.registry`): the tensors of part `p` are `p.<tensor>`, and `parts[p]` in the JSON is
-its meta (request names, counters, which request each per-request tensor belongs to). The JSON
-is written last, so a folder whose tensors do not match that digest was not finished, or was
-changed afterwards: loading says so. Nothing is unpickled; every part checks its tensors
-against the shapes and dtypes the saved configuration gives before anything is copied into a
-monitor. Saves of format version 1 (one JSON key per part) are read through `format_v1`.
+A save is a folder of two files: `tensors-<sha256>.safetensors` holds every tensor the monitor
+recorded, copied to the host, named by its SHA-256; `monitor.json` holds the rest (format
+version, configuration, labels), names the tensors file with its digest, and carries the
+SHA-256 of its own content (`json_sha256`), so a hand edit is refused as corruption. What is
+saved is whatever the recording's parts declare (`record.registry`): the tensors of part `p`
+are `p.<tensor>`, and `parts[p]` in the JSON is its meta. A save replaces the previous one
+atomically (`save_files.replace_save`): a failed save leaves the previous one loadable.
+
+Loading checks before it builds anything: the JSON's digest and every value's type and bounds;
+the tensors file's digest; then every tensor's shape and dtype, read from the file's header,
+against what a throwaway recording on the `meta` device (which allocates nothing) expects of
+that JSON; only then are the tensors read, and their values checked (counts not negative,
+indices in range). Nothing is unpickled. Saves of format version 1 (one JSON key per part) are
+read through `format_v1`; versions 1 and 2 kept the tensors in `tensors.safetensors` and no
+digest of the JSON.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import os
 import time
 from importlib.metadata import PackageNotFoundError, version
@@ -30,18 +37,29 @@ from ...checks import cut, is_int
 from ..config import MonitorConfig
 from ..query.labels import load_labels
 from ..record.recording import Recording
+from ..record.registry import MAX_COUNT, StateRegistry
+from ..stats.kernels import StatisticsKernels
 from . import format_v1
 from .format_v1 import check_types
+from .save_files import (
+    JSON_FILE,
+    LEGACY_TENSORS_FILE,
+    TENSORS_NAME,
+    folder_lock,
+    replace_save,
+    sha256_of,
+    tensor_specs,
+)
 
 Tensor = torch.Tensor
 
 FORMAT = "featmon_widget.monitor"
-# 2: each part of the recorded state saved under its name (`parts`); 1: one key per part.
-FORMAT_VERSION = 2
-TENSORS_FILE = "tensors.safetensors"
-JSON_FILE = "monitor.json"
+# 3: tensors named by digest, the JSON's own digest (atomic replace); 2: each part of the
+# recorded state saved under its name (`parts`); 1: one key per part.
+FORMAT_VERSION = 3
 # The JSON holds names and labels only; anything larger was not written by us.
 MAX_JSON_BYTES = 1 << 30
+MAX_D_SAE = 2**31 - 1
 
 # Keys of the JSON document (beyond the format's own) and the types they must have.
 _META_TYPES: dict[str, type | tuple[type, ...]] = {
@@ -78,6 +96,16 @@ class SavedMonitor(NamedTuple):
         return torch.device("cpu")
 
 
+def save_folder(path: Any) -> Path:
+    """`path` as a folder path; "" (which would mean the current directory) is refused."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"a save path must be a str or a path, got {type(path).__name__}")
+    text = os.fspath(path)
+    if not isinstance(text, str) or not text:
+        raise ValueError(f"a save path must name a folder, got {cut(repr(text), 60)}")
+    return Path(text)
+
+
 # ---- saving -----------------------------------------------------------------------------------
 
 
@@ -107,51 +135,73 @@ def recording_state(recording: Recording, next_automatic: int, labels: dict[int,
 
 def write_save(saved: SavedMonitor, path: str | Path) -> Path:
     """Write `saved` into the folder `path` (made if missing; an earlier save there is
-    replaced). Returns the folder."""
-    folder = Path(path)
+    replaced atomically: a failed save leaves it loadable). Returns the folder."""
+    folder = save_folder(path)
     if folder.exists() and not folder.is_dir():
         raise ValueError(f"save path {str(folder)!r} is a file; give a folder")
     folder.mkdir(parents=True, exist_ok=True)
-    tensors_path, json_path = folder / TENSORS_FILE, folder / JSON_FILE
-    partial = folder / f".{TENSORS_FILE}.{os.getpid()}.partial"
-    save_file(saved.tensors, str(partial))
-    digest = _sha256(partial)
-    os.replace(partial, tensors_path)
-    document = json.dumps({**saved.meta, "tensors_sha256": digest}, allow_nan=False)
-    partial_json = folder / f".{JSON_FILE}.{os.getpid()}.partial"
-    partial_json.write_text(document, encoding="utf-8")
-    os.replace(partial_json, json_path)
+
+    def document(name: str, digest: str) -> str:
+        return json.dumps(signed({**saved.meta, "tensors_file": name, "tensors_sha256": digest}),
+                          allow_nan=False)
+
+    def write_tensors(target: Path) -> None:
+        try:
+            save_file(saved.tensors, str(target))
+        except SafetensorError as exc:  # a full disk, a size limit: an OSError like any other
+            raise OSError(f"could not write {target.name}: {cut(str(exc), 200)}") from exc
+
+    replace_save(folder, write_tensors, document)
     return folder
+
+
+def signed(meta: dict[str, Any]) -> dict[str, Any]:
+    """`meta` with the SHA-256 of its own content (`json_sha256`, see `_json_digest`)."""
+    return {**meta, "json_sha256": _json_digest(meta)}
+
+
+def _json_digest(meta: dict[str, Any]) -> str:
+    """The SHA-256 of `meta` without `json_sha256`, in one canonical spelling (sorted keys,
+    no spaces), so any edit of a value changes it."""
+    content = {k: v for k, v in meta.items() if k != "json_sha256"}
+    text = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                      allow_nan=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 # ---- loading ----------------------------------------------------------------------------------
 
 
 def read_save(path: str | Path) -> SavedMonitor:
-    """The save in folder `path`, checked: its format version, the digest of its tensors, and
-    its configuration. A ValueError says what is wrong (a newer format, a corrupt file)."""
-    folder = Path(path)
-    json_path, tensors_path = folder / JSON_FILE, folder / TENSORS_FILE
-    if not json_path.is_file() or not tensors_path.is_file():
-        raise FileNotFoundError(f"no featmon_widget save in {str(folder)!r} (expected "
-                                f"{JSON_FILE} and {TENSORS_FILE})")
-    meta = _read_json(json_path)
-    if _sha256(tensors_path) != meta.get("tensors_sha256"):
-        raise ValueError(f"{tensors_path} does not match the digest in {JSON_FILE}: the save "
-                         f"is corrupt or was not finished")
-    try:
-        tensors = load_file(str(tensors_path), device="cpu")
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise ValueError(f"{tensors_path} is not a readable safetensors file: "
-                         f"{cut(str(exc), 200)}") from None
-    if meta["format_version"] == 1:
+    """The save in folder `path`, checked before anything is built from it (see module doc).
+    A ValueError says what is wrong (a newer format, a corrupt file, a value out of range)."""
+    folder = save_folder(path)
+    json_path = folder / JSON_FILE
+    with folder_lock(folder):
+        if not json_path.is_file():
+            raise FileNotFoundError(f"no featmon_widget save in {str(folder)!r} (expected "
+                                    f"{JSON_FILE} and its tensors file)")
+        raw = _read_json(json_path)
+        tensors_path = folder / _tensors_file(raw, json_path)
+        if not tensors_path.is_file():
+            raise FileNotFoundError(f"no featmon_widget save in {str(folder)!r}: "
+                                    f"{tensors_path.name} is missing")
+        if sha256_of(tensors_path) != raw.get("tensors_sha256"):
+            raise ValueError(f"{tensors_path} does not match the digest in {JSON_FILE}: the "
+                             f"save is corrupt or was not finished")
+        meta, specs = _current_layout(raw, tensor_specs(tensors_path), json_path)
+        parts = _check_meta(SavedMonitor(meta, specs), json_path)
         try:
-            meta, tensors = format_v1.upgraded(meta, tensors, FORMAT_VERSION)
-        except ValueError as exc:
-            raise ValueError(f"{json_path}: {cut(str(exc), 300)}") from None
-    saved = SavedMonitor(meta, tensors)
-    _check_meta(saved, json_path)
-    return saved
+            tensors = load_file(str(tensors_path), device="cpu")
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise ValueError(f"{tensors_path} is not a readable safetensors file: "
+                             f"{cut(str(exc), 200)}") from None
+    _, tensors = _current_layout(raw, tensors, json_path)
+    try:
+        parts.check_values(tensors, meta["parts"])
+    except ValueError as exc:
+        raise ValueError(f"{tensors_path}: {cut(str(exc), 300)}") from None
+    return SavedMonitor(meta, tensors)
 
 
 def restore_recording(recording: Recording, saved: SavedMonitor) -> dict[int, str]:
@@ -160,6 +210,7 @@ def restore_recording(recording: Recording, saved: SavedMonitor) -> dict[int, st
     loaded, so a bad save raises a ValueError and leaves `recording` as it was."""
     parts, metas = recording.state_parts(), saved.meta["parts"]
     parts.check(saved.tensors, metas)
+    parts.check_values(saved.tensors, metas)
     labels = load_labels(saved.meta["labels"], recording.d_sae)
     parts.load(saved.tensors, metas)
     recording.device_fixed = recording.device_fixed or bool(saved.meta["device_fixed"])
@@ -173,7 +224,7 @@ def _read_json(path: Path) -> dict[str, Any]:
     if path.stat().st_size > MAX_JSON_BYTES:
         raise ValueError(f"{path} is larger than {MAX_JSON_BYTES} bytes: not a featmon save")
     try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
+        meta = json.loads(path.read_text(encoding="utf-8"), parse_constant=_no_constant)
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise ValueError(f"{path} is not valid JSON ({cut(str(exc), 120)}): the save is "
                          f"corrupt") from None
@@ -190,19 +241,79 @@ def _read_json(path: Path) -> dict[str, Any]:
                          f"{cut(str(meta.get('written_by')), 60)}; this featmon_widget "
                          f"{_package_version()} reads format version {FORMAT_VERSION} and "
                          f"older: upgrade featmon_widget to load it")
+    if version >= 3 and meta.get("json_sha256") != _json_digest(meta):
+        raise ValueError(f"{path} does not match its own digest (json_sha256): it was edited "
+                         f"or damaged after it was saved, so the save is corrupt")
     return meta
 
 
-def _check_meta(saved: SavedMonitor, path: Path) -> None:
-    """The document's own keys; each part's meta is checked by the part, on loading."""
+def _no_constant(name: str) -> Any:
+    raise json.JSONDecodeError(f"{name} is not a number a save holds", name, 0)
+
+
+def _tensors_file(meta: dict[str, Any], path: Path) -> str:
+    """The name of the tensors file `meta` names (checked: no other path)."""
+    if meta["format_version"] < 3:
+        return LEGACY_TENSORS_FILE
+    name, digest = meta.get("tensors_file"), meta.get("tensors_sha256")
+    match = TENSORS_NAME.fullmatch(name) if isinstance(name, str) else None
+    if match is None or match.group(1) != digest:
+        raise ValueError(f"{path}: tensors_file {cut(repr(name), 80)} is not the file named by "
+                         f"the tensors' digest: the save is corrupt")
+    return name
+
+
+def _current_layout(meta: dict[str, Any], tensors: dict[str, Tensor],
+                    path: Path) -> tuple[dict[str, Any], dict[str, Tensor]]:
+    """The document and tensors in the current layout (a version-1 save is renamed)."""
+    if meta["format_version"] != 1:
+        return meta, tensors
+    try:
+        return format_v1.upgraded(meta, tensors, FORMAT_VERSION)
+    except ValueError as exc:
+        raise ValueError(f"{path}: {cut(str(exc), 300)}") from None
+
+
+def _check_meta(saved: SavedMonitor, path: Path) -> StateRegistry:
+    """Every value of the document (types and bounds), and every tensor's shape and dtype
+    (`saved.tensors` may be `meta` tensors: only shapes are read) against what the parts of
+    a recording of that configuration expect. That recording is made on the `meta` device,
+    so nothing is allocated; its parts are returned, to check the values once read."""
     meta = saved.meta
     try:
         check_types(meta, _META_TYPES)
-        if meta["d_sae"] < 1 or meta["next_automatic"] < 0:
-            raise ValueError("d_sae or next_automatic out of range")
-        saved.config  # noqa: B018 - validates the configuration
+        _check_bounds(meta)
+        config = saved.config
+        load_labels(meta["labels"], saved.d_sae)
+        recording = Recording(saved.d_sae, config, torch.device("meta"),
+                              StatisticsKernels(False, False))
+        parts = recording.state_parts()
+        parts.check(saved.tensors, meta["parts"], known_only=True)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{path}: {cut(str(exc), 300)}") from None
+    return parts
+
+
+def _check_bounds(meta: dict[str, Any]) -> None:
+    """The document's own numbers and names in range (each part checks its own meta)."""
+    if not 1 <= meta["d_sae"] <= MAX_D_SAE:
+        raise ValueError(f"d_sae must be in 1..{MAX_D_SAE}, got {cut(repr(meta['d_sae']), 40)}")
+    if not 0 <= meta["next_automatic"] <= MAX_COUNT:
+        raise ValueError(f"next_automatic must be in 0..{MAX_COUNT}, got "
+                         f"{cut(repr(meta['next_automatic']), 40)}")
+    saved_at = meta.get("saved_at", 0.0)
+    if not (isinstance(saved_at, (int, float)) and not isinstance(saved_at, bool)
+            and math.isfinite(saved_at)):
+        raise ValueError(f"saved_at must be a finite time, got {cut(repr(saved_at), 40)}")
+    if not (meta.get("sae_id") is None or isinstance(meta["sae_id"], str)):
+        raise ValueError(f"sae_id must be text or null, got {cut(repr(meta['sae_id']), 40)}")
+    device = meta["device"]
+    try:
+        parsed = torch.device(device) if len(device) <= 64 else None
+    except (RuntimeError, ValueError, TypeError):
+        parsed = None
+    if parsed is None or parsed.type == "meta":
+        raise ValueError(f"device {cut(repr(device), 40)} is not a device a monitor records on")
 
 
 def _available(device: torch.device) -> bool:
@@ -225,11 +336,7 @@ def _host_copy(tensor: Tensor) -> Tensor:
 
 
 def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return sha256_of(path)
 
 
 def _package_version() -> str:

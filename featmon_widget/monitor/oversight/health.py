@@ -23,6 +23,7 @@ path.
 
 from __future__ import annotations
 
+import sys
 from typing import Any, NamedTuple
 
 import torch
@@ -32,7 +33,17 @@ from ...checks import cut, is_int
 from ...snapshot.frequency import NEVER_FIRED
 from ...types import HealthResponse
 from ..record.features import DenseFeatures, SparseFeatures
-from ..record.registry import SUM, Event, Spec, StatePart, nbytes, pooled_moments, spec_of
+from ..record.registry import (
+    MAX_COUNT,
+    SUM,
+    Event,
+    Spec,
+    StatePart,
+    check_range,
+    nbytes,
+    pooled_moments,
+    spec_of,
+)
 
 Tensor = torch.Tensor
 
@@ -51,6 +62,9 @@ def l0_edges(limit: int = 1 << 25) -> list[int]:
 L0_EDGES = l0_edges()
 # Token slots of a sampled forward that are decoded for the reconstruction figures.
 HEALTH_TOKENS = 256
+# The widest SAE input a save may name, and the bound of a finite sum.
+MAX_D_IN = 2**31 - 1
+_FLOAT_MAX = sys.float_info.max
 # The saved names of the other ranks' sums (`HealthSums` fields but `sampled`).
 _REMOTE = ("l0_counts", "recon_tokens", "sse", "cos_sum", "x_mean", "x_m2")
 
@@ -232,8 +246,9 @@ class HealthTracker(StatePart):
         """Two counters and the input's width (None before the first reconstruction)."""
         d_in = meta.get("d_in")
         if not (set(meta) - {"remote"} == {"forwards", "sampled", "d_in"}
-                and all(is_int(meta[k]) and meta[k] >= 0 for k in ("forwards", "sampled"))
-                and (d_in is None or (is_int(d_in) and d_in > 0))
+                and all(is_int(meta[k]) and 0 <= meta[k] <= MAX_COUNT
+                        for k in ("forwards", "sampled"))
+                and (d_in is None or (is_int(d_in) and 0 < d_in <= MAX_D_IN))
                 and _remote_meta_ok(meta.get("remote"))):
             raise ValueError(f"the save's 'health' entry is malformed ({cut(repr(meta), 80)}): "
                              f"the save is corrupt")
@@ -254,6 +269,15 @@ class HealthTracker(StatePart):
             theirs.update(dict.fromkeys(("remote.x_mean", "remote.x_m2"),
                                         Spec((remote["d_in"],), torch.float64)))
         return {**sums, **inputs, **theirs}
+
+    def check_values(self, tensors: dict[str, Tensor], meta: dict[str, Any]) -> None:
+        """Every sum finite (the figures divide them), counts in 0..`MAX_COUNT`, sums of
+        squares not negative."""
+        for name in tensors:
+            counts = name.endswith(("l0_counts", "recon_tokens"))
+            low = 0 if counts or name.endswith(("sse", "x_m2")) else -_FLOAT_MAX
+            check_range(self.name, tensors, name, low, MAX_COUNT if counts else _FLOAT_MAX,
+                        nan=False)
 
     def load_state(self, tensors: dict[str, Tensor], meta: dict[str, Any]) -> None:
         """Restore a checked save."""
@@ -316,8 +340,9 @@ def _remote_meta_ok(remote: Any) -> bool:
     if remote is None:
         return True
     return (isinstance(remote, dict) and set(remote) == {"sampled", "d_in"}
-            and is_int(remote["sampled"]) and remote["sampled"] >= 0
-            and (remote["d_in"] is None or (is_int(remote["d_in"]) and remote["d_in"] > 0)))
+            and is_int(remote["sampled"]) and 0 <= remote["sampled"] <= MAX_COUNT
+            and (remote["d_in"] is None or (is_int(remote["d_in"])
+                                            and 0 < remote["d_in"] <= MAX_D_IN)))
 
 
 def reconstruct(sae: Any, features: DenseFeatures | SparseFeatures) -> Tensor | None:

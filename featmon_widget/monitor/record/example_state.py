@@ -12,7 +12,16 @@ from typing import Any
 import torch
 
 from ...checks import cut
-from .registry import Event, Spec, StatePart, keyed_load, keyed_specs, keyed_tensors, nbytes
+from .registry import (
+    Event,
+    Spec,
+    StatePart,
+    check_range,
+    keyed_load,
+    keyed_specs,
+    keyed_tensors,
+    nbytes,
+)
 from .requests import RequestNames, check_names_meta
 
 Tensor = torch.Tensor
@@ -68,6 +77,11 @@ class ExampleState(StatePart):
         fixed = {name: Spec(tuple(t.shape), t.dtype) for name, t in self.fixed_tensors().items()}
         tail = Spec((None, self.window), torch.int64)
         return {**fixed, **keyed_specs(meta["tails"], _TAILS, tail)}
+
+    def check_values(self, tensors: dict[str, Tensor], meta: dict[str, Any]) -> None:
+        """No NaN among the examples' values (an empty slot is -inf), no negative row."""
+        check_range(self.name, tensors, "value", nan=False)
+        check_range(self.name, tensors, "row", 0)
 
     def load_state(self, tensors: dict[str, Tensor], meta: dict[str, Any]) -> None:
         """Copy a checked save in."""

@@ -132,7 +132,8 @@ class ExampleTable(ExampleState):
 
     def update(self, features: DenseFeatures | SparseFeatures, valid: Tensor, positions: Tensor,
                batch: int, tokens: int, request_id: str, token_ids: Tensor | None,
-               threshold: float, maxima: RowMaxima | None = None) -> None:
+               threshold: float, maxima: RowMaxima | None = None,
+               code: int | None = None) -> None:
         """Merge one forward's row maxima (features [batch * tokens, d_sae], `valid`,
         `positions` and `token_ids` [batch * tokens]) into the table. `maxima` [batch, d_sae]:
         the row maxima already found by the statistics pass (over the same valid rows and
@@ -141,7 +142,8 @@ class ExampleTable(ExampleState):
             return
         valid2 = valid.reshape(batch, tokens)
         context, source, rank = self._context(request_id, valid2, token_ids, batch, tokens)
-        code = self.names.code(request_id, self._held_codes)
+        if code is None:
+            code = self.code_of(request_id)
         native = self.backend.example_merge(self.device)
         if native is not None:
             acts, indices = _native_features(features)
@@ -190,6 +192,10 @@ class ExampleTable(ExampleState):
                           rank_of(best).clamp(0, tokens - 1), tokens, positions, rank, context,
                           source, acts, indices, code, self.value, self.request, self.row,
                           self.position, self.tokens, self.acts)
+
+    def code_of(self, request_id: str) -> int:
+        """The examples' code of `request_id` (a ValueError if it cannot be stored)."""
+        return self.names.code(request_id, self._held_codes)
 
     def _held_codes(self) -> set[int]:
         """The request codes of the examples kept now (reads the table: rarely called)."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 
 from .features import DenseFeatures, SparseFeatures
-from .registry import Event, StatePart, nbytes
+from .registry import MAX_COUNT, Event, StatePart, check_range, nbytes
 
 Tensor = torch.Tensor
 
@@ -50,6 +50,10 @@ class ValueHistograms(StatePart):
     def state_tensors(self) -> dict[str, Tensor]:
         """The counts [selected, bins] (saving copies them, loading copies into them)."""
         return {"counts": self.counts}
+
+    def check_values(self, tensors: dict[str, Tensor], meta: dict[str, object]) -> None:
+        """Counts in 0..`MAX_COUNT`."""
+        check_range(self.name, tensors, "counts", 0, MAX_COUNT)
 
     def reset_on(self, event: Event) -> None:
         """Counted since the last reset and under the threshold in force."""

@@ -14,11 +14,14 @@ import torch
 from ...snapshot.records import HistoryRows, HistoryTail, history_rows
 from ...snapshot.transfer import start_copy
 from .features import DenseFeatures, SparseFeatures
-from .registry import Event, StatePart
+from .registry import MAX_COUNT, Event, StatePart, check_range
 from .requests import WriteNames, check_names_meta
 
 Tensor = torch.Tensor
 
+# Seconds from 1970 that a pandas timestamp holds (the years 1677..2262): a saved time beyond
+# them would load, then fail `history_frame`.
+_MAX_TIME = 9.2e9
 # Names kept beyond history_size: a write whose rows were all padding adds a name but no record.
 _SPARE_REQUEST_NAMES = 1024
 
@@ -32,8 +35,10 @@ class HistoryRing(StatePart):
 
     name = "history"
 
-    def __init__(self, size: int, top_k: int, monitored: tuple[int, ...], device: torch.device):
+    def __init__(self, size: int, top_k: int, monitored: tuple[int, ...], device: torch.device,
+                 d_sae: int = 2**31 - 1):
         self.size = size
+        self.d_sae = d_sae  # the bound of the feature indices a save may hold
         self.top_k = top_k
         self.monitored = monitored
         self.device = torch.device(device)
@@ -53,14 +58,15 @@ class HistoryRing(StatePart):
 
     def write(self, features: DenseFeatures | SparseFeatures, valid: Tensor, rows: Tensor,
               positions: Tensor, request_id: str, timestamp: float,
-              token_ids: Tensor | None = None) -> None:
+              token_ids: Tensor | None = None, code: int | None = None) -> None:
         """Append the last `size` valid rows of `features` (with `rows`, `positions` and, when
-        known, `token_ids` [N])."""
+        known, `token_ids` [N]); `code`: this write's code from `register`, if taken before."""
         n = features.n
         keep_n = min(n, self.size)
         if keep_n == 0:
             return
-        code = self._names.register(request_id)
+        if code is None:
+            code = self.register(request_id)
         dev = self.device
         valid64 = valid.to(torch.int64)
         rank = valid64.cumsum(0) - 1  # rank among valid rows
@@ -90,6 +96,10 @@ class HistoryRing(StatePart):
             self.token.index_copy_(0, dest, token_ids.index_select(0, pick))
         self.written += total.clamp_max(keep_n)
 
+    def register(self, request_id: str) -> int:
+        """A fresh code for one write of `request_id` (a ValueError once codes run out)."""
+        return self._names.register(request_id)
+
     # ---- StatePart: saved, emptied by a history clear, local to each rank -----------------
 
     def state_tensors(self) -> dict[str, Tensor]:
@@ -105,6 +115,16 @@ class HistoryRing(StatePart):
     def check_meta(self, meta: dict[str, Any]) -> None:
         """`state_meta`'s names and next code."""
         check_names_meta(meta, "next_code")
+
+    def check_values(self, tensors: dict[str, Tensor], meta: dict[str, Any]) -> None:
+        """Indices of features (or -1), counts and codes not negative, times a clock can give
+        (seconds within the years 1677..2262 that exports can write); the
+        width is the top_idx's bound, given by the ring's owner (`d_sae`)."""
+        check_range(self.name, tensors, "written", 0, MAX_COUNT)
+        check_range(self.name, tensors, "top_idx", -1, self.d_sae - 1)
+        check_range(self.name, tensors, "request", 0, MAX_COUNT)
+        check_range(self.name, tensors, "row", 0)
+        check_range(self.name, tensors, "timestamp", -_MAX_TIME, _MAX_TIME, nan=False)
 
     def load_state(self, tensors: dict[str, Tensor], meta: dict[str, Any]) -> None:
         """Copy a checked save in."""
@@ -129,7 +149,7 @@ class HistoryRing(StatePart):
         Extra top-k slots are filled with index -1; monitored features this ring did not record
         get NaN. Nothing that fits is dropped.
         """
-        new = HistoryRing(size, top_k, monitored, self.device)
+        new = HistoryRing(size, top_k, monitored, self.device, self.d_sae)
         written = int(self.written)
         held = min(written, self.size, size)
         if held == 0:

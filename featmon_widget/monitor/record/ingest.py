@@ -86,13 +86,14 @@ class Ingest:
             return  # nothing to record (after the checks: bad input is still an error)
         rec.adopt_device(acts.device)
         acts = acts.to(rec.device, non_blocking=True)
+        codes = rec.request_codes(request_id)  # before the merge: a failure changes nothing
         pos, valid = rec.positions_for(request_id, batch, tokens, positions, mask)
         flat = acts.reshape(batch * tokens, rec.d_sae)
         # Without a mask every row counts, and the kernel can skip a select per value.
         maxima = rec.stats.update(flat, None if mask is None else valid, rec.config.threshold,
                                   rec.examples.row_maxima_wanted(batch, tokens))
         rec.record(DenseFeatures(flat, rec.backend), valid, pos, batch, tokens, request_id,
-                   token_ids, maxima)
+                   token_ids, maxima, codes)
 
     def sparse(self, indices: Tensor, values: Tensor, request_id: str,
                positions: Tensor | None, mask: Tensor | None,
@@ -106,13 +107,14 @@ class Ingest:
         if batch * tokens == 0:
             return None  # nothing to record
         rec.adopt_device(values.device)
+        codes = rec.request_codes(request_id)  # before the merge: a failure changes nothing
         pos, valid = rec.positions_for(request_id, batch, tokens, positions, mask, position_ids)
         k = indices.shape[-1]
         flat = self.repeats(indices.to(rec.device).reshape(batch * tokens, k))
         features = SparseFeatures(flat, values.to(rec.device).reshape(batch * tokens, k),
                                   rec.d_sae)
         rec.stats.update_sparse(features.indices, features.values, valid, rec.config.threshold)
-        rec.record(features, valid, pos, batch, tokens, request_id, token_ids)
+        rec.record(features, valid, pos, batch, tokens, request_id, token_ids, codes=codes)
         return features, valid
 
     def encoded(self, sae: Any, x: Tensor, request_id: str, mask: Tensor | None,
@@ -139,6 +141,7 @@ class Ingest:
             return
         rec.adopt_device(x.device)
         x = x.to(rec.device, non_blocking=True)
+        codes = rec.request_codes(request_id)  # before the merge: a failure changes nothing
         pos, valid = rec.positions_for(request_id, batch, tokens, None, mask, position_ids)
         rows = None if mask is None and position_ids is None else valid  # None: all rows
         local = rec.stats.local  # shifts come from this process's own totals
@@ -154,7 +157,7 @@ class Ingest:
         rec.stats.merge(encoded.shift, encoded.moments)
         features = DenseFeatures(flat, rec.backend)
         rec.record(features, valid, pos, batch, tokens, request_id,
-                   check_token_ids(token_ids, batch, tokens), encoded.maxima)
+                   check_token_ids(token_ids, batch, tokens), encoded.maxima, codes)
         self._check_reconstruction(sae, x, features, valid)
 
     def _check_reconstruction(self, sae: Any, x: Tensor, features: DenseFeatures |

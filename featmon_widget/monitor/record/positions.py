@@ -11,7 +11,16 @@ from typing import Any
 import torch
 
 from ...checks import cut
-from .registry import Event, Spec, StatePart, keyed_load, keyed_specs, keyed_tensors
+from .registry import (
+    MAX_COUNT,
+    Event,
+    Spec,
+    StatePart,
+    check_range,
+    keyed_load,
+    keyed_specs,
+    keyed_tensors,
+)
 from .requests import automatic_number
 
 Tensor = torch.Tensor
@@ -55,6 +64,11 @@ class RequestPositions(StatePart):
     def expected_tensors(self, meta: dict[str, Any]) -> dict[str, Spec]:
         """One int64 [rows] per request."""
         return keyed_specs(meta["requests"], "", Spec((None,), torch.int64))
+
+    def check_values(self, tensors: dict[str, Tensor], meta: dict[str, Any]) -> None:
+        """Positions in 0..`MAX_COUNT`."""
+        for name in tensors:
+            check_range(self.name, tensors, name, 0, MAX_COUNT)
 
     def load_state(self, tensors: dict[str, Tensor], meta: dict[str, Any]) -> None:
         """Track the saved requests (on this monitor's device)."""

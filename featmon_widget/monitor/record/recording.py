@@ -7,6 +7,7 @@ selected features' value histograms, the per-request positions and the token tot
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Any, NamedTuple
 
@@ -30,7 +31,7 @@ from .features import DenseFeatures, SparseFeatures
 from .histograms import VALUE_EDGES, ValueHistograms
 from .history import HistoryRing
 from .positions import RequestPositions, as_batch_mask, check_positions
-from .registry import SUM, Event, StatePart, StateRegistry
+from .registry import MAX_COUNT, SUM, Event, StatePart, StateRegistry, check_count, check_range
 from .requests import check_new_request_id
 
 Tensor = torch.Tensor
@@ -77,15 +78,24 @@ class RecordingTotals(StatePart):
     def check_meta(self, meta: dict[str, Any]) -> None:
         """The four entries of `state_meta`, of their types."""
         if set(meta) != {"forward_passes", "since", "active_since", "remote"} or not (
-                is_int(meta["forward_passes"]) and meta["forward_passes"] >= 0
-                and all(_is_number(meta[k]) for k in ("since", "active_since"))):
+                is_int(meta["forward_passes"]) and 0 <= meta["forward_passes"] <= MAX_COUNT
+                and all(_is_time(meta[k]) for k in ("since", "active_since"))):
             raise ValueError(f"forward_passes, since or active_since missing or out of range "
-                             f"({cut(repr(meta), 120)})")
+                             f"(counts in 0..{MAX_COUNT}, finite times; "
+                             f"{cut(repr(meta), 120)})")
         remote, fields = meta["remote"], RemoteView._fields
         if remote is not None and not (isinstance(remote, dict) and set(remote) == set(fields)
-                                       and all(_is_number(remote[f]) for f in fields)):
+                                       and _is_time(remote["synced_at"])):
             raise ValueError(f"the save's 'remote' entry is malformed "
                              f"({cut(repr(remote), 80)}): the save is corrupt")
+        for field in () if remote is None else fields:
+            if field != "synced_at":
+                check_count(f"the save's 'remote' entry {field}", remote[field])
+
+    def check_values(self, tensors: dict[str, Tensor], meta: dict[str, Any]) -> None:
+        """Token counts in 0..`MAX_COUNT`, active tokens at most the tokens."""
+        check_range(self.name, tensors, "tokens", 0, MAX_COUNT)
+        check_range(self.name, tensors, "active_tokens", 0, int(tensors["tokens"]))
 
     def load_state(self, tensors: dict[str, Tensor], meta: dict[str, Any]) -> None:
         """Restore a checked save."""
@@ -133,8 +143,10 @@ class RecordingTotals(StatePart):
         return {}
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+def _is_time(value: Any) -> bool:
+    """A finite number (a NaN time would load, then fail every export)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(
+        value)
 
 
 class Recording:
@@ -170,7 +182,8 @@ class Recording:
         cfg = self.config
         self.device = device
         self.stats = RunningStats(self.d_sae, device, self.compiled)
-        self.history = HistoryRing(cfg.history_size, cfg.top_k, cfg.features or (), device)
+        self.history = HistoryRing(cfg.history_size, cfg.top_k, cfg.features or (), device,
+                                   self.d_sae)
         self.values = ValueHistograms(cfg.selected, device)
         self.examples = ExampleTable(self.d_sae, cfg.examples_per_feature, cfg.context_window,
                                      device, self.backend)
@@ -215,18 +228,28 @@ class Recording:
                      torch.ones(batch, tokens, dtype=torch.bool, device=self.device))
         return pos.reshape(-1), valid.reshape(-1)
 
+    def request_codes(self, request_id: str) -> tuple[int, int]:
+        """The history's and the examples' codes for one forward of `request_id` (checked),
+        taken before anything is merged: a request that cannot be coded fails the forward
+        while the statistics are unchanged."""
+        check_new_request_id(request_id)
+        return self.history.register(request_id), self.examples.code_of(request_id)
+
     def record(self, features: DenseFeatures | SparseFeatures, valid: Tensor, pos: Tensor,
                batch: int, tokens: int, request_id: str, token_ids: Tensor | None = None,
-               maxima: RowMaxima | None = None) -> None:
+               maxima: RowMaxima | None = None, codes: tuple[int, int] | None = None) -> None:
         """Record one pass (its statistics already folded in) in the history, the examples,
         the value histograms and the totals. `token_ids` [batch * tokens], when known;
-        `maxima`: the pass's row maxima if the statistics pass gave them."""
+        `maxima`: the pass's row maxima if the statistics pass gave them; `codes`: from
+        `request_codes`, taken before the merge (else taken now)."""
+        history_code, example_code = codes if codes is not None else (None, None)
         rows = torch.arange(batch, device=self.device).repeat_interleave(tokens)
         if token_ids is not None:
             token_ids = token_ids.to(self.device, torch.int64, non_blocking=True)
-        self.history.write(features, valid, rows, pos, request_id, time.time(), token_ids)
+        self.history.write(features, valid, rows, pos, request_id, time.time(), token_ids,
+                           history_code)
         self.examples.update(features, valid, pos, batch, tokens, request_id, token_ids,
-                             self.config.threshold, maxima)
+                             self.config.threshold, maxima, example_code)
         self.values.update(features, valid, self.config.threshold)
         real = valid.sum()
         self.tokens += real

@@ -5,9 +5,11 @@ memory accounting read the registry instead of naming parts (after torchmetrics'
 
 A part (`StatePart`) names its live tensors in `state_tensors` and the rest of its state, as
 JSON, in `state_meta`. A save holds every part's tensors as `<part>.<tensor>` and its meta under
-its name; loading checks every part (`check_state`) before any is loaded (`load_state`), so a
-bad save changes nothing. `reset_on(event)` says what a statistics reset, a threshold change or
-a history clear does to the part. `sync_rules` name the tensors that merge across the ranks of a
+its name; loading checks every part (`check_state`: meta and tensor shapes, which meta tensors
+suffice for, so a save is checked before anything is allocated; then `check_values`: the
+values read) before any is loaded (`load_state`), so a bad save changes nothing.
+`reset_on(event)` says what a statistics reset, a threshold change or a history clear does to
+the part. `sync_rules` name the tensors that merge across the ranks of a
 torch.distributed job and how (`SUM`, `CHAN`, `pooled_moments`); the rest stay local.
 `memory_bytes` gives the bytes the part holds under the keys of `MonitorState.memory_bytes`.
 """
@@ -27,6 +29,9 @@ from .requests import check_request_id
 
 Tensor = torch.Tensor
 Tensors = dict[str, Tensor]
+
+# Counters and codes a save may hold: far beyond any real count, and room to count on in int64.
+MAX_COUNT = 2**62
 
 
 class Event(enum.Enum):
@@ -108,6 +113,10 @@ class StatePart:
         self.check_meta(meta)
         check_tensors(self.name, tensors, self.expected_tensors(meta))
 
+    def check_values(self, tensors: Tensors, meta: dict[str, Any]) -> None:
+        """Raise ValueError unless the values of saved `tensors` (which passed `check_state`)
+        are in range: counts not negative, indices in bounds (default: no check)."""
+
     def load_state(self, tensors: Tensors, meta: dict[str, Any]) -> None:
         """Load a save checked by `check_state` (default: copy into the live tensors)."""
         for name, target in self.state_tensors().items():
@@ -156,9 +165,13 @@ class StateRegistry:
         tensors = {f"{part.name}.{n}": t for part in self for n, t in part.state_tensors().items()}
         return tensors, {part.name: part.state_meta() for part in self}
 
-    def check(self, tensors: Tensors, metas: Any) -> None:
+    def check(self, tensors: Tensors, metas: Any, *, known_only: bool = False) -> None:
         """Raise ValueError unless the save (`state`'s two halves) loads into these parts;
-        changes nothing."""
+        changes nothing. `known_only`: check these parts only, leaving parts they do not name
+        (an extension's, see `Recording.extra_parts`) to the recording that has them."""
+        if known_only and isinstance(metas, dict) and set(self.parts) <= set(metas):
+            metas = {name: metas[name] for name in self.parts}
+            tensors = {n: t for n, t in tensors.items() if n.split(".", 1)[0] in self.parts}
         if not isinstance(metas, dict) or set(metas) != set(self.parts):
             known = sorted(metas) if isinstance(metas, dict) else metas
             raise ValueError(f"the save holds the parts {cut(repr(known), 200)}; this monitor "
@@ -176,6 +189,15 @@ class StateRegistry:
             try:
                 part.check_state(self._of(part, tensors), meta)
             except (TypeError, ValueError, KeyError) as exc:
+                raise ValueError(f"the save's part {part.name!r}: {cut(str(exc), 300)}") from None
+
+    def check_values(self, tensors: Tensors, metas: dict[str, dict[str, Any]]) -> None:
+        """Raise ValueError unless every part accepts the values of a save that `check`
+        accepted (see `StatePart.check_values`)."""
+        for part in self:
+            try:
+                part.check_values(self._of(part, tensors), metas[part.name])
+            except (TypeError, ValueError) as exc:
                 raise ValueError(f"the save's part {part.name!r}: {cut(str(exc), 300)}") from None
 
     def load(self, tensors: Tensors, metas: dict[str, dict[str, Any]]) -> None:
@@ -250,6 +272,30 @@ def check_tensors(part: str, tensors: Tensors, expected: dict[str, Spec]) -> Non
             raise ValueError(f"the save's tensor {full!r} is {tuple(tensor.shape)} "
                              f"{tensor.dtype}; its configuration needs {needs} {dtype}: the "
                              f"save is corrupt")
+
+
+def check_range(part: str, tensors: Tensors, name: str, lo: float | None = None,
+                hi: float | None = None, nan: bool = True) -> None:
+    """Raise ValueError unless every value of `tensors[name]` is in lo..hi (None: unbounded)
+    and, unless `nan`, none is NaN (the message names `<part>.<name>`)."""
+    t = tensors[name]
+    if t.numel() == 0:
+        return
+    bad = None
+    if not nan and t.is_floating_point() and bool(t.isnan().any()):
+        bad = "NaN"
+    elif lo is not None and bool((t < lo).any()):
+        bad = f"{t.min().item()!r} (below {lo})"
+    elif hi is not None and bool((t > hi).any()):
+        bad = f"{t.max().item()!r} (above {hi})"
+    if bad is not None:
+        raise ValueError(f"the save's tensor '{part}.{name}' holds {bad}: the save is corrupt")
+
+
+def check_count(name: str, value: Any) -> None:
+    """Raise ValueError unless `value` is an int in 0..`MAX_COUNT` (a counter or a code)."""
+    if not (isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_COUNT):
+        raise ValueError(f"{name} must be an int in 0..{MAX_COUNT}, got {cut(repr(value), 40)}")
 
 
 # ---- per-request tensors: saved as <prefix><i>, their request ids listed in the meta -------

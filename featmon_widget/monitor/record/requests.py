@@ -18,6 +18,8 @@ from ...checks import check_text, cut, is_int
 MAX_REQUEST_ID_CHARS = 200
 # Named request ids remembered for the examples' records.
 MAX_REQUEST_NAMES = 1 << 16
+# Request codes are int64 on the device: a saved next code is bounded far below overflow.
+MAX_CODE = 2**62
 
 
 _AUTOMATIC = re.compile(r"auto-(0|[1-9][0-9]*)")
@@ -78,9 +80,12 @@ class RequestNames:
         """The code of `name`."""
         auto = automatic_number(name)
         if auto is not None:
+            if auto >= 2**63:
+                raise ValueError(f"request_id {cut(name, 41)!r}: its number does not fit int64")
             return -1 - auto
         code = self._codes.get(name)
         if code is None:
+            _check_code(self._next, name)
             if len(self._names) >= MAX_REQUEST_NAMES and held is not None:
                 self._keep(held())
             code = self._codes[name] = self._next
@@ -125,7 +130,7 @@ class WriteNames:
     def register(self, request_id: str) -> int:
         """A fresh code for one write of `request_id`."""
         with self._lock:
-            code = self._next
+            code = _check_code(self._next, request_id)
             self._next += 1
             self._names[code] = request_id
             while len(self._names) > self.keep:
@@ -161,6 +166,14 @@ class WriteNames:
             self._next = int(meta["next_code"])
 
 
+def _check_code(code: int, request_id: str) -> int:
+    """`code` if the device can store it (int64), else a ValueError before anything changed."""
+    if not 0 <= code < 2**63:
+        raise ValueError(f"request {cut(request_id, 41)!r} would get code {code}, which does not "
+                         f"fit int64: the monitor's request numbering is exhausted")
+    return code
+
+
 def check_names_meta(meta: Any, next_key: str) -> None:
     """Raise ValueError unless `meta` is a `state_meta` of `RequestNames` (`next_key` "next")
     or `WriteNames` ("next_code"): [code, name] pairs and the next code."""
@@ -169,10 +182,14 @@ def check_names_meta(meta: Any, next_key: str) -> None:
     names, next_code = meta.get("names"), meta.get(next_key)
     if not isinstance(names, list) or not is_int(next_code):
         raise ValueError("request names must be a list and the next code an int")
+    if not 0 <= next_code <= MAX_CODE:
+        raise ValueError(f"{next_key} must be in 0..{MAX_CODE}, got {cut(repr(next_code), 40)}")
     for entry in names:
         if not (isinstance(entry, list) and len(entry) == 2 and is_int(entry[0])
-                and isinstance(entry[1], str)):
-            raise ValueError(f"a request name must be [code, name], got {cut(repr(entry), 60)}")
+                and 0 <= entry[0] < next_code and isinstance(entry[1], str)):
+            raise ValueError(f"a request name must be [code, name] with a code in "
+                             f"0..{next_key} - 1, got {cut(repr(entry), 60)}")
+        check_request_id(entry[1])
 
 
 class RequestContext:

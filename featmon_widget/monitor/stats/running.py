@@ -13,7 +13,7 @@ import torch
 
 from ...checks import cut
 from ...types import METRICS
-from ..record.registry import CHAN, Event, Spec, StatePart, nbytes, spec_of
+from ..record.registry import CHAN, MAX_COUNT, Event, Spec, StatePart, check_range, nbytes, spec_of
 from .kernels import StatisticsKernels
 from .moments import Moments, Totals, combine_totals, empty_totals, shift_for, sparse_shift
 from .native import RowMaxima
@@ -129,6 +129,19 @@ class RunningStats(StatePart):
         local = {n: spec_of(t) for n, t in self._totals._asdict().items()}
         remote = {f"remote.{n}": spec for n, spec in local.items()} if meta["remote"] else {}
         return {**local, "dropped": spec_of(self._dropped), **remote}
+
+    def check_values(self, tensors: dict[str, Tensor], meta: dict[str, Any]) -> None:
+        """Counts in 0..`MAX_COUNT`, active counts at most the values counted, M2 not
+        negative."""
+        check_range(self.name, tensors, "dropped", 0, MAX_COUNT)
+        for prefix in ("", "remote.") if meta["remote"] else ("",):
+            for field in ("count", "nan_count", "active_count"):
+                check_range(self.name, tensors, prefix + field, 0, MAX_COUNT)
+            check_range(self.name, tensors, prefix + "m2", 0)
+            seen = tensors[prefix + "count"] + tensors[prefix + "nan_count"]
+            if bool((tensors[prefix + "active_count"] > seen).any()):
+                raise ValueError(f"the save's tensor 'stats.{prefix}active_count' exceeds the "
+                                 f"values counted: the save is corrupt")
 
     def load_state(self, tensors: dict[str, Tensor], meta: dict[str, Any]) -> None:
         """Copy a checked save in (this process's totals, and the other ranks' if saved)."""

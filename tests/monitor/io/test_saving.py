@@ -103,23 +103,33 @@ def test_load_onto_a_device_given_or_missing(tmp_path):
     assert meta["device"] == "cpu"
     # A monitor saved on a GPU loads on the CPU of a machine without one.
     meta["device"] = "cuda:7" if not torch.cuda.is_available() else "cuda:1000"
-    (tmp_path / "monitor.json").write_text(json.dumps(meta))
+    (tmp_path / "monitor.json").write_text(json.dumps(saving.signed(meta)))
     loaded = FeatureMonitor.load(tmp_path, compile=False)
     assert loaded.device == torch.device("cpu")
     assert loaded.get_statistics() == monitor.get_statistics()
 
 
-def rewrite(tmp_path, change_meta=None, change_tensors=None):
-    """Edit a save the way corruption or another version would, keeping the digest valid."""
+def tensors_file(folder):
+    """The tensors file the save in `folder` names."""
+    return folder / json.loads((folder / "monitor.json").read_text())["tensors_file"]
+
+
+def rewrite(tmp_path, change_meta=None, change_tensors=None, sign=True):
+    """Edit a save the way corruption or another version would, keeping both digests valid
+    (unless not `sign`: a hand edit of the JSON)."""
     meta = json.loads((tmp_path / "monitor.json").read_text())
-    tensors = load_file(str(tmp_path / "tensors.safetensors"))
     if change_tensors:
+        old = tensors_file(tmp_path)
+        tensors = load_file(str(old))
         change_tensors(tensors)
-        save_file(tensors, str(tmp_path / "tensors.safetensors"))
-        meta["tensors_sha256"] = saving._sha256(tmp_path / "tensors.safetensors")
+        old.unlink()
+        save_file(tensors, str(tmp_path / "new"))
+        meta["tensors_sha256"] = digest = saving._sha256(tmp_path / "new")
+        meta["tensors_file"] = name = f"tensors-{digest}.safetensors"
+        (tmp_path / "new").rename(tmp_path / name)
     if change_meta:
         change_meta(meta)
-    (tmp_path / "monitor.json").write_text(json.dumps(meta))
+    (tmp_path / "monitor.json").write_text(json.dumps(saving.signed(meta) if sign else meta))
 
 
 @pytest.fixture
@@ -139,7 +149,7 @@ def test_a_newer_format_says_upgrade(saved):
 
 
 @pytest.mark.parametrize("corrupt, message", [
-    (lambda p: (p / "tensors.safetensors").write_bytes(b"\0" * 64), "does not match the digest"),
+    (lambda p: tensors_file(p).write_bytes(b"\0" * 64), "does not match the digest"),
     (lambda p: (p / "monitor.json").write_text("{not json"), "not valid JSON"),
     (lambda p: (p / "monitor.json").write_text('{"format": "x"}'), "not a featmon_widget"),
     (lambda p: (p / "monitor.json").unlink(), "no featmon_widget save"),

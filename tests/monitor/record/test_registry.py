@@ -63,6 +63,11 @@ def record(monitor: FeatureMonitor, counter: Counter, seed: int = 0) -> None:
     counter.count += (acts > 0).sum((0, 1))
 
 
+def tensors_file(folder: Path) -> Path:
+    """The tensors file the save in `folder` names."""
+    return folder / json.loads((folder / "monitor.json").read_text())["tensors_file"]
+
+
 def load_into(saved_folder: Path, monitor: FeatureMonitor) -> None:
     saving.restore_recording(monitor._recording, saving.read_save(saved_folder))
 
@@ -71,7 +76,7 @@ def test_a_new_part_is_saved_and_loaded(tmp_path):
     monitor, counter = monitor_with_counter()
     record(monitor, counter)
     monitor.save(tmp_path)
-    assert "toy.count" in load_file(str(tmp_path / "tensors.safetensors"))
+    assert "toy.count" in load_file(str(tensors_file(tmp_path)))
     assert "toy" in json.loads((tmp_path / "monitor.json").read_text())["parts"]
     loaded, loaded_counter = monitor_with_counter()
     load_into(tmp_path, loaded)
@@ -96,12 +101,16 @@ def test_a_bad_tensor_of_a_new_part_loads_nothing(tmp_path):
     monitor, counter = monitor_with_counter()
     record(monitor, counter)
     monitor.save(tmp_path)
-    tensors = load_file(str(tmp_path / "tensors.safetensors"))
+    old = tensors_file(tmp_path)
+    tensors = load_file(str(old))
     tensors["toy.count"] = tensors["toy.count"][:-1]
-    save_file(tensors, str(tmp_path / "tensors.safetensors"))
+    old.unlink()
+    save_file(tensors, str(tmp_path / "edited"))
     meta = json.loads((tmp_path / "monitor.json").read_text())
-    meta["tensors_sha256"] = saving._sha256(tmp_path / "tensors.safetensors")
-    (tmp_path / "monitor.json").write_text(json.dumps(meta))
+    meta["tensors_sha256"] = digest = saving._sha256(tmp_path / "edited")
+    meta["tensors_file"] = f"tensors-{digest}.safetensors"
+    (tmp_path / "edited").rename(tmp_path / meta["tensors_file"])
+    (tmp_path / "monitor.json").write_text(json.dumps(saving.signed(meta)))
     fresh, fresh_counter = monitor_with_counter()
     with pytest.raises(ValueError, match=r"toy\.count.*\(23,\).*needs \(24,\)"):
         load_into(tmp_path, fresh)
