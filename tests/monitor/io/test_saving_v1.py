@@ -26,15 +26,21 @@ def bits(t: torch.Tensor) -> torch.Tensor:
     return t.detach().cpu().contiguous().reshape(-1).view(torch.uint8)
 
 
-def assert_holds(monitor: FeatureMonitor, folder: Path) -> None:
-    """`monitor` holds exactly what the version-1 save in `folder` holds."""
+def assert_holds(monitor: FeatureMonitor, folder: Path, same_cpu_kind: bool = True) -> None:
+    """`monitor` holds exactly what the version-1 save in `folder` holds. After a new batch
+    (`same_cpu_kind=False`), float sums made by a matmul (the SAE's encode and decode for the
+    health sums) round as this CPU's BLAS does, which differs between AVX2 and AVX-512 machines
+    in the last bits: those are compared to 1e-6, everything else bit for bit."""
     want = saving.read_save(folder)
     assert want.meta["read_from_format_version"] == 1
     got = saving.recording_state(monitor._recording, 0, {}, None)
     assert got.tensors.keys() == want.tensors.keys()
     for name, tensor in want.tensors.items():
         assert got.tensors[name].dtype == tensor.dtype, name
-        assert torch.equal(bits(got.tensors[name]), bits(tensor)), name
+        if same_cpu_kind or not tensor.is_floating_point() or not name.startswith("health."):
+            assert torch.equal(bits(got.tensors[name]), bits(tensor)), name
+        else:
+            torch.testing.assert_close(got.tensors[name], tensor, rtol=1e-6, atol=0)
     assert got.meta["parts"] == want.meta["parts"]
 
 
@@ -55,9 +61,31 @@ def assert_answers(monitor: FeatureMonitor, expected: dict[str, str]) -> None:
             assert tokens == mine + theirs
             l0 = want.pop("l0_mean") * mine / tokens
             assert health.pop("l0_mean") == pytest.approx(l0, rel=1e-12)
-            assert health == want
+            # The reconstruction figures come from a matmul: CPU kinds round them apart.
+            assert same_answer(health, want, rel=1e-6)
         else:
-            assert got[key] == text, key
+            assert got[key] == text or same_answer(_parsed(got[key]), _parsed(text)), key
+
+
+def _parsed(text: str):
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def same_answer(got, want, rel: float = 1e-15) -> bool:
+    """Equal, but a derived float (std = sqrt(M2 / (n - 1)), a ratio) may differ in its last
+    bit between CPUs (torch's vector paths for AVX2 and AVX-512); the tensors themselves are
+    compared bit for bit by `assert_holds`."""
+    if isinstance(want, float) and isinstance(got, float):
+        return got == pytest.approx(want, rel=rel, abs=0)
+    if isinstance(want, dict) and isinstance(got, dict):
+        return got.keys() == want.keys() and all(same_answer(got[k], want[k], rel) for k in want)
+    if isinstance(want, list) and isinstance(got, list):
+        return len(got) == len(want) and all(
+            same_answer(g, w, rel) for g, w in zip(got, want, strict=True))
+    return got == want
 
 
 def test_a_version_1_save_loads_bit_for_bit_and_rounds_on_alike(monkeypatch):
@@ -71,7 +99,7 @@ def test_a_version_1_save_loads_bit_for_bit_and_rounds_on_alike(monkeypatch):
     sae = SparseAutoencoder.from_tensors(*(batch[f"sae.{n}"]
                                            for n in ("W_enc", "b_enc", "W_dec", "b_dec")))
     maker.feed(loaded, batch, sae, 3)
-    assert_holds(loaded, DATA / "save_v1_after")
+    assert_holds(loaded, DATA / "save_v1_after", same_cpu_kind=False)
     assert_answers(loaded, expected["after"])
 
 
