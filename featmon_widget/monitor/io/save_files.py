@@ -130,7 +130,10 @@ def replace_save(folder: Path, write_tensors: Callable[[Path], None],
             fd = os.open(json_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
             with os.fdopen(fd, "w", encoding="utf-8") as f:
                 f.write(text)
+                f.flush()
+                os.fsync(f.fileno())  # on disk before the replace makes it the save
             os.chmod(tensors, json_path.stat().st_mode & 0o777)
+            _fsync(tensors)
             target = folder / name
             kept = target.exists()  # the same tensors saved before: the old save may use them
             os.replace(tensors, target)
@@ -144,6 +147,11 @@ def replace_save(folder: Path, write_tensors: Callable[[Path], None],
                 (folder / old).unlink(missing_ok=True)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
+
+
+def _fsync(path: Path) -> None:
+    with path.open("rb") as f:
+        os.fsync(f.fileno())
 
 
 def _current_tensors(folder: Path) -> str | None:
