@@ -24,6 +24,7 @@ from ..query.queries import rank
 from ..stats.kernels import StatisticsKernels
 from ..stats.native import RowMaxima
 from ..stats.running import RunningStats
+from .cofiring import CoFiring
 from .costs import CostMeter
 from .examples import ExampleTable
 from .features import DenseFeatures, SparseFeatures
@@ -172,6 +173,7 @@ class Recording:
         self.stats = RunningStats(self.d_sae, device, self.compiled)
         self.history = HistoryRing(cfg.history_size, cfg.top_k, cfg.features or (), device)
         self.values = ValueHistograms(cfg.selected, device)
+        self.cofiring = CoFiring(cfg.selected, self.d_sae, device)
         self.examples = ExampleTable(self.d_sae, cfg.examples_per_feature, cfg.context_window,
                                      device, self.backend)
         self.tokens = torch.zeros((), dtype=torch.int64, device=device)
@@ -228,6 +230,7 @@ class Recording:
         self.examples.update(features, valid, pos, batch, tokens, request_id, token_ids,
                              self.config.threshold, maxima)
         self.values.update(features, valid, self.config.threshold)
+        self.cofiring.update(features, valid, self.config.threshold)
         real = valid.sum()
         self.tokens += real
         self.active_tokens += real
@@ -249,6 +252,7 @@ class Recording:
             self.history = self.history.resized(new.history_size, new.top_k, new.features or ())
         if new.selected != old.selected:
             self.values = self.values.reselected(new.selected)
+            self.cofiring = self.cofiring.reselected(new.selected)
         if (new.examples_per_feature, new.context_window) != (
             old.examples_per_feature, old.context_window
         ):
@@ -260,8 +264,8 @@ class Recording:
     def state_parts(self) -> StateRegistry:
         """The recorded state, part by part (see `registry`): the one list that saving, sync,
         the resets and the memory figures read; `extra_parts` come last."""
-        return StateRegistry([self.stats, self.history, self.values, self.examples,
-                              self.health, self.positions, RecordingTotals(self),
+        return StateRegistry([self.stats, self.history, self.values, self.cofiring,
+                              self.examples, self.health, self.positions, RecordingTotals(self),
                               *self.extra_parts])
 
     def reset_statistics(self) -> None:
