@@ -28,7 +28,7 @@ from ..oversight.component import Oversight
 from ..record.recording import Recording
 from ..state import monitor_state
 from . import queries
-from .cofiring import cofiring_of
+from .cofiring_ranking import cofiring_of
 from .labels import load_labels
 
 

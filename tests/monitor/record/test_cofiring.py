@@ -89,9 +89,10 @@ def test_sparse_counts_equal_offline_counts_of_the_dense_form():
     gen = torch.Generator().manual_seed(3)
     rows = []
     for _ in range(4):
-        idx = torch.stack([torch.randperm(D, generator=gen)[:6] for _ in range(10)]).reshape(2, 5, 6)
-        idx[idx % 3 == 0] = torch.tensor([2, 5])[torch.randint(0, 2, (int((idx % 3 == 0).sum()),),
-                                                              generator=gen)]
+        idx = torch.stack([torch.randperm(D, generator=gen)[:6] for _ in range(10)])
+        idx = idx.reshape(2, 5, 6)
+        some = idx % 3 == 0  # make the selected features common (and some repeats)
+        idx[some] = torch.tensor([2, 5])[torch.randint(0, 2, (int(some.sum()),), generator=gen)]
         idx[0, 0, 0] = -1  # dropped
         vals = torch.rand(2, 5, 6, generator=gen) - 0.2
         mask = (torch.rand(2, 5, generator=gen) > 0.2).long()
