@@ -172,22 +172,25 @@ class CoFiring(StatePart):
     # ---- StatePart --------------------------------------------------------------------------
 
     def state_tensors(self) -> dict[str, Tensor]:
-        """The counts (int32 or int64) and tokens per selected feature."""
-        return {"both": self.both, "own": self.own, "tokens": self.tokens}
+        """The counts (int32 or int64) and tokens per selected feature, and the other ranks'
+        (int64) as of the last sync, if any."""
+        remote = {} if self.remote is None else {f"remote_{n}": t for n, t in self.remote.items()}
+        return {"both": self.both, "own": self.own, "tokens": self.tokens, **remote}
 
     def state_meta(self) -> dict[str, Any]:
-        """Whether the counts are int64, and the row bound that decides it."""
-        return {"bound": self.bound}
+        """The row bound (whether the counts are int64) and whether a remote view is held."""
+        return {"bound": self.bound, "remote": self.remote is not None}
 
     def check_meta(self, meta: dict[str, Any]) -> None:
-        """A non-negative int bound ({}: a save from before co-firing counts, which start at
-        zero)."""
+        """A non-negative int bound and a bool ({}: a save from before co-firing counts, which
+        start at zero)."""
         if not meta:
             return
         bound = meta.get("bound")
-        if set(meta) != {"bound"} or not isinstance(bound, int) or isinstance(bound, bool) \
-                or bound < 0:
-            raise ValueError(f"expected {{'bound': int >= 0}}, got {str(meta)[:80]}")
+        if set(meta) != {"bound", "remote"} or not isinstance(bound, int) \
+                or isinstance(bound, bool) or bound < 0 or not isinstance(meta["remote"], bool):
+            raise ValueError(f"expected {{'bound': int >= 0, 'remote': bool}}, got "
+                             f"{str(meta)[:80]}")
 
     def expected_tensors(self, meta: dict[str, Any]) -> dict[str, Spec]:
         """Counts of the saved width: int64 once the bound passed int32."""
@@ -195,18 +198,23 @@ class CoFiring(StatePart):
             return {}
         wide = torch.int64 if meta["bound"] > INT32_MAX else torch.int32
         s = (len(self.features), self.d_sae)
-        return {"both": Spec(s, wide), "own": Spec(s, wide),
-                "tokens": Spec((len(self.features),), torch.int64)}
+        specs = {"both": Spec(s, wide), "own": Spec(s, wide),
+                 "tokens": Spec((len(self.features),), torch.int64)}
+        if meta["remote"]:
+            specs.update({f"remote_{n}": Spec(spec.shape, torch.int64)
+                          for n, spec in list(specs.items())})
+        return specs
 
     def load_state(self, tensors: dict[str, Tensor], meta: dict[str, Any]) -> None:
-        """Take the saved counts (at their width)."""
+        """Take the saved counts (at their width) and remote view."""
         if not meta:
             self.reset_on(Event.STATISTICS)
             return
         self.bound = meta["bound"]
-        self.both, self.own = (tensors[n].to(self.device).clone() for n in ("both", "own"))
-        self.tokens = tensors["tokens"].to(self.device).clone()
-        self.remote = None
+        taken = {n: t.to(self.device).clone() for n, t in tensors.items()}
+        self.both, self.own, self.tokens = taken["both"], taken["own"], taken["tokens"]
+        self.remote = None if not meta["remote"] else {
+            n: taken[f"remote_{n}"] for n in ("both", "own", "tokens")}
 
     def reset_on(self, event: Event) -> None:
         """A statistics reset or threshold change starts every count again (the other ranks'
