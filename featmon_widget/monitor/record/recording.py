@@ -14,11 +14,12 @@ import torch
 
 from ...checks import cut, is_int
 from ...snapshot.records import HistoryTail
-from ...snapshot.source import DeviceTotals, ExampleSlices, ValueHistogramCounts
+from ...snapshot.source import CoFiringTop, DeviceTotals, ExampleSlices, ValueHistogramCounts
 from ..config import MonitorConfig, feature_list
 from ..oversight.health import HealthTracker
 from ..oversight.watch import Watch
 from ..oversight.watchset import WatchSet
+from ..query.cofiring_ranking import cofiring_top
 from ..query.firing import firing_summary
 from ..query.queries import rank
 from ..stats.kernels import StatisticsKernels
@@ -346,6 +347,10 @@ class Recording:
     def value_histograms(self) -> ValueHistogramCounts:
         """The selected features' value histograms."""
         return ValueHistogramCounts(self.values.features, VALUE_EDGES, self.values.counts)
+
+    def cofiring_top(self, k: int) -> CoFiringTop:
+        """What each selected feature fires with most (`cofiring_ranking.cofiring_top`)."""
+        return cofiring_top(self.cofiring, k)
 
     def history_tail(self, records: int) -> HistoryTail:
         """The newest `records` history slots."""
