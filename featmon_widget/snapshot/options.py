@@ -31,7 +31,7 @@ PANEL_BYTES = 8_000
 # this many characters, and the bytes all panels' lists may take (rows dropped from the end).
 PANEL_COFIRING = 10
 PANEL_COFIRING_LABEL_CHARS = 16
-PANEL_COFIRING_BYTES = 2_500
+PANEL_COFIRING_BYTES = 3_000
 
 
 class SnapshotOptions(NamedTuple):
