@@ -5,7 +5,8 @@ selected (or the last reset / threshold change): `both[s, f]`, the tokens where 
 both above the threshold; `own[s, f]`, the tokens where f is, over the same tokens (so
 `own[s, s]` is s's own count); and `tokens[s]`, the real (unpadded) tokens counted. A dense
 forward adds `[sel | valid].T @ active` (float32 0/1 products: exact while a block has at most
-2^24 rows), a sparse one scatters ones at the k indices of each token. Nothing is read back.
+2^24 rows), or on the CPU runs the C kernel (csrc/cofiring.c: one read of each row); a sparse
+one scatters ones at the k indices of each token. Nothing is read back.
 
 Counts are int32 (2 MB for 8 features at d_sae 65,536, twice that with `own`) and become int64,
 exactly, before any could pass 2^31 - 1 (the rows fed are counted on the host: no sync).
@@ -19,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..stats.backend import Backend
 from .features import DenseFeatures, SparseFeatures
 from .registry import SUM, Event, Rule, Spec, StatePart, nbytes
 
@@ -71,8 +73,10 @@ class CoFiring(StatePart):
     name = "cofiring"
     sync_rules = {"features": SAME, "both": SUM, "own": SUM, "tokens": SUM}
 
-    def __init__(self, features: tuple[int, ...], d_sae: int, device: torch.device) -> None:
+    def __init__(self, features: tuple[int, ...], d_sae: int, device: torch.device,
+                 backend: Backend | None = None) -> None:
         self.features = features
+        self.backend = backend  # where it runs the C kernel (the CPU): the dense path
         self.d_sae = d_sae
         self.device = torch.device(device)
         s = len(features)
@@ -87,7 +91,7 @@ class CoFiring(StatePart):
     def reselected(self, features: tuple[int, ...]) -> CoFiring:
         """Counts for a new selection: features still selected keep theirs (and the other
         ranks'), new ones start at zero."""
-        new = CoFiring(features, self.d_sae, self.device)
+        new = CoFiring(features, self.d_sae, self.device, self.backend)
         new.bound = self.bound
         new.both, new.own = new.both.to(self.both.dtype), new.own.to(self.own.dtype)
         keep = [(j, self.features.index(f)) for j, f in enumerate(features) if f in self.features]
@@ -129,6 +133,13 @@ class CoFiring(StatePart):
 
     def _update_dense(self, acts: Tensor, valid: Tensor, threshold: float) -> None:
         t = self._floor(acts.dtype, threshold)
+        native = None if self.backend is None else self.backend.cofiring(acts, len(self.features))
+        if native is not None:
+            own = torch.zeros(self.d_sae, dtype=torch.int32)
+            native(acts.contiguous(), valid.contiguous(), self._index, self.features, t,
+                   self.both, own)
+            self.own += own.to(self.own.dtype)
+            return
         # [N, S + 1]: which rows each selected feature fires on, then every real row.
         left = torch.cat([(acts.index_select(1, self._index) > t) & valid[:, None],
                           valid[:, None]], 1).to(torch.float32)

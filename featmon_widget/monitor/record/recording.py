@@ -174,7 +174,7 @@ class Recording:
         self.stats = RunningStats(self.d_sae, device, self.compiled)
         self.history = HistoryRing(cfg.history_size, cfg.top_k, cfg.features or (), device)
         self.values = ValueHistograms(cfg.selected, device)
-        self.cofiring = CoFiring(cfg.selected, self.d_sae, device)
+        self.cofiring = CoFiring(cfg.selected, self.d_sae, device, self.backend)
         self.examples = ExampleTable(self.d_sae, cfg.examples_per_feature, cfg.context_window,
                                      device, self.backend)
         self.tokens = torch.zeros((), dtype=torch.int64, device=device)

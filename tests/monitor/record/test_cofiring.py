@@ -19,7 +19,8 @@ def batches(seed, n=4, dtype=torch.float32):
     gen = torch.Generator().manual_seed(seed)
     out = []
     for i in range(n):
-        acts = torch.relu(torch.randn(3, 5 + i, D, generator=gen) - 0.3).to(dtype)
+        acts = (torch.randn(3, 5 + i, D, generator=gen) - 0.3).to(dtype)
+        acts[0, 0, :3] = torch.tensor([float("nan"), float("inf"), -float("inf")])
         mask = (torch.rand(3, 5 + i, generator=gen) > 0.25).long()
         out.append((acts, mask))
     return out
@@ -49,11 +50,18 @@ def assert_counts(monitor, want, selected):
         assert int(tokens) == want[j][2], j
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-@pytest.mark.parametrize("threshold", [0.0, 0.1])
-def test_dense_counts_equal_offline_counts(dtype, threshold):
+# The C kernel (the CPU's path) and the torch path (every other device).
+PATHS = pytest.mark.parametrize("native", [True, False], ids=["C kernel", "torch"])
+
+
+@PATHS
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("threshold", [0.0, 0.1, -0.05])
+def test_dense_counts_equal_offline_counts(dtype, threshold, native):
     selected = (0, 7, 30)
-    m = FeatureMonitor(D, selected=selected, threshold=threshold)
+    m = FeatureMonitor(D, selected=selected, threshold=threshold, native=native)
+    assert (m._recording.backend.cofiring(torch.zeros(1, D, dtype=dtype), 3) is not None) == (
+        native and dtype != torch.float16)
     rows = []
     for acts, mask in batches(1, dtype=dtype):
         m.on_activation(acts, mask=mask)
@@ -63,11 +71,12 @@ def test_dense_counts_equal_offline_counts(dtype, threshold):
     assert both.max() > 0
 
 
-def test_the_threshold_is_compared_exactly_in_bf16():
+@PATHS
+def test_the_threshold_is_compared_exactly_in_bf16(native):
     # 0.1 is no bf16 value: bf16(0.1) > 0.1 in float64, but not when 0.1 is rounded to bf16.
     value = torch.tensor(0.1).to(torch.bfloat16)
     assert float(value) > 0.1 and not bool(value > 0.1)
-    m = FeatureMonitor(4, selected=[0], threshold=0.1)
+    m = FeatureMonitor(4, selected=[0], threshold=0.1, native=native)
     m.on_activation(torch.full((1, 2, 4), float(value)).to(torch.bfloat16))
     assert int(m._recording.cofiring.both[0, 1]) == 2
 
@@ -112,8 +121,9 @@ def test_sparse_counts_equal_offline_counts_of_the_dense_form():
     assert both[0, 5] > 0
 
 
-def test_a_selection_change_starts_new_features_at_zero_and_keeps_the_others():
-    m = FeatureMonitor(D, selected=(1, 4))
+@PATHS
+def test_a_selection_change_starts_new_features_at_zero_and_keeps_the_others(native):
+    m = FeatureMonitor(D, selected=(1, 4), native=native)
     data = batches(4, n=5)
     rows = []
     for acts, mask in data[:2]:
@@ -158,9 +168,10 @@ def test_save_and_load_keep_the_counts(tmp_path):
     assert back.get_cofiring(3) == m.get_cofiring(3)
 
 
-def test_counts_become_int64_before_they_could_overflow(monkeypatch):
+@PATHS
+def test_counts_become_int64_before_they_could_overflow(monkeypatch, native):
     monkeypatch.setattr(cf, "INT32_MAX", 40)
-    m = FeatureMonitor(D, selected=(0, 1))
+    m = FeatureMonitor(D, selected=(0, 1), native=native)
     rows = []
     for acts, mask in batches(7, n=4):
         m.on_activation(acts, mask=mask)
@@ -174,7 +185,7 @@ def test_counts_become_int64_before_they_could_overflow(monkeypatch):
 def test_many_rows_and_columns_run_in_exact_blocks(monkeypatch):
     monkeypatch.setattr(cf, "EXACT_ROWS", 4)
     monkeypatch.setattr(cf, "BLOCK_ELEMENTS", 20)
-    m = FeatureMonitor(D, selected=(0, 5))
+    m = FeatureMonitor(D, selected=(0, 5), native=False)
     acts, mask = batches(8, n=1)[0]
     m.on_activation(acts, mask=mask)
     both, own, tokens = reference([flat_rows(acts, mask)], 0.0, (0, 5))
@@ -185,3 +196,24 @@ def test_memory_at_8_selected_features():
     part = CoFiring(tuple(range(8)), 65_536, torch.device("meta"))
     assert part.memory_bytes() == {"cofiring": 2 * 8 * 65_536 * 4 + 8 * 8}
     assert FeatureMonitor(D).state.memory_bytes["cofiring"] == 0
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_the_threaded_c_kernel_counts_exactly(dtype):
+    # 96 x 4099 values: past the size where the kernel splits the features among threads
+    # (and a width that is no multiple of its blocks).
+    d = 4099
+    gen = torch.Generator().manual_seed(9)
+    acts = (torch.randn(2, 48, d, generator=gen) - 1.0).to(dtype)
+    mask = (torch.rand(2, 48, generator=gen) > 0.1).long()
+    selected = tuple(range(0, d, 600))[:8]
+    m = FeatureMonitor(d, selected=selected, threshold=0.25, native=True)
+    m.on_activation(acts, mask=mask)
+    valid = mask.reshape(-1).numpy() != 0
+    on = (acts.double().reshape(-1, d).numpy() > 0.25) & valid[:, None]
+    part = m._recording.cofiring
+    for j, s in enumerate(selected):
+        both, own, tokens = part.totals(j)
+        assert np.array_equal(both.numpy(), (on[:, s:s + 1] & on).sum(0)), s
+        assert np.array_equal(own.numpy(), on.sum(0))
+        assert int(tokens) == valid.sum()
