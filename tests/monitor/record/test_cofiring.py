@@ -92,7 +92,8 @@ def test_floor_in_agrees_with_float64_comparison():
             assert torch.equal(values > t, values.double() > threshold), (dtype, threshold)
 
 
-def test_sparse_counts_equal_offline_counts_of_the_dense_form():
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_sparse_counts_equal_offline_counts_of_the_dense_form(dtype):
     selected = (2, 5)
     m = FeatureMonitor(D, selected=selected, top_k=4, threshold=0.05)
     gen = torch.Generator().manual_seed(3)
@@ -103,17 +104,17 @@ def test_sparse_counts_equal_offline_counts_of_the_dense_form():
         some = idx % 3 == 0  # make the selected features common (and some repeats)
         idx[some] = torch.tensor([2, 5])[torch.randint(0, 2, (int(some.sum()),), generator=gen)]
         idx[0, 0, 0] = -1  # dropped
-        vals = torch.rand(2, 5, 6, generator=gen) - 0.2
+        vals = (torch.rand(2, 5, 6, generator=gen) - 0.2).to(dtype)
         mask = (torch.rand(2, 5, generator=gen) > 0.2).long()
         m.on_sparse_activation(idx, vals, mask=mask)
         # The monitor's dense meaning: repeats after the first dropped, -1 ignored.
         dense = torch.zeros(10, D, dtype=torch.float64)
-        for r, (i_row, v_row) in enumerate(zip(idx.reshape(10, 6), vals.reshape(10, 6),
-                                               strict=True)):
+        for r, (i_row, v_row) in enumerate(zip(idx.reshape(10, 6),
+                                               vals.double().reshape(10, 6), strict=True)):
             seen = set()
             for i, v in zip(i_row.tolist(), v_row.tolist(), strict=True):
                 if 0 <= i < D and i not in seen:
-                    dense[r, i] = float(torch.tensor(v))
+                    dense[r, i] = v
                     seen.add(i)
         rows.append((dense.numpy(), mask.reshape(-1).numpy() != 0))
     both, own, tokens = reference(rows, 0.05, selected)
