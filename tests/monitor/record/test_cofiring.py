@@ -218,3 +218,15 @@ def test_the_threaded_c_kernel_counts_exactly(dtype):
         assert np.array_equal(both.numpy(), (on[:, s:s + 1] & on).sum(0)), s
         assert np.array_equal(own.numpy(), on.sum(0))
         assert int(tokens) == valid.sum()
+
+
+def test_a_reselection_keeps_the_other_ranks_counts_of_features_still_selected():
+    part = CoFiring((2, 5), D, torch.device("cpu"))
+    part.take_remote({"both": torch.arange(2 * D).reshape(2, D), "own": torch.ones(2, D,
+                      dtype=torch.int64), "tokens": torch.tensor([7, 9])})
+    new = part.reselected((5, 8))
+    assert torch.equal(new.remote["both"][0], torch.arange(D, 2 * D))
+    assert int(new.remote["both"][1].abs().sum()) == 0
+    assert new.remote["tokens"].tolist() == [9, 0]
+    assert int(new.totals(0)[2]) == 9
+    assert new.memory_bytes()["cofiring"] > part.memory_bytes()["cofiring"] // 2
