@@ -19,6 +19,7 @@ from .cases import (
     topk_cases,
     update_cases,
 )
+from .cofiring import cofiring_cases
 from .widths import width_cases
 
 
@@ -61,6 +62,7 @@ def main() -> None:
     rows += topk_cases(*topk_shape, [32, 64], repeat, device)
     rows += forward_cases(tokens, d_in, d_sae, repeat, device)
     rows += oversight_cases(tokens, d_in, d_sae, max(3, repeat // 2), device)
+    rows += cofiring_cases(shapes, dtypes, (*topk_shape, 64), repeat, device)
     rows += seed_case(repeat)
     rows += snapshot_case(131072 if not args.quick else 4096, repeat)
     widths = [4096, 16384] if args.quick else [65536, 262144, 1 << 20, 1 << 22]

@@ -15,6 +15,8 @@ from .snapshot.schemas import Snapshot
 from .types import (
     ActivatingExample,
     ActivationRecord,
+    CoFiringFeature,
+    CoFiringResponse,
     DriftFeature,
     DriftResponse,
     ExamplesResponse,
@@ -30,6 +32,8 @@ from .types import (
 __all__ = [
     "ActivatingExample",
     "ActivationRecord",
+    "CoFiringFeature",
+    "CoFiringResponse",
     "DriftFeature",
     "DriftResponse",
     "ExamplesResponse",

@@ -172,6 +172,36 @@ class DriftResponse:
 
 
 @dataclass(frozen=True)
+class CoFiringFeature:
+    """A feature that fires with a selected one, over the tokens counted since its selection.
+
+    `both`: tokens where both are above the threshold; `active`: tokens where this feature is;
+    `jaccard` = both / (tokens where either is); `lift` = both * tokens / (active of each), the
+    ratio to what independent firing would give (None when undefined)."""
+
+    feature: int
+    both: int
+    jaccard: float
+    active: int
+    lift: float | None
+    label: str | None = None
+
+
+@dataclass(frozen=True)
+class CoFiringResponse:
+    """What a selected feature fires with, ranked by Jaccard (ties to the lower index; the
+    feature itself left out). Jaccard rather than `both`: the densest features would top a
+    ranking by raw co-occurrence whatever the feature is about, and lift favours features seen
+    once or twice; Jaccard is high only when the two fire on mostly the same tokens."""
+
+    feature: int
+    tokens: int  # tokens counted since the feature was selected (or the last reset)
+    active: int  # of them, tokens where the feature fired
+    features: list[CoFiringFeature]
+    label: str | None = None
+
+
+@dataclass(frozen=True)
 class WatchHit:
     """A watched feature above its threshold on one token."""
 

@@ -1,12 +1,15 @@
 /**
  * Feature panels: for each selected feature (a clicked table row), its label, a few statistics
  * and its top-activating examples as token text, each token shaded by the feature's activation
- * on it, the activating token marked, values on hover. Panels follow the kernel's snapshots, so
- * better examples appear as they arrive.
+ * on it, the activating token marked, values on hover, and what it fires with (`firesWith`:
+ * clicking one of those selects it). Panels follow the kernel's snapshots, so better examples
+ * appear as they arrive.
  */
 
-import type { Component } from "./component";
+import type { Component, ViewContext } from "./component";
 import { h } from "./dom";
+import { Feedback } from "./feedback";
+import { SELECT_ATTRIBUTE, firesWithView, withFeature } from "./firesWith";
 import { formatFloat, formatInt, formatPercent } from "./format";
 import type { FeaturePanelMessage, PanelExample, Snapshot } from "./protocol";
 
@@ -52,7 +55,7 @@ function exampleRow(example: PanelExample): HTMLElement {
   );
 }
 
-function panel(p: FeaturePanelMessage): HTMLElement {
+function panel(p: FeaturePanelMessage, selected: readonly number[]): HTMLElement {
   const stats =
     `seen ${formatInt(p.count)} · active ${formatPercent(p.active_ratio ?? NaN)} · ` +
     `mean active ${formatFloat(p.mean_active ?? NaN)} · max ${formatFloat(p.max ?? NaN)}`;
@@ -64,6 +67,7 @@ function panel(p: FeaturePanelMessage): HTMLElement {
     p.examples.length
       ? h("ol", { class: "featmon-examples" }, ...p.examples.map(exampleRow))
       : h("p", { class: "featmon-chart-note" }, "No example yet: it has not fired above the threshold."),
+    firesWithView(p.fires_with, selected),
   );
 }
 
@@ -72,29 +76,53 @@ export class FeaturePanels implements Component {
   private readonly list = h("div", { class: "featmon-panels", "data-testid": "panels" });
   private readonly empty = h("p", { class: "featmon-chart-note" },
     "Click a feature in the table to see what it fires on.");
+  private readonly feedback = new Feedback("panels");
   private lastKey = "";
+  private selected: readonly number[] = [];
 
-  constructor() {
+  /** `ctx` sends the `select` command of a "fires with" click (without one: display only). */
+  constructor(private readonly ctx?: ViewContext) {
     this.el = h(
       "section",
       { class: "featmon-panels-section", "aria-label": "Selected features" },
-      h("h3", {}, "What the selected features fire on"),
+      h("h3", {}, "What the selected features fire on", " ", this.feedback.el),
       this.empty,
       this.list,
+    );
+    // One listener for every "fires with" button, however often the panels are rebuilt.
+    this.list.addEventListener(
+      "click",
+      (event) => {
+        const target = event.target instanceof Element ? event.target.closest(`[${SELECT_ATTRIBUTE}]`) : null;
+        const feature = Number(target?.getAttribute(SELECT_ATTRIBUTE));
+        if (target && Number.isInteger(feature)) this.select(feature);
+      },
+      ctx ? { signal: ctx.signal } : {},
     );
   }
 
   update(snapshot: Snapshot | null): void {
     const panels = snapshot?.panels ?? [];
+    this.selected = snapshot?.state.selected_features ?? [];
     this.empty.hidden = panels.length > 0;
     // Rebuild only when the panels changed (most snapshots leave the examples as they were).
-    const key = JSON.stringify(panels);
+    const key = JSON.stringify([panels, this.selected]);
     if (key === this.lastKey) return;
     this.lastKey = key;
-    this.list.replaceChildren(...panels.map(panel));
+    this.list.replaceChildren(...panels.map((p) => panel(p, this.selected)));
+  }
+
+  /** Select `feature` too (a "fires with" click); already selected: nothing to do. */
+  select(feature: number): void {
+    if (!this.ctx || this.selected.includes(feature)) return;
+    this.feedback.pending();
+    this.ctx.commands.send({ type: "select", features: withFeature(this.selected, feature) }, (reply) =>
+      this.feedback.reply(reply, `selected feature ${feature}`),
+    );
   }
 
   destroy(): void {
+    this.feedback.destroy();
     this.list.replaceChildren();
   }
 }

@@ -185,6 +185,19 @@ export interface PanelExample {
   activations: (number | null)[];
 }
 
+/** A feature a selected one fires with: [feature, jaccard, both, active, label or null] —
+ * `both`: tokens where both fired; `active`: tokens where this one did (over the same tokens). */
+export type CoFiringRow = [number, number, number, number, string | null];
+
+/** What a selected feature fires with, counted since it was selected; ranked by Jaccard. */
+export interface FiresWithMessage {
+  /** Tokens counted since the feature was selected (or the last reset). */
+  tokens: number;
+  /** Of them, tokens where the feature itself fired. */
+  active: number;
+  features: CoFiringRow[];
+}
+
 /** A selected feature's panel: what it means and where it fired hardest. */
 export interface FeaturePanelMessage {
   feature: number;
@@ -194,6 +207,8 @@ export interface FeaturePanelMessage {
   mean_active: number | null;
   max: number | null;
   examples: PanelExample[];
+  /** Absent from old kernels. */
+  fires_with?: FiresWithMessage;
 }
 
 /** One selected feature's value histogram: counts[0] is the inactive bin, then E-1 log bins. */

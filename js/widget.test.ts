@@ -13,6 +13,7 @@ import { CHART_INTERVAL_MS } from "./schedule";
 import { SEARCH_DELAY_MS } from "./table";
 import { NEVER_FIRED_LABEL } from "./frequencyChart";
 import { INACTIVE_X } from "./valuesChart";
+import type { FeaturePanelMessage } from "./protocol";
 import { FakeModel, counts81, renderProps, snapshotMessage } from "./testing";
 import { render } from "./widget";
 
@@ -365,6 +366,19 @@ describe("table commands", () => {
     // Clicking a selected row (its keyboard-reachable button) removes it.
     row(12).querySelector("button")!.click();
     expect(model.lastSent()).toMatchObject({ type: "select", features: [11, 13, 14, 15, 16, 17, 18] });
+  });
+
+  it("selects a feature clicked in a panel's fires-with list", () => {
+    const panel: FeaturePanelMessage = {
+      feature: 4, label: null, count: 10, active_ratio: 0.5, mean_active: 1, max: 2, examples: [],
+      fires_with: { tokens: 10, active: 5, features: [[9, 0.8, 4, 4, "nine"]] },
+    };
+    model = new FakeModel({
+      snapshot: snapshotMessage({ panels: [panel], state: { selected_features: [4] } }),
+    });
+    const { root } = mount();
+    byTestId(root, "fires-with").querySelector<HTMLElement>('[data-cofire="9"]')!.click();
+    expect(model.lastSent()).toEqual({ id: expect.any(Number), type: "select", features: [4, 9] });
   });
 
   it("builds on a pending selection for quick successive clicks, and drops it on error", () => {

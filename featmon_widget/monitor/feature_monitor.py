@@ -168,6 +168,10 @@ class FeatureMonitor:
         """`feature`'s top examples since the reset (one per pass row), best first, in context."""
         return self._queries.get_examples(feature, k)
 
+    def get_cofiring(self, feature: int, k: int = 10) -> types.CoFiringResponse:
+        """What a selected feature fires with, ranked by Jaccard (see `CoFiringResponse`)."""
+        return self._queries.get_cofiring(feature, k)
+
     def set_labels(self, source: Any) -> int:
         """Name features from a dict `{feature: text}` or a JSON / JSON Lines / CSV file (e.g.
         Neuronpedia's); replaces all labels ({} clears), returns how many have one. A bad entry

@@ -23,6 +23,9 @@ from ..types import MonitorState
 from .frequency import FREQUENCY_BIN_COUNT, FREQUENCY_EDGES, NEVER_FIRED, NEVER_SEEN
 from .options import (
     PANEL_BYTES,
+    PANEL_COFIRING,
+    PANEL_COFIRING_BYTES,
+    PANEL_COFIRING_LABEL_CHARS,
     PANEL_EXAMPLES,
     PANEL_LABEL_CHARS,
     PANEL_TOKEN_CHARS,
@@ -35,7 +38,7 @@ from .options import (
 )
 from .records import history_rows, known_window
 from .schemas import Snapshot
-from .source import ExampleSlices, SnapshotSource
+from .source import CoFiringTop, ExampleSlices, SnapshotSource
 from .transfer import start_copy
 
 # Per selected feature in its panel, in this order.
@@ -76,6 +79,7 @@ class SnapshotParts:
     token_text: Callable[[int], str | None]
     labels: dict[int, str]
     examples: ExampleSlices
+    cofiring: CoFiringTop
     firing: torch.Tensor  # the firing summary, on the device: shared with the health strip
     wait: Callable[[], list[torch.Tensor]]
 
@@ -96,21 +100,22 @@ def gather_snapshot(source: SnapshotSource, state: MonitorState, sequence: int,
     examples = source.examples_of(values.features, PANEL_EXAMPLES)
     selected = torch.tensor(values.features, dtype=torch.int64, device=index.device)
     panel_stats = source.metrics_at(PANEL_STATS, selected)
+    cofiring = source.cofiring_top(PANEL_COFIRING)
     device_parts = [*source.device_totals(), index, columns, firing, values.counts, panel_stats,
-                    *examples.columns, tail.held, *tail.columns]
+                    *examples.columns, *cofiring[1:], tail.held, *tail.columns]
     return SnapshotParts(
         sequence=sequence, options=options, state=state, value_features=values.features,
         value_edges=_f32(values.edges.numpy()), monitored=tail.monitored,
         history_names=tail.names, token_text=token_text, labels=labels, examples=examples,
-        firing=firing, wait=start_copy(device_parts),
+        cofiring=cofiring, firing=firing, wait=start_copy(device_parts),
     )
 
 
 def finish_snapshot(parts: SnapshotParts) -> Snapshot:
     """Wait for the copies (without the monitor's lock) and assemble the `Snapshot`."""
     (tokens, history_count, dropped, records_dropped, index, columns, firing, value_counts,
-     panel_stats, ex_value, ex_request, ex_row, ex_position, ex_tokens, ex_acts, held,
-     *history_cols) = parts.wait()
+     panel_stats, ex_value, ex_request, ex_row, ex_position, ex_tokens, ex_acts, co_counts,
+     co_jaccard, co_totals, held, *history_cols) = parts.wait()
     history = history_rows(history_cols, int(held), parts.history_names)
     threshold = parts.state.threshold
     latest = []
@@ -148,8 +153,10 @@ def finish_snapshot(parts: SnapshotParts) -> Snapshot:
         value_counts=_f64(value_counts.numpy().reshape(-1)),
         records=latest,
         table_labels=_table_labels(parts.labels, index.tolist()),
-        feature_panels=_panels(parts, panel_stats, [ex_value, ex_request, ex_row, ex_position,
-                                                    ex_tokens, ex_acts]),
+        feature_panels=_with_cofiring(
+            _panels(parts, panel_stats, [ex_value, ex_request, ex_row, ex_position, ex_tokens,
+                                         ex_acts]),
+            parts, [co_counts, co_jaccard, co_totals]),
     )
 
 
@@ -196,6 +203,35 @@ def _panels(parts: SnapshotParts, stats: torch.Tensor,
             _narrow(example, PANEL_NARROW)
     while size() > PANEL_BYTES and any(p["examples"] for p in panels):
         max(panels, key=lambda p: len(p["examples"]))["examples"].pop()
+    return panels
+
+
+def _with_cofiring(panels: list[dict[str, Any]], parts: SnapshotParts,
+                   columns: list[torch.Tensor]) -> list[dict[str, Any]]:
+    """Each panel gains `fires_with`: the tokens counted since its feature was selected, its
+    active count among them, and the features it fires with most by Jaccard, as compact rows
+    `[feature, jaccard, both, active, label or None]` (labels cut short); rows are dropped
+    from the longest lists until all fit `PANEL_COFIRING_BYTES`."""
+    counts, jaccard, totals = (c.tolist() for c in columns)
+    by_feature = {}
+    for s, feature in enumerate(parts.cofiring.features):
+        rows = []
+        for (f, both, active), j in zip(zip(*counts[s], strict=True), jaccard[s], strict=True):
+            if j < 0:
+                break  # the rest never fired with it
+            rows.append([f, float(f"{j:.4g}"), both, active,
+                         cut(parts.labels.get(f), PANEL_COFIRING_LABEL_CHARS)])
+        by_feature[feature] = {"tokens": totals[s][0], "active": totals[s][1], "features": rows}
+    lists = list(by_feature.values())
+
+    def size() -> int:
+        return len(json.dumps(lists, ensure_ascii=False).encode())
+
+    while size() > PANEL_COFIRING_BYTES and any(c["features"] for c in lists):
+        max(lists, key=lambda c: len(c["features"]))["features"].pop()
+    for panel in panels:
+        if panel["feature"] in by_feature:
+            panel["fires_with"] = by_feature[panel["feature"]]
     return panels
 
 

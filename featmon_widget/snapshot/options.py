@@ -27,6 +27,11 @@ PANEL_EXAMPLES = 5
 PANEL_TOKEN_CHARS = 16
 PANEL_LABEL_CHARS = 80
 PANEL_BYTES = 8_000
+# "Fires with" in each panel: the top co-firing features (by Jaccard), their labels cut to
+# this many characters, and the bytes all panels' lists may take (rows dropped from the end).
+PANEL_COFIRING = 10
+PANEL_COFIRING_LABEL_CHARS = 16
+PANEL_COFIRING_BYTES = 3_000
 
 
 class SnapshotOptions(NamedTuple):

@@ -40,6 +40,17 @@ class ExampleSlices(NamedTuple):
     request_name: Callable[[int], str]
 
 
+class CoFiringTop(NamedTuple):
+    """What each selected feature fires with most, on the device: `counts` int64 [S, 3, K]
+    (feature, both, its active count; ranked by Jaccard), `jaccard` float64 [S, K] (-1: no
+    row), `totals` int64 [S, 2] (tokens counted, the selected feature's active count)."""
+
+    features: tuple[int, ...]
+    counts: Tensor
+    jaccard: Tensor
+    totals: Tensor
+
+
 class SnapshotSource(Protocol):
     """Read by `build.gather_snapshot` while the caller holds the monitor's lock. Every call
     only enqueues device work: nothing is read back to the host."""
@@ -68,6 +79,10 @@ class SnapshotSource(Protocol):
 
     def value_histograms(self) -> ValueHistogramCounts:
         """The selected features' value histograms."""
+        ...
+
+    def cofiring_top(self, k: int) -> CoFiringTop:
+        """The `k` features each selected one fires with most (by Jaccard)."""
         ...
 
     def history_tail(self, records: int) -> HistoryTail:

@@ -106,3 +106,46 @@ def test_sparse_path_runs_on_meta_tensors():
                            torch.empty(2, 5, 8, device="meta"),
                            mask=torch.empty(2, 5, device="meta"))
     assert m._recording.stats.count.device.type == "meta"
+
+
+def test_cofiring_of_eight_selected_features_runs_on_meta_tensors():
+    m = FeatureMonitor(24, device="meta", selected=list(range(8)), top_k=4, compile=False)
+    m.on_activation(torch.empty(2, 7, 24, device="meta"),
+                    mask=torch.empty(2, 7, dtype=torch.long, device="meta"))
+    m.on_activation(torch.empty(2, 7, 24, dtype=torch.bfloat16, device="meta"))
+    m.on_sparse_activation(torch.empty(2, 5, 6, dtype=torch.long, device="meta"),
+                           torch.empty(2, 5, 6, device="meta"),
+                           mask=torch.empty(2, 5, device="meta"))
+    assert m._recording.cofiring.both.device.type == "meta"
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_cofiring_calls_no_syncing_operator(dtype):
+    m = FeatureMonitor(24, selected=list(range(8)), threshold=0.1, top_k=4, compile=False)
+    acts = torch.relu(torch.randn(2, 6, 24)).to(dtype)
+    guard = SyncGuard()
+    with guard, torch.no_grad():
+        for _ in range(2):
+            m.on_activation(acts, mask=torch.ones(2, 6))
+    assert guard.seen == []
+    assert int(m._recording.cofiring.tokens[0]) == 24  # and it really counted
+
+
+def test_cofiring_adds_no_syncing_operator_to_the_sparse_path():
+    # On the CPU the sparse statistics keep a host table (read by design); co-firing of 8
+    # selected features must not add a single syncing operator to what that path calls.
+    def seen(selected):
+        m = FeatureMonitor(24, selected=selected, threshold=0.1, top_k=4, compile=False)
+        gen = torch.Generator().manual_seed(0)
+        indices = torch.randint(0, 24, (2, 6, 5), generator=gen)
+        values = torch.rand(2, 6, 5, generator=gen)
+        guard = SyncGuard()
+        with guard, torch.no_grad():
+            for _ in range(2):
+                m.on_sparse_activation(indices, values, mask=torch.ones(2, 6))
+        return guard.seen, m
+
+    plain, _ = seen([])
+    with_cofiring, m = seen(list(range(8)))
+    assert with_cofiring == plain
+    assert int(m._recording.cofiring.tokens[0]) == 24

@@ -144,6 +144,35 @@ def test_worst_case_snapshot_with_panels_labels_and_tokens_stays_under_64_kb():
     # Budget shared: with 16 three-byte characters in every token, most panels keep an example.
     assert len(snap.feature_panels) == 8
     assert sum(bool(panel["examples"]) for panel in snap.feature_panels) >= 6
+    # And what each fires with, labels cut short, within its own budget.
+    assert all(panel["fires_with"]["features"] for panel in snap.feature_panels)
+    assert sum(len(p["fires_with"]["features"]) for p in snap.feature_panels) >= 24
+
+
+def test_panels_say_what_each_selected_feature_fires_with_as_get_cofiring_does():
+    m = FeatureMonitor(64, selected=[3, 9])
+    m.set_labels({f: f"label {f}" for f in range(0, 64, 2)})
+    gen = torch.Generator().manual_seed(2)
+    m.on_activation(torch.relu(torch.randn(6, 20, 64, generator=gen)))
+    m.configure(selected=[3, 9, 20])
+    m.on_activation(torch.relu(torch.randn(2, 20, 64, generator=gen)))
+    for panel in m.snapshot().feature_panels:
+        want = m.get_cofiring(panel["feature"], k=10)
+        got = panel["fires_with"]
+        assert (got["tokens"], got["active"]) == (want.tokens, want.active)
+        assert [(f, both, active, label) for f, _, both, active, label in got["features"]] \
+            == [(r.feature, r.both, r.active, r.label) for r in want.features]
+        assert [r[1] for r in got["features"]] == pytest.approx(
+            [r.jaccard for r in want.features], rel=1e-3)
+    assert m.snapshot().feature_panels[2]["fires_with"]["tokens"] == 40
+
+
+def test_fires_with_keeps_ten_rows_each_for_eight_features_without_labels():
+    m = FeatureMonitor(256, selected=list(range(8)))
+    m.on_activation(torch.relu(torch.randn(8, 30, 256, generator=torch.Generator().manual_seed(3))))
+    assert [len(p["fires_with"]["features"]) for p in m.snapshot().feature_panels] == [10] * 8
+    m.set_labels({f: f"feature {f} label" for f in range(256)})  # with labels: six or more
+    assert min(len(p["fires_with"]["features"]) for p in m.snapshot().feature_panels) >= 6
 
 
 def test_panels_keep_several_examples_for_ordinary_text():

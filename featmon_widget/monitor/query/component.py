@@ -16,6 +16,7 @@ from ...snapshot.build import finish_snapshot, gather_snapshot
 from ...snapshot.options import SnapshotOptions, check_metric, snapshot_options
 from ...snapshot.schemas import Snapshot
 from ...types import (
+    CoFiringResponse,
     ExamplesResponse,
     HistoryResponse,
     MonitorState,
@@ -27,6 +28,7 @@ from ..oversight.component import Oversight
 from ..record.recording import Recording
 from ..state import monitor_state
 from . import queries
+from .cofiring_ranking import cofiring_of
 from .labels import load_labels
 
 
@@ -111,6 +113,14 @@ class Queries:
             examples = queries.feature_examples(table, feature, k, token_text)
             label = self._attached.labels.get(feature)
         return ExamplesResponse(feature=feature, examples=examples, label=label)
+
+    def get_cofiring(self, feature: int, k: int = 10) -> CoFiringResponse:
+        """What selected `feature` fires with since it was selected: the k features of highest
+        Jaccard index with it (see `CoFiringResponse`)."""
+        check_int("feature", feature, 0, self._recording.d_sae - 1)
+        check_int("k", k, 1, 1000)
+        with self._lock:
+            return cofiring_of(self._recording.cofiring, feature, k, self._attached.labels)
 
     def set_labels(self, source: Any) -> int:
         """Name features: a dict `{feature: text}`, or a JSON / JSON Lines / CSV file (e.g. a

@@ -15,16 +15,18 @@ import torch
 
 from ...checks import cut, is_int
 from ...snapshot.records import HistoryTail
-from ...snapshot.source import DeviceTotals, ExampleSlices, ValueHistogramCounts
+from ...snapshot.source import CoFiringTop, DeviceTotals, ExampleSlices, ValueHistogramCounts
 from ..config import MonitorConfig, feature_list
 from ..oversight.health import HealthTracker
 from ..oversight.watch import Watch
 from ..oversight.watchset import WatchSet
+from ..query.cofiring_ranking import cofiring_top
 from ..query.firing import firing_summary
 from ..query.queries import rank
 from ..stats.kernels import StatisticsKernels
 from ..stats.native import RowMaxima
 from ..stats.running import RunningStats
+from .cofiring import CoFiring
 from .costs import CostMeter
 from .examples import ExampleTable
 from .features import DenseFeatures, SparseFeatures
@@ -185,6 +187,7 @@ class Recording:
         self.history = HistoryRing(cfg.history_size, cfg.top_k, cfg.features or (), device,
                                    self.d_sae)
         self.values = ValueHistograms(cfg.selected, device)
+        self.cofiring = CoFiring(cfg.selected, self.d_sae, device, self.backend)
         self.examples = ExampleTable(self.d_sae, cfg.examples_per_feature, cfg.context_window,
                                      device, self.backend)
         self.tokens = torch.zeros((), dtype=torch.int64, device=device)
@@ -251,6 +254,7 @@ class Recording:
         self.examples.update(features, valid, pos, batch, tokens, request_id, token_ids,
                              self.config.threshold, maxima, example_code)
         self.values.update(features, valid, self.config.threshold)
+        self.cofiring.update(features, valid, self.config.threshold)
         real = valid.sum()
         self.tokens += real
         self.active_tokens += real
@@ -272,6 +276,7 @@ class Recording:
             self.history = self.history.resized(new.history_size, new.top_k, new.features or ())
         if new.selected != old.selected:
             self.values = self.values.reselected(new.selected)
+            self.cofiring = self.cofiring.reselected(new.selected)
         if (new.examples_per_feature, new.context_window) != (
             old.examples_per_feature, old.context_window
         ):
@@ -283,8 +288,8 @@ class Recording:
     def state_parts(self) -> StateRegistry:
         """The recorded state, part by part (see `registry`): the one list that saving, sync,
         the resets and the memory figures read; `extra_parts` come last."""
-        return StateRegistry([self.stats, self.history, self.values, self.examples,
-                              self.health, self.positions, RecordingTotals(self),
+        return StateRegistry([self.stats, self.history, self.values, self.cofiring,
+                              self.examples, self.health, self.positions, RecordingTotals(self),
                               *self.extra_parts])
 
     def reset_statistics(self) -> None:
@@ -365,6 +370,10 @@ class Recording:
     def value_histograms(self) -> ValueHistogramCounts:
         """The selected features' value histograms."""
         return ValueHistogramCounts(self.values.features, VALUE_EDGES, self.values.counts)
+
+    def cofiring_top(self, k: int) -> CoFiringTop:
+        """What each selected feature fires with most (`cofiring_ranking.cofiring_top`)."""
+        return cofiring_top(self.cofiring, k)
 
     def history_tail(self, records: int) -> HistoryTail:
         """The newest `records` history slots."""

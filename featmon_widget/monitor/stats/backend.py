@@ -29,7 +29,7 @@ import torch
 from .compiled import CompileOrEager
 from .library import DEFAULT_FLAGS, DENSE_FLAGS, OPENMP, SCAN_FLAGS, VECTOR_FLAGS, build_library
 from .moments import Totals
-from .native import DenseMoments, ExampleKernels, RowTopK, SparseAccumulator
+from .native import CoFiringKernel, DenseMoments, ExampleKernels, RowTopK, SparseAccumulator
 from .protocol import DENSE_DTYPES, EXAMPLE_KINDS, METRIC_CODES, bind, render_header
 from .scans import FeatureScans
 
@@ -70,6 +70,8 @@ KERNELS: dict[str, KernelSpec] = {
     "examples": KernelSpec("examples.c", ExampleKernels, "native example kernels",
                            (VECTOR_FLAGS,)),
     "scans": KernelSpec("feature_scans.c", FeatureScans, "native feature scans", (SCAN_FLAGS,)),
+    "cofiring": KernelSpec("cofiring.c", CoFiringKernel, "native co-firing kernel",
+                           ((*VECTOR_FLAGS, OPENMP), VECTOR_FLAGS)),
 }
 
 _lock = threading.Lock()
@@ -156,6 +158,14 @@ class Backend:
         """The TopK kernels (accumulate into a table, merge it, drop repeats) for tensors on
         `device`: the CPU."""
         return self.kernel("sparse") if device.type == "cpu" else None
+
+    def cofiring(self, acts: Tensor, selected: int) -> CoFiringKernel | None:
+        """The co-firing kernel for dense `acts` [N, F] and `selected` features: CPU float32
+        / bfloat16 (the caller passes it contiguous)."""
+        if (acts.device.type != "cpu" or acts.dtype not in (torch.float32, torch.bfloat16)
+                or selected > CoFiringKernel.MAX_SELECTED):
+            return None
+        return self.kernel("cofiring")
 
     def example_merge(self, device: torch.device) -> ExampleKernels | None:
         """The example merge kernels for a table on `device`: the CPU."""

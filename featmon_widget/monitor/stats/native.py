@@ -218,6 +218,43 @@ class RowTopK:
         return indices, values
 
 
+class CoFiringKernel:
+    """Calls the compiled co-firing kernel (csrc/cofiring.c) on CPU tensors, checking every
+    buffer first."""
+
+    C_FUNCTIONS = (
+        CFunction("void", "featmon_cofire", (
+            "const void *acts", "int is_bf16", "const uint8_t *valid", "int64_t n", "int64_t f",
+            "const int64_t *sel", "int64_t s", "float threshold", "void *both", "int wide",
+            "int32_t *own", "int threads")),
+    )
+    MAX_SELECTED = 64  # the kernel's bound on `sel`
+
+    def __init__(self, c: CFunctions) -> None:
+        self.c = c
+
+    def __call__(self, acts: Tensor, valid: Tensor, sel: Tensor, features: tuple[int, ...],
+                 threshold: float, both: Tensor, own: Tensor) -> None:
+        """Add to `both` [S, F] (int32 or int64) the rows of `acts` [N, F] (float32 or
+        bfloat16) where `valid`, per selected feature `sel` [S] (the `features`, checked on
+        the host: no read of `sel`) active on them, and to `own` [F] int32 every active
+        feature's count; active: value > `threshold` (a value of the input's type)."""
+        n, f = acts.shape
+        s = sel.shape[0]
+        check_buffers(acts.dtype in (torch.float32, torch.bfloat16) and valid.shape == (n,)
+                      and valid.dtype == torch.bool and sel.dtype == torch.int64
+                      and sel.shape == (s,) and s <= self.MAX_SELECTED
+                      and both.shape == (s, f) and both.dtype in (torch.int32, torch.int64)
+                      and own.shape == (f,) and own.dtype == torch.int32
+                      and len(features) == s and all(0 <= j < f for j in features),
+                      acts, valid, sel, both, own)
+        threads = torch.get_num_threads() if n * f >= _THREADED_STATISTICS else 1
+        self.c.featmon_cofire(acts.data_ptr(), int(acts.dtype == torch.bfloat16),
+                              valid.data_ptr(), n, f, sel.data_ptr(), s, threshold,
+                              both.data_ptr(), int(both.dtype == torch.int64), own.data_ptr(),
+                              threads)
+
+
 class ExampleKernels:
     """Calls the compiled example kernels on CPU tensors, checking every buffer first."""
 

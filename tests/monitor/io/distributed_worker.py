@@ -23,8 +23,9 @@ D_SAE = 300
 D_IN = 16
 FORWARDS = 14
 HEALTH_EVERY = 2  # each rank samples its own forwards 0, 2, 4, ...
+SELECTED = (7, 9, 42)  # their co-firing counts sync too (7 and 9 meet NaN and Inf)
 CONFIG: dict[str, Any] = dict(device="cpu", compile=False, history_size=16,
-                              health_every=HEALTH_EVERY)
+                              health_every=HEALTH_EVERY, selected=SELECTED)
 EXTRA = torch.full((5, D_SAE), 2.0)  # what rank 0 records after the sync in mode "continue"
 
 
@@ -98,6 +99,7 @@ def figures(monitor: FeatureMonitor) -> dict[str, Any]:
         "drift": drift,
         "reference_counts": [active.tolist(), tokens],
         "firing": rec.firing_summary().tolist(),
+        "cofiring": [dataclasses.asdict(monitor.get_cofiring(f, k=20)) for f in SELECTED],
         "totals": [state.total_tokens, state.forward_passes, state.dropped_indices,
                    state.synced_ranks],
     }
@@ -112,6 +114,10 @@ def main() -> None:
             FeatureMonitor(D_SAE + rank, **CONFIG).sync()
         except ValueError as exc:
             (out / f"error{rank}.txt").write_text(str(exc))
+        try:  # and on the selected features (of one count): their co-firing cannot add up
+            FeatureMonitor(D_SAE, **{**CONFIG, "selected": (rank + 1, 50)}).sync()
+        except ValueError as exc:
+            (out / f"selection{rank}.txt").write_text(str(exc))
     monitor = FeatureMonitor(D_SAE, **CONFIG)
     sae = make_sae()
     for i, (kind, a, b) in enumerate(batches()):

@@ -34,6 +34,11 @@ def assert_holds(monitor: FeatureMonitor, folder: Path, same_cpu_kind: bool = Tr
     want = saving.read_save(folder)
     assert want.meta["read_from_format_version"] == 1
     got = saving.recording_state(monitor._recording, 0, {}, None)
+    # Parts newer than version 1 start empty (co-firing counts: zeros).
+    newer = {n: got.tensors.pop(n) for n in list(got.tensors) if n.startswith("cofiring.")}
+    assert all(int(t.abs().sum()) == 0 for t in newer.values())
+    got.meta["parts"].pop("cofiring")
+    want.meta["parts"].pop("cofiring")
     assert got.tensors.keys() == want.tensors.keys()
     for name, tensor in want.tensors.items():
         assert got.tensors[name].dtype == tensor.dtype, name

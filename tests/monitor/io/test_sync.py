@@ -3,6 +3,7 @@ recording a different number of forwards of different sizes (health sampled on s
 reconstructions on some ranks only), against one process recording all of it: every figure a
 reader sees on rank 0 after the sync, live and after saving and loading."""
 
+import dataclasses
 import json
 import math
 import os
@@ -155,6 +156,23 @@ def test_ranks_that_disagree_all_get_the_same_error(job):
     errors = [(folder / f"error{r}.txt").read_text() for r in range(2)]
     assert errors[0] == errors[1]
     assert "d_sae [300, 301]" in errors[0]
+
+
+def test_ranks_selecting_different_features_all_get_an_error(job):
+    folder = job(2, "again")
+    for rank in range(2):
+        text = (folder / f"selection{rank}.txt").read_text()
+        assert "same selected features" in text and "[1, 50]" in text and "[2, 50]" in text
+
+
+def test_cofiring_counts_sync_exactly(job):
+    # `figures` holds get_cofiring of every selected feature: compared exactly above; here,
+    # that the counts really came from several ranks.
+    got = json.loads((job(3) / "figures.json").read_text())["cofiring"]
+    loaded = FeatureMonitor.load(job(3) / "rank0", compile=False)
+    local = loaded._recording.cofiring
+    assert local.remote is not None and got[0]["tokens"] > int(local.tokens[0]) > 0
+    assert [dataclasses.asdict(loaded.get_cofiring(f, k=20)) for f in (7, 9, 42)] == got
 
 
 def test_sync_without_torch_distributed_says_what_to_do():

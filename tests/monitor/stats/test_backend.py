@@ -169,7 +169,8 @@ def test_native_off_runs_no_c_kernel_and_gives_the_same_results(c_calls, feed):
 
 def test_every_c_function_is_declared_once_and_reached(c_calls):
     """A test above must reach each declared function: no kernel is left unchecked."""
-    monitor = FeatureMonitor(F, compile=False, native=True, examples_per_feature=3)
+    monitor = FeatureMonitor(F, compile=False, native=True, examples_per_feature=3,
+                             selected=[1, 2])  # co-firing: its kernel too
     _feed_exact(monitor)
     _observed(monitor)
     assert set(c_calls) == C_FUNCTIONS

@@ -106,4 +106,9 @@ int featmon_top_k_metric(int metric, const int64_t *count, const int64_t *active
                          const double *active_sum, const double *mean, const double *m2,
                          const double *min, const double *max, int64_t n, int64_t k, int64_t *out);
 
+/* cofiring.c */
+void featmon_cofire(const void *acts, int is_bf16, const uint8_t *valid, int64_t n, int64_t f,
+                    const int64_t *sel, int64_t s, float threshold, void *both, int wide,
+                    int32_t *own, int threads);
+
 #endif
