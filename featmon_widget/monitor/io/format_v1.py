@@ -39,7 +39,6 @@ def upgraded(meta: dict[str, Any], tensors: dict[str, Tensor],
         "stats": {"merged_any": meta["stats"].get("merged_any"), "remote": remote is not None},
         "history": meta["history"],
         "values": {},
-        "cofiring": {},  # not kept by version 1: the counts start at zero
         "examples": {"names": meta["example_names"], "tails": meta["tails"]},
         "health": meta["health"],
         "positions": {"requests": meta["positions"]},

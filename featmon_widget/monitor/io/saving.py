@@ -81,6 +81,11 @@ class SavedMonitor(NamedTuple):
         return int(self.meta["d_sae"])
 
     @property
+    def read_from(self) -> int:
+        """The format version the save was written in (an older one is read as the current)."""
+        return int(self.meta.get("read_from_format_version", self.meta["format_version"]))
+
+    @property
     def config(self) -> MonitorConfig:
         """The saved configuration, validated."""
         return MonitorConfig().replace(self.d_sae, **self.meta["config"])
@@ -208,7 +213,8 @@ def restore_recording(recording: Recording, saved: SavedMonitor) -> dict[int, st
     """Copy `saved` into a freshly made `recording` of the saved width and configuration;
     returns the saved labels. Every part checks its tensors and meta before the first is
     loaded, so a bad save raises a ValueError and leaves `recording` as it was."""
-    parts, metas = recording.state_parts(), saved.meta["parts"]
+    metas = saved.meta["parts"]
+    parts = recording.state_parts().held_by(saved.read_from, metas)
     parts.check(saved.tensors, metas)
     parts.check_values(saved.tensors, metas)
     labels = load_labels(saved.meta["labels"], recording.d_sae)
@@ -287,7 +293,7 @@ def _check_meta(saved: SavedMonitor, path: Path) -> StateRegistry:
         load_labels(meta["labels"], saved.d_sae)
         recording = Recording(saved.d_sae, config, torch.device("meta"),
                               StatisticsKernels(False, False))
-        parts = recording.state_parts()
+        parts = recording.state_parts().held_by(saved.read_from, meta["parts"])
         parts.check(saved.tensors, meta["parts"], known_only=True)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{path}: {cut(str(exc), 300)}") from None

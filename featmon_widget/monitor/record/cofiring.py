@@ -71,6 +71,7 @@ class CoFiring(StatePart):
     """The co-firing counts of the selected features (see module doc)."""
 
     name = "cofiring"
+    since_format = 3
     sync_rules = {"features": SAME, "both": SUM, "own": SUM, "tokens": SUM}
 
     def __init__(self, features: tuple[int, ...], d_sae: int, device: torch.device,

@@ -86,6 +86,9 @@ class StatePart:
     `state_tensors`, and overrides the defaults that do not fit it."""
 
     name: str  # unique in a recording: the prefix of its saved tensors, its key in the save
+    # The first save format that holds the part: an older save loads without it, and the part
+    # starts empty (see `StateRegistry.held_by`).
+    since_format: ClassVar[int] = 1
     # Synced tensors (names from `sync_state`) and how each merges; the others stay local.
     sync_rules: ClassVar[dict[str, Rule]] = {}
 
@@ -156,6 +159,15 @@ class StateRegistry:
 
     def __iter__(self) -> Iterator[StatePart]:
         return iter(self.parts.values())
+
+    def held_by(self, format_version: int, metas: Any) -> StateRegistry:
+        """The parts a save of `format_version` holds: a part newer than that format, absent
+        from the save's `metas`, is left out (it stays as made: empty). A newer save must hold
+        every part, and `check` says so when one is missing."""
+        if not isinstance(metas, dict):
+            return self
+        return StateRegistry([part for part in self if part.name in metas
+                              or part.since_format <= format_version])
 
     def __getitem__(self, name: str) -> StatePart:
         return self.parts[name]

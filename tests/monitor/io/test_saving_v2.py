@@ -17,9 +17,18 @@ maker = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(maker)
 
 
-def assert_identical(a: FeatureMonitor, b: FeatureMonitor) -> None:
+def assert_identical(a: FeatureMonitor, b: FeatureMonitor, newer_parts: bool = True) -> None:
+    """`a` and `b` hold the same; without `newer_parts`, parts a version-2 save does not hold
+    (they start empty in a loaded monitor) are left out."""
     ta = saving.recording_state(a._recording, 0, {}, None)
     tb = saving.recording_state(b._recording, 0, {}, None)
+    if not newer_parts:
+        for part in a._recording.state_parts():
+            if part.since_format > 2:
+                for state in (ta, tb):
+                    state.meta["parts"].pop(part.name)
+                    for name in [n for n in state.tensors if n.startswith(part.name + ".")]:
+                        state.tensors.pop(name)
     assert ta.tensors.keys() == tb.tensors.keys()
     for name, tensor in ta.tensors.items():
         assert torch.equal(tensor.reshape(-1).view(torch.uint8),
@@ -34,7 +43,7 @@ def assert_identical(a: FeatureMonitor, b: FeatureMonitor) -> None:
 def test_a_version_2_save_loads_bit_for_bit(monkeypatch, tmp_path):
     monkeypatch.setattr(recording_module, "time", SimpleNamespace(time=lambda: maker.CLOCK))
     loaded = FeatureMonitor.load(DATA / "save_v2", compile=False)
-    assert_identical(loaded, maker.make())
+    assert_identical(loaded, maker.make(), newer_parts=False)
     assert loaded.get_examples(1).label == "one"
     # Saved again, it is written in the current format and loads the same.
     loaded.save(tmp_path)
