@@ -7,6 +7,7 @@ import time
 import httpx
 import pytest
 from conftest import wait_for
+from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 
@@ -28,7 +29,7 @@ def test_close_ends_the_thread_releases_the_port_and_drops_clients(monitor):
         server.close()
         closing_s = time.monotonic() - started
         assert _threads() == before and not server.running
-        with pytest.raises(Exception):  # the client was disconnected
+        with pytest.raises(ConnectionClosed):  # the client was disconnected
             for _ in range(10):
                 ws.recv(timeout=5)
     print(f"close with one WebSocket client: {closing_s:.2f} s")
@@ -42,9 +43,8 @@ def test_close_ends_the_thread_releases_the_port_and_drops_clients(monitor):
 
 
 def test_context_manager_and_a_taken_port(monitor):
-    with monitor.serve(quiet=True) as first:
-        with pytest.raises(OSError):
-            monitor.serve(port=first.port, quiet=True)
+    with monitor.serve(quiet=True) as first, pytest.raises(OSError):
+        monitor.serve(port=first.port, quiet=True)
     assert not first.running
 
 
