@@ -103,6 +103,9 @@ class Hub:
         self._subscription: Subscription | None = None
         self._unlisten: Callable[[], None] | None = None
         self._last_record: tuple[Any, ...] | None = None
+        # The text of the snapshot delivered last: every client subscribed with the same
+        # options gets the same Snapshot object, serialised once for all of them.
+        self._text_of: tuple[tuple[int, float], str] | None = None
 
     # ---- monitor threads -> event loop ------------------------------------------------------
 
@@ -208,11 +211,18 @@ class Hub:
             return
 
         def deliver(snapshot: Snapshot) -> None:
-            self._post("snapshot", wire.dumps({"event": "snapshot",
-                                               "snapshot": wire.snapshot_message(snapshot)}),
-                       only=client)
+            self._post("snapshot", self._snapshot_text(snapshot), only=client)
 
         client.subscription = self.monitor.subscribe(deliver, **options._asdict())
+
+
+    def _snapshot_text(self, snapshot: Snapshot) -> str:
+        key = (snapshot.sequence, snapshot.timestamp)
+        cached = self._text_of
+        if cached is None or cached[0] != key:
+            text = wire.dumps({"event": "snapshot", "snapshot": wire.snapshot_message(snapshot)})
+            cached = self._text_of = (key, text)
+        return cached[1]
 
 
 def state_event(event: str, state: MonitorState) -> dict[str, Any]:
