@@ -6,9 +6,10 @@ clients (each subscribed to snapshots) and sends `--rate` HTTP requests a second
 `--seconds` across the read routes (state, history, statistics, top features, snapshot).
 Reported: errors, HTTP latency p50/p99, requests/s reached, the child's RSS after warm-up (a
 tenth of the run) and at the end, whether every client got the final state, and the forward
-loop's time with one stalled client (subscribed, never reads) against without it, measured
-alternately in the same run (the ratio; 1.00 = no effect). Between forwards the child sleeps
-`--gap` seconds, standing for the model's own work: the monitor's lock is free then.
+loop's median time while one more client with large snapshots never reads (stalled) against
+the same client reading, in alternating phases of one run (the ratio; 1.00 = no effect).
+Between forwards the child sleeps `--gap` seconds, standing for the model's own work: the
+monitor's lock is free then.
 """
 
 from __future__ import annotations
@@ -151,21 +152,36 @@ async def run(args: argparse.Namespace) -> dict:
     rss_warm = _ask(proc, "rss")["rss"]
     achieved = await load
     rss_end = _ask(proc, "rss")["rss"]
-    # The stalled client: subscribed to snapshots, never reads (websockets stops reading the
-    # socket once its one-message queue is full). Phases alternate in the same run.
+    # The extra client: large snapshots (200 rows, 50 records) on a socket with a small
+    # receive buffer. In a "reading" phase it reads everything; in a "stalled" phase it never
+    # reads (websockets stops reading the socket once its one-message queue is full), so the
+    # server's sends back up. Same options in both: the difference is the stall alone.
+    # The phases alternate in the same run.
+    import socket
+
     from websockets.asyncio.client import connect
 
-    for phase in ("clear", "stalled", "clear", "stalled"):
+    host, port = url.rsplit("/", 1)[-1].rsplit(":", 1)
+    for phase in ("reading", "stalled") * args.pairs:
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8192)
+        sock.connect((host, int(port)))
+        extra = await connect(url.replace("http", "ws") + f"/api/monitoring/ws?token={token}",
+                              max_queue=1, sock=sock, max_size=1 << 22)
+        await extra.send(json.dumps({"type": "subscribe", "table_rows": 200, "records": 50}))
+        reader = None
+        if phase == "reading":
+            async def drain(ws=extra) -> None:
+                async for _ in ws:
+                    pass
+            reader = asyncio.create_task(drain())
+        await asyncio.sleep(1.0)  # settle: the subscription's first builds
         _ask(proc, f"mark {phase}")
-        if phase == "stalled":
-            stalled = await connect(url.replace("http", "ws") +
-                                    f"/api/monitoring/ws?token={token}", max_queue=1)
-            # The others' options: it costs no build of its own, only its queue.
-            await stalled.send(json.dumps({"type": "subscribe", "table_rows": 20,
-                                           "records": 5}))
         await asyncio.sleep(args.phase_seconds)
-        if phase == "stalled":
-            stalled.transport.abort()
+        _ask(proc, "mark between")
+        if reader is not None:
+            reader.cancel()
+        extra.transport.abort()
     _ask(proc, "stop")
     result = json.loads(proc.stdout.readline())
     final = result["final_tokens"]
@@ -178,8 +194,10 @@ async def run(args: argparse.Namespace) -> dict:
     medians = {}
     for name, median, _n in result["phases"]:
         medians.setdefault(name, []).append(median)
-    clear = statistics.mean(medians["clear"])
-    stalled_ms = statistics.mean(medians["stalled"])
+    clear = statistics.median(medians["reading"])
+    stalled_ms = statistics.median(medians["stalled"])
+    pairs = [round(b / a, 3) for a, b in zip(medians["reading"], medians["stalled"],
+                                             strict=True)]
     latencies.sort()
     return {
         "machine": machine(), "seconds": args.seconds, "ws_clients": args.clients,
@@ -190,9 +208,10 @@ async def run(args: argparse.Namespace) -> dict:
         "rss_warm_mb": round(rss_warm / 2**20, 1), "rss_end_mb": round(rss_end / 2**20, 1),
         "rss_growth_pct": round(100 * (rss_end - rss_warm) / rss_warm, 2),
         "clients_with_final_state": sum(v == final for v in last.values()),
-        "forward_ms_clear": round(clear * 1e3, 3),
+        "forward_ms_reading_client": round(clear * 1e3, 3),
         "forward_ms_stalled_client": round(stalled_ms * 1e3, 3),
-        "stalled_ratio": round(stalled_ms / clear, 3), "clients_dropped": result["dropped"],
+        "stalled_ratio": round(stalled_ms / clear, 3), "stalled_ratio_per_pair": pairs,
+        "clients_dropped": result["dropped"],
     }
 
 
@@ -202,7 +221,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=30)
     parser.add_argument("--clients", type=int, default=20)
     parser.add_argument("--rate", type=float, default=120, help="HTTP requests per second")
-    parser.add_argument("--phase-seconds", type=float, default=5)
+    parser.add_argument("--phase-seconds", type=float, default=4)
+    parser.add_argument("--pairs", type=int, default=4, help="reading/stalled phase pairs")
     parser.add_argument("--d-sae", type=int, default=4096)
     parser.add_argument("--batch", type=int, default=128, help="tokens a forward")
     parser.add_argument("--gap", type=float, default=0.02,
