@@ -56,8 +56,23 @@ def _header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
+def _loopback_host_header(scope: Scope) -> bool:
+    """Whether the request names this machine in its Host header. Without a token that is the
+    only defence against DNS rebinding (a web page whose name resolves to 127.0.0.1)."""
+    host = _header(scope, b"host") or ""
+    if host.startswith("["):  # [::1]:8765
+        name = host[1:host.find("]")]
+    else:  # 127.0.0.1:8765, localhost
+        name = host.rsplit(":", 1)[0]
+    return is_loopback(name)
+
+
 def _verdict(scope: Scope, token: str) -> tuple[int, str] | None:
     """None when the request may pass, else (status, reason)."""
+    if not token:
+        if _loopback_host_header(scope):
+            return None
+        return 403, "without a token only requests to a loopback host name are served"
     query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
     header = _header(scope, b"authorization")
     offered = None
@@ -99,7 +114,7 @@ class Guard:
         if scope["type"] not in ("http", "websocket") or scope["path"] in PUBLIC_PATHS:
             await self.app(scope, receive, send)
             return
-        verdict = _verdict(scope, self.token) if self.token else None
+        verdict = _verdict(scope, self.token)
         if scope["type"] == "websocket":
             if verdict is not None:
                 await _deny_websocket(scope, receive, send, *verdict)

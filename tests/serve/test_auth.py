@@ -71,6 +71,11 @@ def test_non_loopback_bind_without_a_token_is_refused(monitor):
 def test_no_token_on_loopback_when_asked(monitor):
     with monitor.serve(token="") as s:
         assert httpx.get(s.url + "/api/monitoring").status_code == 200
+        local = s.url.replace("127.0.0.1", "localhost")
+        assert httpx.get(local + "/api/monitoring").status_code == 200
+        # DNS rebinding: a page at evil.example resolving to 127.0.0.1 is refused.
+        rebound = httpx.get(s.url + "/api/monitoring", headers={"Host": "evil.example:80"})
+        assert rebound.status_code == 403 and rebound.json()["field"] == "token"
 
 
 def test_bodies_are_bounded(http, monitor):
