@@ -60,10 +60,8 @@ def _loopback_host_header(scope: Scope) -> bool:
     """Whether the request names this machine in its Host header. Without a token that is the
     only defence against DNS rebinding (a web page whose name resolves to 127.0.0.1)."""
     host = _header(scope, b"host") or ""
-    if host.startswith("["):  # [::1]:8765
-        name = host[1:host.find("]")]
-    else:  # 127.0.0.1:8765, localhost
-        name = host.rsplit(":", 1)[0]
+    # "[::1]:8765", or "127.0.0.1:8765" / "localhost"
+    name = host[1:host.find("]")] if host.startswith("[") else host.rsplit(":", 1)[0]
     return is_loopback(name)
 
 
