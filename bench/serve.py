@@ -26,6 +26,7 @@ import time
 from .cases import machine
 
 PREFIX = "/api/monitoring"
+MAX_IN_FLIGHT = 64
 ROUTES = [("GET", PREFIX, None), ("GET", PREFIX + "/history", None),
           ("GET", PREFIX + "/statistics?features=1,2,3", None),
           ("POST", PREFIX + "/statistics/top", {"k": 10}),
@@ -49,14 +50,16 @@ def child(d_sae: int, batch: int, gap_s: float) -> None:
     monitor = FeatureMonitor(d_sae, throttle_ms=100, history_size=1000)
     server = monitor.serve(quiet=True)
     print(json.dumps({"url": server.url, "token": server.token}), flush=True)
-    phases: list[tuple[str, list[float]]] = [("warmup", [])]
+    # Per phase: each forward's wall time and its thread's CPU time (which a busy machine
+    # disturbs less: waiting is not counted, work is).
+    phases: list[tuple[str, list[float], list[float]]] = [("warmup", [], [])]
     stop = threading.Event()
 
     def commands() -> None:
         for line in sys.stdin:
             word, _, arg = line.strip().partition(" ")
             if word == "mark":
-                phases.append((arg, []))
+                phases.append((arg, [], []))
             elif word == "rss":
                 print(json.dumps({"rss": rss_bytes()}), flush=True)
             elif word == "stop":
@@ -66,15 +69,17 @@ def child(d_sae: int, batch: int, gap_s: float) -> None:
     threading.Thread(target=commands, daemon=True).start()
     step = 0
     while not stop.is_set():
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.thread_time()
         monitor.on_activation(pool[step % len(pool)])
         phases[-1][1].append(time.perf_counter() - start)
+        phases[-1][2].append(time.thread_time() - cpu)
         step += 1
         time.sleep(gap_s)  # the model's own work between two monitored layers
     final = monitor.state.total_tokens
     print(json.dumps({"final_tokens": final, "dropped": server.hub.dropped,
-                      "phases": [(name, statistics.median(t) if t else None, len(t))
-                                 for name, t in phases]}), flush=True)
+                      "phases": [(name, statistics.median(t) if t else None,
+                                  statistics.median(c) if c else None, len(t))
+                                 for name, t, c in phases]}), flush=True)
     time.sleep(3)  # let the trailing edge reach the clients before closing
     server.close()
     monitor.close()
@@ -102,7 +107,7 @@ async def _ws_client(url: str, token: str, last: dict[int, int], i: int,
 
 
 async def _http_load(url: str, token: str, rate: float, seconds: float,
-                     latencies: list[float], errors: list[str]) -> float:
+                     latencies: list[float], errors: list[str], skipped: list[int]) -> float:
     import httpx
 
     async with httpx.AsyncClient(base_url=url, timeout=30,
@@ -119,15 +124,23 @@ async def _http_load(url: str, token: str, rate: float, seconds: float,
                 errors.append(f"{path}: {type(exc).__name__}")
             latencies.append(time.perf_counter() - start)
 
-        tasks, start, n = [], time.perf_counter(), 0
+        # Open loop at `rate`, but a request due while `MAX_IN_FLIGHT` are waiting is not sent
+        # (counted in `skipped`): past that the server is saturated, and the rate says so.
+        tasks: set[asyncio.Task] = set()
+        start, n = time.perf_counter(), 0
         while (now := time.perf_counter()) - start < seconds:
-            due = int((now - start) * rate)
-            while n < due:
-                tasks.append(asyncio.create_task(one(n)))
+            while n < int((now - start) * rate):
                 n += 1
+                if len(tasks) >= MAX_IN_FLIGHT:
+                    skipped.append(n)
+                    continue
+                task = asyncio.create_task(one(n))
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
             await asyncio.sleep(0.002)
+        elapsed = time.perf_counter() - start
         await asyncio.gather(*tasks)
-        return n / (time.perf_counter() - start)
+        return len(latencies) / elapsed
 
 
 def _ask(proc: subprocess.Popen, line: str) -> dict | None:
@@ -143,11 +156,11 @@ async def run(args: argparse.Namespace) -> dict:
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     info = json.loads(proc.stdout.readline())
     url, token = info["url"], info["token"]
-    stop, last, errors, latencies = asyncio.Event(), {}, [], []
+    stop, last, errors, latencies, skipped = asyncio.Event(), {}, [], [], []
     clients = [asyncio.create_task(_ws_client(url, token, last, i, stop, errors))
                for i in range(args.clients)]
     load = asyncio.create_task(_http_load(url, token, args.rate, args.seconds, latencies,
-                                          errors))
+                                          errors, skipped))
     await asyncio.sleep(args.seconds / 10)
     rss_warm = _ask(proc, "rss")["rss"]
     achieved = await load
@@ -191,26 +204,33 @@ async def run(args: argparse.Namespace) -> dict:
     stop.set()
     await asyncio.gather(*clients)
     proc.wait(30)
-    medians = {}
-    for name, median, _n in result["phases"]:
-        medians.setdefault(name, []).append(median)
-    clear = statistics.median(medians["reading"])
-    stalled_ms = statistics.median(medians["stalled"])
-    pairs = [round(b / a, 3) for a, b in zip(medians["reading"], medians["stalled"],
-                                             strict=True)]
+    wall: dict[str, list[float]] = {}
+    cpu: dict[str, list[float]] = {}
+    for name, median, cpu_median, _n in result["phases"]:
+        wall.setdefault(name, []).append(median)
+        cpu.setdefault(name, []).append(cpu_median)
+
+    def ratio(medians: dict[str, list[float]]) -> tuple[float, list[float]]:
+        pairs = [round(b / a, 3) for a, b in zip(medians["reading"], medians["stalled"],
+                                                 strict=True)]
+        return round(statistics.median(medians["stalled"]) /
+                     statistics.median(medians["reading"]), 3), pairs
+
     latencies.sort()
     return {
         "machine": machine(), "seconds": args.seconds, "ws_clients": args.clients,
         "http_requests": len(latencies), "http_rate": round(achieved, 1),
+        "http_skipped_saturated": len(skipped),
         "errors": len(errors), "first_errors": errors[:5],
         "p50_ms": round(latencies[len(latencies) // 2] * 1e3, 2),
         "p99_ms": round(latencies[int(len(latencies) * 0.99)] * 1e3, 2),
         "rss_warm_mb": round(rss_warm / 2**20, 1), "rss_end_mb": round(rss_end / 2**20, 1),
         "rss_growth_pct": round(100 * (rss_end - rss_warm) / rss_warm, 2),
         "clients_with_final_state": sum(v == final for v in last.values()),
-        "forward_ms_reading_client": round(clear * 1e3, 3),
-        "forward_ms_stalled_client": round(stalled_ms * 1e3, 3),
-        "stalled_ratio": round(stalled_ms / clear, 3), "stalled_ratio_per_pair": pairs,
+        "forward_ms_reading_client": round(statistics.median(wall["reading"]) * 1e3, 3),
+        "forward_ms_stalled_client": round(statistics.median(wall["stalled"]) * 1e3, 3),
+        "stalled_ratio": ratio(wall)[0], "stalled_ratio_per_pair": ratio(wall)[1],
+        "stalled_ratio_cpu": ratio(cpu)[0], "stalled_ratio_cpu_per_pair": ratio(cpu)[1],
         "clients_dropped": result["dropped"],
     }
 
@@ -221,8 +241,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=30)
     parser.add_argument("--clients", type=int, default=20)
     parser.add_argument("--rate", type=float, default=120, help="HTTP requests per second")
-    parser.add_argument("--phase-seconds", type=float, default=4)
-    parser.add_argument("--pairs", type=int, default=4, help="reading/stalled phase pairs")
+    parser.add_argument("--phase-seconds", type=float, default=3)
+    parser.add_argument("--pairs", type=int, default=6, help="reading/stalled phase pairs")
     parser.add_argument("--d-sae", type=int, default=4096)
     parser.add_argument("--batch", type=int, default=128, help="tokens a forward")
     parser.add_argument("--gap", type=float, default=0.02,

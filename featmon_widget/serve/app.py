@@ -8,6 +8,7 @@ import contextlib
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
+import anyio.to_thread
 from fastapi import FastAPI, Request, WebSocket, WebSocketDisconnect
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
@@ -20,6 +21,7 @@ from .hub import MAX_CLIENT_MESSAGE, Hub
 from .routes import PREFIX, ApiError, monitoring_router
 
 LOCATIONS = ("body", "query", "path", "header", "cookie")
+REQUEST_THREADS = 4  # requests answered at once (the monitor's lock serialises most anyway)
 
 
 def _validation_error(exc: RequestValidationError) -> JSONResponse:
@@ -37,12 +39,17 @@ def _validation_error(exc: RequestValidationError) -> JSONResponse:
 
 
 def create_app(monitor: Any, token: str, *, cors_origins: Sequence[str] = (),
-               max_body: int = MAX_BODY_BYTES, hub: Hub | None = None) -> tuple[Any, Hub]:
+               max_body: int = MAX_BODY_BYTES, hub: Hub | None = None,
+               request_threads: int = REQUEST_THREADS) -> tuple[Any, Hub]:
     """The ASGI application serving `monitor` (guarded by `token`; "" for none) and its hub."""
     hub = hub or Hub(monitor)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        # Few request threads: each holds the GIL for its Python work, and with many of them
+        # the event loop (which gives the GIL up at every send) waits a switch interval each
+        # time: under load the WebSockets starved. Requests beyond these wait in the loop.
+        anyio.to_thread.current_default_thread_limiter().total_tokens = request_threads
         hub.start()
         try:
             yield
