@@ -45,6 +45,9 @@ def child(d_sae: int, batch: int, gap_s: float) -> None:
 
     from .soak import rss_bytes
 
+    # One compute thread: OpenMP workers spinning while the OS runs other processes would be
+    # counted as the forward's time and swamp the effect measured.
+    torch.set_num_threads(1)
     gen = torch.Generator().manual_seed(0)
     pool = [torch.relu(torch.randn(batch, d_sae, generator=gen) - 1.5) for _ in range(8)]
     monitor = FeatureMonitor(d_sae, throttle_ms=100, history_size=1000)
