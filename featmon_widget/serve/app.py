@@ -58,6 +58,8 @@ def create_app(monitor: Any, token: str, *, cors_origins: Sequence[str] = (),
 
     app = FastAPI(title="featmon_widget monitor", version="1", lifespan=lifespan,
                   docs_url=None, redoc_url=None,
+                  # A trailing slash is a 404 in JSON, not a body-less 307 redirect.
+                  redirect_slashes=False,
                   description="Live statistics of SAE features, served from the process "
                               "that runs the model.")
     app.include_router(monitoring_router(monitor))

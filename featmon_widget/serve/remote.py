@@ -200,7 +200,7 @@ class _Stream:
         self.listener = listener
         self.subscription: Subscription | None = None
         self.error: str | None = None  # why it stopped trying, if it did
-        self.connected = threading.Event()
+        self.connected = threading.Event()  # set once the server's greeting arrived
         self._stopped = threading.Event()
         self._ws: Any = None
         self._send_lock = threading.Lock()
@@ -238,7 +238,6 @@ class _Stream:
                     attempt = 0
                     if self.subscription is not None:
                         self.send_options(self.subscription.options())
-                    self.connected.set()
                     for text in ws:
                         self._dispatch(json.loads(text))
             except InvalidStatus as exc:  # refused (token): retrying will not help
@@ -254,7 +253,9 @@ class _Stream:
 
     def _dispatch(self, message: dict[str, Any]) -> None:
         event = message.get("event")
-        if event == "snapshot" and self.subscription is not None:
+        if event == "hello":  # the server has registered us: no later event is missed
+            self.connected.set()
+        elif event == "snapshot" and self.subscription is not None:
             self.subscription.deliver(wire.snapshot_from(message["snapshot"]))
         elif event == "monitoring_state_changed" and self.listener is not None:
             with contextlib.suppress(Exception):  # a failing listener must not end the stream

@@ -35,7 +35,8 @@ QUERY_VALUE = st.one_of(SCALARS.map(lambda v: "" if v is None else str(v)),
 QUERIES = st.lists(st.tuples(st.sampled_from(FIELDS) | st.text(max_size=6), QUERY_VALUE),
                    max_size=5)
 POSTS = ["/configure", "/enable", "/statistics/top"]
-GETS = ["", "/history", "/statistics", "/health", "/drift", "/snapshot", "/examples/3"]
+GETS = ["", "/", "/history", "/history/", "/statistics", "/health", "/drift", "/snapshot",
+        "/examples/3"]
 PATHS = st.one_of(st.sampled_from(GETS), st.text(max_size=8).map(lambda t: "/examples/" + t))
 
 REQUESTS = st.one_of(

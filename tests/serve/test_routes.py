@@ -166,3 +166,12 @@ def test_openapi_and_offline_docs(server):
     page = httpx.get(server.url + "/docs").text
     assert "/api/monitoring/statistics/top" in page and "MonitorState" in page
     assert "http://" not in page and "https://" not in page  # no CDN, nothing fetched
+
+
+def test_unknown_paths_and_methods_are_json_errors(http):
+    for method, path, status in [("GET", "/", 404), ("GET", "/history/", 404),
+                                 ("GET", "/nothing", 404), ("PUT", "/history", 405),
+                                 ("GET", "/configure", 405)]:
+        response = http.request(method, path)
+        assert response.status_code == status, (method, path)
+        assert response.json()["detail"]
