@@ -122,6 +122,11 @@ class RemoteMonitor:
         return wire.snapshot_from(self._call("GET", "/snapshot", params={
             "table_rows": table_rows, "metric": metric, "records": records, "search": search}))
 
+    def get(self, path: str, **params: Any) -> Any:
+        """Any other read under /api/monitoring as JSON, e.g. `get("/distribution/3")` (the
+        reads a newer server has)."""
+        return self._call("GET", path, params=params)
+
     # ---- WebSocket --------------------------------------------------------------------------
 
     def subscribe(self, callback: Callable[[Snapshot], None], *, table_rows: int = 50,

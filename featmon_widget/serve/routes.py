@@ -143,4 +143,31 @@ def monitoring_router(monitor: Any) -> APIRouter:
                      table_rows, metric, records, search)
         return JSONResponse(wire.snapshot_message(snap))
 
+    _optional_reads(api, monitor, bad)
     return api
+
+
+def _optional_reads(api: APIRouter, monitor: Any, bad: dict[Any, Any]) -> None:
+    """Reads served only when the monitor has them (they arrive with newer monitors)."""
+    if hasattr(monitor, "get_distribution"):
+        @api.get("/distribution/{feature}", responses=bad, summary="A feature's distribution")
+        def get_distribution(feature: int) -> Any:
+            return _json(_call(("feature",), monitor.get_distribution, feature))
+
+    if hasattr(monitor, "get_cofiring"):
+        @api.get("/cofiring/{feature}", responses=bad,
+                 summary="The features that fire together with a feature")
+        def get_cofiring(feature: int, k: int = 10) -> Any:
+            return _json(_call(("feature", "k"), monitor.get_cofiring, feature, k))
+
+    if hasattr(monitor, "get_logits"):
+        @api.get("/logits/{feature}", responses=bad,
+                 summary="The tokens a feature promotes and suppresses")
+        def get_logits(feature: int, k: int = 10) -> Any:
+            return _json(_call(("feature", "k"), monitor.get_logits, feature, k))
+
+    if hasattr(monitor, "probe"):
+        @api.post("/probe", responses=bad, summary="The features on each token of texts")
+        def probe(body: schemas.ProbeRequest) -> Any:
+            return _json(_call(("texts", "record", "features", "k"), monitor.probe,
+                               body.texts, body.record, body.features, body.k))

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import typing
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
@@ -114,6 +114,18 @@ class TopFeaturesRequest(BaseModel):
 
     k: int = 10
     metric: str = "mean"
+
+
+class ProbeRequest(BaseModel):
+    """Texts to run through the model (served only when the monitor can probe); recorded into
+    the statistics only if `record`."""
+
+    model_config = REQUEST
+
+    texts: str | Annotated[list[str], Field(max_length=64)]  # the body bound caps the text
+    record: bool = False
+    features: list[int] | None = None
+    k: int = 5
 
 
 CONFIGURE_FIELDS = tuple(ConfigureRequest.model_fields)

@@ -175,3 +175,50 @@ def test_unknown_paths_and_methods_are_json_errors(http):
         response = http.request(method, path)
         assert response.status_code == status, (method, path)
         assert response.json()["detail"]
+
+
+def test_newer_reads_are_served_when_the_monitor_has_them(monitor):
+    import dataclasses
+
+    import httpx
+
+    @dataclasses.dataclass(frozen=True)
+    class Distribution:
+        feature: int
+        counts: list[int]
+
+    class Newer:  # a monitor with the reads other features add
+        def __getattr__(self, name):
+            return getattr(monitor, name)
+
+        def get_distribution(self, feature):
+            if not 0 <= feature < 64:
+                raise ValueError(f"feature must be in 0..63, got {feature}")
+            return Distribution(feature, [1, 2])
+
+        def get_cofiring(self, feature, k=10):
+            return {"feature": feature, "k": k}
+
+        def get_logits(self, feature, k=10):
+            return {"feature": feature, "k": k}
+
+        def probe(self, texts, record=False, features=None, k=5):
+            return {"texts": texts, "record": record, "k": k}
+
+    with monitor.serve(quiet=True) as plain:
+        spec = httpx.get(plain.url + "/openapi.json").json()["paths"]
+        assert not any(p.startswith(("/api/monitoring/distribution", "/api/monitoring/probe"))
+                       for p in spec)
+    from featmon_widget.serve.server import MonitorServer
+
+    with MonitorServer(Newer(), quiet=True) as s:
+        from conftest import api_client
+
+        with api_client(s) as c:
+            assert c.get("/distribution/3").json() == {"feature": 3, "counts": [1, 2]}
+            bad = c.get("/distribution/99")
+            assert bad.status_code == 422 and bad.json()["field"] == "feature"
+            assert c.get("/cofiring/2", params={"k": 4}).json() == {"feature": 2, "k": 4}
+            assert c.get("/logits/2").json() == {"feature": 2, "k": 10}
+            assert c.post("/probe", json={"texts": ["a b"]}).json()["k"] == 5
+            assert c.post("/probe", json={"texts": 3}).status_code == 422
