@@ -110,15 +110,16 @@ class Hub:
     # ---- monitor threads -> event loop ------------------------------------------------------
 
     def start(self) -> None:
-        """Subscribe to the monitor (call on the event loop)."""
+        """Listen to the monitor's state changes (call on the event loop). Its snapshots are
+        followed only while a client is connected: an idle server builds none."""
         self._loop = asyncio.get_running_loop()
         self._unlisten = self.monitor.on_state_change(self._on_state)
-        self._subscription = self.monitor.subscribe(self._on_snapshot, table_rows=1, records=1)
 
     def stop(self) -> None:
         """Stop listening to the monitor and end every client."""
         if self._subscription is not None:
             self._subscription.cancel()
+            self._subscription = None
         if self._unlisten is not None:
             self._unlisten()
         for client in list(self.clients):
@@ -160,6 +161,9 @@ class Hub:
         client = Client(send_text, self.max_queue, self.stall_s)
         self.clients.add(client)
         client.offer("hello", wire.dumps({"event": "hello", "state": state}))
+        if self._subscription is None:  # the first client: follow the recording
+            self._subscription = self.monitor.subscribe(self._on_snapshot, table_rows=1,
+                                                        records=1)
         return client
 
     def disconnect(self, client: Client) -> None:
@@ -176,6 +180,9 @@ class Hub:
         if client.subscription is not None:
             client.subscription.cancel()
             client.subscription = None
+        if not self.clients and self._subscription is not None:  # the last one left
+            self._subscription.cancel()
+            self._subscription = None
 
     def handle(self, client: Client, text: str) -> None:
         """A message from the client: `{"type": "subscribe", table_rows, metric, records,

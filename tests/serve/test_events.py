@@ -83,6 +83,7 @@ def test_snapshots_for_widgets_and_their_final_state(server, monitor):
         assert "JSON" in _events(ws, lambda e: e["event"] == "error")[-1]["detail"]
         ws.send(json.dumps({"type": "unsubscribe"}))
         assert wait_for(lambda: len(monitor.subscriptions) == 1)  # the hub's own
+    assert wait_for(lambda: len(monitor.subscriptions) == 0)  # no client: no snapshots built
 
 
 def test_a_slow_client_is_coalesced_then_dropped():

@@ -25,6 +25,7 @@ def test_close_ends_the_thread_releases_the_port_and_drops_clients(monitor):
     with connect(url.replace("http", "ws") + f"/api/monitoring/ws?token={server.token}") as ws:
         ws.recv(timeout=10)
         assert wait_for(lambda: len(server.hub.clients) == 1)
+        assert len(monitor.subscriptions) == 1  # the hub follows the monitor for its client
         started = time.monotonic()
         server.close()
         closing_s = time.monotonic() - started
