@@ -41,6 +41,7 @@ __all__ = [
     "MonitorHook",
     "MonitorState",
     "MonitorWidget",
+    "RemoteMonitor",
     "Snapshot",
     "SparseAutoencoder",
     "StatisticsResponse",
@@ -60,4 +61,8 @@ def __getattr__(name: str):
         from .widget import MonitorWidget
 
         return MonitorWidget
+    if name == "RemoteMonitor":  # needs the `serve` extra (httpx, websockets)
+        from .serve.remote import RemoteMonitor
+
+        return RemoteMonitor
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
