@@ -9,9 +9,11 @@ import time
 import pytest
 import torch
 from conftest import D_SAE, wait_for
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from websockets.sync.client import connect
 
-from featmon_widget.serve.hub import Client
+from featmon_widget.serve.hub import Client, Hub
 
 
 def _ws(server, **kwargs):
@@ -149,3 +151,32 @@ def test_a_stalled_client_is_dropped_and_the_others_keep_up(monitor):
             position = monitor.get_history(limit=1).records[0]
             _events(good, lambda e: e["event"] == "activation_update"
                     and e["timestamp"] == position.timestamp)
+
+
+@settings(max_examples=500, deadline=None, derandomize=True)
+@given(text=st.one_of(
+    st.text(max_size=80),
+    st.dictionaries(st.sampled_from(["type", "table_rows", "metric", "records", "search", "x"]),
+                    st.one_of(st.none(), st.booleans(), st.integers(-5, 300), st.text(max_size=8),
+                              st.sampled_from(["subscribe", "unsubscribe", "mean", "max"])),
+                    max_size=5).map(json.dumps),
+    st.integers(0, 10_000).map(lambda n: "x" * n)))
+def test_any_client_message_is_applied_or_answered_with_an_error(text):
+    class Stub:  # what the hub asks of a monitor for subscriptions
+        def subscribe(self, callback, **options):
+            from featmon_widget.live.subscriptions import Subscription
+            from featmon_widget.snapshot.options import snapshot_options
+
+            return Subscription(callback, snapshot_options(**options), lambda s: None,
+                                lambda: None)
+
+    async def scenario():
+        hub = Hub(Stub())
+        client = Client(lambda text: asyncio.sleep(0))
+        hub.handle(client, text)  # never raises
+        for kind, message in client.queue:
+            assert kind == "error" and json.loads(message)["detail"]
+        if client.subscription is not None:
+            assert json.loads(text)["type"] == "subscribe"
+
+    asyncio.run(scenario())
