@@ -45,6 +45,7 @@ __all__ = [
     "MonitorHook",
     "MonitorState",
     "MonitorWidget",
+    "RemoteMonitor",
     "Snapshot",
     "SparseAutoencoder",
     "StatisticsResponse",
@@ -64,4 +65,8 @@ def __getattr__(name: str):
         from .widget import MonitorWidget
 
         return MonitorWidget
+    if name == "RemoteMonitor":  # needs the `serve` extra (httpx, websockets)
+        from .serve.remote import RemoteMonitor
+
+        return RemoteMonitor
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

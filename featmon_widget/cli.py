@@ -1,7 +1,9 @@
 """`featmon demo`: run the embedded default model over sample texts, print the top features
 with the tokens they fire on, and write a self-contained HTML report (no CDN) with their
 top-activating examples as shaded token text. `featmon export-html NOTEBOOK`: the notebook as
-HTML with its monitor widgets' saved snapshots drawn offline."""
+HTML with its monitor widgets' saved snapshots drawn offline. `featmon serve --demo`: the demo
+model recording the offline corpus, served over REST + WebSocket (`featmon serve FOLDER`: a
+saved monitor)."""
 
 from __future__ import annotations
 
@@ -63,6 +65,58 @@ def export_html(notebook: Path, out: Path | None) -> int:
     return 0
 
 
+def serve(args: argparse.Namespace) -> int:
+    """Serve the demo stream (or a saved monitor) until interrupted or `--duration` ends."""
+    import time
+
+    from .monitor import FeatureMonitor
+
+    if args.demo == (args.folder is not None):
+        print("featmon: serve needs --demo or a saved monitor's FOLDER (one of them)",
+              file=sys.stderr)
+        return 2
+    token = "" if args.no_token else args.token
+    stream = None
+    if args.demo:
+        from . import corpus
+        from . import demo as demo_module
+
+        bundle = demo_module.load()
+        monitor = FeatureMonitor.for_sae(bundle.sae, throttle_ms=args.throttle_ms)
+        monitor.attach(bundle.model, bundle.hook_point, bundle.sae, tokenizer=bundle.tokenizer)
+        texts = corpus.sentences(args.sentences)
+        stream = (bundle, texts)
+    else:
+        monitor = FeatureMonitor.load(args.folder)
+    try:
+        server = monitor.serve(args.host, args.port, token, cors_origins=args.cors or ())
+    except (ValueError, OSError) as exc:
+        print(f"featmon: {exc}", file=sys.stderr)
+        return 1
+    print(f"featmon: serving {server.url} (docs: {server.url}/docs; connect with "
+          f"featmon_widget.serve.RemoteMonitor({server.url!r}, token=...))", flush=True)
+    end = time.monotonic() + args.duration if args.duration else None
+    batch = 0
+    try:
+        while end is None or time.monotonic() < end:
+            if stream is None:
+                time.sleep(0.2)
+                continue
+            bundle, texts = stream
+            start = batch * args.batch % len(texts)
+            with monitor.request(f"demo-{batch}"):
+                bundle.run(texts[start:start + args.batch])
+            batch += 1
+            time.sleep(args.interval)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.close()
+        monitor.close()
+    print(f"featmon: served {batch} batches", flush=True)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `featmon` command."""
     parser = argparse.ArgumentParser(prog="featmon", description=__doc__)
@@ -77,7 +131,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     export.add_argument("notebook", type=Path)
     export.add_argument("-o", "--out", type=Path, default=None,
                         help="the HTML file (default: the notebook's name with .html)")
+    srv = sub.add_parser("serve", help="serve a monitor over REST + WebSocket")
+    srv.add_argument("folder", type=Path, nargs="?", default=None,
+                     help="a saved monitor's folder (instead of --demo)")
+    srv.add_argument("--demo", action="store_true",
+                     help="run the demo model over the offline corpus and serve its monitor")
+    srv.add_argument("--host", default="127.0.0.1")
+    srv.add_argument("--port", type=int, default=8765, help="0: any free port")
+    srv.add_argument("--token", default=None, help="default: a generated one, printed once")
+    srv.add_argument("--no-token", action="store_true",
+                     help="no token (refused unless the host is a loopback address)")
+    srv.add_argument("--cors", action="append", help="an origin allowed by CORS (repeatable)")
+    srv.add_argument("--batch", type=int, default=8, help="sentences per forward pass")
+    srv.add_argument("--interval", type=float, default=0.5, help="seconds between passes")
+    srv.add_argument("--sentences", type=int, default=2000, help="corpus sentences to cycle")
+    srv.add_argument("--throttle-ms", type=float, default=100.0)
+    srv.add_argument("--duration", type=float, default=0, help="stop after this many seconds")
     args = parser.parse_args(argv)
+    if args.command == "serve":
+        return serve(args)
     if args.command == "demo":
         return demo(args.out, args.k, args.examples, args.metric, args.text)
     if args.command == "export-html":

@@ -29,3 +29,15 @@ def test_quick_bench_prints_the_ratio_table_and_writes_json(tmp_path):
     names = {r["name"] for r in rows}
     assert {"compiled update (inductor; the native kernel off)",
             "monitor.on_activation right after a reset (every example slot fills)"} <= names
+
+
+@pytest.mark.slow  # a served child process under a short load
+def test_serve_bench_runs_and_reports_every_figure():
+    result = subprocess.run([sys.executable, "-m", "bench.serve", "--seconds", "4", "--clients",
+                             "3", "--rate", "20", "--phase-seconds", "1", "--pairs", "1"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout)
+    assert report["errors"] == 0 and report["clients_with_final_state"] == 3
+    for key in ("p50_ms", "p99_ms", "rss_growth_pct", "stalled_ratio", "http_rate"):
+        assert isinstance(report[key], float), key

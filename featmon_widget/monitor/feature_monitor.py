@@ -276,6 +276,12 @@ class FeatureMonitor:
         from ..widget import MonitorWidget  # needs the built frontend bundle: loaded on demand
         return MonitorWidget.of(self, **options)
 
+    def serve(self, host: str = "127.0.0.1", port: int = 0, token: str | None = None,
+              **options: Any) -> Any:
+        """Serve this monitor over REST + WebSocket from a background thread (`MonitorServer`)."""
+        from ..serve.server import MonitorServer  # the web stack: imported only when serving
+        return MonitorServer(self, host, port, token, **options)
+
     def close(self) -> None:
         """Remove hooks and stop the delivery thread."""
         self._attached.remove_hooks()

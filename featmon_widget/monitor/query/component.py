@@ -77,9 +77,9 @@ class Queries:
             history = self._recording.history
             rows, monitored = history.read(), history.monitored
             threshold, token_text = self._recording.config.threshold, self._attached.text_of()
-        matches = queries.history_records(rows, monitored, threshold, request_id, token_text,
-                                          row)
-        return HistoryResponse(records=matches[:limit], total=len(matches))
+        found = queries.matching(rows, request_id, row)
+        records = queries.records_at(rows, found[:limit], monitored, threshold, token_text)
+        return HistoryResponse(records=records, total=len(found))
 
     def get_statistics(self, features: list[int] | None = None) -> StatisticsResponse:
         """Statistics of `features` (default: the monitored features, or all)."""

@@ -56,28 +56,38 @@ def statistics_rows(stats: RunningStats, index: Tensor,
     ]
 
 
-def history_records(rows: HistoryRows, monitored: tuple[int, ...], threshold: float,
-                    request_id: str | None, token_text: Callable[[int], str | None],
-                    row: int | None = None) -> list[ActivationRecord]:
-    """The records in `rows`, newest first; `request_id` keeps only that request, and `row`
-    (or the shorthand `request_id="name/N"`) only that batch row of it."""
+def matching(rows: HistoryRows, request_id: str | None, row: int | None = None) -> list[int]:
+    """Indices of the records in `rows` that match, newest first; `request_id` keeps only that
+    request, and `row` (or the shorthand `request_id="name/N"`) only that batch row of it."""
     wanted = None if request_id is None else (request_id, row)
     if wanted is not None and row is None and (parts := split_row(request_id)) is not None:
         wanted = parts  # request ids never have that form (`check_new_request_id`)
-    matches: list[ActivationRecord] = []
-    for i in range(len(rows) - 1, -1, -1):
-        rid, record_row = rows.request_ids[i], rows.rows[i]
-        if wanted is not None and (rid != wanted[0] or wanted[1] not in (None, record_row)):
-            continue
-        matches.append(ActivationRecord(
-            timestamp=rows.timestamps[i], request_id=rid, row=record_row,
-            token_position=rows.positions[i],
-            activations=dict(zip(monitored, rows.values[i], strict=True)),
-            top_k=rows.top_above(i, threshold),
-            token_id=rows.token_ids[i] if rows.token_ids[i] >= 0 else None,
-            token=token_text(rows.token_ids[i]),
-        ))
-    return matches
+    if wanted is None:
+        return list(range(len(rows) - 1, -1, -1))
+    return [i for i in range(len(rows) - 1, -1, -1)
+            if rows.request_ids[i] == wanted[0] and wanted[1] in (None, rows.rows[i])]
+
+
+def records_at(rows: HistoryRows, indices: list[int], monitored: tuple[int, ...],
+               threshold: float, token_text: Callable[[int], str | None]
+               ) -> list[ActivationRecord]:
+    """The records at `indices` of `rows` (built only for those: a limit of 50 out of a
+    100,000-record history builds 50)."""
+    return [ActivationRecord(
+        timestamp=rows.timestamps[i], request_id=rows.request_ids[i], row=rows.rows[i],
+        token_position=rows.positions[i],
+        activations=dict(zip(monitored, rows.values[i], strict=True)),
+        top_k=rows.top_above(i, threshold),
+        token_id=rows.token_ids[i] if rows.token_ids[i] >= 0 else None,
+        token=token_text(rows.token_ids[i]),
+    ) for i in indices]
+
+
+def history_records(rows: HistoryRows, monitored: tuple[int, ...], threshold: float,
+                    request_id: str | None, token_text: Callable[[int], str | None],
+                    row: int | None = None) -> list[ActivationRecord]:
+    """The records in `rows` that match (see `matching`), newest first."""
+    return records_at(rows, matching(rows, request_id, row), monitored, threshold, token_text)
 
 
 def feature_examples(table: ExampleTable, feature: int, k: int,
