@@ -24,6 +24,7 @@ from .io.component import Sharing
 from .oversight.component import Oversight
 from .oversight.watch import Watch, WatchCallback
 from .query.component import Queries
+from .query.probe import Probe
 from .record.component import Intake, initial_config
 from .record.ingest import Ingest
 from .record.recording import Recording
@@ -62,6 +63,7 @@ class FeatureMonitor:
         self._queries = Queries(*shared, self._attached, self._live, self._oversight)
         self._intake = Intake(*shared, self._ingest, self._requests, self._live)
         self._sharing = Sharing(*shared, self._attached, self._requests, self._live)
+        self._probe = Probe(*shared, self._attached, self._intake)
 
     @classmethod
     def for_sae(cls, sae: Any, **config: Any) -> FeatureMonitor:
@@ -185,6 +187,11 @@ class FeatureMonitor:
     def get_examples(self, feature: int, k: int | None = None) -> types.ExamplesResponse:
         """`feature`'s top examples since the reset (one per pass row), best first, in context."""
         return self._queries.get_examples(feature, k)
+
+    def probe(self, texts: str | list[str], record: bool = False,
+              features: list[int] | None = None, k: int = 5) -> types.ProbeResponse:
+        """The features on each token of `texts` (see `query.probe`); recorded only if `record`."""
+        return self._probe.probe(texts, record, features, k)
 
     def set_labels(self, source: Any) -> int:
         """Name features from a dict `{feature: text}` or a JSON / JSON Lines / CSV file (e.g.
