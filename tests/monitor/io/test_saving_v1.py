@@ -56,6 +56,12 @@ def assert_answers(monitor: FeatureMonitor, expected: dict[str, str]) -> None:
             l0 = want.pop("l0_mean") * mine / tokens
             assert health.pop("l0_mean") == pytest.approx(l0, rel=1e-12)
             assert health == want
+        elif key in ("statistics", "statistics_all", "top_features"):
+            # Rows gained `top_tokens` after the fixture (derived from the examples, not saved).
+            rows = json.loads(got[key])
+            for row in rows["features"]:
+                row.pop("top_tokens")
+            assert json.dumps(rows, sort_keys=True) == text, key
         else:
             assert got[key] == text, key
 
