@@ -58,7 +58,8 @@ def sae():
 
 def monitor_for(sae, **config) -> FeatureMonitor:
     config.setdefault("selected", [0, 5])
-    return FeatureMonitor.for_sae(sae, compile=False, history_size=64, **config)
+    config.setdefault("history_size", 64)
+    return FeatureMonitor.for_sae(sae, compile=False, **config)
 
 
 def reference(model, layer: str, sae, call) -> torch.Tensor:
@@ -243,7 +244,7 @@ def test_a_forward_that_raises_leaves_no_capture_or_muting(gpt2, tokenizer, sae)
 
 def test_probe_while_another_thread_records(gpt2, tokenizer, sae):
     expected = reference(gpt2, HOOK, sae, lambda: gpt2(**tokenizer(TEXT, return_tensors="pt")))
-    monitor = monitor_for(sae)
+    monitor = monitor_for(sae, history_size=1000)
     monitor.attach(gpt2, HOOK, sae, tokenizer=tokenizer)
     enc = tokenizer("w5 w6 w7", return_tensors="pt")
     errors: list[BaseException] = []
@@ -259,11 +260,18 @@ def test_probe_while_another_thread_records(gpt2, tokenizer, sae):
     thread = threading.Thread(target=record)
     thread.start()
     responses = [monitor.probe(TEXT) for _ in range(5)]
+    recorded = [monitor.probe(TEXT, record=True) for _ in range(3)]
     thread.join()
     assert errors == [] and monitor.state.errors == 0
-    assert monitor.state.total_tokens == 20 * 3  # only the other thread's tokens
-    for response in responses:
+    assert monitor.state.total_tokens == 20 * 3 + 3 * 6  # the other thread's, the recorded probes
+    for response in responses + recorded:
         check_against(response, expected, tokenizer(TEXT)["input_ids"])
+    for response in recorded:
+        (text,) = response.texts
+        history = monitor.get_history(1000, request_id=text.request_id).records
+        assert sorted(r.token_position for r in history) == list(range(6))
+    others = [r for r in monitor.get_history(1000).records if r.request_id.startswith("auto-")]
+    assert len(others) == 20 * 3 and {r.token_id for r in others} == {5, 6, 7}
 
 
 def test_transformerlens_probe(tokenizer, sae):
