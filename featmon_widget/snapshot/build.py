@@ -116,6 +116,8 @@ def finish_snapshot(parts: SnapshotParts) -> Snapshot:
      panel_stats, ex_value, ex_request, ex_row, ex_position, ex_tokens, ex_acts, held,
      *history_cols) = parts.wait()
     history = history_rows(history_cols, int(held), parts.history_names)
+    features = index.tolist()
+    labels = _table_labels(parts.labels, features)
     threshold = parts.state.threshold
     latest = []
     for i in range(len(history) - 1, -1, -1):
@@ -151,8 +153,8 @@ def finish_snapshot(parts: SnapshotParts) -> Snapshot:
         value_edges=parts.value_edges,
         value_counts=_f64(value_counts.numpy().reshape(-1)),
         records=latest,
-        table_labels=_table_labels(parts.labels, index.tolist()),
-        table_top_tokens=_table_top_tokens(parts, index.tolist(), centre.tolist()),
+        table_labels=labels,
+        table_top_tokens=_table_top_tokens(parts, features, centre.tolist(), _label_bytes(labels)),
         feature_panels=_panels(parts, panel_stats, [ex_value, ex_request, ex_row, ex_position,
                                                     ex_tokens, ex_acts]),
     )
@@ -215,18 +217,23 @@ def _narrow(example: dict[str, Any], radius: int) -> None:
         example["index"] = index - lo
 
 
-def _table_top_tokens(parts: SnapshotParts, features: list[int],
-                      ids: list[list[int]]) -> list[list[list[str | int]] | None]:
+def _label_bytes(labels: list[str | None]) -> int:
+    return sum(len(label.encode()) + 4 for label in labels if label is not None)
+
+
+def _table_top_tokens(parts: SnapshotParts, features: list[int], ids: list[list[int]],
+                      label_bytes: int) -> list[list[list[str | int]] | None]:
     """The top tokens of the table's rows without a label, as [text, count] pairs, in row order
-    while they fit the byte budget (the rest: None)."""
+    while they fit `TABLE_TOP_TOKEN_BYTES` plus what the labels left of theirs (the rest: None;
+    an empty list when no row has any)."""
     out: list[list[list[str | int]] | None] = []
-    budget = TABLE_TOP_TOKEN_BYTES
+    budget = TABLE_TOP_TOKEN_BYTES + max(0, TABLE_LABEL_BYTES - label_bytes)
     for found in descriptors(features, ids, parts.labels, parts.token_text):
         pairs = None if found is None else [[text, n] for text, n in found]
         size = 0 if pairs is None else len(json.dumps(pairs, ensure_ascii=False).encode())
         out.append(pairs if size <= budget else None)
         budget -= size if size <= budget else 0
-    return out
+    return out if any(pairs is not None for pairs in out) else []
 
 
 def _table_labels(labels: dict[int, str], features: list[int]) -> list[str | None]:

@@ -8,7 +8,7 @@ from collections import Counter
 import torch
 
 from featmon_widget import FeatureMonitor
-from featmon_widget.snapshot.options import TABLE_TOP_TOKEN_BYTES
+from featmon_widget.snapshot.options import TABLE_LABEL_BYTES, TABLE_TOP_TOKEN_BYTES
 from featmon_widget.snapshot.top_tokens import TOP_TOKEN_CHARS, TOP_TOKENS, top_tokens
 
 D = 6
@@ -111,7 +111,15 @@ def test_top_tokens_are_bounded():
     m.on_activation(torch.rand(8, 4, 400, generator=g),
                     token_ids=torch.randint(0, 1000, (8, 4), generator=g))
     snap = m.snapshot(table_rows=200)
-    used = len(json.dumps([t for t in snap.table_top_tokens if t], ensure_ascii=False).encode())
-    assert used <= TABLE_TOP_TOKEN_BYTES + 2
+    used = sum(len(json.dumps(t, ensure_ascii=False).encode()) for t in snap.table_top_tokens if t)
+    assert used <= TABLE_TOP_TOKEN_BYTES + TABLE_LABEL_BYTES  # no labels: theirs is free
     assert snap.table_top_tokens[0] is not None and None in snap.table_top_tokens
     assert snap.nbytes() <= 64 * 1024
+    # Labels and top tokens share: labels that fill theirs leave the top tokens their own part.
+    m.set_labels({f: "\u2603" * 500 for f in range(0, 400, 2)})
+    snap = m.snapshot(table_rows=200)
+    used = sum(len(json.dumps(t, ensure_ascii=False).encode()) for t in snap.table_top_tokens if t)
+    assert 0 < used <= TABLE_TOP_TOKEN_BYTES
+    # Every row labelled: no list of nulls at all.
+    m.set_labels({f: "x" for f in range(400)})
+    assert m.snapshot(table_rows=200).table_top_tokens == []
