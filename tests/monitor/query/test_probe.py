@@ -322,3 +322,10 @@ def test_nnsight_probe(gpt2, tokenizer, sae):
     check_against(response, reference(gpt2, HOOK, sae, lambda: gpt2(**enc)),
                   enc["input_ids"][0].tolist())
 
+
+
+def test_without_selected_features_only_the_top_features_are_read(gpt2, tokenizer, sae):
+    monitor = monitor_for(sae, selected=[])
+    monitor.attach(gpt2, HOOK, sae, tokenizer=tokenizer)
+    (text,) = monitor.probe(TEXT).texts
+    assert text.activations == {} and len(text.top_features) == len(text.token_ids) == 6
