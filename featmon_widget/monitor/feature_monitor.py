@@ -50,8 +50,7 @@ class FeatureMonitor:
             throttle_ms=throttle_ms, enabled=enabled, selected=selected, rare_floor=rare_floor,
             examples_per_feature=examples_per_feature, context_window=context_window,
             health_every=health_every)
-        self.d_sae = d_sae
-        self._lock = threading.RLock()
+        self.d_sae, self._lock = d_sae, threading.RLock()
         self._attached = Attachments(self._lock)
         self._recording = Recording(d_sae, config, device, StatisticsKernels(compile, native))
         self._ingest = Ingest(self._recording, FusedEncoder(self._recording.compiled))
