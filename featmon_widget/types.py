@@ -31,6 +31,9 @@ class FeatureStatistics:
     max: float | None
     nan_count: int
     label: str | None = None  # what the feature means, when labels were set
+    # Without a label: the most frequent tokens of its kept examples, as (text, count), best
+    # first. An automatic descriptor, never a human label (None when labelled or unknown).
+    top_tokens: list[tuple[str, int]] | None = None
 
 
 @dataclass(frozen=True)
@@ -92,6 +95,31 @@ class ExamplesResponse:
     feature: int
     examples: list[ActivatingExample]
     label: str | None = None
+
+
+@dataclass(frozen=True)
+class ProbeText:
+    """One probed text: its tokens, the probed features' value on each token, and each
+    token's top features above the threshold as (feature, value), highest first."""
+
+    text: str
+    tokens: list[str | None]  # None where the tokenizer gives no text
+    token_ids: list[int]
+    activations: dict[int, list[float]]  # feature -> value per token
+    top_features: list[list[tuple[int, float]]]  # per token
+    request_id: str | None = None  # the request it was recorded as (`record=True`)
+
+
+@dataclass(frozen=True)
+class ProbeResponse:
+    """What `FeatureMonitor.probe` saw: per text, the features at the hook point on each token
+    (`sae.encode` of the layer's output), with the labels of every feature it names."""
+
+    features: list[int]  # the features of `activations` (default: the selected ones)
+    texts: list[ProbeText]
+    labels: dict[int, str]
+    hook_point: str
+    recorded: bool  # True: each text was also recorded as its own request
 
 
 @dataclass(frozen=True)

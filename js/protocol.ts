@@ -13,13 +13,23 @@ import {
   FORM_SETTINGS,
   MAX_SELECTED,
   METRICS,
+  PROBE_TEXT_CHARS,
   SNAPSHOT_VERSION,
   TABLE_COLUMNS,
   TABLE_ROWS_RANGE,
 } from "./protocolConstants";
 
 // The names and limits shared with the kernel are generated from the Python package.
-export { COMMANDS, FORM_SETTINGS, MAX_SELECTED, METRICS, SNAPSHOT_VERSION, TABLE_COLUMNS, TABLE_ROWS_RANGE };
+export {
+  COMMANDS,
+  FORM_SETTINGS,
+  MAX_SELECTED,
+  METRICS,
+  PROBE_TEXT_CHARS,
+  SNAPSHOT_VERSION,
+  TABLE_COLUMNS,
+  TABLE_ROWS_RANGE,
+};
 
 export type Metric = (typeof METRICS)[number];
 export type TableColumn = (typeof TABLE_COLUMNS)[number];
@@ -161,6 +171,9 @@ export interface SnapshotMessage {
   records: ActivationRecordMessage[];
   /** Per table row, the feature's label cut short, or null (absent from old kernels). */
   table_labels?: (string | null)[];
+  /** Per table row without a label: its top tokens as [text, count] pairs, or null (absent
+   * from old kernels). An automatic descriptor, never a label. */
+  table_top_tokens?: ([string, number][] | null)[];
   /** Per selected feature (absent from old kernels). */
   feature_panels?: FeaturePanelMessage[];
   /** The search that chose the table's features ("" for none; absent from old kernels). */
@@ -211,6 +224,23 @@ export interface FeaturePanelMessage {
   fires_with?: FiresWithMessage;
 }
 
+/** One of a feature's most frequent activating tokens (from its kept examples). */
+export interface TopToken {
+  text: string;
+  count: number;
+}
+
+/** `[text, count]` pairs as the kernel sends them, or null for anything else. */
+export function decodeTopTokens(value: unknown): TopToken[] | null {
+  if (!Array.isArray(value) || value.length === 0) return null;
+  const out: TopToken[] = [];
+  for (const pair of value.slice(0, 8)) {
+    if (!Array.isArray(pair) || typeof pair[0] !== "string" || typeof pair[1] !== "number") return null;
+    out.push({ text: pair[0], count: pair[1] });
+  }
+  return out;
+}
+
 /** One selected feature's value histogram: counts[0] is the inactive bin, then E-1 log bins. */
 export interface ValueHistogram {
   feature: number;
@@ -228,6 +258,8 @@ export interface Snapshot {
   tableColumns: Record<TableColumn, Float64Array>;
   /** Per table row: the feature's label, or null. */
   tableLabels: (string | null)[];
+  /** Per table row without a label: its most frequent activating tokens, or null. */
+  tableTopTokens: (TopToken[] | null)[];
   /** Per selected feature: label, statistics and top examples. */
   panels: FeaturePanelMessage[];
   /** The search that chose the table's features ("" for none). */
@@ -424,6 +456,9 @@ export function decodeSnapshot(value: unknown): Snapshot | null {
       const label = Array.isArray(msg.table_labels) ? msg.table_labels[i] : null;
       return typeof label === "string" ? label : null;
     }),
+    tableTopTokens: Array.from(tableFeatures, (_, i) =>
+      decodeTopTokens(Array.isArray(msg.table_top_tokens) ? msg.table_top_tokens[i] : null),
+    ),
     frequencyEdges,
     frequencyCounts,
     neverFired: num(msg.never_fired, "never_fired"),
@@ -460,7 +495,8 @@ export type CommandBody =
   | { type: "rank"; metric: string }
   | { type: "select"; features: number[] }
   | { type: "table_rows"; rows: number }
-  | { type: "search"; text: string };
+  | { type: "search"; text: string }
+  | { type: "probe"; text: string; feature: number | null };
 
 export type Command = CommandBody & { id: number };
 
@@ -476,6 +512,53 @@ export interface Reply {
   ok: boolean;
   message: string;
   error: string | null;
+  /** What a successful command answers with beyond its message (`probe`: `ProbeData`). */
+  data?: unknown;
+}
+
+/** A `probe` reply's data: the probed text token by token (bounded by the kernel). */
+export interface ProbeData {
+  /** The feature whose values shade the tokens (null: none). */
+  feature: number | null;
+  tokens: string[];
+  /** The shaded feature's value on each token (null: not known). */
+  values: (number | null)[];
+  /** Per token: its top features as [feature, value], highest first. */
+  top: [number, number | null][][];
+  /** Labels of the features named, by feature index. */
+  labels: Record<string, string>;
+  /** Tokens were left out to keep the reply small. */
+  truncated: boolean;
+}
+
+/** `data` of a `probe` reply, checked; a ProtocolError when it is not one. */
+export function decodeProbeData(data: unknown): ProbeData {
+  if (!isObject(data)) throw new ProtocolError(`probe reply has no data (got ${describe(data)})`);
+  const { feature, tokens, values, top, labels, truncated } = data;
+  if (!Array.isArray(tokens) || !tokens.every((t) => typeof t === "string")) {
+    throw new ProtocolError("probe reply tokens must be strings");
+  }
+  if (!Array.isArray(values) || values.length !== tokens.length) {
+    throw new ProtocolError(`probe reply has ${String(Array.isArray(values) && values.length)} values for ${tokens.length} tokens`);
+  }
+  if (!Array.isArray(top) || top.length !== tokens.length) {
+    throw new ProtocolError("probe reply top must have one list per token");
+  }
+  const pairs = top.map((list) =>
+    (Array.isArray(list) ? list : []).filter(
+      (p): p is [number, number | null] => Array.isArray(p) && typeof p[0] === "number",
+    ),
+  );
+  const names: Record<string, string> = {};
+  if (isObject(labels)) for (const [k, v] of Object.entries(labels)) if (typeof v === "string") names[k] = v;
+  return {
+    feature: typeof feature === "number" ? feature : null,
+    tokens: tokens as string[],
+    values: values.map((v) => (typeof v === "number" ? v : null)),
+    top: pairs,
+    labels: names,
+    truncated: truncated === true,
+  };
 }
 
 export function isReply(msg: unknown): msg is Reply {

@@ -26,7 +26,9 @@ export const TOP_K_RANGE = [1, 256] as const;
 /** Settings the configure form may change. */
 export const FORM_SETTINGS = ["features", "history_size", "top_k", "threshold", "throttle_ms"] as const;
 /** Command types the kernel answers. */
-export const COMMANDS = ["configure", "enable", "clear_history", "reset_statistics", "rank", "select", "table_rows", "search"] as const;
+export const COMMANDS = ["configure", "enable", "clear_history", "reset_statistics", "rank", "select", "table_rows", "search", "probe"] as const;
+/** Characters the test box may send in a `probe` command. */
+export const PROBE_TEXT_CHARS = 1000;
 /** Firing-frequency histogram: log10(active ratio) range. */
 export const FREQUENCY_LOG10_RANGE = [-8.0, 0.0] as const;
 /** Firing-frequency bins. */

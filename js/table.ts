@@ -8,7 +8,7 @@ import type { Component, ViewContext } from "./component";
 import { h, setAttr, setText } from "./dom";
 import { Feedback } from "./feedback";
 import { formatCount, formatFloat, formatInt, formatPercent, fullPrecision } from "./format";
-import { MAX_SELECTED, METRICS, type Snapshot, type TableColumn } from "./protocol";
+import { MAX_SELECTED, METRICS, type Snapshot, type TableColumn, type TopToken } from "./protocol";
 
 interface ColumnDef {
   metric: TableColumn;
@@ -53,8 +53,17 @@ interface Row {
   tr: HTMLTableRowElement;
   button: HTMLButtonElement;
   label: HTMLSpanElement;
+  /** A row without a label: its top tokens (an automatic descriptor, styled apart). */
+  tops: HTMLSpanElement;
   cells: HTMLTableCellElement[];
 }
+
+/** Top tokens as the table shows them: `'the'×3 'by'×1`. */
+export function topTokensText(tops: readonly TopToken[] | null): string {
+  return tops ? tops.map((t) => `'${t.text}'×${t.count}`).join(" ") : "";
+}
+
+const TOP_TOKENS_TITLE = "most frequent tokens of its top examples (automatic, not a label)";
 
 export class TopTable implements Component {
   readonly el: HTMLElement;
@@ -211,6 +220,9 @@ export class TopTable implements Component {
       const label = snapshot.tableLabels[i] ?? "";
       setText(row.label, label);
       setAttr(row.label, "title", label || null);
+      const tops = label ? "" : topTokensText(snapshot.tableTopTokens[i] ?? null);
+      setText(row.tops, tops);
+      setAttr(row.tops, "title", tops ? TOP_TOKENS_TITLE : null);
       for (let c = 0; c < COLUMNS.length; c++) {
         const col = COLUMNS[c]!;
         const value = snapshot.tableColumns[col.metric][i]!;
@@ -223,9 +235,10 @@ export class TopTable implements Component {
     while (this.rows.length < n) {
       const button = h("button", { type: "button", class: "featmon-feature" });
       const label = h("span", { class: "featmon-label" });
+      const tops = h("span", { class: "featmon-top-tokens" });
       const cells = COLUMNS.map(() => h("td", { class: "num" }));
-      const tr = h("tr", {}, h("td", { class: "idx" }, button, label), ...cells);
-      this.rows.push({ tr, button, label, cells });
+      const tr = h("tr", {}, h("td", { class: "idx" }, button, label, tops), ...cells);
+      this.rows.push({ tr, button, label, tops, cells });
       this.tbody.append(tr);
     }
     while (this.rows.length > n) this.rows.pop()!.tr.remove();

@@ -70,8 +70,8 @@ export class FakeModel {
   }
 
   /** Answer the command with `id` as the kernel would. */
-  reply(id: number, ok: boolean, message = "", error: string | null = null): void {
-    const msg: Reply = { type: "reply", id, ok, message, error };
+  reply(id: number, ok: boolean, message = "", error: string | null = null, data?: unknown): void {
+    const msg: Reply = { type: "reply", id, ok, message, error, ...(data === undefined ? {} : { data }) };
     this.emit("msg:custom", msg, []);
   }
 
@@ -145,6 +145,8 @@ export interface SnapshotSpec {
   oversight?: Record<string, unknown>;
   /** Per table row: the feature's label. */
   labels?: (string | null)[];
+  /** Per table row: its top tokens as [text, count] pairs. */
+  topTokens?: ([string, number][] | null)[];
   /** Per selected feature: its panel. */
   panels?: FeaturePanelMessage[];
   /** The search that chose the table's features. */
@@ -197,6 +199,7 @@ export function snapshotMessage(spec: SnapshotSpec = {}): Record<string, unknown
     value_counts: binary(valueEntries.flatMap(([, counts]) => counts), "float64", offset),
     records: spec.records ?? [],
     ...(spec.labels ? { table_labels: spec.labels } : {}),
+    ...(spec.topTokens ? { table_top_tokens: spec.topTokens } : {}),
     ...(spec.panels ? { feature_panels: spec.panels } : {}),
     ...(spec.table_search ? { table_search: spec.table_search } : {}),
     ...(spec.oversight ? { oversight: spec.oversight } : {}),

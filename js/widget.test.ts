@@ -150,6 +150,24 @@ describe("rendering a snapshot", () => {
     expect(labels[1]!.hasAttribute("title")).toBe(false);
   });
 
+  it("shows top tokens, styled apart from labels, only where a row has no label", () => {
+    model = new FakeModel({
+      snapshot: snapshotMessage({
+        labels: ["passive 'by'", null, null],
+        topTokens: [[["by", 4]], [[" the", 3], ["a", 1]], null],
+      }),
+    });
+    const { root } = mount();
+    const table = byTestId(root, "table-top");
+    const tops = Array.from(table.querySelectorAll("tbody .featmon-top-tokens"));
+    expect(tops.map((t) => t.textContent)).toEqual(["", "' the'×3 'a'×1", ""]);
+    expect(tops[1]!.getAttribute("title")).toContain("not a label");
+    expect(tops[1]!.classList.contains("featmon-label")).toBe(false);
+    expect(table.querySelectorAll("tbody .featmon-label")[1]!.textContent).toBe("");
+    // The test box sits in the panel area.
+    expect(byTestId(root, "probe-box").closest(".featmon-panels-section")).not.toBeNull();
+  });
+
   it("warns when sparse indices outside the SAE were ignored", () => {
     model = new FakeModel({ snapshot: snapshotMessage({ state: { dropped_indices: 1234, d_sae: 64 } }) });
     const { root } = mount();

@@ -16,6 +16,7 @@ import { DriftView } from "./driftView";
 import { FrequencyChart } from "./frequencyChart";
 import { HealthStrip } from "./healthStrip";
 import { type Snapshot, decodeSnapshot } from "./protocol";
+import { ProbeBox } from "./probeBox";
 import { RecentRecords } from "./records";
 import { watchTheme } from "./plot";
 import { CHART_INTERVAL_MS, FrameScheduler, ThrottledFrame } from "./schedule";
@@ -54,9 +55,11 @@ export function render({ model, el, signal }: RenderProps<FeatmonModel>): () => 
   const table = new TopTable(ctx);
   const records = new RecentRecords();
   const panels = new FeaturePanels(ctx);
+  const probe = new ProbeBox(ctx);
+  panels.el.append(probe.el); // the test box sits in the selected features' panel area
   const health = new HealthStrip();
   const drift = new DriftView();
-  const components: Component[] = [status, health, controls, form, frequency, values, panels, drift, table, records];
+  const components: Component[] = [status, health, controls, form, frequency, values, panels, probe, drift, table, records];
 
   const problem = h("div", {
     class: "featmon-problem",

@@ -18,7 +18,7 @@ from featmon_widget.monitor import config
 from featmon_widget.monitor.record import histograms
 from featmon_widget.monitor.stats import backend, protocol
 from featmon_widget.snapshot import frequency, options, schemas
-from featmon_widget.widget import commands
+from featmon_widget.widget import commands, probe_reply
 
 ROOT = Path(__file__).resolve().parent.parent
 TARGET = ROOT / "js" / "protocolConstants.ts"
@@ -41,6 +41,8 @@ CONSTANTS = [
     ("TOP_K_RANGE", config.TOP_K_RANGE, "Bounds of `top_k` (also at most d_sae)."),
     ("FORM_SETTINGS", commands.FORM_SETTINGS, "Settings the configure form may change."),
     ("COMMANDS", commands.COMMANDS, "Command types the kernel answers."),
+    ("PROBE_TEXT_CHARS", probe_reply.PROBE_TEXT_CHARS,
+     "Characters the test box may send in a `probe` command."),
     ("FREQUENCY_LOG10_RANGE", frequency.FREQUENCY_LOG10_RANGE,
      "Firing-frequency histogram: log10(active ratio) range."),
     ("FREQUENCY_BIN_COUNT", frequency.FREQUENCY_BIN_COUNT, "Firing-frequency bins."),

@@ -9,8 +9,10 @@ never the forward.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import threading
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -23,6 +25,7 @@ class _ForwardContext(threading.local):
     mask: torch.Tensor | None = None
     position_ids: torch.Tensor | None = None
     token_ids: torch.Tensor | None = None
+    captured: list[torch.Tensor] | None = None  # this thread's layer outputs, while capturing
 
 
 class MonitorHook:
@@ -84,6 +87,8 @@ class MonitorHook:
                 raise TypeError(f"{self.hook_point} returned {type(hidden).__name__}, "
                                 "expected a tensor or a tuple starting with one")
             ctx = self._context
+            if ctx.captured is not None:
+                ctx.captured.append(hidden.detach())
             request_id = ctx.request_id or self.recorder.current_request()
             mask = ctx.mask
             if mask is not None and mask.dim() != 2:
@@ -96,6 +101,18 @@ class MonitorHook:
                                             ctx.token_ids)
         except Exception as exc:
             self._fail(exc)
+
+    @contextlib.contextmanager
+    def capturing(self) -> Iterator[list[torch.Tensor]]:
+        """Inside the block, the layer outputs of this thread's forwards are also appended to
+        the list it gives (used by `probe`); other threads' forwards are not. Always ends
+        capturing, even when the forward raises."""
+        captured: list[torch.Tensor] = []
+        previous, self._context.captured = self._context.captured, captured
+        try:
+            yield captured
+        finally:
+            self._context.captured = previous
 
     def _fail(self, exc: BaseException) -> None:
         self.remove()

@@ -24,6 +24,7 @@ from .io.component import Sharing
 from .oversight.component import Oversight
 from .oversight.watch import Watch, WatchCallback
 from .query.component import Queries
+from .query.probe import Probe
 from .record.component import Intake, initial_config
 from .record.ingest import Ingest
 from .record.recording import Recording
@@ -49,8 +50,7 @@ class FeatureMonitor:
             throttle_ms=throttle_ms, enabled=enabled, selected=selected, rare_floor=rare_floor,
             examples_per_feature=examples_per_feature, context_window=context_window,
             health_every=health_every)
-        self.d_sae = d_sae
-        self._lock = threading.RLock()
+        self.d_sae, self._lock = d_sae, threading.RLock()
         self._attached = Attachments(self._lock)
         self._recording = Recording(d_sae, config, device, StatisticsKernels(compile, native))
         self._ingest = Ingest(self._recording, FusedEncoder(self._recording.compiled))
@@ -62,6 +62,7 @@ class FeatureMonitor:
         self._queries = Queries(*shared, self._attached, self._live, self._oversight)
         self._intake = Intake(*shared, self._ingest, self._requests, self._live)
         self._sharing = Sharing(*shared, self._attached, self._requests, self._live)
+        self._probe = Probe(*shared, self._attached, self._intake)
 
     @classmethod
     def for_sae(cls, sae: Any, **config: Any) -> FeatureMonitor:
@@ -171,6 +172,11 @@ class FeatureMonitor:
     def get_cofiring(self, feature: int, k: int = 10) -> types.CoFiringResponse:
         """What a selected feature fires with, ranked by Jaccard (see `CoFiringResponse`)."""
         return self._queries.get_cofiring(feature, k)
+
+    def probe(self, texts: str | list[str], record: bool = False,
+              features: list[int] | None = None, k: int = 5) -> types.ProbeResponse:
+        """The features on each token of `texts` (see `query.probe`); recorded only if `record`."""
+        return self._probe.probe(texts, record, features, k)
 
     def set_labels(self, source: Any) -> int:
         """Name features from a dict `{feature: text}` or a JSON / JSON Lines / CSV file (e.g.

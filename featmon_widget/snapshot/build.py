@@ -33,12 +33,14 @@ from .options import (
     TABLE_COLUMNS,
     TABLE_LABEL_BYTES,
     TABLE_LABEL_CHARS,
+    TABLE_TOP_TOKEN_BYTES,
     SnapshotOptions,
     matches,
 )
 from .records import history_rows, known_window
 from .schemas import Snapshot
 from .source import CoFiringTop, ExampleSlices, SnapshotSource
+from .top_tokens import descriptors
 from .transfer import start_copy
 
 # Per selected feature in its panel, in this order.
@@ -94,6 +96,7 @@ def gather_snapshot(source: SnapshotSource, state: MonitorState, sequence: int,
     among = matches(options.search, labels, state.d_sae) if options.search else None
     index = source.ranked(options.metric, options.table_rows, among)
     columns = source.metrics_at(TABLE_COLUMNS, index)  # only the table's rows: O(rows)
+    centre = source.example_tokens(index)  # the rows' top tokens, from their kept examples
     firing = source.firing_summary()
     values = source.value_histograms()
     tail = source.history_tail(options.records)
@@ -101,8 +104,8 @@ def gather_snapshot(source: SnapshotSource, state: MonitorState, sequence: int,
     selected = torch.tensor(values.features, dtype=torch.int64, device=index.device)
     panel_stats = source.metrics_at(PANEL_STATS, selected)
     cofiring = source.cofiring_top(PANEL_COFIRING)
-    device_parts = [*source.device_totals(), index, columns, firing, values.counts, panel_stats,
-                    *examples.columns, *cofiring[1:], tail.held, *tail.columns]
+    device_parts = [*source.device_totals(), index, columns, centre, firing, values.counts,
+                    panel_stats, *examples.columns, *cofiring[1:], tail.held, *tail.columns]
     return SnapshotParts(
         sequence=sequence, options=options, state=state, value_features=values.features,
         value_edges=_f32(values.edges.numpy()), monitored=tail.monitored,
@@ -113,10 +116,12 @@ def gather_snapshot(source: SnapshotSource, state: MonitorState, sequence: int,
 
 def finish_snapshot(parts: SnapshotParts) -> Snapshot:
     """Wait for the copies (without the monitor's lock) and assemble the `Snapshot`."""
-    (tokens, history_count, dropped, records_dropped, index, columns, firing, value_counts,
-     panel_stats, ex_value, ex_request, ex_row, ex_position, ex_tokens, ex_acts, co_counts,
-     co_jaccard, co_totals, held, *history_cols) = parts.wait()
+    (tokens, history_count, dropped, records_dropped, index, columns, centre, firing,
+     value_counts, panel_stats, ex_value, ex_request, ex_row, ex_position, ex_tokens, ex_acts,
+     co_counts, co_jaccard, co_totals, held, *history_cols) = parts.wait()
     history = history_rows(history_cols, int(held), parts.history_names)
+    features = index.tolist()
+    labels = _table_labels(parts.labels, features)
     threshold = parts.state.threshold
     latest = []
     for i in range(len(history) - 1, -1, -1):
@@ -152,7 +157,8 @@ def finish_snapshot(parts: SnapshotParts) -> Snapshot:
         value_edges=parts.value_edges,
         value_counts=_f64(value_counts.numpy().reshape(-1)),
         records=latest,
-        table_labels=_table_labels(parts.labels, index.tolist()),
+        table_labels=labels,
+        table_top_tokens=_table_top_tokens(parts, features, centre.tolist(), _label_bytes(labels)),
         feature_panels=_with_cofiring(
             _panels(parts, panel_stats, [ex_value, ex_request, ex_row, ex_position, ex_tokens,
                                          ex_acts]),
@@ -244,6 +250,25 @@ def _narrow(example: dict[str, Any], radius: int) -> None:
             example[key] = example[key][lo: index + radius + 1]
     if example["index"] >= 0:
         example["index"] = index - lo
+
+
+def _label_bytes(labels: list[str | None]) -> int:
+    return sum(len(label.encode()) + 4 for label in labels if label is not None)
+
+
+def _table_top_tokens(parts: SnapshotParts, features: list[int], ids: list[list[int]],
+                      label_bytes: int) -> list[list[list[str | int]] | None]:
+    """The top tokens of the table's rows without a label, as [text, count] pairs, in row order
+    while they fit `TABLE_TOP_TOKEN_BYTES` plus what the labels left of theirs (the rest: None;
+    an empty list when no row has any)."""
+    out: list[list[list[str | int]] | None] = []
+    budget = TABLE_TOP_TOKEN_BYTES + max(0, TABLE_LABEL_BYTES - label_bytes)
+    for found in descriptors(features, ids, parts.labels, parts.token_text):
+        pairs = None if found is None else [[text, n] for text, n in found]
+        size = 0 if pairs is None else len(json.dumps(pairs, ensure_ascii=False).encode())
+        out.append(pairs if size <= budget else None)
+        budget -= size if size <= budget else 0
+    return out if any(pairs is not None for pairs in out) else []
 
 
 def _table_labels(labels: dict[int, str], features: list[int]) -> list[str | None]:

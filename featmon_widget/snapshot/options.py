@@ -20,6 +20,9 @@ MAX_RECORDS = 50
 # they fit in this many bytes (the full text stays in get_statistics).
 TABLE_LABEL_CHARS = 32
 TABLE_LABEL_BYTES = 4_000
+# The top tokens of rows without a label (`top_tokens`) are given in order while they fit in
+# this many bytes plus what the labels left unused of theirs (labels and top tokens share).
+TABLE_TOP_TOKEN_BYTES = 1_000
 # Feature panels (the selected features): examples each, a token's text cut to this many
 # characters, and the bytes all panels may take in a message (examples are dropped from the
 # end until they fit).

@@ -43,6 +43,9 @@ class Snapshot:
     records: list[dict[str, Any]] = field(default_factory=list)
     table_labels: list[str | None] = field(default_factory=list)  # per table row, cut short
     table_search: str = ""  # the search that chose the table's features ("" for none)
+    # Per table row without a label: its top tokens, [text, count] pairs (None: labelled or
+    # unknown). An automatic descriptor from the kept examples, never a human label.
+    table_top_tokens: list[list[list[str | int]] | None] = field(default_factory=list)
     # Per selected feature: label, count, active_ratio, mean_active, max, and its best examples
     # (value, request_id, row, position, index, tokens (or token_ids without a tokenizer),
     # activations).

@@ -89,6 +89,11 @@ class SnapshotSource(Protocol):
         """The newest `records` history slots."""
         ...
 
+    def example_tokens(self, index: Tensor) -> Tensor:
+        """The token id of each kept example of the features `index`, best first, -1 for none
+        or unknown, int32 [len(index), examples]."""
+        ...
+
     def examples_of(self, features: tuple[int, ...], k: int) -> ExampleSlices:
         """The best `k` kept examples of `features`."""
         ...

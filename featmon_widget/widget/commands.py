@@ -3,7 +3,8 @@
 Every command gets exactly one reply, `{type: "reply", id, ok, message, error}`: the monitor's
 own error text when it rejected the command (then nothing changed), and an error reply too when
 handling failed in any other way (out of memory while resizing the history, a bug), so the
-frontend is never left waiting.
+frontend is never left waiting. A successful `probe` reply also carries `data`, the probed
+text's tokens and features, bounded (`probe_reply`).
 """
 
 from __future__ import annotations
@@ -14,11 +15,12 @@ from typing import Any
 from ..checks import cut
 from ..live.subscriptions import Subscription
 from .controls import MonitorControls
+from .probe_reply import PROBE_TEXT_CHARS, PROBE_TOP, probe_data
 
 # Settings the configure form may change; enabling and selection have their own commands.
 FORM_SETTINGS = ("features", "history_size", "top_k", "threshold", "throttle_ms")
 COMMANDS = ("configure", "enable", "clear_history", "reset_statistics", "rank", "select",
-            "table_rows", "search")
+            "table_rows", "search", "probe")
 
 
 class CommandError(ValueError):
@@ -36,16 +38,18 @@ class CommandHandler:
         """Apply one command and return its reply; never raises."""
         msg_id = content.get("id") if isinstance(content, dict) else None
         try:
-            message = self.handle(content)
+            answer = self.handle(content)
         except (ValueError, TypeError) as exc:  # rejected: the monitor's own words
             return _reply(msg_id, False, str(exc))
         except Exception as exc:  # failed while applying: still answer, and say what happened
             return _reply(msg_id, False, f"the kernel failed: {type(exc).__name__}: {exc}")
-        return _reply(msg_id, True, message)
+        if isinstance(answer, tuple):
+            return {**_reply(msg_id, True, answer[0]), "data": answer[1]}
+        return _reply(msg_id, True, answer)
 
-    def handle(self, content: Any) -> str:
-        """Apply one command; returns a short success message or raises with the reason (and
-        then nothing changed)."""
+    def handle(self, content: Any) -> str | tuple[str, dict[str, Any]]:
+        """Apply one command; returns a short success message (and the reply's data, for
+        `probe`) or raises with the reason (and then nothing changed)."""
         if not isinstance(content, dict) or not isinstance(content.get("type"), str):
             raise CommandError(f"a command must be an object with a 'type', got {content!r}")
         kind = content["type"]
@@ -96,6 +100,17 @@ class CommandHandler:
         self.subscription.update(search=content.get("text"))
         text = self.subscription.search
         return f"searching for {text!r}" if text else "showing all features"
+
+    def _probe(self, content: dict) -> tuple[str, dict[str, Any]]:
+        text, feature = content.get("text"), content.get("feature")
+        if not isinstance(text, str) or len(text) > PROBE_TEXT_CHARS:
+            raise CommandError(f"probe needs a 'text' of at most {PROBE_TEXT_CHARS} characters")
+        if feature is not None and (not isinstance(feature, int) or isinstance(feature, bool)):
+            raise CommandError(f"probe's 'feature' must be a feature index, got {feature!r}")
+        features = None if feature is None else [feature]
+        response = self.monitor.probe(text, record=False, features=features, k=PROBE_TOP)
+        data = probe_data(response, feature)
+        return f"probed {len(response.texts[0].token_ids)} tokens", data
 
 
 # Replies echo what they answer; bounded, so a huge field cannot make a huge message.

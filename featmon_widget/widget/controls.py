@@ -8,7 +8,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from ..live.subscriptions import Subscription
 from ..snapshot.schemas import Snapshot
-from ..types import MonitorState
+from ..types import MonitorState, ProbeResponse
 
 
 @runtime_checkable
@@ -39,4 +39,9 @@ class MonitorControls(Protocol):
 
     def reset_statistics(self) -> int:
         """Zero the statistics."""
+        ...
+
+    def probe(self, texts: str | list[str], record: bool = False,
+              features: list[int] | None = None, k: int = 5) -> ProbeResponse:
+        """Run the attached model on `texts`: the features on each token (the test box)."""
         ...

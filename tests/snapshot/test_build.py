@@ -130,12 +130,14 @@ def test_panels_show_the_selected_features_examples_as_get_examples_does():
     assert panels[4]["max"] == pytest.approx(stats.max, rel=1e-8)
 
 
-def test_worst_case_snapshot_with_panels_labels_and_tokens_stays_under_64_kb():
+@pytest.mark.parametrize("labelled", [1, 2, 0])  # every feature, every other one, none
+def test_worst_case_snapshot_with_panels_labels_and_tokens_stays_under_64_kb(labelled):
     d_sae = 4096
     m = FeatureMonitor(d_sae, features=list(range(256)), top_k=256, history_size=1000,
                        selected=list(range(8)))
     m.tokenizer = _LongTokens()
-    m.set_labels({f: "\u2603" * 500 for f in range(d_sae)})
+    if labelled:  # unlabelled rows show top tokens, with the same long tokens
+        m.set_labels({f: "\u2603" * 500 for f in range(0, d_sae, labelled)})
     gen = torch.Generator().manual_seed(0)
     m.on_activation(torch.relu(torch.randn(32, 40, d_sae, generator=gen)),
                     token_ids=torch.randint(0, 1000, (32, 40), generator=gen))

@@ -84,9 +84,10 @@ class Queries:
     def get_statistics(self, features: list[int] | None = None) -> StatisticsResponse:
         """Statistics of `features` (default: the monitored features, or all)."""
         with self._lock:
-            rec = self._recording
-            rows = queries.statistics_rows(rec.stats, rec.feature_index(features),
-                                           self._attached.labels)
+            rec, labels = self._recording, self._attached.labels
+            index = rec.feature_index(features)
+            top = queries.top_token_rows(rec.examples, index, labels, self._attached.text_of())
+            rows = queries.statistics_rows(rec.stats, index, labels, top)
             total, since = int(rec.device_totals().tokens), rec.since
         return StatisticsResponse(features=rows, total_activations=total, since=since)
 
@@ -99,8 +100,10 @@ class Queries:
         check_int("k", k, *queries.TOP_FEATURES_K_RANGE)
         check_metric(metric)
         with self._lock:
-            rec = self._recording
-            rows = queries.statistics_rows(rec.stats, rec.ranked(metric, k), self._attached.labels)
+            rec, labels = self._recording, self._attached.labels
+            index = rec.ranked(metric, k)
+            top = queries.top_token_rows(rec.examples, index, labels, self._attached.text_of())
+            rows = queries.statistics_rows(rec.stats, index, labels, top)
         return TopFeaturesResponse(metric=metric, features=rows)
 
     def get_examples(self, feature: int, k: int | None = None) -> ExamplesResponse:

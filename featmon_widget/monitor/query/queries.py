@@ -9,6 +9,7 @@ from collections.abc import Callable
 import torch
 
 from ...snapshot.records import HistoryRows, known_window
+from ...snapshot.top_tokens import descriptors
 from ...types import ActivatingExample, ActivationRecord, FeatureStatistics
 from ..record.examples import ExampleTable
 from ..record.requests import split_row
@@ -37,10 +38,11 @@ def rank(stats: RunningStats, candidates: Tensor | None, metric: str, k: int,
     return index.index_select(0, top_k_stable(values, k, backend))
 
 
-def statistics_rows(stats: RunningStats, index: Tensor,
-                    labels: dict[int, str]) -> list[FeatureStatistics]:
+def statistics_rows(stats: RunningStats, index: Tensor, labels: dict[int, str],
+                    top: list[list[tuple[str, int]] | None] | None = None,
+                    ) -> list[FeatureStatistics]:
     """`FeatureStatistics` of the features `index`, in that order (one copy to the host), with
-    their `labels`."""
+    their `labels` and, where given, their `top` tokens (`top_token_rows`)."""
     cols = stats.metrics_at(ROW_METRICS, index)
     nans = stats.totals.nan_count.index_select(0, index).to(torch.float64)
     count, active, ratio, mean, mean_active, std, mn, mx, nans = torch.cat(
@@ -51,9 +53,18 @@ def statistics_rows(stats: RunningStats, index: Tensor,
             active_ratio=_defined(ratio[i]), mean=_defined(mean[i]),
             mean_active=_defined(mean_active[i]), std=_defined(std[i]), min=_defined(mn[i]),
             max=_defined(mx[i]), nan_count=int(nans[i]), label=labels.get(f),
+            top_tokens=None if top is None else top[i],
         )
         for i, f in enumerate(index.cpu().tolist())
     ]
+
+
+def top_token_rows(table: ExampleTable, index: Tensor, labels: dict[int, str],
+                   token_text: Callable[[int], str | None]
+                   ) -> list[list[tuple[str, int]] | None]:
+    """Per feature of `index`: its top tokens (`snapshot.top_tokens`) when it has no label."""
+    return descriptors(index.cpu().tolist(), table.centre_tokens(index).cpu().tolist(),
+                       labels, token_text)
 
 
 def matching(rows: HistoryRows, request_id: str | None, row: int | None = None) -> list[int]:

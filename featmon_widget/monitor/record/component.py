@@ -5,8 +5,10 @@ one and delegates to it."""
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from typing import Any
 
@@ -43,6 +45,9 @@ class Intake:
         self._ingest = ingest
         self._requests = requests
         self._live = live
+        # Set by `muted()` in one context (thread or task): its passes are not recorded.
+        self._muted: contextvars.ContextVar[bool] = contextvars.ContextVar(
+            f"featmon_muted_{id(self)}", default=False)
 
     # ---- requests ---------------------------------------------------------------------------
 
@@ -53,6 +58,18 @@ class Intake:
     def current_request(self) -> str:
         """The active request id, or a fresh automatic one (`auto-N`) for one forward pass."""
         return self._requests.current()
+
+    @contextlib.contextmanager
+    def muted(self) -> Iterator[None]:
+        """Inside the block, nothing this context (thread or task) passes in is recorded, and
+        no automatic request id is used up: a `probe` that leaves every recorded state as it
+        was. Other threads record as usual."""
+        token = self._muted.set(True)
+        try:
+            with self._requests.request("probe"):  # never `auto-N`: the counter is saved state
+                yield
+        finally:
+            self._muted.reset(token)
 
     # ---- forward passes ---------------------------------------------------------------------
 
@@ -107,6 +124,8 @@ class Intake:
         return self.current_request() if request_id is None else request_id
 
     def _record(self, ingest: Callable[..., None], *args: Any) -> None:
+        if self._muted.get():
+            return
         rec = self._recording
         with self._lock, torch.no_grad(), rec.positions.kept_on_error():
             costs = rec.costs

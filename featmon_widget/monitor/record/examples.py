@@ -301,6 +301,12 @@ class ExampleTable(ExampleState):
         acts = self.acts[feature, :held].to(torch.float32).cpu().tolist()
         return ExampleRows(values[:held].tolist(), request, row, position, windows, acts)
 
+    def centre_tokens(self, index: Tensor) -> Tensor:
+        """The token id each kept example of the features `index` is at, best first, -1 for an
+        empty slot or an unknown token ([len(index), per_feature] int32; on the device)."""
+        held = self.value.index_select(0, index) > float("-inf")
+        return torch.where(held, self.tokens.index_select(0, index)[:, :, self.window], -1)
+
     def resized(self, per_feature: int, window: int) -> ExampleTable:
         """A table with room for `per_feature` examples and `window` tokens each side, holding
         the best examples of this one that fit (windows cut or padded around their token)."""

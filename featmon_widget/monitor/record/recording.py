@@ -379,6 +379,10 @@ class Recording:
         """The newest `records` history slots."""
         return self.history.gather_last(records)
 
+    def example_tokens(self, index: Tensor) -> Tensor:
+        """The token of each kept example of the features `index` (see `centre_tokens`)."""
+        return self.examples.centre_tokens(index)
+
     def examples_of(self, features: tuple[int, ...], k: int) -> ExampleSlices:
         """The best `k` kept examples of `features`."""
         ex = self.examples
