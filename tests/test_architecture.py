@@ -173,3 +173,12 @@ def test_generated_frontend_constants_are_current():
     result = subprocess.run([sys.executable, str(ROOT / "scripts" / "generate_protocol.py"),
                              "--check"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
+
+
+def test_test_modules_have_unique_names():
+    # The test folders are not packages, so pytest imports each test file by its base name: two
+    # files with one name in different folders stop the whole collection.
+    names: dict[str, list[str]] = {}
+    for path in (ROOT / "tests").rglob("test_*.py"):
+        names.setdefault(path.name, []).append(str(path.relative_to(ROOT)))
+    assert {name: paths for name, paths in names.items() if len(paths) > 1} == {}
