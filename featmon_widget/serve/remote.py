@@ -106,6 +106,18 @@ class RemoteMonitor:
         params = {} if k is None else {"k": k}
         return wire.examples_from(self._call("GET", f"/examples/{int(feature)}", params=params))
 
+    def get_cofiring(self, feature: int, k: int = 10) -> types.CoFiringResponse:
+        """What a selected `feature` fires with on the server, ranked by Jaccard."""
+        return wire.cofiring_from(self._call("GET", f"/cofiring/{int(feature)}",
+                                             params={"k": k}))
+
+    def probe(self, texts: str | list[str], record: bool = False,
+              features: list[int] | None = None, k: int = 5) -> types.ProbeResponse:
+        """Run the server's model on `texts` and read the features on each token (see
+        `FeatureMonitor.probe`); recorded there only if `record`."""
+        return wire.probe_from(self._call("POST", "/probe", json={
+            "texts": texts, "record": record, "features": features, "k": k}))
+
     def get_health(self) -> types.HealthResponse:
         """L0, dead and ultra-rare features, reconstruction quality."""
         return wire.health_from(self._call("GET", "/health"))

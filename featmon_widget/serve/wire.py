@@ -64,7 +64,10 @@ def state_from(data: dict[str, Any]) -> types.MonitorState:
 
 
 def statistics_from(data: dict[str, Any]) -> types.FeatureStatistics:
-    """A `FeatureStatistics` row from its JSON form."""
+    """A `FeatureStatistics` row from its JSON form (`top_tokens` back to tuples)."""
+    top = data.get("top_tokens")
+    if top is not None:
+        data = {**data, "top_tokens": [(str(text), int(n)) for text, n in top]}
     return build(types.FeatureStatistics, data)
 
 
@@ -111,6 +114,22 @@ def drift_from(data: dict[str, Any]) -> types.DriftResponse:
     """A `DriftResponse` from its JSON form."""
     return build(types.DriftResponse, {
         **data, "features": [build(types.DriftFeature, f) for f in data["features"]]})
+
+
+def cofiring_from(data: dict[str, Any]) -> types.CoFiringResponse:
+    """A `CoFiringResponse` from its JSON form."""
+    return build(types.CoFiringResponse, {
+        **data, "features": [build(types.CoFiringFeature, f) for f in data["features"]]})
+
+
+def probe_from(data: dict[str, Any]) -> types.ProbeResponse:
+    """A `ProbeResponse` from its JSON form (feature keys back to ints, pairs to tuples)."""
+    texts = [build(types.ProbeText, {
+        **t, "activations": {int(f): v for f, v in t["activations"].items()},
+        "top_features": [[(int(f), v) for f, v in token] for token in t["top_features"]]})
+        for t in data["texts"]]
+    return build(types.ProbeResponse, {
+        **data, "texts": texts, "labels": {int(f): v for f, v in data["labels"].items()}})
 
 
 def snapshot_message(snapshot: Snapshot) -> dict[str, Any]:

@@ -122,3 +122,23 @@ def test_a_remote_monitor_reconnects_after_the_server_restarts():
             server.close()
     finally:
         monitor.close()
+
+
+def test_cofiring_and_probe_equal_the_local_monitor():
+    from tiny_model import attach_tiny, tiny_sae
+
+    sae = tiny_sae(12)
+    monitor = attach_tiny(FeatureMonitor.for_sae(sae, compile=False, selected=[2, 5]), sae)
+    monitor.set_labels({3: "three"})
+    try:
+        with monitor.serve(quiet=True) as server, \
+                RemoteMonitor(server.url, token=server.token) as remote:
+            remote.probe("hello there", record=True)
+            assert monitor.state.total_tokens == 11
+            assert remote.get_cofiring(2, 4) == monitor.get_cofiring(2, 4)
+            assert remote.probe(["abc", "de"], k=3) == monitor.probe(["abc", "de"], k=3)
+            with pytest.raises(ValueError, match="7"):
+                remote.get_cofiring(7)
+            assert monitor.state.total_tokens == 11  # nothing recorded by the rest
+    finally:
+        monitor.close()

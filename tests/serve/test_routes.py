@@ -134,6 +134,17 @@ def test_newer_reads(http, monitor):
     assert wire.drift_from(body) == monitor.get_drift(3, "cold")
 
 
+def test_cofiring_is_served_as_the_monitor_answers(http, monitor):
+    monitor.configure(selected=[1, 2])
+    monitor.on_activation(torch.relu(torch.randn(4, 8, D_SAE,
+                                                 generator=torch.Generator().manual_seed(3))))
+    body = http.get("/cofiring/1", params={"k": 4}).json()
+    assert wire.cofiring_from(body) == monitor.get_cofiring(1, 4)
+    assert body["features"] and body["tokens"] == 32
+    unselected = http.get("/cofiring/7")
+    assert unselected.status_code == 422 and "7" in unselected.json()["detail"]
+
+
 def test_snapshot_round_trips(http, monitor):
     body = http.get("/snapshot", params={"table_rows": 5, "records": 3}).json()
     snap = wire.snapshot_from(body)
@@ -205,11 +216,21 @@ def test_newer_reads_are_served_when_the_monitor_has_them(monitor):
         def probe(self, texts, record=False, features=None, k=5):
             return {"texts": texts, "record": record, "k": k}
 
-    with monitor.serve(quiet=True) as plain:
-        spec = httpx.get(plain.url + "/openapi.json").json()["paths"]
-        assert not any(p.startswith(("/api/monitoring/distribution", "/api/monitoring/probe"))
-                       for p in spec)
+    newer = ("get_distribution", "get_cofiring", "get_logits", "probe")
+
+    class Older:  # a monitor from before those reads
+        def __getattr__(self, name):
+            if name in newer:
+                raise AttributeError(name)
+            return getattr(monitor, name)
+
     from featmon_widget.serve.server import MonitorServer
+
+    with MonitorServer(Older(), quiet=True) as plain:
+        spec = httpx.get(plain.url + "/openapi.json").json()["paths"]
+        assert not any(p.startswith(("/api/monitoring/distribution", "/api/monitoring/probe",
+                                     "/api/monitoring/cofiring", "/api/monitoring/logits"))
+                       for p in spec)
 
     with MonitorServer(Newer(), quiet=True) as s:
         from conftest import api_client

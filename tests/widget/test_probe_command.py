@@ -4,9 +4,9 @@ top features with labels) equal to `monitor.probe`, nothing recorded; clear erro
 import json
 
 import pytest
-import torch
+from tiny_model import attach_tiny, tiny_sae
 
-from featmon_widget import FeatureMonitor, SparseAutoencoder
+from featmon_widget import FeatureMonitor
 from featmon_widget.types import ProbeResponse, ProbeText
 from featmon_widget.widget import MonitorWidget
 from featmon_widget.widget.probe_reply import (
@@ -16,42 +16,13 @@ from featmon_widget.widget.probe_reply import (
     probe_data,
 )
 
-D_MODEL, D_SAE = 8, 12
-
-
-class TinyLM(torch.nn.Module):
-    """Embedding then one linear layer (the hook point)."""
-
-    def __init__(self):
-        super().__init__()
-        g = torch.Generator().manual_seed(0)
-        self.embed = torch.nn.Embedding(50, D_MODEL)
-        self.embed.weight.data = torch.randn(50, D_MODEL, generator=g)
-        self.layer = torch.nn.Linear(D_MODEL, D_MODEL)
-
-    def forward(self, input_ids, attention_mask=None):
-        return self.layer(self.embed(input_ids))
-
-
-class Chars:
-    """One token per character: id = ord(c) % 50."""
-
-    def __call__(self, text, return_tensors=None):
-        return {"input_ids": torch.tensor([[ord(c) % 50 for c in text]])}
-
-    def decode(self, ids):
-        return "".join(chr(97 + i % 26) for i in ids)
+D_SAE = 12
 
 
 @pytest.fixture
 def widget():
-    g = torch.Generator().manual_seed(1)
-    sae = SparseAutoencoder.from_tensors(torch.randn(D_MODEL, D_SAE, generator=g),
-                                         torch.zeros(D_SAE), torch.randn(D_SAE, D_MODEL,
-                                                                          generator=g),
-                                         torch.zeros(D_MODEL))
-    monitor = FeatureMonitor.for_sae(sae, compile=False, selected=[2])
-    monitor.attach(TinyLM().eval(), "layer", sae, tokenizer=Chars())
+    sae = tiny_sae(D_SAE)
+    monitor = attach_tiny(FeatureMonitor.for_sae(sae, compile=False, selected=[2]), sae)
     monitor.set_labels({3: "three"})
     w = MonitorWidget(monitor)
     w.sent = []
