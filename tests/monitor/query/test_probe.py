@@ -99,6 +99,7 @@ def recorded_state(monitor: FeatureMonitor, folder: Path) -> dict:
     files = {p.name: p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
     meta = json.loads(files.pop("monitor.json"))
     meta.pop("saved_at")
+    meta.pop("json_sha256")  # a digest of the JSON, saved_at included
     state = monitor.state.to_dict()
     return {
         "files": files, "meta": meta, "state": state,
