@@ -130,9 +130,13 @@ class HealthTracker(StatePart):
         self.x_m2: Tensor | None = None
         self.remote: HealthSums | None = None  # the other ranks' at the last sync
 
+    def is_due(self, every: int) -> bool:
+        """Whether the next forward will be sampled (counts nothing)."""
+        return every > 0 and self.forwards % every == 0
+
     def due(self, every: int) -> bool:
         """Whether this forward is sampled (counts it)."""
-        sampled = every > 0 and self.forwards % every == 0
+        sampled = self.is_due(every)
         self.forwards += 1
         self.sampled += int(sampled)
         return sampled

@@ -97,10 +97,12 @@ class Ingest:
 
     def sparse(self, indices: Tensor, values: Tensor, request_id: str,
                positions: Tensor | None, mask: Tensor | None,
-               token_ids: Tensor | None = None, position_ids: Tensor | None = None
+               token_ids: Tensor | None = None, position_ids: Tensor | None = None,
+               encoded_by: tuple[Any, Tensor] | None = None
                ) -> tuple[SparseFeatures, Tensor] | None:
         """Record a TopK SAE's `indices`, `values` [..., k] (checked with `check_sparse`);
-        returns the features and the real-token flags recorded (None when empty)."""
+        `encoded_by`: the (SAE, layer output) they came from, for the health sample. Returns
+        the features and the real-token flags recorded (None when empty)."""
         rec = self.recording
         batch, tokens = batch_tokens(indices.shape[:-1])
         token_ids = check_token_ids(token_ids, batch, tokens)
@@ -113,8 +115,10 @@ class Ingest:
         flat = self.repeats(indices.to(rec.device).reshape(batch * tokens, k))
         features = SparseFeatures(flat, values.to(rec.device).reshape(batch * tokens, k),
                                   rec.d_sae)
+        sample = None if encoded_by is None else self._health_sample(*encoded_by, features)
         rec.stats.update_sparse(features.indices, features.values, valid, rec.config.threshold)
         rec.record(features, valid, pos, batch, tokens, request_id, token_ids, codes=codes)
+        self._observe(sample, valid)
         return features, valid
 
     def encoded(self, sae: Any, x: Tensor, request_id: str, mask: Tensor | None,
@@ -134,10 +138,8 @@ class Ingest:
             rec.adopt_device(x.device)
             x = x.to(rec.device, non_blocking=True)
             indices, values = sae.encode_sparse(x)
-            recorded = self.sparse(indices, values, request_id, None, mask, token_ids,
-                                   position_ids)
-            if recorded is not None:
-                self._check_reconstruction(sae, x, *recorded)
+            self.sparse(indices, values, request_id, None, mask, token_ids, position_ids,
+                        encoded_by=(sae, x))
             return
         rec.adopt_device(x.device)
         x = x.to(rec.device, non_blocking=True)
@@ -154,21 +156,31 @@ class Ingest:
             raise ValueError(f"the SAE's encode gave features of shape {tuple(flat.shape)} for "
                              f"{batch * tokens} token(s); expected ({batch * tokens}, "
                              f"{rec.d_sae})")
-        rec.stats.merge(encoded.shift, encoded.moments)
         features = DenseFeatures(flat, rec.backend)
+        sample = self._health_sample(sae, x, features)
+        rec.stats.merge(encoded.shift, encoded.moments)
         rec.record(features, valid, pos, batch, tokens, request_id,
                    check_token_ids(token_ids, batch, tokens), encoded.maxima, codes)
-        self._check_reconstruction(sae, x, features, valid)
+        self._observe(sample, valid)
 
-    def _check_reconstruction(self, sae: Any, x: Tensor, features: DenseFeatures |
-                              SparseFeatures, valid: Tensor) -> None:
-        """On a health-sampled forward, compare the SAE's reconstruction with its input."""
+    def _health_sample(self, sae: Any, x: Tensor, features: DenseFeatures | SparseFeatures
+                       ) -> tuple[Tensor, Tensor] | None:
+        """On a forward the health check samples, the SAE's reconstruction of a bounded part of
+        it and that part of its input (before anything is merged: a decode that raises changes
+        nothing); None on other forwards or when the SAE cannot reconstruct its input."""
         rec = self.recording
-        if not rec.health_sampled:
-            return
+        if not rec.health.is_due(rec.config.health_every):
+            return None
         n = min(features.n, HEALTH_TOKENS)  # the decode is the cost: a bounded sample of it
         some = (DenseFeatures(features.acts[:n]) if isinstance(features, DenseFeatures) else
                 SparseFeatures(features.indices[:n], features.values[:n], features.d_sae))
         x_hat = reconstruct(sae, some)
-        if x_hat is not None and x_hat.shape == (n, x.shape[-1]):
-            rec.health.observe_reconstruction(x.reshape(features.n, -1)[:n], x_hat, valid[:n])
+        if x_hat is None or x_hat.shape != (n, x.shape[-1]):
+            return None
+        return x.reshape(features.n, -1)[:n], x_hat
+
+    def _observe(self, sample: tuple[Tensor, Tensor] | None, valid: Tensor) -> None:
+        """Fold a health sample into the reconstruction sums, once its forward is recorded."""
+        if sample is not None:
+            x, x_hat = sample
+            self.recording.health.observe_reconstruction(x, x_hat, valid[:x.shape[0]])

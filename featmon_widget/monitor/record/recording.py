@@ -171,7 +171,6 @@ class Recording:
         self.extra_parts: list[StatePart] = []  # recorded state an extension adds
         self.retired_watches: list[Watch] = []  # cancelled, with hits still to deliver
         self.costs = CostMeter()
-        self.health_sampled = False  # whether the latest forward was a health sample
         self.allocate(torch.device(device) if device is not None else torch.device("cpu"))
 
     @property
@@ -258,8 +257,7 @@ class Recording:
         real = valid.sum()
         self.tokens += real
         self.active_tokens += real
-        self.health_sampled = self.health.due(self.config.health_every)
-        if self.health_sampled:
+        if self.health.due(self.config.health_every):
             self.health.observe_l0(features, valid, self.config.threshold)
         self.watch_set.record(features, valid, batch, tokens, pos, request_id, token_ids)
         self.forward_passes += 1

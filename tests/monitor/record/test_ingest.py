@@ -204,3 +204,26 @@ def test_a_health_sampled_forward_compares_the_reconstruction_with_the_input():
         x = _x(1, 4).reshape(4, D_IN).double()
         x_hat = sae.decode(sae.encode(_x(1, 4))).reshape(4, D_IN).double()
     assert health.sse.item() == pytest.approx(2 * (x - x_hat).square().sum().item(), rel=1e-5)
+
+
+class FailingDecodeSAE(ForeignSAE):
+    """Encodes, but its decode (run on health-sampled forwards only) raises."""
+
+    def decode(self, features: torch.Tensor) -> torch.Tensor:
+        raise RuntimeError("decode failed")
+
+
+def test_a_health_sample_whose_decode_raises_changes_nothing():
+    feed = ingest(health_every=2)
+    rec = feed.recording
+    feed.encoded(ForeignSAE(), _x(1, 4), "a", None, None)  # forward 0 (sampled; no decode)
+    feed.encoded(FailingDecodeSAE(), _x(1, 4), "a", None, None)  # forward 1: not sampled
+    state = {"tokens": int(rec.tokens), "count": rec.stats.count.clone(),
+             "sum": rec.stats.metric("mean").clone(), "forwards": rec.forward_passes,
+             "history": rec.history.count(), "health": rec.health.forwards}
+    with pytest.raises(RuntimeError, match="decode failed"):
+        feed.encoded(FailingDecodeSAE(), _x(1, 4), "a", None, None)  # forward 2: sampled
+    assert int(rec.tokens) == state["tokens"] == 8 and rec.forward_passes == state["forwards"]
+    assert torch.equal(rec.stats.count, state["count"])
+    assert torch.equal(rec.stats.metric("mean"), state["sum"])
+    assert rec.history.count() == state["history"] and rec.health.forwards == state["health"]
