@@ -19,6 +19,7 @@ from ...types import (
     CoFiringResponse,
     ExamplesResponse,
     HistoryResponse,
+    LogitsResponse,
     MonitorState,
     StatisticsResponse,
     TopFeaturesResponse,
@@ -30,6 +31,7 @@ from ..state import monitor_state
 from . import queries
 from .cofiring_ranking import cofiring_of
 from .labels import load_labels
+from .logits import Logits
 
 
 class Queries:
@@ -49,6 +51,7 @@ class Queries:
         self._live = live
         self._oversight = oversight
         self._sequence = itertools.count(1)
+        self._logits = Logits(lock, attached, recording.d_sae)
 
     def state(self) -> MonitorState:
         """Configuration, attachment, totals and errors."""
@@ -124,6 +127,15 @@ class Queries:
         check_int("k", k, 1, 1000)
         with self._lock:
             return cofiring_of(self._recording.cofiring, feature, k, self._attached.labels)
+
+    def get_logits(self, feature: int, k: int = 10) -> LogitsResponse:
+        """What `feature`'s decoder direction promotes and suppresses (see `query.logits`)."""
+        return self._logits.get_logits(feature, k)
+
+    def set_unembedding(self, w_u: Any) -> None:
+        """The unembedding [d_model, vocab] logits use (None: the attached model's again)."""
+        self._logits.set_unembedding(w_u)
+        self._live.emit("unembedding")
 
     def set_labels(self, source: Any) -> int:
         """Name features: a dict `{feature: text}`, or a JSON / JSON Lines / CSV file (e.g. a
