@@ -12,8 +12,8 @@ from typing import Any
 from ...checks import check_int
 from ...live.delivery import LiveDelivery, SnapshotCallback
 from ...live.subscriptions import Subscription
-from ...snapshot.build import finish_snapshot, gather_snapshot
-from ...snapshot.options import SnapshotOptions, check_metric, snapshot_options
+from ...snapshot.build import finish_snapshot, fit_snapshot, gather_snapshot
+from ...snapshot.options import PANEL_LOGITS, SnapshotOptions, check_metric, snapshot_options
 from ...snapshot.schemas import Snapshot
 from ...types import (
     CoFiringResponse,
@@ -162,11 +162,14 @@ class Queries:
                                     snapshot_options(table_rows, metric, records, search))
 
     def build_snapshot(self, options: SnapshotOptions) -> Snapshot:
-        """The snapshot for checked `options` (what the delivery thread builds)."""
+        """The snapshot for checked `options` (what the delivery thread builds). The selected
+        features' logit effects come from their cache (computed there once, before the lock)."""
+        logits = self._logits.responses(list(self._recording.config.selected), PANEL_LOGITS)
         with self._lock:  # only enqueue device work and copies here; wait after releasing
             state = monitor_state(self._recording, self._attached, self._live,
                                   0, 0, 0)  # the device totals are read in finish_snapshot
             parts = gather_snapshot(self._recording, state, next(self._sequence), options,
-                                    self._attached.text_of(), self._attached.labels)
+                                    self._attached.text_of(), self._attached.labels, logits)
             oversight = self._oversight.start_reading(firing=parts.firing)
-        return dataclasses.replace(finish_snapshot(parts), oversight=oversight.snapshot_part())
+        return fit_snapshot(dataclasses.replace(finish_snapshot(parts),
+                                                oversight=oversight.snapshot_part()))

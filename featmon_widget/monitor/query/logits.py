@@ -64,17 +64,37 @@ def feature_logits(row: torch.Tensor, w_u: torch.Tensor, k: int = MAX_LOGITS_K,
     if not bool(torch.isfinite(values).all()):
         raise ValueError("the logit effects are not all finite (NaN or Inf in W_dec or W_U)")
     k = min(k, values.numel())
-    down = torch.sort(values, descending=True, stable=True).indices[:k]
-    up = torch.sort(values, stable=True).indices[:k]
+    down, up = _highest(values, k), _highest(-values, k)
     lo, hi = (float(v) for v in torch.aminmax(values))
     if lo == hi:
         lo, hi = lo - 0.5, hi + 0.5
     edges = np.linspace(lo, hi, bins + 1)
-    edge_t = torch.from_numpy(edges).to(values.device)
-    index = torch.bucketize(values.to(torch.float64), edge_t, right=True) - 1
-    counts = torch.bincount(index.clamp_(0, bins - 1), minlength=bins)
+    counts = _bin_counts(values, edges)
     return FeatureLogits(down.tolist(), values[down].tolist(), up.tolist(), values[up].tolist(),
                          edges.tolist(), counts.tolist())
+
+
+def _highest(values: torch.Tensor, k: int) -> torch.Tensor:
+    """Indices of the `k` highest `values`, highest first, ties to the lower index: `topk`
+    finds the k-th value, every index at or above it is taken in index order and sorted
+    stably (O(vocab), not a sort of the vocabulary)."""
+    kth = torch.topk(values, k, sorted=False).values.min()
+    candidates = torch.nonzero(values >= kth).flatten()  # ascending index
+    order = torch.sort(values[candidates], descending=True, stable=True).indices
+    return candidates[order[:k]]
+
+
+def _bin_counts(values: torch.Tensor, edges: np.ndarray) -> torch.Tensor:
+    """`numpy.histogram(values, edges)` counts for equal-width `edges` spanning the values:
+    bin `i` holds `edges[i] <= v < edges[i + 1]` (the last bin closed). The bin is computed by
+    arithmetic, then moved one bin where it disagrees with the edges themselves (float64)."""
+    bins = len(edges) - 1
+    v = values.to(torch.float64)
+    edge_t = torch.from_numpy(edges).to(v.device)
+    index = ((v - edges[0]) * (bins / (edges[-1] - edges[0]))).floor_().long().clamp_(0, bins - 1)
+    index -= (v < edge_t[index]).long()
+    index += ((v >= edge_t[index + 1]) & (index < bins - 1)).long()
+    return torch.bincount(index.clamp_(0, bins - 1), minlength=bins)
 
 
 class _Source(NamedTuple):
