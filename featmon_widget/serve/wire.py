@@ -113,6 +113,13 @@ def drift_from(data: dict[str, Any]) -> types.DriftResponse:
         **data, "features": [build(types.DriftFeature, f) for f in data["features"]]})
 
 
+def logits_from(data: dict[str, Any]) -> types.LogitsResponse:
+    """A `LogitsResponse` from its JSON form."""
+    return build(types.LogitsResponse, {
+        **data, "top": [build(types.LogitToken, t) for t in data["top"]],
+        "bottom": [build(types.LogitToken, t) for t in data["bottom"]]})
+
+
 def snapshot_message(snapshot: Snapshot) -> dict[str, Any]:
     """A snapshot as JSON values (its arrays tagged base64)."""
     return jsonable(snapshot.to_message())
