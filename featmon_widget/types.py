@@ -230,6 +230,36 @@ class CoFiringResponse:
 
 
 @dataclass(frozen=True)
+class LogitToken:
+    """One vocabulary token and a feature's direct effect on its logit (see `LogitsResponse`);
+    `token` is its text, None without a tokenizer."""
+
+    token_id: int
+    token: str | None
+    value: float
+
+
+@dataclass(frozen=True)
+class LogitsResponse:
+    """What a feature's decoder direction promotes and suppresses: the values of
+    `W_dec[feature] @ W_U` over the vocabulary (float32), without the model's final layer norm
+    (the SAEDashboard / Neuronpedia convention: a direct effect on the logits, up to that
+    norm's scale). `top`: the highest values, highest first; `bottom`: the lowest, lowest first
+    (ties to the lower token id); `counts[i]` tokens have a value in `[edges[i], edges[i + 1])`
+    (the last bin closed), equal-width bins from the lowest value to the highest, summing to the
+    vocabulary size. `source` says where `W_U` came from: "set_unembedding", "W_U"
+    (TransformerLens), "output embeddings" (HF) or "input embeddings (tied)" (an encoder
+    without output embeddings, e.g. the demo's MiniLM)."""
+
+    feature: int
+    top: list[LogitToken]
+    bottom: list[LogitToken]
+    edges: list[float]
+    counts: list[int]
+    source: str
+
+
+@dataclass(frozen=True)
 class WatchHit:
     """A watched feature above its threshold on one token."""
 

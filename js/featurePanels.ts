@@ -1,8 +1,8 @@
 /**
  * Feature panels: for each selected feature (a clicked table row), its label, a few statistics
  * and its top-activating examples as token text, each token shaded by the feature's activation
- * on it, the activating token marked, values on hover, and what it fires with (`firesWith`:
- * clicking one of those selects it). Panels follow the kernel's snapshots, so better examples
+ * on it, the activating token marked, values on hover, what it fires with (`firesWith`:
+ * clicking one of those selects it) and what it promotes / suppresses (`logitsTable`). Panels follow the kernel's snapshots, so better examples
  * appear as they arrive.
  */
 
@@ -11,6 +11,7 @@ import { h } from "./dom";
 import { Feedback } from "./feedback";
 import { SELECT_ATTRIBUTE, firesWithView, withFeature } from "./firesWith";
 import { formatFloat, formatInt, formatPercent } from "./format";
+import { logitsView } from "./logitsTable";
 import type { FeaturePanelMessage, PanelExample, Snapshot } from "./protocol";
 
 /** Background of a token: the accent colour, as strong as its activation against the
@@ -68,6 +69,7 @@ function panel(p: FeaturePanelMessage, selected: readonly number[]): HTMLElement
       ? h("ol", { class: "featmon-examples" }, ...p.examples.map(exampleRow))
       : h("p", { class: "featmon-chart-note" }, "No example yet: it has not fired above the threshold."),
     firesWithView(p.fires_with, selected),
+    logitsView(p.logits),
   );
 }
 

@@ -211,6 +211,22 @@ export interface FiresWithMessage {
   features: CoFiringRow[];
 }
 
+/** A vocabulary token and a feature's direct effect on its logit: [token_id, text or null
+ * (no tokenizer), value of W_dec[feature] @ W_U]. */
+export type LogitRow = [number, string | null, number];
+
+/** What a selected feature's decoder direction promotes and suppresses (W_dec[f] @ W_U, no
+ * final layer norm), with the histogram of those values over the vocabulary: `counts` in equal
+ * bins from `lo` to `hi`. `source` says where W_U came from (e.g. "input embeddings (tied)"). */
+export interface LogitsMessage {
+  source: string;
+  top: LogitRow[];
+  bottom: LogitRow[];
+  lo: number;
+  hi: number;
+  counts: number[];
+}
+
 /** A selected feature's panel: what it means and where it fired hardest. */
 export interface FeaturePanelMessage {
   feature: number;
@@ -222,6 +238,8 @@ export interface FeaturePanelMessage {
   examples: PanelExample[];
   /** Absent from old kernels. */
   fires_with?: FiresWithMessage;
+  /** Absent without an unembedding (and from old kernels). */
+  logits?: LogitsMessage;
 }
 
 /** One of a feature's most frequent activating tokens (from its kept examples). */

@@ -6,9 +6,13 @@ from __future__ import annotations
 
 import threading
 import warnings
+import weakref
 from typing import Any
 
+import torch
+
 from ..hooks import MonitorHook, Recorder
+from ..hooks.model_hook import torch_module_of
 from ..sae.adapter import sae_width
 from .record.tokens import TokenText, no_text
 
@@ -26,6 +30,14 @@ class Attachments:
         self.last_error: str | None = None
         self.token_text: TokenText | None = None
         self.labels: dict[int, str] = {}  # replaced whole, never changed in place
+        self._model: weakref.ref[torch.nn.Module] | None = None
+        self.attach_count = 0  # attaches so far: what was derived from the last one is stale
+
+    @property
+    def model(self) -> torch.nn.Module | None:
+        """The torch module last attached (an nnsight model's inner module), while it lives;
+        kept after its hooks are removed, never kept alive by the monitor."""
+        return None if self._model is None else self._model()
 
     @property
     def tokenizer(self) -> Any:
@@ -60,6 +72,8 @@ class Attachments:
             self.hooks.append(hook)
             self.hook_point = hook_point
             self.sae = sae
+            self._model = weakref.ref(torch_module_of(model))
+            self.attach_count += 1
             return hook
 
     def removed(self, hook: MonitorHook) -> None:

@@ -173,6 +173,16 @@ class FeatureMonitor:
         """What a selected feature fires with, ranked by Jaccard (see `CoFiringResponse`)."""
         return self._queries.get_cofiring(feature, k)
 
+    def get_logits(self, feature: int, k: int = 10) -> types.LogitsResponse:
+        """What `feature`'s decoder direction promotes / suppresses: `W_dec[feature] @ W_U`, no
+        final layer norm (see `LogitsResponse`); computed once, cached, never on the hot path."""
+        return self._queries.get_logits(feature, k)
+
+    def set_unembedding(self, W_U: Tensor | None) -> None:  # noqa: N803 (the usual name)
+        """Use `W_U` [d_model, vocab] for `get_logits` instead of the attached model's (None:
+        the model's again); a bad matrix raises ValueError and changes nothing."""
+        self._queries.set_unembedding(W_U)
+
     def probe(self, texts: str | list[str], record: bool = False,
               features: list[int] | None = None, k: int = 5) -> types.ProbeResponse:
         """The features on each token of `texts` (see `query.probe`); recorded only if `record`."""

@@ -68,3 +68,23 @@ def jump_thresholds(sae: Any) -> torch.Tensor | None:
     if sae.architecture == "jumprelu":
         return sae.threshold.detach().contiguous()
     return None
+
+
+def decoder_weight(sae: Any) -> torch.Tensor:
+    """The decoder matrix of an SAE-like object as ``[d_sae, d_in]`` (a view, no copy): a
+    ``W_dec`` parameter (ours, SAELens, sparsify and dictionary_learning's JumpReLU, stored
+    ``[d_sae, d_in]``; one stored ``[d_in, d_sae]`` is transposed) or a ``decoder`` linear
+    layer (dictionary_learning's other SAEs: weight ``[d_in, d_sae]``). ValueError when it has
+    neither."""
+    width = sae_width(sae)
+    w_dec = getattr(sae, "W_dec", None)
+    if isinstance(w_dec, torch.Tensor) and w_dec.dim() == 2:
+        if w_dec.shape[0] == width:
+            return w_dec.detach()
+        if w_dec.shape[1] == width:
+            return w_dec.detach().T
+    weight = getattr(getattr(sae, "decoder", None), "weight", None)
+    if isinstance(weight, torch.Tensor) and weight.dim() == 2 and weight.shape[1] == width:
+        return weight.detach().T
+    raise ValueError(f"cannot find the decoder of {type(sae).__name__}: expected a W_dec "
+                     f"[d_sae, d_in] or a decoder layer with d_sae={width} inputs")

@@ -127,6 +127,10 @@ class RemoteMonitor:
         return wire.drift_from(self._call("GET", "/drift",
                                           params={"k": k, "direction": direction}))
 
+    def get_logits(self, feature: int, k: int = 10) -> types.LogitsResponse:
+        """What `feature` promotes and suppresses (the server's `get_logits`)."""
+        return wire.logits_from(self._call("GET", f"/logits/{int(feature)}", params={"k": k}))
+
     def snapshot(self, table_rows: int = 50, metric: str = "mean", records: int = 20,
                  search: str = "") -> Snapshot:
         """A bounded snapshot of the remote monitor now."""

@@ -132,6 +132,13 @@ def probe_from(data: dict[str, Any]) -> types.ProbeResponse:
         **data, "texts": texts, "labels": {int(f): v for f, v in data["labels"].items()}})
 
 
+def logits_from(data: dict[str, Any]) -> types.LogitsResponse:
+    """A `LogitsResponse` from its JSON form."""
+    return build(types.LogitsResponse, {
+        **data, "top": [build(types.LogitToken, t) for t in data["top"]],
+        "bottom": [build(types.LogitToken, t) for t in data["bottom"]]})
+
+
 def snapshot_message(snapshot: Snapshot) -> dict[str, Any]:
     """A snapshot as JSON values (its arrays tagged base64)."""
     return jsonable(snapshot.to_message())

@@ -11,16 +11,17 @@ import dataclasses
 import json
 import math
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 
 from ..checks import cut
-from ..types import MonitorState
+from ..types import LogitsResponse, MonitorState
 from .frequency import FREQUENCY_BIN_COUNT, FREQUENCY_EDGES, NEVER_FIRED, NEVER_SEEN
+from .logits_part import drop_logits, with_logits
 from .options import (
     PANEL_BYTES,
     PANEL_COFIRING,
@@ -30,6 +31,7 @@ from .options import (
     PANEL_LABEL_CHARS,
     PANEL_TOKEN_CHARS,
     RECORD_TOP,
+    SNAPSHOT_BYTES,
     TABLE_COLUMNS,
     TABLE_LABEL_BYTES,
     TABLE_LABEL_CHARS,
@@ -84,15 +86,18 @@ class SnapshotParts:
     cofiring: CoFiringTop
     firing: torch.Tensor  # the firing summary, on the device: shared with the health strip
     wait: Callable[[], list[torch.Tensor]]
+    logits: Mapping[int, LogitsResponse] = field(default_factory=dict)  # by selected feature
 
 
 def gather_snapshot(source: SnapshotSource, state: MonitorState, sequence: int,
                     options: SnapshotOptions, token_text: Callable[[int], str | None],
-                    labels: dict[int, str]) -> SnapshotParts:
+                    labels: dict[int, str],
+                    logits: Mapping[int, LogitsResponse] | None = None) -> SnapshotParts:
     """Enqueue every device computation and copy a snapshot needs; reads nothing back.
     The caller holds the monitor's lock; `state`'s device totals are filled in later, and
     `token_text` decodes the records' token ids after the lock is released. `labels` must not
-    change afterwards (the monitor replaces its labels whole)."""
+    change afterwards (the monitor replaces its labels whole). `logits`: the selected
+    features' logit effects, computed (once, cached) by the caller before taking the lock."""
     among = matches(options.search, labels, state.d_sae) if options.search else None
     index = source.ranked(options.metric, options.table_rows, among)
     columns = source.metrics_at(TABLE_COLUMNS, index)  # only the table's rows: O(rows)
@@ -110,7 +115,7 @@ def gather_snapshot(source: SnapshotSource, state: MonitorState, sequence: int,
         sequence=sequence, options=options, state=state, value_features=values.features,
         value_edges=_f32(values.edges.numpy()), monitored=tail.monitored,
         history_names=tail.names, token_text=token_text, labels=labels, examples=examples,
-        cofiring=cofiring, firing=firing, wait=start_copy(device_parts),
+        cofiring=cofiring, firing=firing, wait=start_copy(device_parts), logits=logits or {},
     )
 
 
@@ -159,10 +164,10 @@ def finish_snapshot(parts: SnapshotParts) -> Snapshot:
         records=latest,
         table_labels=labels,
         table_top_tokens=_table_top_tokens(parts, features, centre.tolist(), _label_bytes(labels)),
-        feature_panels=_with_cofiring(
+        feature_panels=with_logits(_with_cofiring(
             _panels(parts, panel_stats, [ex_value, ex_request, ex_row, ex_position, ex_tokens,
                                          ex_acts]),
-            parts, [co_counts, co_jaccard, co_totals]),
+            parts, [co_counts, co_jaccard, co_totals]), parts.logits),
     )
 
 
@@ -210,6 +215,16 @@ def _panels(parts: SnapshotParts, stats: torch.Tensor,
     while size() > PANEL_BYTES and any(p["examples"] for p in panels):
         max(panels, key=lambda p: len(p["examples"]))["examples"].pop()
     return panels
+
+
+def fit_snapshot(snapshot: Snapshot, max_bytes: int = SNAPSHOT_BYTES) -> Snapshot:
+    """`snapshot` within `max_bytes` on the wire: the panels' logits parts go, the last
+    panel's first, while it is over (each part's own budget keeps it bounded; together with
+    the rest they can pass the limit when the table, records and labels are at their largest).
+    Changes the panels in place; returns `snapshot`."""
+    while snapshot.nbytes() > max_bytes and drop_logits(snapshot.feature_panels):
+        pass
+    return snapshot
 
 
 def _with_cofiring(panels: list[dict[str, Any]], parts: SnapshotParts,

@@ -8,6 +8,10 @@ from typing import Any, NamedTuple
 from ..checks import check_int
 from ..types import METRICS
 
+# The most a snapshot may take on the wire (`Snapshot.nbytes`): past it, panels lose their
+# logits parts (`build.fit_snapshot`), the one part whose size the other budgets do not bound
+# together with theirs.
+SNAPSHOT_BYTES = 64 * 1024
 # Table columns, in the order the frontend shows them.
 TABLE_COLUMNS = ("mean", "mean_active", "max", "active_ratio", "count", "active_count", "std")
 TABLE_ROWS_RANGE = (1, 200)
@@ -35,6 +39,14 @@ PANEL_BYTES = 8_000
 PANEL_COFIRING = 10
 PANEL_COFIRING_LABEL_CHARS = 16
 PANEL_COFIRING_BYTES = 3_000
+# "Promotes / suppresses" in each panel (when an unembedding is known): the top and bottom
+# tokens of the feature's logit effects, each side, their text cut to this many characters,
+# with the histogram over the vocabulary; all panels' parts within their own byte budget (over
+# it, PANEL_LOGITS_MIN tokens a side, then parts dropped from the last panel).
+PANEL_LOGITS = 5
+PANEL_LOGITS_MIN = 3
+PANEL_LOGIT_TOKEN_CHARS = 12
+PANEL_LOGITS_BYTES = 5_500
 
 
 class SnapshotOptions(NamedTuple):

@@ -149,3 +149,28 @@ def test_cofiring_adds_no_syncing_operator_to_the_sparse_path():
     with_cofiring, m = seen(list(range(8)))
     assert with_cofiring == plain
     assert int(m._recording.cofiring.tokens[0]) == 24
+
+
+def test_logits_stay_off_the_hot_path(monkeypatch):
+    """With an unembedding and the selected feature's logits shown in the panels, a forward
+    computes no logits and reads nothing back: they are computed when asked, then cached."""
+    from featmon_widget.monitor.query import logits
+
+    calls = []
+    original = logits.feature_logits
+    monkeypatch.setattr(logits, "feature_logits",
+                        lambda *a, **k: calls.append(a) or original(*a, **k))
+    sae = _sae()
+    m = FeatureMonitor.for_sae(sae, selected=[2], compile=False, health_every=1)
+    m.set_unembedding(torch.randn(8, 50))
+    model = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.Linear(8, 8))
+    m.attach(model, "0", sae)
+    assert "logits" in m.snapshot().feature_panels[0] and len(calls) == 1
+    guard = SyncGuard()
+    with guard, torch.no_grad():
+        for _ in range(3):
+            model(torch.randn(2, 6, 8))
+    assert guard.seen == [] and len(calls) == 1
+    m.snapshot()
+    m.get_logits(2)
+    assert len(calls) == 1

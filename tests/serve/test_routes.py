@@ -243,3 +243,32 @@ def test_newer_reads_are_served_when_the_monitor_has_them(monitor):
             assert c.get("/logits/2").json() == {"feature": 2, "k": 10}
             assert c.post("/probe", json={"texts": ["a b"]}).json()["k"] == 5
             assert c.post("/probe", json={"texts": 3}).status_code == 422
+
+
+def test_logits_of_a_real_monitor(monitor):
+    """`/logits/{feature}` is registered for a real monitor and answers its `get_logits`;
+    RemoteMonitor.get_logits gives the same response back."""
+    from conftest import api_client
+
+    from featmon_widget import SparseAutoencoder
+    from featmon_widget.serve import RemoteMonitor
+
+    with monitor.serve(quiet=True) as s, api_client(s) as c:
+        missing = c.get("/logits/3")  # no SAE yet: a clear rejection, not a 500
+        assert missing.status_code == 422 and "needs an SAE" in missing.json()["detail"]
+        g = torch.Generator().manual_seed(4)
+        monitor.sae = SparseAutoencoder.from_tensors(
+            torch.randn(8, D_SAE, generator=g), torch.zeros(D_SAE),
+            torch.randn(D_SAE, 8, generator=g), torch.zeros(8))
+        monitor.set_unembedding(torch.randn(8, 40, generator=g))
+        body = c.get("/logits/3", params={"k": 4}).json()
+        assert wire.logits_from(body) == monitor.get_logits(3, 4)
+        assert body["source"] == "set_unembedding" and len(body["top"]) == 4
+        for path, params, field in (("/logits/64", {}, "feature"), ("/logits/3", {"k": 0}, "k"),
+                                    ("/logits/3", {"k": 101}, "k")):
+            bad = c.get(path, params=params)
+            assert bad.status_code == 422 and bad.json()["field"] == field
+        with RemoteMonitor(s.url, token=s.token) as remote:
+            assert remote.get_logits(5, k=3) == monitor.get_logits(5, k=3)
+            with pytest.raises(ValueError, match="k must be in 1..100"):
+                remote.get_logits(5, k=0)

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from featmon_widget import FeatureMonitor
+from featmon_widget import FeatureMonitor, SparseAutoencoder
 from featmon_widget.monitor.record.histograms import VALUE_BIN_COUNT, VALUE_EDGES
 from featmon_widget.snapshot.frequency import FREQUENCY_BIN_COUNT
 from featmon_widget.snapshot.options import MAX_RECORDS, TABLE_COLUMNS
@@ -136,6 +136,11 @@ def test_worst_case_snapshot_with_panels_labels_and_tokens_stays_under_64_kb(lab
     m = FeatureMonitor(d_sae, features=list(range(256)), top_k=256, history_size=1000,
                        selected=list(range(8)))
     m.tokenizer = _LongTokens()
+    # With an unembedding: every panel could say what its feature promotes, in long tokens too.
+    g = torch.Generator().manual_seed(1)
+    m.sae = SparseAutoencoder.from_tensors(torch.zeros(8, d_sae), torch.zeros(d_sae),
+                                           torch.randn(d_sae, 8, generator=g), torch.zeros(8))
+    m.set_unembedding(torch.randn(8, 200_000, generator=g))
     if labelled:  # unlabelled rows show top tokens, with the same long tokens
         m.set_labels({f: "\u2603" * 500 for f in range(0, d_sae, labelled)})
     gen = torch.Generator().manual_seed(0)
@@ -149,6 +154,8 @@ def test_worst_case_snapshot_with_panels_labels_and_tokens_stays_under_64_kb(lab
     # And what each fires with, labels cut short, within its own budget.
     assert all(panel["fires_with"]["features"] for panel in snap.feature_panels)
     assert sum(len(p["fires_with"]["features"]) for p in snap.feature_panels) >= 24
+    # The logits parts gave way where the whole was over 64 KB (never the examples).
+    assert all("logits" not in p or len(p["logits"]["top"]) >= 3 for p in snap.feature_panels)
 
 
 def test_panels_say_what_each_selected_feature_fires_with_as_get_cofiring_does():

@@ -12,13 +12,14 @@ from typing import Any
 from ...checks import check_int
 from ...live.delivery import LiveDelivery, SnapshotCallback
 from ...live.subscriptions import Subscription
-from ...snapshot.build import finish_snapshot, gather_snapshot
-from ...snapshot.options import SnapshotOptions, check_metric, snapshot_options
+from ...snapshot.build import finish_snapshot, fit_snapshot, gather_snapshot
+from ...snapshot.options import PANEL_LOGITS, SnapshotOptions, check_metric, snapshot_options
 from ...snapshot.schemas import Snapshot
 from ...types import (
     CoFiringResponse,
     ExamplesResponse,
     HistoryResponse,
+    LogitsResponse,
     MonitorState,
     StatisticsResponse,
     TopFeaturesResponse,
@@ -30,6 +31,7 @@ from ..state import monitor_state
 from . import queries
 from .cofiring_ranking import cofiring_of
 from .labels import load_labels
+from .logits import Logits
 
 
 class Queries:
@@ -49,6 +51,7 @@ class Queries:
         self._live = live
         self._oversight = oversight
         self._sequence = itertools.count(1)
+        self._logits = Logits(lock, attached, recording.d_sae)
 
     def state(self) -> MonitorState:
         """Configuration, attachment, totals and errors."""
@@ -125,6 +128,15 @@ class Queries:
         with self._lock:
             return cofiring_of(self._recording.cofiring, feature, k, self._attached.labels)
 
+    def get_logits(self, feature: int, k: int = 10) -> LogitsResponse:
+        """What `feature`'s decoder direction promotes and suppresses (see `query.logits`)."""
+        return self._logits.get_logits(feature, k)
+
+    def set_unembedding(self, w_u: Any) -> None:
+        """The unembedding [d_model, vocab] logits use (None: the attached model's again)."""
+        self._logits.set_unembedding(w_u)
+        self._live.emit("unembedding")
+
     def set_labels(self, source: Any) -> int:
         """Name features: a dict `{feature: text}`, or a JSON / JSON Lines / CSV file (e.g. a
         Neuronpedia explanations export; see `labels`). Replaces all labels (`{}` clears);
@@ -150,11 +162,14 @@ class Queries:
                                     snapshot_options(table_rows, metric, records, search))
 
     def build_snapshot(self, options: SnapshotOptions) -> Snapshot:
-        """The snapshot for checked `options` (what the delivery thread builds)."""
+        """The snapshot for checked `options` (what the delivery thread builds). The selected
+        features' logit effects come from their cache (computed there once, before the lock)."""
+        logits = self._logits.responses(list(self._recording.config.selected), PANEL_LOGITS)
         with self._lock:  # only enqueue device work and copies here; wait after releasing
             state = monitor_state(self._recording, self._attached, self._live,
                                   0, 0, 0)  # the device totals are read in finish_snapshot
             parts = gather_snapshot(self._recording, state, next(self._sequence), options,
-                                    self._attached.text_of(), self._attached.labels)
+                                    self._attached.text_of(), self._attached.labels, logits)
             oversight = self._oversight.start_reading(firing=parts.firing)
-        return dataclasses.replace(finish_snapshot(parts), oversight=oversight.snapshot_part())
+        return fit_snapshot(dataclasses.replace(finish_snapshot(parts),
+                                                oversight=oversight.snapshot_part()))
