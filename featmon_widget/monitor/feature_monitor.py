@@ -173,6 +173,10 @@ class FeatureMonitor:
         """What a selected feature fires with, ranked by Jaccard (see `CoFiringResponse`)."""
         return self._queries.get_cofiring(feature, k)
 
+    def get_distribution(self, feature: int) -> types.DistributionResponse:
+        """`feature`'s activation histogram and quantiles since the last reset."""
+        return self._queries.get_distribution(feature)
+
     def probe(self, texts: str | list[str], record: bool = False,
               features: list[int] | None = None, k: int = 5) -> types.ProbeResponse:
         """The features on each token of `texts` (see `query.probe`); recorded only if `record`."""

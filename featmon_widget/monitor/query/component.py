@@ -17,6 +17,7 @@ from ...snapshot.options import SnapshotOptions, check_metric, snapshot_options
 from ...snapshot.schemas import Snapshot
 from ...types import (
     CoFiringResponse,
+    DistributionResponse,
     ExamplesResponse,
     HistoryResponse,
     MonitorState,
@@ -29,6 +30,7 @@ from ..record.recording import Recording
 from ..state import monitor_state
 from . import queries
 from .cofiring_ranking import cofiring_of
+from .distribution import distribution_of
 from .labels import load_labels
 
 
@@ -124,6 +126,13 @@ class Queries:
         check_int("k", k, 1, 1000)
         with self._lock:
             return cofiring_of(self._recording.cofiring, feature, k, self._attached.labels)
+
+    def get_distribution(self, feature: int) -> DistributionResponse:
+        """`feature`'s activation distribution since the last reset (see
+        `DistributionResponse`)."""
+        check_int("feature", feature, 0, self._recording.d_sae - 1)
+        with self._lock:
+            return distribution_of(self._recording, feature)
 
     def set_labels(self, source: Any) -> int:
         """Name features: a dict `{feature: text}`, or a JSON / JSON Lines / CSV file (e.g. a
