@@ -178,9 +178,10 @@ class Distributions(StatePart):
         return specs
 
     def check_values(self, tensors: dict[str, Tensor], meta: dict[str, Any]) -> None:
-        """Counts in 0..`MAX_COUNT`."""
-        for name in tensors:
-            check_range(self.name, tensors, name, 0, MAX_COUNT)
+        """Counts in 0..`MAX_COUNT` (0..2^31 - 1 for int32)."""
+        for name, t in tensors.items():
+            check_range(self.name, tensors, name, 0,
+                        INT32_MAX if t.dtype == torch.int32 else MAX_COUNT)
 
     def load_state(self, tensors: dict[str, Tensor], meta: dict[str, Any]) -> None:
         """Take the saved counts (at their width) and remote view."""
