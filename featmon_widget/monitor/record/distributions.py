@@ -120,12 +120,13 @@ class Distributions(StatePart):
         at = torch.where(stored, idx, 0) * DIST_BINS + bins
         flat = self.counts.view(-1)
         flat.scatter_add_(0, at.reshape(-1), keep.reshape(-1).to(flat.dtype))
-        # Every other valid row holds an implicit 0: inactive, or active (bin 0) below 0.
-        held = torch.zeros(self.d_sae, dtype=flat.dtype, device=self.device)
-        held.scatter_add_(0, torch.where(stored, idx, 0).reshape(-1),
-                          stored.reshape(-1).to(flat.dtype))
-        zeros = valid.sum().to(flat.dtype) - held
-        self.counts[:, 0 if threshold < 0.0 else INACTIVE] += zeros
+        # Every other valid row holds an implicit 0: inactive, or active (bin 0) below 0. Add
+        # every valid row to that column, then take the stored entries off (in place: nothing
+        # the size of d_sae is allocated).
+        zero = 0 if threshold < 0.0 else INACTIVE
+        self.counts[:, zero] += valid.sum().to(flat.dtype)
+        flat.scatter_add_(0, (torch.where(stored, idx, 0) * DIST_BINS + zero).reshape(-1),
+                          -stored.reshape(-1).to(flat.dtype))
 
     # ---- reading ----------------------------------------------------------------------------
 
