@@ -80,7 +80,8 @@ def test_sparse_counts_equal_offline_binning_of_dense_form(threshold):
     m = FeatureMonitor(D, threshold=threshold)
     rows = []
     for _ in range(3):
-        idx = torch.stack([torch.randperm(D, generator=gen)[:5] for _ in range(12)]).reshape(3, 4, 5)
+        idx = torch.stack([torch.randperm(D, generator=gen)[:5] for _ in range(12)])
+        idx = idx.reshape(3, 4, 5)
         val = torch.randn(3, 4, 5, generator=gen) * 20
         val[0, 0, 0] = float("nan")
         idx[0, 1, 1] = D + 3  # dropped: out of range

@@ -10,17 +10,18 @@
  *
  * Why its own kernel, not a fifth accumulator of the statistics sweep (dense_moments.c): a
  * count indexed by the value is a scatter, which would leave that sweep scalar. Here each row
- * is read once in blocks of BLOCK values: a vectorized pass counts the block's inactive values
- * into per-column int32 sums (contiguous) and says whether any is active; only blocks with an
- * active value take the scalar scatter (a ReLU SAE's features are mostly 0). Threads split the
- * features (columns): no two threads write one count. */
+ * is read once, in tiles of TILE columns whose counts stay in cache, and in blocks of BLOCK
+ * values: a vectorized pass counts the block's inactive values into per-column int32 sums
+ * (contiguous) and says whether any is active; only blocks with an active value take the
+ * scalar scatter (a ReLU SAE's features are mostly 0). Threads split the features (columns):
+ * no two threads write one count. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "featmon_protocol.h" /* DTYPE_*, DIST_*, VECTOR_CLONES, this file's prototype */
 
-enum { BLOCK = 32, ALIGN = 64 };
+enum { BLOCK = 16, ALIGN = 64, TILE = 2048 };
 
 static inline float from_f32(float v) { return v; }
 
@@ -52,8 +53,9 @@ static inline int64_t log_bin(float v) {
     return b < 0 ? 0 : b > DIST_LOG_BINS - 1 ? DIST_LOG_BINS - 1 : b;
 }
 
-/* Columns [0, m) of one row (x and counts start at the part's first column); inactive: the
- * part's per-column inactive sums. */
+/* Columns [0, m) of one row (x and counts start at the tile's first column); inactive: the
+ * tile's per-column inactive sums. The scatter is branchless (an inactive value adds 0 to
+ * the bin its bits give): active values come at random, and a branch per value mispredicts. */
 #define ROW(NAME, T, LOAD)                                                                   \
     VECTOR_CLONES static void NAME(const T *restrict x, int64_t m, float t,                 \
                                    int32_t *restrict inactive, void *counts, int wide) {      \
@@ -68,10 +70,15 @@ static inline int64_t log_bin(float v) {
                 any |= ok & on;                                                              \
             }                                                                                \
             if (!any) continue;                                                              \
+            int64_t hit[BLOCK], h = 0; /* the active ones, listed without a branch */        \
             for (int64_t k = 0; k < e; k++) {                                                \
                 const float v = LOAD(x[i + k]);                                              \
-                if (!(((v - v) == 0.0f) & (v > t))) continue;                                \
-                const int64_t at = (i + k) * DIST_BINS + log_bin(v);                         \
+                hit[h] = k;                                                                  \
+                h += ((v - v) == 0.0f) & (v > t);                                            \
+            }                                                                                \
+            for (int64_t q = 0; q < h; q++) {                                                \
+                const int64_t k = hit[q];                                                    \
+                const int64_t at = (i + k) * DIST_BINS + log_bin(LOAD(x[i + k]));            \
                 if (wide)                                                                    \
                     ((int64_t *)counts)[at] += 1;                                            \
                 else                                                                         \
@@ -97,30 +104,36 @@ int featmon_distributions(const void *acts, int dtype, const uint8_t *valid, int
 #pragma omp parallel for num_threads(threads) schedule(static) reduction(| : failed)
 #endif
     for (int64_t p = 0; p < parts; p++) {
-        const int64_t lo = p * width, m = lo + width < f ? width : f - lo;
-        int32_t *inactive = calloc((size_t)m, sizeof *inactive);
+        const int64_t lo = p * width, hi = lo + width < f ? lo + width : f;
+        int32_t *inactive = calloc(TILE, sizeof *inactive);
         if (!inactive) {
             failed = 1;
             continue;
         }
-        void *c = wide ? (void *)((int64_t *)counts + lo * DIST_BINS)
-                       : (void *)((int32_t *)counts + lo * DIST_BINS);
-        for (int64_t r = 0; r < n; r++) {
-            if (valid && !valid[r]) continue;
-            const char *x = (const char *)acts + ((size_t)r * (size_t)f + (size_t)lo) * size;
-            if (dtype == DTYPE_F32)
-                row_f32((const float *)x, m, threshold, inactive, c, wide);
-            else if (dtype == DTYPE_BF16)
-                row_bf16((const uint16_t *)x, m, threshold, inactive, c, wide);
-            else
-                row_f16((const uint16_t *)x, m, threshold, inactive, c, wide);
-        }
-        for (int64_t i = 0; i < m; i++) {
-            const int64_t at = i * DIST_BINS + DIST_BINS - 1;
-            if (wide)
-                ((int64_t *)c)[at] += inactive[i];
-            else
-                ((int32_t *)c)[at] += inactive[i];
+        /* Tiles of TILE columns, each over every row: the tile's counts (256 KiB) stay in
+         * L2 while the rows stream past (8 KiB a row segment: the prefetchers follow). */
+        for (int64_t start = lo; start < hi; start += TILE) {
+            const int64_t m = hi - start < TILE ? hi - start : TILE;
+            void *c = wide ? (void *)((int64_t *)counts + start * DIST_BINS)
+                           : (void *)((int32_t *)counts + start * DIST_BINS);
+            memset(inactive, 0, TILE * sizeof *inactive);
+            for (int64_t r = 0; r < n; r++) {
+                if (valid && !valid[r]) continue;
+                const char *x = (const char *)acts + ((size_t)r * (size_t)f + (size_t)start) * size;
+                if (dtype == DTYPE_F32)
+                    row_f32((const float *)x, m, threshold, inactive, c, wide);
+                else if (dtype == DTYPE_BF16)
+                    row_bf16((const uint16_t *)x, m, threshold, inactive, c, wide);
+                else
+                    row_f16((const uint16_t *)x, m, threshold, inactive, c, wide);
+            }
+            for (int64_t i = 0; i < m; i++) {
+                const int64_t at = i * DIST_BINS + DIST_BINS - 1;
+                if (wide)
+                    ((int64_t *)c)[at] += inactive[i];
+                else
+                    ((int32_t *)c)[at] += inactive[i];
+            }
         }
         free(inactive);
     }
