@@ -222,3 +222,11 @@ def test_newer_reads_are_served_when_the_monitor_has_them(monitor):
             assert c.get("/logits/2").json() == {"feature": 2, "k": 10}
             assert c.post("/probe", json={"texts": ["a b"]}).json()["k"] == 5
             assert c.post("/probe", json={"texts": 3}).status_code == 422
+
+
+def test_distribution_route_returns_the_monitors_distribution(http, monitor):
+    monitor.on_activation(torch.rand(4, D_SAE))
+    want = monitor.get_distribution(2)
+    got = http.get("/distribution/2").json()
+    assert got["counts"] == list(want.counts) and got["inactive"] == want.inactive
+    assert got["feature"] == 2 and len(got["edges"]) == 32
