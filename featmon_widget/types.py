@@ -260,6 +260,28 @@ class LogitsResponse:
 
 
 @dataclass(frozen=True)
+class DistributionResponse:
+    """A feature's activation distribution since the last reset (statistics reset or threshold
+    change), every token counted (see `snapshot/value_bins.py` for the bins).
+
+    `counts[b]` active values (above the threshold) fell in log bin b, `edges[b]` to
+    `edges[b + 1]`: 31 bins, 32 edges (2^-9, then 2^e and 1.5 * 2^e for e in -8..6, then 2^7);
+    bin 0 also holds every active value below 2^-8 and the last every value from 96 up.
+    `inactive`: finite values at or below the threshold. `quantiles`: {0.5, 0.9, 0.99: value}
+    of the active values, interpolated within the bin holding the value of rank
+    floor(q (n - 1)) (so within that bin's ratio of it, at most 1.5; within 2^-8 in bin 0;
+    between 96 and the feature's maximum in the last); None when no value was active. `since`:
+    when counting started (seconds since the epoch)."""
+
+    feature: int
+    edges: tuple[float, ...]
+    counts: tuple[int, ...]
+    inactive: int
+    quantiles: dict[float, float] | None
+    since: float
+
+
+@dataclass(frozen=True)
 class WatchHit:
     """A watched feature above its threshold on one token."""
 

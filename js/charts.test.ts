@@ -5,7 +5,7 @@ import { afterEach, describe, expect, it } from "vitest";
 import type { ViewContext } from "./component";
 import { FrequencyChart } from "./frequencyChart";
 import { decodeSnapshot } from "./protocol";
-import { counts81, snapshotMessage } from "./testing";
+import { valueCounts, snapshotMessage } from "./testing";
 import { ValuesChart } from "./valuesChart";
 
 const ctx = { signal: new AbortController().signal } as ViewContext;
@@ -59,7 +59,7 @@ describe("charts with real plotly", () => {
     host().append(chart.el);
     chart.update(
       decodeSnapshot(
-        snapshotMessage({ values: { 3: counts81((i) => (i === 0 ? 50 : i % 5)), 8: counts81(() => 2) } }),
+        snapshotMessage({ values: { 3: valueCounts((i) => (i === 0 ? 50 : i % 5)), 8: valueCounts(() => 2) } }),
       ),
     );
     chart.draw();

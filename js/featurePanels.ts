@@ -22,6 +22,15 @@ export function tokenShade(activation: number | null, max: number): string {
   return `rgba(255, 127, 14, ${(0.12 + 0.68 * alpha).toFixed(3)})`;
 }
 
+/** " · p50 a · p90 b · p99 c" from a panel's quantiles ("" when none were sent or it never
+ * fired). */
+export function quantileText(quantiles: FeaturePanelMessage["quantiles"]): string {
+  if (!quantiles) return "";
+  return quantiles
+    .map(([q, v]) => ` · p${Math.round(q * 100)} ${formatFloat(v ?? NaN)}`)
+    .join("");
+}
+
 function tokenText(example: PanelExample, i: number): string {
   const text = example.tokens?.[i];
   if (typeof text === "string") return text;
@@ -59,7 +68,8 @@ function exampleRow(example: PanelExample): HTMLElement {
 function panel(p: FeaturePanelMessage, selected: readonly number[]): HTMLElement {
   const stats =
     `seen ${formatInt(p.count)} · active ${formatPercent(p.active_ratio ?? NaN)} · ` +
-    `mean active ${formatFloat(p.mean_active ?? NaN)} · max ${formatFloat(p.max ?? NaN)}`;
+    `mean active ${formatFloat(p.mean_active ?? NaN)} · max ${formatFloat(p.max ?? NaN)}` +
+    quantileText(p.quantiles);
   return h(
     "article",
     { class: "featmon-panel", "data-feature": String(p.feature), "data-testid": `panel-${p.feature}` },

@@ -8,7 +8,7 @@ import {
   isEmptySnapshot,
   isReply,
 } from "./protocol";
-import { VALUE_EDGES, binary, counts81, snapshotMessage } from "./testing";
+import { VALUE_EDGES, binary, valueCounts, snapshotMessage } from "./testing";
 
 describe("binary decoding", () => {
   it.each([0, 1, 3, 5])("decodes little-endian arrays from DataViews at byte offset %i", (offset) => {
@@ -59,8 +59,8 @@ describe("decodeSnapshot", () => {
   });
 
   it("decodes every field of a snapshot with unaligned binary buffers", () => {
-    const inactive = counts81((i) => (i === 0 ? 900 : i === 40 ? 100 : 0));
-    const other = counts81((i) => i);
+    const inactive = valueCounts((i) => (i === 0 ? 900 : i === 40 ? 100 : 0));
+    const other = valueCounts((i) => i);
     const msg = snapshotMessage({
       offset: 1,
       sequence: 42,
@@ -88,9 +88,9 @@ describe("decodeSnapshot", () => {
     expect(Array.from(s.frequencyCounts)).toEqual(Array.from({ length: 32 }, (_, i) => 2 * i));
     expect(s.neverFired).toBe(11);
     expect(s.neverSeen).toBe(3);
-    expect(s.valueEdges.length).toBe(81);
-    expect(s.valueEdges[0]).toBe(2 ** -8);
-    expect(s.valueEdges[80]).toBe(2 ** 12);
+    expect(s.valueEdges.length).toBe(32);
+    expect(s.valueEdges[0]).toBe(2 ** -9);
+    expect(s.valueEdges[31]).toBe(2 ** 7);
     expect(Array.from(s.valueEdges)).toEqual(VALUE_EDGES.map(Math.fround));
     expect(s.values.map((v) => v.feature)).toEqual([5, 12]);
     expect(Array.from(s.values[0]!.counts)).toEqual(inactive);
@@ -107,9 +107,9 @@ describe("decodeSnapshot", () => {
 
   it("rejects an unknown version and inconsistent lengths", () => {
     expect(() => decodeSnapshot({ ...snapshotMessage(), version: 2 })).toThrow(/version 2 is not supported/);
-    const bad = snapshotMessage({ values: { 1: counts81(() => 1) } });
+    const bad = snapshotMessage({ values: { 1: valueCounts(() => 1) } });
     bad.value_counts = binary([1, 2, 3], "float64");
-    expect(() => decodeSnapshot(bad)).toThrow(/value_counts has 3 values; expected 1 features x 81 bins/);
+    expect(() => decodeSnapshot(bad)).toThrow(/value_counts has 3 values; expected 1 features x 32 bins/);
     const short = snapshotMessage({ features: [1, 2] });
     (short.table_columns as Record<string, unknown>).std = binary([1], "float64");
     expect(() => decodeSnapshot(short)).toThrow(/table column std has 1 rows/);

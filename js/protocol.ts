@@ -240,6 +240,10 @@ export interface FeaturePanelMessage {
   fires_with?: FiresWithMessage;
   /** Absent without an unembedding (and from old kernels). */
   logits?: LogitsMessage;
+  /** [q, value] of the active values for q = 0.5, 0.9, 0.99, read from the feature's
+   * distribution since the reset (within a bin's ratio); null when it never fired; absent from
+   * old kernels. */
+  quantiles?: [number, number | null][] | null;
 }
 
 /** One of a feature's most frequent activating tokens (from its kept examples). */

@@ -15,7 +15,7 @@ export const TABLE_ROWS_RANGE = [1, 200] as const;
 export const MAX_RECORDS = 50;
 /** Top features (and monitored values) per record. */
 export const RECORD_TOP = 12;
-/** Selected features with value histograms: at most this many. */
+/** Selected features (each with a panel): at most this many. */
 export const MAX_SELECTED = 8;
 /** Monitored features (`features`): at most this many. */
 export const MAX_MONITORED = 256;
@@ -33,9 +33,9 @@ export const PROBE_TEXT_CHARS = 1000;
 export const FREQUENCY_LOG10_RANGE = [-8.0, 0.0] as const;
 /** Firing-frequency bins. */
 export const FREQUENCY_BIN_COUNT = 32;
-/** Value histograms: log2 range of the log-spaced bins. */
-export const VALUE_OCTAVES = [-8, 12] as const;
-/** Value histogram bins per octave. */
-export const VALUE_BINS_PER_OCTAVE = 4;
-/** Value histogram bins per feature, the inactive bin 0 included. */
-export const VALUE_BIN_COUNT = 81;
+/** Value distributions: log2 of the lowest inner edge (edges 2^e and 1.5 * 2^e). */
+export const VALUE_LOW_EXPONENT = -8;
+/** Value histogram bins per feature: the inactive count, then the log bins. */
+export const VALUE_BIN_COUNT = 32;
+/** Quantiles of the active values in each panel. */
+export const VALUE_QUANTILES = [0.5, 0.9, 0.99] as const;

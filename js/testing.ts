@@ -111,7 +111,12 @@ export function binary(values: ArrayLike<number>, kind: Encoding, offset = 0): D
   return view;
 }
 
-export const VALUE_EDGES = Array.from({ length: 81 }, (_, k) => 2 ** (-8 + k / 4));
+/** The kernel's value edges: 2^-9, then 2^e and 1.5 * 2^e for e in -8..6, then 2^7. */
+export const VALUE_EDGES = [
+  2 ** -9,
+  ...Array.from({ length: 30 }, (_, k) => 2 ** (-8 + Math.floor(k / 2)) * (k % 2 ? 1.5 : 1)),
+  2 ** 7,
+];
 export const FREQUENCY_EDGES = Array.from({ length: 33 }, (_, k) => -8 + k / 4);
 
 export function monitorState(overrides: Partial<MonitorState> = {}): MonitorState {
@@ -206,6 +211,7 @@ export function snapshotMessage(spec: SnapshotSpec = {}): Record<string, unknown
   };
 }
 
-export function counts81(fill: (bin: number) => number): number[] {
-  return Array.from({ length: 81 }, (_, i) => fill(i));
+/** One feature's value counts: the inactive bin, then the 31 log bins. */
+export function valueCounts(fill: (bin: number) => number): number[] {
+  return Array.from({ length: VALUE_EDGES.length }, (_, i) => fill(i));
 }

@@ -15,9 +15,8 @@ import sys
 from pathlib import Path
 
 from featmon_widget.monitor import config
-from featmon_widget.monitor.record import histograms
 from featmon_widget.monitor.stats import backend, protocol
-from featmon_widget.snapshot import frequency, options, schemas
+from featmon_widget.snapshot import frequency, options, schemas, value_bins
 from featmon_widget.widget import commands, probe_reply
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -34,7 +33,7 @@ CONSTANTS = [
     ("MAX_RECORDS", options.MAX_RECORDS, "Most recent records a snapshot can carry."),
     ("RECORD_TOP", options.RECORD_TOP, "Top features (and monitored values) per record."),
     ("MAX_SELECTED", config.MAX_SELECTED_FEATURES,
-     "Selected features with value histograms: at most this many."),
+     "Selected features (each with a panel): at most this many."),
     ("MAX_MONITORED", config.MAX_MONITORED_FEATURES,
      "Monitored features (`features`): at most this many."),
     ("HISTORY_SIZE_RANGE", config.HISTORY_SIZE_RANGE, "Bounds of `history_size`."),
@@ -46,11 +45,11 @@ CONSTANTS = [
     ("FREQUENCY_LOG10_RANGE", frequency.FREQUENCY_LOG10_RANGE,
      "Firing-frequency histogram: log10(active ratio) range."),
     ("FREQUENCY_BIN_COUNT", frequency.FREQUENCY_BIN_COUNT, "Firing-frequency bins."),
-    ("VALUE_OCTAVES", histograms.VALUE_OCTAVES,
-     "Value histograms: log2 range of the log-spaced bins."),
-    ("VALUE_BINS_PER_OCTAVE", histograms.VALUE_BINS_PER_OCTAVE, "Value histogram bins per octave."),
-    ("VALUE_BIN_COUNT", histograms.VALUE_BIN_COUNT,
-     "Value histogram bins per feature, the inactive bin 0 included."),
+    ("VALUE_LOW_EXPONENT", value_bins.DIST_LOW_EXPONENT,
+     "Value distributions: log2 of the lowest inner edge (edges 2^e and 1.5 * 2^e)."),
+    ("VALUE_BIN_COUNT", value_bins.DIST_BINS,
+     "Value histogram bins per feature: the inactive count, then the log bins."),
+    ("VALUE_QUANTILES", value_bins.QUANTILES, "Quantiles of the active values in each panel."),
 ]
 
 

@@ -48,6 +48,8 @@ class MonitorConfig:
     # tokens (but not never) are ultra-rare.
     health_every: int = 8
     rare_floor: float = 1e-5
+    # Every feature's value distribution (128 bytes a feature; off for very wide SAEs).
+    distributions: bool = True
 
     def replace(self, d_sae: int, **changes: Any) -> MonitorConfig:
         """Return a copy with `changes` applied, after validating every changed value.
@@ -140,8 +142,12 @@ def _check_throttle(value: Any, d_sae: int) -> float:
 
 
 def _check_enabled(value: Any, d_sae: int) -> bool:
+    return _check_bool("enabled", value)
+
+
+def _check_bool(name: str, value: Any) -> bool:
     if not isinstance(value, bool):
-        raise TypeError(f"enabled must be True or False, got {value!r}")
+        raise TypeError(f"{name} must be True or False, got {value!r}")
     return value
 
 
@@ -157,4 +163,5 @@ _VALIDATORS = {
     "context_window": _int_in_range("context_window", *CONTEXT_WINDOW_RANGE),
     "health_every": _int_in_range("health_every", *HEALTH_EVERY_RANGE),
     "rare_floor": lambda value, d_sae: real_in_range("rare_floor", value, 0.0, 1.0),
+    "distributions": lambda value, d_sae: _check_bool("distributions", value),
 }

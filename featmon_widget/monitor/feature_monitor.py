@@ -43,13 +43,13 @@ class FeatureMonitor:
                  top_k: int | None = None, threshold: float = 0.0, throttle_ms: float = 100.0,
                  enabled: bool = True, selected: list[int] | tuple[int, ...] = (),
                  examples_per_feature: int = 8, context_window: int = 8,
-                 health_every: int = 8, rare_floor: float = 1e-5,
+                 health_every: int = 8, rare_floor: float = 1e-5, distributions: bool = True,
                  compile: bool | None = None, native: bool | None = None) -> None:
         config = initial_config(
             d_sae, top_k, features=features, history_size=history_size, threshold=threshold,
             throttle_ms=throttle_ms, enabled=enabled, selected=selected, rare_floor=rare_floor,
             examples_per_feature=examples_per_feature, context_window=context_window,
-            health_every=health_every)
+            health_every=health_every, distributions=distributions)
         self.d_sae, self._lock = d_sae, threading.RLock()
         self._attached = Attachments(self._lock)
         self._recording = Recording(d_sae, config, device, StatisticsKernels(compile, native))
@@ -182,6 +182,10 @@ class FeatureMonitor:
         """Use `W_U` [d_model, vocab] for `get_logits` instead of the attached model's (None:
         the model's again); a bad matrix raises ValueError and changes nothing."""
         self._queries.set_unembedding(W_U)
+
+    def get_distribution(self, feature: int) -> types.DistributionResponse:
+        """`feature`'s activation histogram and quantiles since the last reset."""
+        return self._queries.get_distribution(feature)
 
     def probe(self, texts: str | list[str], record: bool = False,
               features: list[int] | None = None, k: int = 5) -> types.ProbeResponse:

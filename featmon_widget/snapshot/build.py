@@ -44,6 +44,7 @@ from .schemas import Snapshot
 from .source import CoFiringTop, ExampleSlices, SnapshotSource
 from .top_tokens import descriptors
 from .transfer import start_copy
+from .value_bins import DIST_LOG_BINS, NOMINAL_EDGES, QUANTILES, bin_quantiles
 
 # Per selected feature in its panel, in this order.
 PANEL_STATS = ("count", "active_ratio", "mean_active", "max")
@@ -113,7 +114,7 @@ def gather_snapshot(source: SnapshotSource, state: MonitorState, sequence: int,
                     panel_stats, *examples.columns, *cofiring[1:], tail.held, *tail.columns]
     return SnapshotParts(
         sequence=sequence, options=options, state=state, value_features=values.features,
-        value_edges=_f32(values.edges.numpy()), monitored=tail.monitored,
+        value_edges=_f32(NOMINAL_EDGES.numpy()), monitored=tail.monitored,
         history_names=tail.names, token_text=token_text, labels=labels, examples=examples,
         cofiring=cofiring, firing=firing, wait=start_copy(device_parts), logits=logits or {},
     )
@@ -166,15 +167,17 @@ def finish_snapshot(parts: SnapshotParts) -> Snapshot:
         table_top_tokens=_table_top_tokens(parts, features, centre.tolist(), _label_bytes(labels)),
         feature_panels=with_logits(_with_cofiring(
             _panels(parts, panel_stats, [ex_value, ex_request, ex_row, ex_position, ex_tokens,
-                                         ex_acts]),
+                                         ex_acts], value_counts.tolist()),
             parts, [co_counts, co_jaccard, co_totals]), parts.logits),
     )
 
 
-def _panels(parts: SnapshotParts, stats: torch.Tensor,
-            columns: list[torch.Tensor]) -> list[dict[str, Any]]:
-    """One panel per selected feature: its label, a few statistics and its best examples as
-    token text with the feature's activation on each token; within `PANEL_BYTES`."""
+def _panels(parts: SnapshotParts, stats: torch.Tensor, columns: list[torch.Tensor],
+            value_counts: list[list[int]]) -> list[dict[str, Any]]:
+    """One panel per selected feature: its label, a few statistics, the quantiles of its
+    active values (`quantiles`: [[q, value], ...] from its distribution, None when it never
+    fired) and its best examples as token text with the feature's activation on each token;
+    within `PANEL_BYTES`."""
     value, request, row, position, tokens, acts = (c.float().tolist() if c.is_floating_point()
                                                    else c.tolist() for c in columns)
     stats_h = stats.tolist()
@@ -201,6 +204,8 @@ def _panels(parts: SnapshotParts, stats: torch.Tensor,
             "feature": feature, "label": cut(parts.labels.get(feature), PANEL_LABEL_CHARS),
             **{name: _finite_or_none(stats_h[j][s]) for j, name in enumerate(PANEL_STATS)},
             "count": int(stats_h[0][s]),
+            "quantiles": _quantiles(value_counts[s][1:], parts.state.threshold,
+                                    stats_h[PANEL_STATS.index("max")][s]),
             "examples": examples,
         })
     def size() -> int:
@@ -225,6 +230,13 @@ def fit_snapshot(snapshot: Snapshot, max_bytes: int = SNAPSHOT_BYTES) -> Snapsho
     while snapshot.nbytes() > max_bytes and drop_logits(snapshot.feature_panels):
         pass
     return snapshot
+
+
+def _quantiles(log_counts: list[int], threshold: float,
+               maximum: float) -> list[list[float | None]] | None:
+    """`bin_quantiles` of one feature as `[[q, value], ...]` (None: never active)."""
+    got = bin_quantiles(log_counts[:DIST_LOG_BINS], threshold, maximum)
+    return None if got is None else [[q, _finite_or_none(got[q])] for q in QUANTILES]
 
 
 def _with_cofiring(panels: list[dict[str, Any]], parts: SnapshotParts,

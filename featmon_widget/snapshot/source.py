@@ -23,10 +23,10 @@ class DeviceTotals(NamedTuple):
 
 
 class ValueHistogramCounts(NamedTuple):
-    """Value histograms of the selected features: bin counts [features, bins] on the device."""
+    """Value histograms of the selected features, from every feature's distribution since the
+    last reset: bin counts [features, 1 + log bins] on the device, the inactive count first."""
 
     features: tuple[int, ...]
-    edges: Tensor  # float64 [log bins + 1] on the host; bin 0 (inactive) has no edges
     counts: Tensor  # int64 on the device
 
 

@@ -272,3 +272,11 @@ def test_logits_of_a_real_monitor(monitor):
             assert remote.get_logits(5, k=3) == monitor.get_logits(5, k=3)
             with pytest.raises(ValueError, match="k must be in 1..100"):
                 remote.get_logits(5, k=0)
+
+
+def test_distribution_route_returns_the_monitors_distribution(http, monitor):
+    monitor.on_activation(torch.rand(4, D_SAE))
+    want = monitor.get_distribution(2)
+    got = http.get("/distribution/2").json()
+    assert got["counts"] == list(want.counts) and got["inactive"] == want.inactive
+    assert got["feature"] == 2 and len(got["edges"]) == 32

@@ -3,10 +3,11 @@ import pytest
 import torch
 
 from featmon_widget import FeatureMonitor, SparseAutoencoder
-from featmon_widget.monitor.record.histograms import VALUE_BIN_COUNT, VALUE_EDGES
 from featmon_widget.snapshot.frequency import FREQUENCY_BIN_COUNT
 from featmon_widget.snapshot.options import MAX_RECORDS, TABLE_COLUMNS
 from featmon_widget.snapshot.schemas import SNAPSHOT_VERSION
+from featmon_widget.snapshot.value_bins import DIST_BINS as VALUE_BIN_COUNT
+from featmon_widget.snapshot.value_bins import NOMINAL_EDGES as VALUE_EDGES
 
 
 def test_snapshot_is_bounded_for_the_widest_sae():
@@ -52,12 +53,12 @@ def test_snapshot_contents_match_the_monitor():
     assert msg["state"]["total_tokens"] == 30
 
 
-def test_selected_histograms_survive_reselection():
+def test_selected_histograms_count_since_the_reset_not_the_selection():
     m = FeatureMonitor(8, selected=[1, 2])
     m.on_activation(torch.rand(5, 8))
     m.configure(selected=[2, 4])
     values = np.frombuffer(m.snapshot().value_counts, "<f8").reshape(2, VALUE_BIN_COUNT)
-    assert values.sum(1).tolist() == [5, 0]
+    assert values.sum(1).tolist() == [5, 5]
 
 
 def test_snapshot_waits_for_its_copies_without_holding_the_monitor_lock(monkeypatch):

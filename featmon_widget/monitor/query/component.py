@@ -17,6 +17,7 @@ from ...snapshot.options import PANEL_LOGITS, SnapshotOptions, check_metric, sna
 from ...snapshot.schemas import Snapshot
 from ...types import (
     CoFiringResponse,
+    DistributionResponse,
     ExamplesResponse,
     HistoryResponse,
     LogitsResponse,
@@ -30,6 +31,7 @@ from ..record.recording import Recording
 from ..state import monitor_state
 from . import queries
 from .cofiring_ranking import cofiring_of
+from .distribution import distribution_of
 from .labels import load_labels
 from .logits import Logits
 
@@ -136,6 +138,13 @@ class Queries:
         """The unembedding [d_model, vocab] logits use (None: the attached model's again)."""
         self._logits.set_unembedding(w_u)
         self._live.emit("unembedding")
+
+    def get_distribution(self, feature: int) -> DistributionResponse:
+        """`feature`'s activation distribution since the last reset (see
+        `DistributionResponse`)."""
+        check_int("feature", feature, 0, self._recording.d_sae - 1)
+        with self._lock:
+            return distribution_of(self._recording, feature)
 
     def set_labels(self, source: Any) -> int:
         """Name features: a dict `{feature: text}`, or a JSON / JSON Lines / CSV file (e.g. a

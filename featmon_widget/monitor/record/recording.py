@@ -1,7 +1,7 @@
 """Everything a monitor has recorded, on one device, and the configuration it records with.
 
-`Recording` owns the running statistics, the history ring, the top-activating examples, the
-selected features' value histograms, the per-request positions and the token totals. It is the
+`Recording` owns the running statistics, the history ring, the top-activating examples, every
+feature's value distribution, the per-request positions and the token totals. It is the
 `SnapshotSource` the snapshot builder reads. Callers hold the monitor's lock.
 """
 
@@ -28,9 +28,10 @@ from ..stats.native import RowMaxima
 from ..stats.running import RunningStats
 from .cofiring import CoFiring
 from .costs import CostMeter
+from .distributions import Distributions
 from .examples import ExampleTable
 from .features import DenseFeatures, SparseFeatures
-from .histograms import VALUE_EDGES, ValueHistograms
+from .histograms import LegacyValueHistograms
 from .history import HistoryRing
 from .positions import RequestPositions, as_batch_mask, check_positions
 from .registry import MAX_COUNT, SUM, Event, StatePart, StateRegistry, check_count, check_range
@@ -152,7 +153,7 @@ def _is_time(value: Any) -> bool:
 
 
 class Recording:
-    """Statistics, history, value histograms and totals of one monitor (see module doc)."""
+    """Statistics, history, distributions and totals of one monitor (see module doc)."""
 
     def __init__(self, d_sae: int, config: MonitorConfig, device: torch.device | None,
                  compiled: StatisticsKernels) -> None:
@@ -185,7 +186,7 @@ class Recording:
         self.stats = RunningStats(self.d_sae, device, self.compiled)
         self.history = HistoryRing(cfg.history_size, cfg.top_k, cfg.features or (), device,
                                    self.d_sae)
-        self.values = ValueHistograms(cfg.selected, device)
+        self.distributions = Distributions(self.d_sae, device, cfg.distributions, self.backend)
         self.cofiring = CoFiring(cfg.selected, self.d_sae, device, self.backend)
         self.examples = ExampleTable(self.d_sae, cfg.examples_per_feature, cfg.context_window,
                                      device, self.backend)
@@ -241,7 +242,7 @@ class Recording:
                batch: int, tokens: int, request_id: str, token_ids: Tensor | None = None,
                maxima: RowMaxima | None = None, codes: tuple[int, int] | None = None) -> None:
         """Record one pass (its statistics already folded in) in the history, the examples,
-        the value histograms and the totals. `token_ids` [batch * tokens], when known;
+        the distributions and the totals. `token_ids` [batch * tokens], when known;
         `maxima`: the pass's row maxima if the statistics pass gave them; `codes`: from
         `request_codes`, taken before the merge (else taken now)."""
         history_code, example_code = codes if codes is not None else (None, None)
@@ -252,7 +253,7 @@ class Recording:
                            history_code)
         self.examples.update(features, valid, pos, batch, tokens, request_id, token_ids,
                              self.config.threshold, maxima, example_code)
-        self.values.update(features, valid, self.config.threshold)
+        self.distributions.update(features, valid, self.config.threshold)
         self.cofiring.update(features, valid, self.config.threshold)
         real = valid.sum()
         self.tokens += real
@@ -266,19 +267,21 @@ class Recording:
 
     def reconfigure(self, new: MonitorConfig) -> None:
         """Apply a validated configuration: resize the history (newest records kept), carry
-        value histograms of features still selected, restart threshold statistics."""
+        co-firing counts of features still selected, restart threshold statistics."""
         old = self.config
         if (new.history_size, new.top_k, new.features) != (
             old.history_size, old.top_k, old.features
         ):
             self.history = self.history.resized(new.history_size, new.top_k, new.features or ())
         if new.selected != old.selected:
-            self.values = self.values.reselected(new.selected)
             self.cofiring = self.cofiring.reselected(new.selected)
         if (new.examples_per_feature, new.context_window) != (
             old.examples_per_feature, old.context_window
         ):
             self.examples = self.examples.resized(new.examples_per_feature, new.context_window)
+        if new.distributions != old.distributions:
+            self.distributions = Distributions(self.d_sae, self.device, new.distributions,
+                                               self.backend)
         if new.threshold != old.threshold:
             self.state_parts().reset(Event.THRESHOLD)
         self.config = new
@@ -286,9 +289,10 @@ class Recording:
     def state_parts(self) -> StateRegistry:
         """The recorded state, part by part (see `registry`): the one list that saving, sync,
         the resets and the memory figures read; `extra_parts` come last."""
-        return StateRegistry([self.stats, self.history, self.values, self.cofiring,
-                              self.examples, self.health, self.positions, RecordingTotals(self),
-                              *self.extra_parts])
+        return StateRegistry([self.stats, self.history,
+                              LegacyValueHistograms(len(self.config.selected)), self.cofiring,
+                              self.distributions, self.examples, self.health, self.positions,
+                              RecordingTotals(self), *self.extra_parts])
 
     def reset_statistics(self) -> None:
         """Zero every statistic and total (the history stays)."""
@@ -366,8 +370,8 @@ class Recording:
                               self.config.rare_floor, self.backend)
 
     def value_histograms(self) -> ValueHistogramCounts:
-        """The selected features' value histograms."""
-        return ValueHistogramCounts(self.values.features, VALUE_EDGES, self.values.counts)
+        """The selected features' distributions (zeros while they are off)."""
+        return ValueHistogramCounts(*self.distributions.snapshot_rows(self.config.selected))
 
     def cofiring_top(self, k: int) -> CoFiringTop:
         """What each selected feature fires with most (`cofiring_ranking.cofiring_top`)."""

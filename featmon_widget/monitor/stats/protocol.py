@@ -20,6 +20,7 @@ from typing import Any, NamedTuple
 import torch
 
 from ...snapshot.frequency import FREQUENCY_BIN_COUNT
+from ...snapshot.value_bins import DIST_BIN_BIAS, DIST_BINS, DIST_LOG_BINS
 from ...types import METRICS
 
 HEADER = "featmon_protocol.h"
@@ -141,6 +142,9 @@ def render_header(kernels: Iterable[tuple[str, tuple[CFunction, ...]]]) -> str:
         + _enum([*((f"RECORD_{name.upper()}", i) for i, name in enumerate(RECORD_FIELDS)),
                  ("RECORD", RECORD)]),
         "/* Bins of the firing-frequency histogram. */\n" + _enum([("SCAN_BINS", SCAN_BINS)]),
+        "/* Value distributions: bins per feature (the last: inactive), log bins, the bias. */\n"
+        + _enum([("DIST_BINS", DIST_BINS), ("DIST_LOG_BINS", DIST_LOG_BINS),
+                 ("DIST_BIN_BIAS", DIST_BIN_BIAS)]),
     ]
     for source, functions in kernels:
         parts.append(f"/* {source} */\n" + "\n".join(fn.prototype() for fn in functions))

@@ -87,7 +87,8 @@ def reference_monitor() -> FeatureMonitor:
 
 def figures(monitor: FeatureMonitor) -> dict[str, Any]:
     """What the readers of `monitor` say (JSON-able): health, drift, the counts another monitor
-    compares with, the firing summary (frequency histogram and counts) and the totals."""
+    compares with, the firing summary (frequency histogram and counts), the co-firing counts,
+    every feature's distribution and the totals."""
     active, tokens = monitor.reference_counts()
     state = monitor.state
     rec = monitor._recording
@@ -100,6 +101,9 @@ def figures(monitor: FeatureMonitor) -> dict[str, Any]:
         "reference_counts": [active.tolist(), tokens],
         "firing": rec.firing_summary().tolist(),
         "cofiring": [dataclasses.asdict(monitor.get_cofiring(f, k=20)) for f in SELECTED],
+        # Every feature's counts (the quantiles and edges follow from them and the max).
+        "distributions": rec.distributions.rows_of(
+            torch.arange(monitor.d_sae, device=rec.device)).tolist(),
         "totals": [state.total_tokens, state.forward_passes, state.dropped_indices,
                    state.synced_ranks],
     }

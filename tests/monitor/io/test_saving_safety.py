@@ -185,7 +185,7 @@ def _set(name, value, index=0):
     (_set("totals.active_tokens", 10**6), r"'totals\.active_tokens' holds"),
     (_set("health.l0_counts", -2), r"'health\.l0_counts' holds -2"),
     (_set("totals.tokens", -7), r"'totals\.tokens' holds -7"),
-    (_set("values.counts", -1), r"'values\.counts' holds -1"),
+    (_set("distributions.counts", -1), r"'distributions\.counts' holds -1"),
     (_set("health.sse", -1.0), r"'health\.sse' holds -1"),
 ])
 def test_tampered_values_with_a_recomputed_digest_are_refused(saved, change, message):

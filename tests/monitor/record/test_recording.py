@@ -102,16 +102,16 @@ def test_a_threshold_change_restarts_the_threshold_statistics_only():
     assert rec.stats.count.tolist() == [4] * D  # the statistics themselves stay
     assert int(rec.device_totals().tokens) == 4
     assert rec.since == before and rec.active_since >= before
-    assert int(rec.values.counts.sum()) == 0  # value histograms count from the new threshold
+    assert int(rec.distributions.counts.sum()) == 0  # distributions count from the new threshold
 
 
-def test_selected_features_keep_their_histograms_when_still_selected():
+def test_a_new_selection_keeps_every_distribution():
     rec, ingest = recording(selected=(1, 2))
     ingest.dense(torch.full((3, D), 0.5), "a", None, None)
-    kept = rec.values.counts[0].clone()
+    kept = rec.distributions.counts.clone()
     rec.reconfigure(rec.config.replace(D, selected=(1, 4)))
-    assert torch.equal(rec.values.counts[0], kept)
-    assert int(rec.values.counts[1].sum()) == 0
+    assert torch.equal(rec.distributions.counts, kept)
+    assert rec.value_histograms().counts.sum(1).tolist() == [3, 3]
 
 
 def test_reset_statistics_zeroes_the_totals_and_keeps_the_history():
@@ -173,6 +173,6 @@ def test_device_bytes_names_every_part():
     rec, ingest = recording()
     ingest.dense(torch.rand(2, D), "a", None, None)
     parts = rec.device_bytes()
-    assert {"statistics", "history", "histograms", "examples", "health"} <= set(parts)
+    assert {"statistics", "history", "distributions", "examples", "health"} <= set(parts)
     assert all(isinstance(n, int) and n >= 0 for n in parts.values())
     assert parts["statistics"] > 0

@@ -56,6 +56,9 @@ enum {
 /* Bins of the firing-frequency histogram. */
 enum { SCAN_BINS = 32 };
 
+/* Value distributions: bins per feature (the last: inactive), log bins, the bias. */
+enum { DIST_BINS = 32, DIST_LOG_BINS = 31, DIST_BIN_BIAS = 237 };
+
 /* dense_moments.c */
 int featmon_dense_moments(void *acts, int dtype, const uint8_t *valid, int64_t n, int64_t f,
                           const double *shift, double threshold, int64_t *rows_buf, int64_t *count,
@@ -110,5 +113,9 @@ int featmon_top_k_metric(int metric, const int64_t *count, const int64_t *active
 void featmon_cofire(const void *acts, int is_bf16, const uint8_t *valid, int64_t n, int64_t f,
                     const int64_t *sel, int64_t s, float threshold, void *both, int wide,
                     int32_t *own, int threads);
+
+/* distributions.c */
+int featmon_distributions(const void *acts, int dtype, const uint8_t *valid, int64_t n, int64_t f,
+                          float threshold, void *counts, int wide, int threads);
 
 #endif

@@ -1,0 +1,141 @@
+/* Per-feature value distributions on the CPU (see monitor/record/distributions.py).
+ *
+ * featmon_distributions: for each valid row of acts [n, f] (float32, bfloat16 or float16, as
+ * DTYPE_*), each finite value x of column c adds one to counts[c * DIST_BINS + b]: b is the
+ * log bin of x (clamp((bits(x) >> 22) - DIST_BIN_BIAS, 0, DIST_LOG_BINS - 1), on the float32
+ * bits: exact, the same as numpy's searchsorted over the edges) where x > threshold, and
+ * DIST_BINS - 1 (inactive) otherwise. NaN and Inf are not counted. The caller passes the
+ * largest float32 at most the monitor's threshold, so the float compare here is exact. counts
+ * is int32, or int64 when wide.
+ *
+ * Why its own kernel, not a fifth accumulator of the statistics sweep (dense_moments.c): a
+ * count indexed by the value is a scatter, which would leave that sweep scalar. Here each row
+ * is read once, in tiles of TILE columns whose counts stay in cache, and in blocks of BLOCK
+ * values: a vectorized pass counts the block's inactive values into per-column int32 sums
+ * (contiguous) and says whether any is active; only blocks with an active value take the
+ * scalar scatter (a ReLU SAE's features are mostly 0). Threads split the features (columns):
+ * no two threads write one count. */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "featmon_protocol.h" /* DTYPE_*, DIST_*, VECTOR_CLONES, this file's prototype */
+
+enum { BLOCK = 16, ALIGN = 64, TILE = 2048 };
+
+static inline float from_f32(float v) { return v; }
+
+static inline float from_bf16(uint16_t h) {
+    const uint32_t bits = (uint32_t)h << 16;
+    float v;
+    memcpy(&v, &bits, sizeof v);
+    return v;
+}
+
+/* Exact for every half value (as dense_moments.c's f16_to_f32). */
+static inline float from_f16(uint16_t h) {
+    const uint32_t magnitude = (uint32_t)(h & 0x7FFF) << 13;
+    float v;
+    memcpy(&v, &magnitude, sizeof v);
+    v *= 0x1p112f;
+    uint32_t special = magnitude | 0x7F800000u, bits;
+    memcpy(&bits, &v, sizeof bits);
+    bits = (h & 0x7FFF) >= 0x7C00 ? special : bits;
+    bits |= (uint32_t)(h & 0x8000) << 16;
+    memcpy(&v, &bits, sizeof v);
+    return v;
+}
+
+static inline int64_t log_bin(float v) {
+    int32_t bits;
+    memcpy(&bits, &v, sizeof bits);
+    const int32_t b = (bits >> 22) - DIST_BIN_BIAS; /* negative values: below 0 */
+    return b < 0 ? 0 : b > DIST_LOG_BINS - 1 ? DIST_LOG_BINS - 1 : b;
+}
+
+/* Columns [0, m) of one row (x and counts start at the tile's first column); inactive: the
+ * tile's per-column inactive sums. The scatter is branchless (an inactive value adds 0 to
+ * the bin its bits give): active values come at random, and a branch per value mispredicts. */
+#define ROW(NAME, T, LOAD)                                                                   \
+    VECTOR_CLONES static void NAME(const T *restrict x, int64_t m, float t,                 \
+                                   int32_t *restrict inactive, void *counts, int wide) {      \
+        for (int64_t i = 0; i < m; i += BLOCK) {                                             \
+            const int64_t e = m - i < BLOCK ? m - i : BLOCK;                                 \
+            int any = 0;                                                                     \
+            for (int64_t k = 0; k < e; k++) {                                                \
+                const float v = LOAD(x[i + k]);                                              \
+                const int ok = (v - v) == 0.0f;                                              \
+                const int on = v > t;                                                        \
+                inactive[i + k] += ok & !on;                                                 \
+                any |= ok & on;                                                              \
+            }                                                                                \
+            if (!any) continue;                                                              \
+            int64_t hit[BLOCK], h = 0; /* the active ones, listed without a branch */        \
+            for (int64_t k = 0; k < e; k++) {                                                \
+                const float v = LOAD(x[i + k]);                                              \
+                hit[h] = k;                                                                  \
+                h += ((v - v) == 0.0f) & (v > t);                                            \
+            }                                                                                \
+            for (int64_t q = 0; q < h; q++) {                                                \
+                const int64_t k = hit[q];                                                    \
+                const int64_t at = (i + k) * DIST_BINS + log_bin(LOAD(x[i + k]));            \
+                if (wide)                                                                    \
+                    ((int64_t *)counts)[at] += 1;                                            \
+                else                                                                         \
+                    ((int32_t *)counts)[at] += 1;                                            \
+            }                                                                                \
+        }                                                                                    \
+    }
+
+ROW(row_f32, float, from_f32)
+ROW(row_bf16, uint16_t, from_bf16)
+ROW(row_f16, uint16_t, from_f16)
+
+/* Returns 0, or -1 where a part's scratch could not be allocated (counts then incomplete). */
+int featmon_distributions(const void *acts, int dtype, const uint8_t *valid, int64_t n,
+                          int64_t f, float threshold, void *counts, int wide, int threads) {
+    if (threads < 1) threads = 1;
+    int64_t width = (f + threads - 1) / threads;
+    width = (width + ALIGN - 1) / ALIGN * ALIGN;
+    const int64_t parts = (f + width - 1) / width;
+    const size_t size = dtype == DTYPE_F32 ? 4 : 2;
+    int failed = 0;
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(threads) schedule(static) reduction(| : failed)
+#endif
+    for (int64_t p = 0; p < parts; p++) {
+        const int64_t lo = p * width, hi = lo + width < f ? lo + width : f;
+        int32_t *inactive = calloc(TILE, sizeof *inactive);
+        if (!inactive) {
+            failed = 1;
+            continue;
+        }
+        /* Tiles of TILE columns, each over every row: the tile's counts (256 KiB) stay in
+         * L2 while the rows stream past (8 KiB a row segment: the prefetchers follow). */
+        for (int64_t start = lo; start < hi; start += TILE) {
+            const int64_t m = hi - start < TILE ? hi - start : TILE;
+            void *c = wide ? (void *)((int64_t *)counts + start * DIST_BINS)
+                           : (void *)((int32_t *)counts + start * DIST_BINS);
+            memset(inactive, 0, TILE * sizeof *inactive);
+            for (int64_t r = 0; r < n; r++) {
+                if (valid && !valid[r]) continue;
+                const char *x = (const char *)acts + ((size_t)r * (size_t)f + (size_t)start) * size;
+                if (dtype == DTYPE_F32)
+                    row_f32((const float *)x, m, threshold, inactive, c, wide);
+                else if (dtype == DTYPE_BF16)
+                    row_bf16((const uint16_t *)x, m, threshold, inactive, c, wide);
+                else
+                    row_f16((const uint16_t *)x, m, threshold, inactive, c, wide);
+            }
+            for (int64_t i = 0; i < m; i++) {
+                const int64_t at = i * DIST_BINS + DIST_BINS - 1;
+                if (wide)
+                    ((int64_t *)c)[at] += inactive[i];
+                else
+                    ((int32_t *)c)[at] += inactive[i];
+            }
+        }
+        free(inactive);
+    }
+    return failed ? -1 : 0;
+}
