@@ -205,6 +205,7 @@ def read_save(path: str | Path) -> SavedMonitor:
     _, tensors = _current_layout(raw, tensors, json_path)
     try:
         parts.check_values(tensors, meta["parts"])
+        _check_threshold(meta["config"]["threshold"], tensors)
     except ValueError as exc:
         raise ValueError(f"{tensors_path}: {cut(str(exc), 300)}") from None
     return SavedMonitor(meta, tensors)
@@ -299,6 +300,30 @@ def _check_meta(saved: SavedMonitor, path: Path) -> StateRegistry:
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{path}: {cut(str(exc), 300)}") from None
     return parts
+
+
+def _check_threshold(threshold: float, tensors: dict[str, torch.Tensor]) -> None:
+    """The statistics agree with the saved threshold (an edit of it with the digest recomputed
+    would load numbers that contradict it): a feature counted active has its maximum above the
+    threshold; and, while every token was counted under this threshold (no change since the
+    reset), a feature has a value at or below it exactly when not all of its values were
+    active. Both are exact: the kernels compare each value with the threshold as numbers, and
+    min / max are those values."""
+    count, active = tensors.get("stats.count"), tensors.get("stats.active_count")
+    low, high = tensors.get("stats.min"), tensors.get("stats.max")
+    if any(t is None for t in (count, active, low, high)):
+        return  # a save without these statistics (a part this version does not hold)
+    seen = count > 0
+    wrong = seen & (active > 0) & ~(high > threshold)
+    tokens, active_tokens = tensors.get("totals.tokens"), tensors.get("totals.active_tokens")
+    if tokens is not None and active_tokens is not None and int(tokens) == int(active_tokens):
+        wrong |= seen & ((active < count) != (low <= threshold))
+    if bool(wrong.any()):
+        feature = int(wrong.nonzero()[0, 0])
+        raise ValueError(
+            f"the statistics contradict the saved threshold {threshold!r} (feature {feature}: "
+            f"{int(active[feature])} of {int(count[feature])} values active, min "
+            f"{float(low[feature])!r}, max {float(high[feature])!r}): the save is corrupt")
 
 
 def _check_bounds(meta: dict[str, Any]) -> None:

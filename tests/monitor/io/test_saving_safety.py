@@ -156,6 +156,23 @@ def test_a_hand_edit_of_the_json_is_refused_as_corrupt(saved, change):
         FeatureMonitor.load(saved)
 
 
+@pytest.mark.parametrize("threshold", [0.9, -0.5, 50.0])
+def test_an_edited_threshold_that_contradicts_the_statistics_is_refused(saved, threshold):
+    edit(saved, lambda m: m["config"].update(threshold=threshold))  # digest recomputed
+    with pytest.raises(ValueError, match=f"contradict the saved threshold {threshold}"):
+        FeatureMonitor.load(saved)
+
+
+def test_a_threshold_changed_while_recording_loads(tmp_path):
+    monitor = fed(threshold=0.2)
+    monitor.configure(threshold=0.6)  # the active counts restart; count, min, max go on
+    monitor.on_activation(torch.rand(3, D) + 0.1)
+    monitor.save(tmp_path)
+    loaded = FeatureMonitor.load(tmp_path)
+    assert loaded.get_statistics() == monitor.get_statistics()
+    assert loaded.config.threshold == 0.6
+
+
 def test_a_version_2_save_is_bounded_too(tmp_path):
     shutil.copytree(DATA / "save_v2", tmp_path / "v2")
     path = tmp_path / "v2" / "monitor.json"
