@@ -24,6 +24,9 @@ from .watch import Watch, WatchCallback, hits_from, stopping_criteria
 
 # Features one watch may name, and hits kept for a watch without a callback.
 MAX_WATCHED_FEATURES = 256
+# Active watches a monitor holds: each keeps a ring of WATCH_CAPACITY hits on the device
+# (about 180 KB) and, with a callback, a thread of its own; one watch can name 256 features.
+MAX_WATCHES = 256
 RECENT_HITS = 1000
 # In a snapshot: watched features marked, and hot / cold features of the drift view.
 MAX_SNAPSHOT_WATCHED = 64
@@ -137,6 +140,10 @@ class Oversight:
             raise TypeError(f"callback must be callable, got {type(callback).__name__}")
         with self._lock:
             self._live.check_open()  # a closed monitor registers nothing
+            if len(rec.watch_set.watches) >= MAX_WATCHES:
+                raise ValueError(f"a monitor holds at most {MAX_WATCHES} active watches (each "
+                                 f"may name up to {MAX_WATCHED_FEATURES} features); cancel one "
+                                 f"first")
             watch = Watch(checked, thresholds, callback, rec.device, self._unwatch,
                           recent=RECENT_HITS, gate=self._live.gate, clock=self._live.clock)
             if not self._watch_task:

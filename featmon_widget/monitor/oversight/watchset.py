@@ -11,6 +11,8 @@ ring, so its last hits are still delivered.
 
 from __future__ import annotations
 
+import itertools
+
 import torch
 
 from ..record.features import DenseFeatures, SparseFeatures
@@ -67,8 +69,8 @@ class WatchSet:
         dev, watches = self.device, self.watches
         caps = [w.capacity for w in watches]
         widths = [len(w.features) for w in watches]
-        base = [sum(caps[:i]) for i in range(len(caps))]
-        start = [sum(widths[:i]) for i in range(len(widths))]
+        base = list(itertools.accumulate(caps, initial=0))[:-1]
+        start = list(itertools.accumulate(widths, initial=0))[:-1]
         total = sum(caps)
         owner = [j for j, n in enumerate(widths) for _ in range(n)]
         long = dict(dtype=torch.int64, device=dev)
@@ -85,16 +87,16 @@ class WatchSet:
         self._column = torch.tensor([where[f] for w in watches for f in w.features], **long)
         self._lookup: Tensor | None = None  # feature -> its column among _unique (TopK input)
         self._sink = total  # the last slot takes the writes of columns without a hit
-        rings = {name: torch.zeros(total + 1, dtype=dtype, device=dev)
+        empty = {"token": -1}  # what an unwritten slot holds (0 elsewhere)
+        rings = {name: torch.full((total + 1,), empty.get(name, 0), dtype=dtype, device=dev)
                  for name, dtype in Watch.RING_FIELDS}
-        rings["token"].fill_(-1)
         written = torch.zeros(len(watches), **long)
-        for j, watch in enumerate(watches):  # carry each ring over, then hand out views
+        if copy and watches:  # carry every ring over, one copy a field
+            for name, ring in rings.items():
+                torch.cat([getattr(w, name) for w in watches], out=ring[:total])
+            torch.stack([w.written for w in watches], out=written)
+        for j, watch in enumerate(watches):  # then hand out views
             part = slice(base[j], base[j] + caps[j])
-            if copy:
-                for name, ring in rings.items():
-                    ring[part].copy_(getattr(watch, name))
-                written[j] = watch.written
             watch.join(self, {name: ring[part] for name, ring in rings.items()}, written[j])
         self._rings, self.written = rings, written
         if self.fired.shape[1] != len(watches):

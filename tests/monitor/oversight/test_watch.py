@@ -188,3 +188,20 @@ def test_a_raising_callback_loses_nothing_for_itself_or_other_watches(manual_clo
     assert len(calls) == 20 and len(second) == 20
     assert first.errors == 20 and "user bug" in first.last_error
     assert other.errors == 0 and other.dropped == first.dropped == 0
+
+
+def test_a_monitor_holds_a_bounded_number_of_watches():
+    from featmon_widget.monitor.oversight.component import MAX_WATCHES
+
+    monitor = FeatureMonitor(8, compile=False)
+    watches = [monitor.watch(i % 8) for i in range(MAX_WATCHES)]
+    with pytest.raises(ValueError, match=f"at most {MAX_WATCHES} active watches"):
+        monitor.watch(0)
+    assert len(monitor._recording.watch_set.watches) == MAX_WATCHES  # nothing registered
+    watches[0].cancel()
+    monitor.watch(3)  # room again
+    acts = torch.zeros(1, 8)
+    acts[0, 3] = 1.0
+    monitor.on_activation(acts)
+    assert watches[3].hits == 1 and watches[-1].hits == 0 and watches[0].hits == 0
+    monitor.close()
