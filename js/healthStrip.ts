@@ -41,7 +41,7 @@ export class HealthStrip implements Component {
       item("cosine", "cos", "mean cosine of input and reconstruction (sampled forwards)"),
       item("dead", "dead", "features never active since the threshold was set"),
       item("rare", "ultra-rare", "features active on fewer than the rare floor of the tokens"),
-      item("overhead", "monitor", "time monitoring took per forward"),
+      item("overhead", "monitor", "time per forward spent in the monitor: the SAE's encode when the monitor runs it (a hooked model), plus recording the features"),
       item("memory", "memory", "device memory the monitor holds"),
       item("dropped", "records dropped", "history records overwritten by newer ones"),
       item("watch-hits", "watch hits", "hits of the watched features delivered so far"),

@@ -152,7 +152,7 @@ features, updated live; `get_health()` gives the same figures:
 health = monitor.get_health()   # what the widget's health strip shows
 print(f"L0 {health.l0_mean:.1f}, FVU {health.fvu:.2f}, cosine {health.cosine:.2f}, "
       f"dead {health.dead_features}, ultra-rare {health.ultra_rare_features}, "
-      f"monitoring {monitor.state.monitor_ms:.1f} ms per forward")
+      f"monitor {monitor.state.monitor_ms:.1f} ms per forward (the SAE's encode + recording)")
 """),
     md("""
 The features that fire most strongly where they fire. Selecting them opens their panels in the
@@ -173,6 +173,77 @@ for f in top:
     for e in monitor.get_examples(f.feature_idx, k=3).examples:
         text = "".join(f"[[{t}]]" if i == e.index else t for i, t in enumerate(e.tokens))
         print(f"  {e.value:7.3f}  {text.strip()}")
+"""),
+    md("""
+## A feature's page
+
+Each selected feature's panel in the widget is its page, live: the distribution of its
+activations since the reset (quantiles marked), its top examples and a uniform random sample of
+its activating tokens grouped by activation interval (each band says what share of the
+activations it holds), what it fires with, the tokens its decoder direction promotes and
+suppresses, and a box to test any text. The same reads in code, for the strongest feature:
+"""),
+    code("""
+feature = top[0].feature_idx
+dist = monitor.get_distribution(feature)   # every token since the reset, exact counts
+stats = monitor.get_statistics([feature]).features[0]
+print("every value counted once:", sum(dist.counts) + dist.inactive == stats.count,
+      "| active values:", sum(dist.counts) == stats.active_count)
+"""),
+    code("""
+# NBVAL_IGNORE_OUTPUT
+# (quantiles read from log bins; the features can swap places between CPU kinds)
+print(f"feature {feature}: p50 {dist.quantiles[0.5]:.2f}, p90 {dist.quantiles[0.9]:.2f}, "
+      f"p99 {dist.quantiles[0.99]:.2f} (within a bin's ratio, at most 1.5x)")
+for e in monitor.get_examples(feature, kind="sample").examples:   # across the range
+    text = "".join(f"[[{t}]]" if i == e.index else t for i, t in enumerate(e.tokens))
+    print(f"  sampled {e.value:7.3f}  {text.strip()}")
+"""),
+    md("""
+Co-firing is counted from the moment a feature is selected: stream more text, then ask what the
+strongest feature fires with (ranked by Jaccard, so the densest features do not top every list).
+"""),
+    code("""
+for start in range(0, 500, 100):
+    bundle.run(corpus.sentences(2500)[2000 + start:2100 + start])
+cofiring = monitor.get_cofiring(feature, k=5)
+print(cofiring.tokens, "tokens counted since the selection;",
+      len(cofiring.features), "features fire with it")
+"""),
+    code("""
+# NBVAL_IGNORE_OUTPUT
+for row in cofiring.features:
+    print(f"  feature {row.feature}: both {row.both}, Jaccard {row.jaccard:.2f}")
+"""),
+    md("""
+What the feature promotes: `W_dec[feature] @ W_U`, no final layer norm. MiniLM is an encoder
+with no unembedding; its input embeddings (tied to its masked-LM decoder) stand in, and
+`source` says so.
+"""),
+    code("""
+# NBVAL_IGNORE_OUTPUT
+logits = monitor.get_logits(feature, k=8)
+print("W_U from the model's", logits.source)
+print("promotes:  ", [t.token for t in logits.top])
+print("suppresses:", [t.token for t in logits.bottom])
+"""),
+    md("""
+Test a text the SAE never saw: `probe` runs the model on it and reads the features on each
+token; with `record=False` (the default) nothing it sees is recorded. The widget's test box does
+the same.
+"""),
+    code("""
+before = monitor.state.total_tokens
+probe = monitor.probe("The interpreter raises a ValueError when the argument is negative.")
+text = probe.texts[0]
+print("recorded nothing:", monitor.state.total_tokens == before,
+      "| tokens:", len(text.tokens))
+"""),
+    code("""
+# NBVAL_IGNORE_OUTPUT
+for token, value, top_features in zip(text.tokens, text.activations[feature],
+                                      text.top_features):
+    print(f"  {token!s:>12}  feature {feature}: {value:6.2f}   top: {top_features[:3]}")
 """),
 ]
 
@@ -311,6 +382,22 @@ newest = monitor.get_history(limit=2, request_id="req-b").records
 for r in newest:
     print(r.record_id, r.token_position, [(f, round(v, 3)) for f, v in r.top_k])
 hook.remove()
+"""),
+    md("""
+What a feature promotes: its decoder direction through the model's real unembedding
+(`lm_head`, the HF output embeddings), `W_dec[feature] @ W_U` without the final layer norm. With
+random weights the tokens mean nothing; with a trained model they are the feature's direct
+effect on the next-token logits.
+"""),
+    code("""
+logits = monitor.get_logits(0, k=5)
+print("W_U from the model's", logits.source, "|", sum(logits.counts), "tokens in the histogram")
+"""),
+    code("""
+# NBVAL_IGNORE_OUTPUT
+# (float32 products: the last digits can differ between CPU kinds)
+print("promotes:  ", [(t.token_id, round(t.value, 3)) for t in logits.top])
+print("suppresses:", [(t.token_id, round(t.value, 3)) for t in logits.bottom])
 """),
 ]
 
