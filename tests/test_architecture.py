@@ -28,7 +28,7 @@ ALLOWED = {
 MAX_LINES = 400
 # The facade owns its components and delegates each operation to one of them: one short method
 # per operation, no logic of its own (no branches or loops in a public method).
-FACADE_MAX_LINES = 300
+FACADE_MAX_LINES = 340
 FACADE_METHOD_MAX_LINES = 25
 FACADE_PUBLIC_MAX_STATEMENTS = 8
 LOGIC = (ast.If, ast.For, ast.AsyncFor, ast.While, ast.Try, ast.Match, ast.IfExp, ast.ListComp,

@@ -56,7 +56,7 @@ Tensor = torch.Tensor
 FORMAT = "featmon_widget.monitor"
 # 3: tensors named by digest, the JSON's own digest (atomic replace); 2: each part of the
 # recorded state saved under its name (`parts`); 1: one key per part.
-FORMAT_VERSION = 3
+FORMAT_VERSION = 4
 # The JSON holds names and labels only; anything larger was not written by us.
 MAX_JSON_BYTES = 1 << 30
 MAX_D_SAE = 2**31 - 1

@@ -15,7 +15,7 @@ import pytest
 import torch
 from conftest import native_kernel, vectorized_loops
 
-from featmon_widget.monitor.record.examples import dense_row_maxima
+from featmon_widget.monitor.record.row_maxima import dense_row_maxima
 from featmon_widget.monitor.stats import native
 from featmon_widget.monitor.stats.backend import KERNELS
 from featmon_widget.monitor.stats.kernels import StatisticsKernels
