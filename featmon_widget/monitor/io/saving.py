@@ -54,6 +54,7 @@ from .save_files import (
 Tensor = torch.Tensor
 
 FORMAT = "featmon_widget.monitor"
+# 4: the sample of activating tokens (`record/samples.py`; older saves load it empty);
 # 3: tensors named by digest, the JSON's own digest (atomic replace); 2: each part of the
 # recorded state saved under its name (`parts`); 1: one key per part.
 FORMAT_VERSION = 4

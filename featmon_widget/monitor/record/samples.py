@@ -63,8 +63,13 @@ def fmix32(h: Tensor) -> Tensor:
 
 
 def _mix(value: int) -> int:
-    """`fmix32` of a host int (for the seed's salts)."""
-    return int(fmix32(torch.tensor([value & _M32], dtype=torch.int64))[0])
+    """`fmix32` of a host int (for the seed's salts; no tensor, nothing to sync)."""
+    h = value & _M32
+    h ^= h >> 16
+    h = (h * 0x85EBCA6B) & _M32
+    h ^= h >> 13
+    h = (h * 0xC2B2AE35) & _M32
+    return h ^ (h >> 16)
 
 
 def token_keys(seed: int, rank: int, first: int, n: int, device: torch.device) -> Tensor:
@@ -103,13 +108,46 @@ def union(a: dict[str, Tensor], b: dict[str, Tensor]) -> dict[str, Tensor]:
     return out
 
 
-def _empty_like(like: dict[str, Tensor]) -> dict[str, Tensor]:
+def _empty(like: dict[str, Tensor]) -> dict[str, Tensor]:
     fill = {"key": EMPTY_KEY, "value": float("-inf"), "tokens": -1, "acts": float("nan")}
     return {n: torch.full_like(t, fill.get(n, 0)) for n, t in like.items()}
 
 
-# The ranks' samples: their union, keeping each feature's smallest keys.
-UNION = Rule("union of samples", _empty_like, union)
+def pack_records(fields: dict[str, Tensor]) -> Tensor:
+    """The records [F, E] by `_RECORD` name as one int64 [F, E, 5 + 2 span] (floats as
+    their bits): how a sample travels between ranks."""
+    columns = [fields["key"], fields["value"].view(torch.int32).to(torch.int64),
+               fields["request"], fields["row"].to(torch.int64),
+               fields["position"].to(torch.int64)]
+    return torch.cat([torch.stack(columns, -1), fields["tokens"].to(torch.int64),
+                      fields["acts"].view(torch.int16).to(torch.int64)], -1)
+
+
+def unpack_records(packed: Tensor, span: int) -> dict[str, Tensor]:
+    """Inverse of `pack_records`."""
+    return {"key": packed[..., 0], "value": packed[..., 1].to(torch.int32).view(torch.float32),
+            "request": packed[..., 2], "row": packed[..., 3].to(torch.int32),
+            "position": packed[..., 4].to(torch.int32),
+            "tokens": packed[..., 5:5 + span].to(torch.int32),
+            "acts": packed[..., 5 + span:].to(torch.int16).view(torch.bfloat16)}
+
+
+def union_rule(per_feature: int, span: int) -> Rule:
+    """The ranks' samples (packed, flat) as one: their union, keeping each feature's
+    smallest keys (merged a whole feature at a time)."""
+    width = 5 + 2 * span
+
+    def fields(flat: Tensor) -> dict[str, Tensor]:
+        return unpack_records(flat.view(-1, per_feature, width), span)
+
+    def start(like: dict[str, Tensor]) -> dict[str, Tensor]:
+        return {"record": pack_records(_empty(fields(like["record"]))).reshape(-1)}
+
+    def combine(a: dict[str, Tensor], b: dict[str, Tensor]) -> dict[str, Tensor]:
+        merged = union(fields(a["record"]), fields(b["record"]))
+        return {"record": pack_records(merged).reshape(-1)}
+
+    return Rule("union of samples", start, combine, unit=max(1, per_feature * width))
 
 
 class SampleTable(ExampleTable):
@@ -118,7 +156,7 @@ class SampleTable(ExampleTable):
 
     name = "samples"
     since_format = 4
-    sync_rules = dict.fromkeys(_RECORD, UNION)
+    sync_rules = {"record": union_rule(0, 0)}  # per table: see __init__
 
     def __init__(self, d_sae: int, per_feature: int, window: int, seed: int,
                  device: torch.device, backend: Backend | None = None) -> None:
@@ -128,6 +166,7 @@ class SampleTable(ExampleTable):
                               device=self.device)
         self.rows_seen = 0  # rows fed since the reset: the next token's counter (host)
         self.remote: dict[str, Tensor] | None = None  # the other ranks' at the last sync
+        self.sync_rules = {"record": union_rule(per_feature, 2 * window + 1)}  # type: ignore[misc]
 
     # ---- recording --------------------------------------------------------------------------
 
@@ -317,13 +356,17 @@ class SampleTable(ExampleTable):
             self.clear()
 
     def sync_state(self) -> dict[str, Tensor]:
-        """This rank's records, their request codes replaced by `REMOTE_REQUEST` (request
-        names are each rank's own)."""
-        return {**self.fixed_tensors(), "request": torch.full_like(self.request, REMOTE_REQUEST)}
+        """This rank's records packed (`pack_records`), their request codes replaced by
+        `REMOTE_REQUEST` (request names are each rank's own)."""
+        mine = {**self.fixed_tensors(), "request": torch.full_like(self.request, REMOTE_REQUEST)}
+        return {"record": pack_records(mine).reshape(-1)}
 
     def take_remote(self, merged: dict[str, Tensor] | None) -> None:
         """The other ranks' union becomes the remote view."""
-        self.remote = None if merged is None else {n: merged[n] for n in _RECORD}
+        self.remote = None if merged is None else {
+            n: t.contiguous() for n, t in unpack_records(
+                merged["record"].view(self.d_sae, self.per_feature, -1),
+                2 * self.window + 1).items()}
 
     def memory_bytes(self) -> dict[str, int]:
         """The keys and records (and the remote view after a sync)."""

@@ -5,15 +5,12 @@ from __future__ import annotations
 
 import math
 import time
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 
 from ...checks import cut, is_int
 from .registry import MAX_COUNT, SUM, Event, StatePart, check_count, check_range
-
-if TYPE_CHECKING:
-    from .recording import Recording
 
 Tensor = torch.Tensor
 
@@ -42,7 +39,7 @@ class RecordingTotals(StatePart):
     sync_rules = dict.fromkeys(("tokens", "active_tokens", "dropped_indices", "forward_passes",
                                 "ranks"), SUM)
 
-    def __init__(self, recording: Recording) -> None:
+    def __init__(self, recording: Any) -> None:  # a `recording.Recording` (imports it)
         self.recording = recording
 
     def state_tensors(self) -> dict[str, Tensor]:
