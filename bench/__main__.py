@@ -20,6 +20,7 @@ from .cases import (
     update_cases,
 )
 from .cofiring import cofiring_cases
+from .samples import samples_cases
 from .widths import width_cases
 
 
@@ -63,6 +64,7 @@ def main() -> None:
     rows += forward_cases(tokens, d_in, d_sae, repeat, device)
     rows += oversight_cases(tokens, d_in, d_sae, max(3, repeat // 2), device)
     rows += cofiring_cases(shapes, dtypes, (*topk_shape, 64), repeat, device)
+    rows += samples_cases(shapes, dtypes, (*topk_shape, 64), repeat, device)
     rows += seed_case(repeat)
     rows += snapshot_case(131072 if not args.quick else 4096, repeat)
     widths = [4096, 16384] if args.quick else [65536, 262144, 1 << 20, 1 << 22]

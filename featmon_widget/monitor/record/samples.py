@@ -7,9 +7,12 @@ included); each feature keeps the `per_feature` activating tokens (finite, above
 not padding) of smallest key. The kept set is a uniform sample without replacement of the
 feature's activating tokens, the same for the same seed and input, and the ranks' samples merge
 exactly: the union's smallest keys are a uniform sample of the union (ranks hash different
-counters). A key is `(fmix32(hi ^ feature * SALT) >> 1) << 32 | lo`, with `(hi, lo)` the token's
-hash (`token_keys`): `lo` is a bijection of the counter's low 32 bits, so a feature's keys are
-distinct within 2**32 rows of one rank.
+counters). A key's high half is `((hi ^ salt) * MIX mod 2**32) >> 1`, with the feature's salt
+`fmix32(feature * SALT)`, its low half `lo`, where `(hi, lo)` is the token's hash (`token_keys`,
+fmix32 rounds on the counter): for one feature the high half is a bijection of `hi`, so the
+order is a uniform hash's, at one multiply per element (the kernel hashes every active element);
+`lo` is a bijection of the counter's low 32 bits, so a feature's keys are distinct within 2**32
+rows of one rank.
 
 The records are the top examples' (value, request, row, position, token window, the feature's
 activation in it): `SampleTable` is an `ExampleTable` whose slots are ordered by key, ascending
@@ -42,6 +45,7 @@ Tensor = torch.Tensor
 
 EMPTY_KEY = torch.iinfo(torch.int64).max
 SALT = 0x9E3779B1
+MIX = 0x85EBCA6B
 _M32 = 0xFFFFFFFF
 # A rank's counters start at rank << RANK_SHIFT: distinct from every other rank's.
 RANK_SHIFT = 40
@@ -83,9 +87,12 @@ def token_keys(seed: int, rank: int, first: int, n: int, device: torch.device) -
 
 
 def feature_keys(token_key: Tensor, feature: Tensor) -> Tensor:
-    """The keys of tokens `token_key` [...] for features `feature` (broadcast)."""
+    """The keys of tokens `token_key` [...] for features `feature` (broadcast): the high half
+    `((hi ^ salt) * MIX mod 2**32) >> 1` with the feature's salt `fmix32(feature * SALT)` (for
+    one feature a bijection of `hi`: the order of a uniform hash), the low half `lo`."""
     hi, lo = (token_key >> 32) & _M32, token_key & _M32
-    return ((fmix32(hi ^ ((feature * SALT) & _M32)) >> 1) << 32) | lo
+    salt = fmix32((feature * SALT) & _M32)
+    return (((((hi ^ salt) * MIX) & _M32) >> 1) << 32) | lo
 
 
 def process_rank() -> int:

@@ -230,7 +230,8 @@ void featmon_examples_merge_list(int64_t n, const int64_t *cand_feature, const i
 
 /* ---- The uniform sample of each feature's activating tokens (monitor/record/samples.py) ----
  *
- * Every (token, feature) has a 63-bit key: the high 31 bits fmix32(hi ^ feature * SALT) >> 1,
+ * Every (token, feature) has a 63-bit key: the high 31 bits ((hi ^ salt) * MIX mod 2^32) >> 1
+ * with the feature's salt fmix32(feature * SALT),
  * where (hi, lo) is the token's own hash (token_key = hi << 32 | lo, made by the caller from the
  * seed, the rank and the token's counter), and the low 32 bits lo. Each feature keeps the
  * `e` activating tokens of smallest key, ascending (key INT64_MAX: an empty slot). A token is a
@@ -240,6 +241,7 @@ void featmon_examples_merge_list(int64_t n, const int64_t *cand_feature, const i
 
 enum { SAMPLE_TILE = 512 };
 #define SAMPLE_SALT 0x9E3779B1u
+#define SAMPLE_MIX 0x85EBCA6Bu
 
 static inline uint32_t fmix32(uint32_t h) {
     h ^= h >> 16;
@@ -252,12 +254,13 @@ static inline uint32_t fmix32(uint32_t h) {
 
 VECTOR_CLONES static uint32_t sample_tile_f32(const float *restrict x,
                                               const uint32_t *restrict limit,
-                                              uint32_t *restrict hit, int64_t n, uint32_t first,
-                                              uint32_t hi, float threshold) {
+                                              const uint32_t *restrict salt,
+                                              uint32_t *restrict hit, int64_t n, uint32_t hi,
+                                              float threshold) {
     uint32_t any = 0;
     for (int64_t i = 0; i < n; i++) {
         const float v = x[i];
-        const uint32_t h = fmix32(hi ^ ((first + (uint32_t)i) * SAMPLE_SALT)) >> 1;
+        const uint32_t h = ((hi ^ salt[i]) * SAMPLE_MIX) >> 1;
         const uint32_t take = (v > threshold) & (v < INFINITY) & (h <= limit[i]);
         hit[i] = take;
         any |= take;
@@ -267,14 +270,15 @@ VECTOR_CLONES static uint32_t sample_tile_f32(const float *restrict x,
 
 VECTOR_CLONES static uint32_t sample_tile_bf16(const uint16_t *restrict x,
                                                const uint32_t *restrict limit,
-                                               uint32_t *restrict hit, int64_t n,
-                                               uint32_t first, uint32_t hi, float threshold) {
+                                               const uint32_t *restrict salt,
+                                               uint32_t *restrict hit, int64_t n, uint32_t hi,
+                                               float threshold) {
     uint32_t any = 0;
     for (int64_t i = 0; i < n; i++) {
         const uint32_t bits = (uint32_t)x[i] << 16;
         float v;
         memcpy(&v, &bits, sizeof v);
-        const uint32_t h = fmix32(hi ^ ((first + (uint32_t)i) * SAMPLE_SALT)) >> 1;
+        const uint32_t h = ((hi ^ salt[i]) * SAMPLE_MIX) >> 1;
         const uint32_t take = (v > threshold) & (v < INFINITY) & (h <= limit[i]);
         hit[i] = take;
         any |= take;
@@ -282,10 +286,13 @@ VECTOR_CLONES static uint32_t sample_tile_bf16(const uint16_t *restrict x,
     return any;
 }
 
+/* Feature i's salt. */
+static uint32_t sample_salt(int64_t i) { return fmix32((uint32_t)i * SAMPLE_SALT); }
+
 /* Feature i's key of a token whose hash is token_key. */
 static int64_t sample_key(uint64_t token_key, int64_t i) {
     const uint32_t hi = (uint32_t)(token_key >> 32), lo = (uint32_t)token_key;
-    const uint32_t h = fmix32(hi ^ ((uint32_t)i * SAMPLE_SALT)) >> 1;
+    const uint32_t h = ((hi ^ sample_salt(i)) * SAMPLE_MIX) >> 1;
     return (int64_t)(((uint64_t)h << 32) | lo);
 }
 
@@ -329,23 +336,25 @@ typedef struct {
 static void *sample_tiles(void *p) {
     const SampleWork *w = p;
     const SampleTable *s = w->table;
-    uint32_t limit[SAMPLE_TILE], hit[SAMPLE_TILE];
+    uint32_t limit[SAMPLE_TILE], salt[SAMPLE_TILE], hit[SAMPLE_TILE];
     for (int64_t tile = w->begin; tile < w->end; tile++) {
         const int64_t start = tile * SAMPLE_TILE;
         const int64_t n = s->f - start < SAMPLE_TILE ? s->f - start : SAMPLE_TILE;
-        for (int64_t i = 0; i < n; i++)
+        for (int64_t i = 0; i < n; i++) {
             limit[i] = (uint32_t)((uint64_t)s->key[(start + i) * s->e + s->e - 1] >> 32);
+            salt[i] = sample_salt(start + i);
+        }
         for (int64_t r = 0; r < w->n; r++) {
             if (!w->valid[r]) continue;
             const uint64_t token_key = (uint64_t)w->token_key[r];
             const uint32_t hi = (uint32_t)(token_key >> 32);
             uint32_t any;
             if (s->kind == KIND_BF16)
-                any = sample_tile_bf16((const uint16_t *)s->acts + r * s->f + start, limit, hit,
-                                       n, (uint32_t)start, hi, w->threshold);
+                any = sample_tile_bf16((const uint16_t *)s->acts + r * s->f + start, limit, salt,
+                                       hit, n, hi, w->threshold);
             else
-                any = sample_tile_f32((const float *)s->acts + r * s->f + start, limit, hit, n,
-                                      (uint32_t)start, hi, w->threshold);
+                any = sample_tile_f32((const float *)s->acts + r * s->f + start, limit, salt,
+                                      hit, n, hi, w->threshold);
             if (!any) continue;
             for (int64_t i = 0; i < n; i++) {
                 if (!hit[i]) continue;
