@@ -21,6 +21,7 @@ from .cases import (
 )
 from .cofiring import cofiring_cases
 from .distributions import distribution_cases
+from .samples import samples_cases
 from .widths import width_cases
 
 
@@ -65,6 +66,7 @@ def main() -> None:
     rows += oversight_cases(tokens, d_in, d_sae, max(3, repeat // 2), device)
     rows += cofiring_cases(shapes, dtypes, (*topk_shape, 64), repeat, device)
     rows += distribution_cases(shapes, dtypes, (*topk_shape, 64), repeat, device)
+    rows += samples_cases(shapes, dtypes, (*topk_shape, 64), repeat, device)
     rows += seed_case(repeat)
     rows += snapshot_case(131072 if not args.quick else 4096, repeat)
     widths = [4096, 16384] if args.quick else [65536, 262144, 1 << 20, 1 << 22]

@@ -90,11 +90,14 @@ class ActivatingExample:
 
 @dataclass(frozen=True)
 class ExamplesResponse:
-    """A feature's top-activating examples since the last reset, highest first."""
+    """A feature's examples since the last reset: `kind` "top", its top-activating ones,
+    highest first; "sample", a uniform random sample of its activating tokens (each a real
+    activating token with its value), in the order of their random keys."""
 
     feature: int
     examples: list[ActivatingExample]
     label: str | None = None
+    kind: str = "top"
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@ import { describe, expect, it } from "vitest";
 
 import { FeaturePanels, tokenShade } from "./featurePanels";
 import { type FeaturePanelMessage, decodeSnapshot } from "./protocol";
-import { snapshotMessage } from "./testing";
+import { VALUE_EDGES, snapshotMessage } from "./testing";
 
 const PANEL: FeaturePanelMessage = {
   feature: 12,
@@ -67,5 +67,26 @@ describe("feature panels", () => {
     expect(tokenShade(0, 2)).toBe("");
     expect(tokenShade(1, 2)).toBe("rgba(255, 127, 14, 0.460)");
     expect(tokenShade(4, 2)).toBe("rgba(255, 127, 14, 0.800)");
+  });
+});
+
+describe("FeaturePanels' activation bands", () => {
+  it("groups the top examples and the marked samples by interval, each band with its share", () => {
+    const bins = VALUE_EDGES.length; // bin 0 inactive, then one per pair of edges
+    const counts = new Array<number>(bins).fill(0);
+    const binOf = (v: number) => VALUE_EDGES.findIndex((e) => e > v); // as the kernel bins
+    counts[binOf(11.09)] = 1;
+    counts[binOf(0.3)] = 3;
+    const sample = { value: 0.3, request_id: "demo", row: 1, position: 2, index: 0, token_ids: [4], activations: [0.3], sampled: true };
+    const view = new FeaturePanels();
+    view.update(decodeSnapshot(snapshotMessage({ panels: [{ ...PANEL, samples: [sample] }], values: { 12: counts } })));
+    const bands = [...view.el.querySelectorAll(".featmon-band")];
+    expect(bands.length).toBe(2); // 11.09 and 9 share the top band, 0.3 lies far below
+    const notes = bands.map((b) => b.querySelector(".featmon-chart-note")?.textContent ?? "");
+    expect(notes[notes.length - 1]).toMatch(/holds 75/);
+    expect(notes[0]).toMatch(/holds 25/);
+    const sampled = view.el.querySelectorAll(".featmon-sampled");
+    expect(sampled.length).toBe(1);
+    expect(sampled[0]?.textContent).toMatch(/sampled/);
   });
 });

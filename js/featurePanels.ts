@@ -8,11 +8,12 @@
 
 import type { Component, ViewContext } from "./component";
 import { h } from "./dom";
+import { exampleBandsView } from "./exampleBands";
 import { Feedback } from "./feedback";
 import { SELECT_ATTRIBUTE, firesWithView, withFeature } from "./firesWith";
 import { formatFloat, formatInt, formatPercent } from "./format";
 import { logitsView } from "./logitsTable";
-import type { FeaturePanelMessage, PanelExample, Snapshot } from "./protocol";
+import type { FeaturePanelMessage, PanelExample, Snapshot, ValueHistogram } from "./protocol";
 
 /** Background of a token: the accent colour, as strong as its activation against the
  * example's own maximum (0 and unknown: no shading). */
@@ -65,7 +66,23 @@ function exampleRow(example: PanelExample): HTMLElement {
   );
 }
 
-function panel(p: FeaturePanelMessage, selected: readonly number[]): HTMLElement {
+/** The examples: in activation-interval bands when the feature's value histogram is known
+ * (`exampleBands`), else the top ones as a list. */
+function examplesView(p: FeaturePanelMessage, histogram: Histogram | null): HTMLElement {
+  const samples = p.samples ?? [];
+  if (!p.examples.length && !samples.length) {
+    return h("p", { class: "featmon-chart-note" }, "No example yet: it has not fired above the threshold.");
+  }
+  if (histogram) return exampleBandsView(p.examples, samples, histogram.edges, histogram.counts, exampleRow);
+  return h("ol", { class: "featmon-examples" }, ...p.examples.map(exampleRow));
+}
+
+interface Histogram {
+  edges: ArrayLike<number>;
+  counts: ArrayLike<number>;
+}
+
+function panel(p: FeaturePanelMessage, selected: readonly number[], histogram: Histogram | null): HTMLElement {
   const stats =
     `seen ${formatInt(p.count)} · active ${formatPercent(p.active_ratio ?? NaN)} · ` +
     `mean active ${formatFloat(p.mean_active ?? NaN)} · max ${formatFloat(p.max ?? NaN)}` +
@@ -75,9 +92,7 @@ function panel(p: FeaturePanelMessage, selected: readonly number[]): HTMLElement
     { class: "featmon-panel", "data-feature": String(p.feature), "data-testid": `panel-${p.feature}` },
     h("h4", {}, `feature ${p.feature}`, p.label ? h("span", { class: "featmon-label" }, p.label) : ""),
     h("div", { class: "featmon-chart-note" }, stats),
-    p.examples.length
-      ? h("ol", { class: "featmon-examples" }, ...p.examples.map(exampleRow))
-      : h("p", { class: "featmon-chart-note" }, "No example yet: it has not fired above the threshold."),
+    examplesView(p, histogram),
     firesWithView(p.fires_with, selected),
     logitsView(p.logits),
   );
@@ -118,10 +133,15 @@ export class FeaturePanels implements Component {
     this.selected = snapshot?.state.selected_features ?? [];
     this.empty.hidden = panels.length > 0;
     // Rebuild only when the panels changed (most snapshots leave the examples as they were).
-    const key = JSON.stringify([panels, this.selected]);
+    const values = new Map<number, ValueHistogram>((snapshot?.values ?? []).map((v) => [v.feature, v]));
+    const histogram = (feature: number): Histogram | null => {
+      const counts = values.get(feature)?.counts;
+      return snapshot && counts ? { edges: snapshot.valueEdges, counts } : null;
+    };
+    const key = JSON.stringify([panels, this.selected, panels.map((p) => Array.from(histogram(p.feature)?.counts ?? []))]);
     if (key === this.lastKey) return;
     this.lastKey = key;
-    this.list.replaceChildren(...panels.map((p) => panel(p, this.selected)));
+    this.list.replaceChildren(...panels.map((p) => panel(p, this.selected, histogram(p.feature))));
   }
 
   /** Select `feature` too (a "fires with" click); already selected: nothing to do. */

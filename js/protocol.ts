@@ -236,6 +236,9 @@ export interface FeaturePanelMessage {
   mean_active: number | null;
   max: number | null;
   examples: PanelExample[];
+  /** A uniform sample of the feature's activating tokens, each with `sampled: true` (absent
+   * from old kernels, and when none fits the panel's budget). */
+  samples?: (PanelExample & { sampled?: boolean })[];
   /** Absent from old kernels. */
   fires_with?: FiresWithMessage;
   /** Absent without an unembedding (and from old kernels). */

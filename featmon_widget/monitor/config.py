@@ -21,6 +21,9 @@ MAX_SELECTED_FEATURES = 8
 # Top-activating examples kept per feature, and tokens kept on each side of one.
 EXAMPLES_PER_FEATURE_RANGE = (0, 64)
 CONTEXT_WINDOW_RANGE = (0, 64)
+# Sampled activating tokens kept per feature (0: off), and the seed of their random keys.
+SAMPLES_PER_FEATURE_RANGE = (0, 64)
+SAMPLE_SEED_RANGE = (0, 2**63 - 1)
 # Snapshots at most once per this many milliseconds (0: as fast as they can be built; an hour
 # at most: a larger value is a typo, and the delivery thread's timed wait cannot take any).
 THROTTLE_MS_RANGE = (0.0, 3_600_000.0)
@@ -44,6 +47,9 @@ class MonitorConfig:
     selected: tuple[int, ...] = ()
     examples_per_feature: int = 8
     context_window: int = 8
+    # A uniform sample of each feature's activating tokens (`record/samples.py`).
+    samples_per_feature: int = 2
+    sample_seed: int = 0
     # Health: sample every n-th forward (0: off); features firing on fewer than this share of
     # tokens (but not never) are ultra-rare.
     health_every: int = 8
@@ -161,6 +167,8 @@ _VALIDATORS = {
     "selected": feature_list("selected", MAX_SELECTED_FEATURES),
     "examples_per_feature": _int_in_range("examples_per_feature", *EXAMPLES_PER_FEATURE_RANGE),
     "context_window": _int_in_range("context_window", *CONTEXT_WINDOW_RANGE),
+    "samples_per_feature": _int_in_range("samples_per_feature", *SAMPLES_PER_FEATURE_RANGE),
+    "sample_seed": _int_in_range("sample_seed", *SAMPLE_SEED_RANGE),
     "health_every": _int_in_range("health_every", *HEALTH_EVERY_RANGE),
     "rare_floor": lambda value, d_sae: real_in_range("rare_floor", value, 0.0, 1.0),
     "distributions": lambda value, d_sae: _check_bool("distributions", value),

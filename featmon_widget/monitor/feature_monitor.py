@@ -42,14 +42,16 @@ class FeatureMonitor:
                  features: list[int] | None = None, history_size: int = 100,
                  top_k: int | None = None, threshold: float = 0.0, throttle_ms: float = 100.0,
                  enabled: bool = True, selected: list[int] | tuple[int, ...] = (),
-                 examples_per_feature: int = 8, context_window: int = 8,
-                 health_every: int = 8, rare_floor: float = 1e-5, distributions: bool = True,
+                 examples_per_feature: int = 8, context_window: int = 8, health_every: int = 8,
+                 samples_per_feature: int = 2, sample_seed: int = 0, rare_floor: float = 1e-5,
+                 distributions: bool = True,
                  compile: bool | None = None, native: bool | None = None) -> None:
         config = initial_config(
             d_sae, top_k, features=features, history_size=history_size, threshold=threshold,
-            throttle_ms=throttle_ms, enabled=enabled, selected=selected, rare_floor=rare_floor,
+            throttle_ms=throttle_ms, enabled=enabled, selected=selected, health_every=health_every,
             examples_per_feature=examples_per_feature, context_window=context_window,
-            health_every=health_every, distributions=distributions)
+            samples_per_feature=samples_per_feature,
+            sample_seed=sample_seed, rare_floor=rare_floor, distributions=distributions)
         self.d_sae, self._lock = d_sae, threading.RLock()
         self._attached = Attachments(self._lock)
         self._recording = Recording(d_sae, config, device, StatisticsKernels(compile, native))
@@ -165,9 +167,11 @@ class FeatureMonitor:
         min, active_ratio, count, active_count, std); ties to the lower index, undefined last."""
         return self._queries.get_top_features(k, metric)
 
-    def get_examples(self, feature: int, k: int | None = None) -> types.ExamplesResponse:
-        """`feature`'s top examples since the reset (one per pass row), best first, in context."""
-        return self._queries.get_examples(feature, k)
+    def get_examples(self, feature: int, k: int | None = None,
+                     kind: str = "top") -> types.ExamplesResponse:
+        """`feature`'s examples since the reset, in context: kind "top" (one per pass row, best
+        first) or "sample" (a uniform random sample of its activating tokens)."""
+        return self._queries.get_examples(feature, k, kind)
 
     def get_cofiring(self, feature: int, k: int = 10) -> types.CoFiringResponse:
         """What a selected feature fires with, ranked by Jaccard (see `CoFiringResponse`)."""

@@ -101,9 +101,11 @@ class RemoteMonitor:
         return wire.top_from(self._call("POST", "/statistics/top",
                                         json={"k": k, "metric": metric}))
 
-    def get_examples(self, feature: int, k: int | None = None) -> types.ExamplesResponse:
-        """`feature`'s top-activating examples."""
-        params = {} if k is None else {"k": k}
+    def get_examples(self, feature: int, k: int | None = None,
+                     kind: str = "top") -> types.ExamplesResponse:
+        """`feature`'s top-activating examples, or (`kind="sample"`) a uniform sample of its
+        activating tokens."""
+        params: dict[str, Any] = {"kind": kind} if k is None else {"k": k, "kind": kind}
         return wire.examples_from(self._call("GET", f"/examples/{int(feature)}", params=params))
 
     def get_cofiring(self, feature: int, k: int = 10) -> types.CoFiringResponse:

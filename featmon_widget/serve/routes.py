@@ -121,9 +121,10 @@ def monitoring_router(monitor: Any) -> APIRouter:
     # ---- newer reads ------------------------------------------------------------------------
 
     @api.get("/examples/{feature}", response_model=schemas.ExamplesResponse, responses=bad,
-             summary="A feature's top-activating examples")
-    def get_examples(feature: int, k: int | None = None) -> Any:
-        return _json(_call(("feature", "k"), monitor.get_examples, feature, k))
+             summary="A feature's top-activating examples, or (kind=sample) a uniform sample of "
+                     "its activating tokens")
+    def get_examples(feature: int, k: int | None = None, kind: str = "top") -> Any:
+        return _json(_call(("feature", "k", "kind"), monitor.get_examples, feature, k, kind))
 
     @api.get("/health", response_model=schemas.HealthResponse, summary="SAE health")
     def get_health() -> Any:

@@ -101,7 +101,7 @@ def top_from(data: dict[str, Any]) -> types.TopFeaturesResponse:
 def examples_from(data: dict[str, Any]) -> types.ExamplesResponse:
     """An `ExamplesResponse` from its JSON form."""
     return types.ExamplesResponse(
-        feature=data["feature"], label=data.get("label"),
+        feature=data["feature"], label=data.get("label"), kind=data.get("kind", "top"),
         examples=[build(types.ActivatingExample, e) for e in data["examples"]])
 
 

@@ -29,6 +29,8 @@ from .options import (
     PANEL_COFIRING_LABEL_CHARS,
     PANEL_EXAMPLES,
     PANEL_LABEL_CHARS,
+    PANEL_SAMPLE_BYTES,
+    PANEL_SAMPLES,
     PANEL_TOKEN_CHARS,
     RECORD_TOP,
     SNAPSHOT_BYTES,
@@ -84,6 +86,7 @@ class SnapshotParts:
     token_text: Callable[[int], str | None]
     labels: dict[int, str]
     examples: ExampleSlices
+    samples: ExampleSlices
     cofiring: CoFiringTop
     firing: torch.Tensor  # the firing summary, on the device: shared with the health strip
     wait: Callable[[], list[torch.Tensor]]
@@ -107,24 +110,28 @@ def gather_snapshot(source: SnapshotSource, state: MonitorState, sequence: int,
     values = source.value_histograms()
     tail = source.history_tail(options.records)
     examples = source.examples_of(values.features, PANEL_EXAMPLES)
+    samples = source.samples_of(values.features, PANEL_SAMPLES)
     selected = torch.tensor(values.features, dtype=torch.int64, device=index.device)
     panel_stats = source.metrics_at(PANEL_STATS, selected)
     cofiring = source.cofiring_top(PANEL_COFIRING)
     device_parts = [*source.device_totals(), index, columns, centre, firing, values.counts,
-                    panel_stats, *examples.columns, *cofiring[1:], tail.held, *tail.columns]
+                    panel_stats, *examples.columns, *samples.columns, *cofiring[1:], tail.held,
+                    *tail.columns]
     return SnapshotParts(
         sequence=sequence, options=options, state=state, value_features=values.features,
         value_edges=_f32(NOMINAL_EDGES.numpy()), monitored=tail.monitored,
         history_names=tail.names, token_text=token_text, labels=labels, examples=examples,
-        cofiring=cofiring, firing=firing, wait=start_copy(device_parts), logits=logits or {},
+        samples=samples, cofiring=cofiring, firing=firing, wait=start_copy(device_parts),
+        logits=logits or {},
     )
 
 
 def finish_snapshot(parts: SnapshotParts) -> Snapshot:
     """Wait for the copies (without the monitor's lock) and assemble the `Snapshot`."""
     (tokens, history_count, dropped, records_dropped, index, columns, centre, firing,
-     value_counts, panel_stats, ex_value, ex_request, ex_row, ex_position, ex_tokens, ex_acts,
-     co_counts, co_jaccard, co_totals, held, *history_cols) = parts.wait()
+     value_counts, panel_stats, *rest) = parts.wait()
+    ex_columns, sample_columns, rest = rest[:6], rest[6:12], rest[12:]
+    co_counts, co_jaccard, co_totals, held, *history_cols = rest
     history = history_rows(history_cols, int(held), parts.history_names)
     features = index.tolist()
     labels = _table_labels(parts.labels, features)
@@ -166,33 +173,91 @@ def finish_snapshot(parts: SnapshotParts) -> Snapshot:
         table_labels=labels,
         table_top_tokens=_table_top_tokens(parts, features, centre.tolist(), _label_bytes(labels)),
         feature_panels=with_logits(_with_cofiring(
-            _panels(parts, panel_stats, [ex_value, ex_request, ex_row, ex_position, ex_tokens,
-                                         ex_acts], value_counts.tolist()),
+            _panels(parts, panel_stats, ex_columns, sample_columns, value_counts.tolist()),
             parts, [co_counts, co_jaccard, co_totals]), parts.logits),
     )
 
 
 def _panels(parts: SnapshotParts, stats: torch.Tensor, columns: list[torch.Tensor],
+            sample_columns: list[torch.Tensor],
             value_counts: list[list[int]]) -> list[dict[str, Any]]:
     """One panel per selected feature: its label, a few statistics, the quantiles of its
     active values (`quantiles`: [[q, value], ...] from its distribution, None when it never
-    fired) and its best examples as token text with the feature's activation on each token;
-    within `PANEL_BYTES`."""
-    value, request, row, position, tokens, acts = (c.float().tolist() if c.is_floating_point()
-                                                   else c.tolist() for c in columns)
+    fired), its best examples and (as `samples`, each marked `"sampled": true`) a uniform
+    sample of its activating tokens, as token text with the feature's activation on each
+    token; within `PANEL_BYTES`."""
+    top = _example_dicts(parts, parts.examples, columns)
+    sampled = _example_dicts(parts, parts.samples, sample_columns)
     stats_h = stats.tolist()
     panels = []
     for s, feature in enumerate(parts.examples.features):
+        panels.append({
+            "feature": feature, "label": cut(parts.labels.get(feature), PANEL_LABEL_CHARS),
+            **{name: _finite_or_none(stats_h[j][s]) for j, name in enumerate(PANEL_STATS)},
+            "count": int(stats_h[0][s]),
+            "quantiles": _quantiles(value_counts[s][1:], parts.state.threshold,
+                                    stats_h[PANEL_STATS.index("max")][s]),
+            "examples": top[s],
+        })
+    for panel, samples in zip(panels, sampled, strict=True):
+        panel["samples"] = [{**e, "sampled": True} for e in samples]
+        for sample in panel["samples"]:
+            _narrow(sample, PANEL_NARROW)  # a short context: room for a sample a panel
+
+    def samples() -> str:  # escaped, as the message sends them
+        return json.dumps([p["samples"] for p in panels])
+
+    def rest() -> str:
+        return json.dumps([{k: v for k, v in p.items() if k != "samples"} for p in panels],
+                          ensure_ascii=False) + samples()
+
+    # The samples within their own bytes, then the examples in what is left of PANEL_BYTES.
+    # Where the panels, escaped, still pass PANEL_BYTES (non-ASCII tokens, which the examples'
+    # UTF-8 measure counts at half their escaped size) the samples give way; none: no entry.
+    _trim(panels, "samples", PANEL_SAMPLE_BYTES, samples)
+    _trim(panels, "examples", PANEL_BYTES, rest)
+    while len(json.dumps(panels)) > PANEL_BYTES and any(p["samples"] for p in panels):
+        max(panels, key=lambda p: len(p["samples"]))["samples"].pop()
+    for panel in panels:
+        if not panel["samples"]:
+            del panel["samples"]
+    return panels
+
+
+def _trim(panels: list[dict[str, Any]], key: str, budget: int,
+          text: Callable[[], str]) -> None:
+    """Drop entries of the panels' `key` lists until `text()` fits `budget` bytes: fewer
+    (down to one a list), then narrower windows, then fewer."""
+    def size() -> int:
+        return len(text().encode())
+
+    def longest() -> list[dict[str, Any]]:
+        return max((p[key] for p in panels), key=len, default=[])
+
+    while size() > budget and len(longest()) > 1:
+        longest().pop()
+    if size() > budget:
+        for example in (e for p in panels for e in p[key]):
+            _narrow(example, PANEL_NARROW)
+    while size() > budget and longest():
+        longest().pop()
+
+
+def _example_dicts(parts: SnapshotParts, slices: ExampleSlices,
+                   columns: list[torch.Tensor]) -> list[list[dict[str, Any]]]:
+    """Per feature of `slices`, its examples (`columns`, copied) as panel entries."""
+    value, request, row, position, tokens, acts = (c.float().tolist() if c.is_floating_point()
+                                                   else c.tolist() for c in columns)
+    out = []
+    for s in range(len(slices.features)):
         examples = []
         for i, v in enumerate(value[s]):
             if not math.isfinite(v):
                 break  # empty slots come last
-            ids, index, window_acts = known_window(tokens[s][i], acts[s][i],
-                                                   parts.examples.window)
+            ids, index, window_acts = known_window(tokens[s][i], acts[s][i], slices.window)
             texts = [cut(parts.token_text(t), PANEL_TOKEN_CHARS) for t in ids]
             examples.append({
-                "value": _finite_or_none(v), "request_id": parts.examples.request_name(
-                    request[s][i]),
+                "value": _finite_or_none(v), "request_id": slices.request_name(request[s][i]),
                 "row": row[s][i], "position": position[s][i], "index": index,
                 # Text when a tokenizer is known, else the ids.
                 **({"tokens": texts} if texts and texts[0] is not None else {"token_ids": ids}),
@@ -200,26 +265,8 @@ def _panels(parts: SnapshotParts, stats: torch.Tensor, columns: list[torch.Tenso
                 "activations": [None if a is None or not math.isfinite(a) else
                                 float(f"{a:.4g}") for a in window_acts],
             })
-        panels.append({
-            "feature": feature, "label": cut(parts.labels.get(feature), PANEL_LABEL_CHARS),
-            **{name: _finite_or_none(stats_h[j][s]) for j, name in enumerate(PANEL_STATS)},
-            "count": int(stats_h[0][s]),
-            "quantiles": _quantiles(value_counts[s][1:], parts.state.threshold,
-                                    stats_h[PANEL_STATS.index("max")][s]),
-            "examples": examples,
-        })
-    def size() -> int:
-        return len(json.dumps(panels, ensure_ascii=False).encode())
-
-    # Over budget: fewer examples (down to one a feature), then narrower windows, then fewer.
-    while size() > PANEL_BYTES and max(len(p["examples"]) for p in panels) > 1:
-        max(panels, key=lambda p: len(p["examples"]))["examples"].pop()
-    if size() > PANEL_BYTES:
-        for example in (e for p in panels for e in p["examples"]):
-            _narrow(example, PANEL_NARROW)
-    while size() > PANEL_BYTES and any(p["examples"] for p in panels):
-        max(panels, key=lambda p: len(p["examples"]))["examples"].pop()
-    return panels
+        out.append(examples)
+    return out
 
 
 def fit_snapshot(snapshot: Snapshot, max_bytes: int = SNAPSHOT_BYTES) -> Snapshot:

@@ -31,6 +31,10 @@ TABLE_TOP_TOKEN_BYTES = 1_000
 # characters, and the bytes all panels may take in a message (examples are dropped from the
 # end until they fit).
 PANEL_EXAMPLES = 5
+# Sampled activating tokens a panel shows, and the bytes (escaped JSON) all panels' samples
+# may take besides the examples' budget.
+PANEL_SAMPLES = 2
+PANEL_SAMPLE_BYTES = 800
 PANEL_TOKEN_CHARS = 16
 PANEL_LABEL_CHARS = 80
 PANEL_BYTES = 8_000

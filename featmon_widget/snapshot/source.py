@@ -97,3 +97,7 @@ class SnapshotSource(Protocol):
     def examples_of(self, features: tuple[int, ...], k: int) -> ExampleSlices:
         """The best `k` kept examples of `features`."""
         ...
+
+    def samples_of(self, features: tuple[int, ...], k: int) -> ExampleSlices:
+        """The first `k` sampled activating tokens of `features` (a uniform sample)."""
+        ...

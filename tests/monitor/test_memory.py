@@ -26,6 +26,7 @@ def test_memory_per_part_is_the_readmes_bytes_per_feature(examples):
     assert before["statistics"] == 64 * d_sae and before["pending_topk"] == 0
     assert before["examples"] == 976 * d_sae * examples // 8
     assert before["distributions"] == 128 * d_sae  # 32 int32 bins a feature
+    assert before["samples"] == 260 * d_sae  # 2 sampled tokens a feature, 130 bytes each
     indices, values, token_ids = sparse_batch(d_sae)
     monitor.on_sparse_activation(indices, values, token_ids=token_ids)
     state = monitor.state
@@ -33,7 +34,8 @@ def test_memory_per_part_is_the_readmes_bytes_per_feature(examples):
     assert state.device_bytes == sum(state.memory_bytes.values())
     # History, histograms, health and watches do not grow with d_sae.
     fixed = {part: b for part, b in state.memory_bytes.items()
-             if part not in ("statistics", "pending_topk", "examples", "distributions")}
+             if part not in ("statistics", "pending_topk", "examples", "distributions",
+                             "samples")}
     wide = FeatureMonitor(4 * d_sae, compile=False, examples_per_feature=examples)
     wide.on_sparse_activation(indices, values, token_ids=token_ids)
     assert {part: wide.state.memory_bytes[part] for part in fixed} == fixed

@@ -174,3 +174,29 @@ def test_logits_stay_off_the_hot_path(monkeypatch):
     m.snapshot()
     m.get_logits(2)
     assert len(calls) == 1
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_the_sample_of_activating_tokens_calls_no_syncing_operator(native):
+    """Samples on (8 a feature): the dense and TopK paths, C kernel or torch merge."""
+    m = FeatureMonitor(24, samples_per_feature=8, compile=False, native=native)
+    gen = torch.Generator().manual_seed(0)
+    acts = torch.relu(torch.randn(2, 6, 24, generator=gen))
+    indices = torch.randint(0, 24, (2, 6, 5), generator=gen)
+    guard = SyncGuard()
+    with guard, torch.no_grad():
+        m.on_activation(acts, mask=torch.ones(2, 6), token_ids=torch.ones(2, 6).long())
+        m.on_activation(acts.to(torch.bfloat16))
+        if not native:  # the CPU's TopK statistics keep a host table (read by design)
+            m.on_sparse_activation(indices, torch.rand(2, 6, 5, generator=gen))
+    assert guard.seen == []
+    assert int((m._recording.samples.value > 0).sum()) > 0  # and it really sampled
+
+
+def test_the_sample_runs_on_meta_tensors():
+    m = FeatureMonitor(24, device="meta", samples_per_feature=4, compile=False)
+    m.on_activation(torch.empty(2, 7, 24, device="meta"),
+                    mask=torch.empty(2, 7, dtype=torch.long, device="meta"))
+    m.on_sparse_activation(torch.empty(2, 5, 6, dtype=torch.long, device="meta"),
+                           torch.empty(2, 5, 6, device="meta"))
+    assert m._recording.samples.key.device.type == "meta"

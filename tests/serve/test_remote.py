@@ -27,6 +27,7 @@ def test_reads_equal_the_local_monitor(remote, monitor):
     assert remote.get_statistics([0, 5, 63]) == monitor.get_statistics([0, 5, 63])
     assert remote.get_top_features(7, "max") == monitor.get_top_features(7, "max")
     assert remote.get_examples(3, 2) == monitor.get_examples(3, 2)
+    assert remote.get_examples(3, kind="sample") == monitor.get_examples(3, kind="sample")
     assert remote.get_health() == monitor.get_health()
     snap, local = remote.snapshot(10, "count", 4), monitor.snapshot(10, "count", 4)
     assert snap.table_columns == local.table_columns and snap.records == local.records

@@ -127,6 +127,12 @@ def test_newer_reads(http, monitor):
     body = http.get(f"/examples/{feature}", params={"k": 2}).json()
     assert wire.examples_from(body) == monitor.get_examples(feature, 2)
     schemas.ExamplesResponse.model_validate(body)
+    body = http.get(f"/examples/{feature}", params={"kind": "sample"}).json()
+    assert body["kind"] == "sample" and body["examples"]
+    assert wire.examples_from(body) == monitor.get_examples(feature, kind="sample")
+    schemas.ExamplesResponse.model_validate(body)
+    bad = http.get(f"/examples/{feature}", params={"kind": "best"})
+    assert bad.status_code == 422 and "best" in str(bad.json()["detail"])
     drift = http.get("/drift")
     assert drift.status_code == 409 and "reference" in drift.json()["detail"]
     monitor.set_reference(monitor)

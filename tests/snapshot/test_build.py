@@ -216,3 +216,16 @@ def test_search_limits_the_table_to_the_index_and_labels_that_match():
         m.snapshot(search=5)
     with pytest.raises(ValueError, match="search"):
         m.snapshot(search="x" * 201)
+
+
+def test_panels_show_the_sampled_activating_tokens_marked_as_such():
+    m = FeatureMonitor(16, selected=[2, 5], samples_per_feature=2, context_window=2)
+    m.on_activation(torch.rand(4, 6, 16), token_ids=torch.arange(24).view(4, 6))
+    for panel in m.snapshot().feature_panels:
+        want = m.get_examples(panel["feature"], kind="sample").examples
+        assert [s["value"] for s in panel["samples"]] == pytest.approx(
+            [e.value for e in want], rel=1e-8)
+        assert all(s["sampled"] for s in panel["samples"])
+        assert [s["position"] for s in panel["samples"]] == [e.position for e in want]
+    m.configure(samples_per_feature=0)
+    assert all("samples" not in p for p in m.snapshot().feature_panels)

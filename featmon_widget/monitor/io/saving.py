@@ -54,7 +54,8 @@ from .save_files import (
 Tensor = torch.Tensor
 
 FORMAT = "featmon_widget.monitor"
-# 4: the per-feature distributions (part "distributions"; the old "values" part empty);
+# 4: the per-feature distributions (part "distributions"; the old "values" part empty) and
+#    the sample of activating tokens (`record/samples.py`); older saves load both empty;
 # 3: tensors named by digest, the JSON's own digest (atomic replace); 2: each part of the
 # recorded state saved under its name (`parts`); 1: one key per part.
 FORMAT_VERSION = 4

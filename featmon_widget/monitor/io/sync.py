@@ -122,6 +122,7 @@ def _merge_group(dist: Any, rule: Rule, tensors: dict[str, Tensor], world: int, 
     flat = {n: t.reshape(-1) for n, t in tensors.items()}
     out = {n: torch.empty_like(t, device=device) for n, t in tensors.items()}
     chunk = max(1, CHUNK_BYTES // (8 * len(tensors) * world))
+    chunk = max(rule.unit, chunk // rule.unit * rule.unit)  # whole items
     for start in range(0, size, chunk):
         part = slice(start, min(size, start + chunk))
         piece = {n: t[part] for n, t in flat.items()}

@@ -9,7 +9,7 @@ import itertools
 import threading
 from typing import Any
 
-from ...checks import check_int
+from ...checks import check_int, cut
 from ...live.delivery import LiveDelivery, SnapshotCallback
 from ...live.subscriptions import Subscription
 from ...snapshot.build import finish_snapshot, fit_snapshot, gather_snapshot
@@ -34,6 +34,9 @@ from .cofiring_ranking import cofiring_of
 from .distribution import distribution_of
 from .labels import load_labels
 from .logits import Logits
+
+# What `get_examples` can return: the top-activating examples, or the sample.
+EXAMPLE_KINDS = ("top", "sample")
 
 
 class Queries:
@@ -111,16 +114,23 @@ class Queries:
             rows = queries.statistics_rows(rec.stats, index, labels, top)
         return TopFeaturesResponse(metric=metric, features=rows)
 
-    def get_examples(self, feature: int, k: int | None = None) -> ExamplesResponse:
-        """`feature`'s top-activating examples since the last reset (at most one per sequence
-        row of a forward pass), highest first, with the tokens around each."""
+    def get_examples(self, feature: int, k: int | None = None,
+                     kind: str = "top") -> ExamplesResponse:
+        """`feature`'s examples since the last reset, with the tokens around each: kind "top",
+        its top-activating ones (at most one per sequence row of a forward pass), highest
+        first; "sample", a uniform random sample of its activating tokens (`record.samples`),
+        in the order of their random keys."""
         check_int("feature", feature, 0, self._recording.d_sae - 1)
+        if kind not in EXAMPLE_KINDS:
+            raise ValueError(f"kind must be one of {', '.join(map(repr, EXAMPLE_KINDS))}, got "
+                             f"{cut(repr(kind), 40)}")
         with self._lock:
-            table, token_text = self._recording.examples, self._attached.text_of()
+            rec, token_text = self._recording, self._attached.text_of()
+            table = rec.examples if kind == "top" else rec.samples
             k = table.per_feature if k is None else check_int("k", k, 0, table.per_feature)
             examples = queries.feature_examples(table, feature, k, token_text)
             label = self._attached.labels.get(feature)
-        return ExamplesResponse(feature=feature, examples=examples, label=label)
+        return ExamplesResponse(feature=feature, examples=examples, label=label, kind=kind)
 
     def get_cofiring(self, feature: int, k: int = 10) -> CoFiringResponse:
         """What selected `feature` fires with since it was selected: the k features of highest

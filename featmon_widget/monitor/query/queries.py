@@ -103,14 +103,15 @@ def history_records(rows: HistoryRows, monitored: tuple[int, ...], threshold: fl
 
 def feature_examples(table: ExampleTable, feature: int, k: int,
                      token_text: Callable[[int], str | None]) -> list[ActivatingExample]:
-    """Feature `feature`'s best `k` kept examples, highest first."""
+    """Feature `feature`'s first `k` kept examples (the top ones highest first; a sample in
+    key order)."""
     rows = table.read(feature, k)
     out = []
     for i, window in enumerate(rows.windows):
         ids, index, acts = known_window(window, rows.window_acts[i], table.window)
         texts = [token_text(t) for t in ids]
         out.append(ActivatingExample(
-            value=rows.values[i], request_id=table.names.name(rows.requests[i]),
+            value=rows.values[i], request_id=table.request_name(rows.requests[i]),
             row=rows.rows[i], position=rows.positions[i], token_ids=ids, index=index,
             tokens=texts if ids and texts[0] is not None else None, activations=acts,
         ))

@@ -30,44 +30,14 @@ from ..stats.native import ExampleKernels, RowMaxima
 from .example_state import ExampleState
 from .features import DenseFeatures, SparseFeatures
 from .requests import RequestNames, automatic_number
+from .row_maxima import EMPTY, dense_row_maxima, pack, rank_of, sparse_row_maxima, value_of
 
 Tensor = torch.Tensor
 
-EMPTY = torch.iinfo(torch.int64).min  # the key of an empty slot
-_LOW = 1 << 32
 # Candidate rows merged at once: a chunk's [rows, d_sae] keys stay a few megabytes.
 _CHUNK_ELEMENTS = 1 << 21
 # Requests whose last tokens are remembered as the left context of their next forward.
 MAX_TRACKED_REQUESTS = 4096
-
-
-def ordered_bits(values: Tensor) -> Tensor:
-    """float32 -> int32 with the same order (negative floats have their magnitude bits
-    flipped); its own inverse."""
-    bits = values.contiguous().view(torch.int32)
-    return bits ^ ((bits >> 31) & 0x7FFFFFFF)
-
-
-def pack(values: Tensor, rank: Tensor | int, keep: Tensor) -> Tensor:
-    """int64 keys that order by float32 `values`, then by lower `rank` (earlier), where `keep`;
-    `EMPTY` elsewhere (see module doc)."""
-    return torch.where(keep, (ordered_bits(values).to(torch.int64) << 32) + (_LOW - 1 - rank),
-                       EMPTY)
-
-
-def rank_of(keys: Tensor) -> Tensor:
-    """The rank packed in `keys` (meaningless for empty slots)."""
-    return _LOW - 1 - (keys & (_LOW - 1))
-
-
-def value_of(keys: Tensor) -> Tensor:
-    """The float32 values packed in `keys` (meaningless for empty slots)."""
-    return ordered_bits_inverse((keys >> 32).to(torch.int32))
-
-
-def ordered_bits_inverse(ordered: Tensor) -> Tensor:
-    """Inverse of `ordered_bits`."""
-    return (ordered ^ ((ordered >> 31) & 0x7FFFFFFF)).view(torch.float32)
 
 
 class ExampleRows(NamedTuple):
@@ -107,6 +77,9 @@ class ExampleTable(ExampleState):
                                device=dev)
         self.names = RequestNames()
         self._tails: OrderedDict[str, Tensor] = OrderedDict()
+        # Other tables whose records use these request names (the sample of activating
+        # tokens): a name they hold is never forgotten either.
+        self.holders: list[ExampleTable] = []
 
     @property
     def tails(self) -> OrderedDict[str, Tensor]:
@@ -133,15 +106,17 @@ class ExampleTable(ExampleState):
     def update(self, features: DenseFeatures | SparseFeatures, valid: Tensor, positions: Tensor,
                batch: int, tokens: int, request_id: str, token_ids: Tensor | None,
                threshold: float, maxima: RowMaxima | None = None,
-               code: int | None = None) -> None:
+               code: int | None = None,
+               context: tuple[Tensor, Tensor, Tensor] | None = None) -> None:
         """Merge one forward's row maxima (features [batch * tokens, d_sae], `valid`,
         `positions` and `token_ids` [batch * tokens]) into the table. `maxima` [batch, d_sae]:
         the row maxima already found by the statistics pass (over the same valid rows and
-        threshold), else they are found here."""
+        threshold), else they are found here; `context`: the forward's `context`, if taken."""
         if self.per_feature == 0:
             return
-        valid2 = valid.reshape(batch, tokens)
-        context, source, rank = self._context(request_id, valid2, token_ids, batch, tokens)
+        if context is None:
+            context = self.context(request_id, valid, token_ids, batch, tokens)
+        context, source, rank = context
         if code is None:
             code = self.code_of(request_id)
         native = self.backend.example_merge(self.device)
@@ -199,15 +174,19 @@ class ExampleTable(ExampleState):
 
     def _held_codes(self) -> set[int]:
         """The request codes of the examples kept now (reads the table: rarely called)."""
-        return set(self.request[self.value > float("-inf")].unique().tolist())
+        return {code for table in (self, *self.holders)
+                for code in table.request[table.value > float("-inf")].unique().tolist()}
 
-    def _context(self, request_id: str, valid: Tensor, token_ids: Tensor | None, batch: int,
-                 tokens: int) -> tuple[Tensor, Tensor, Tensor]:
-        """Per row: the request's last `window` real tokens, then this forward's real tokens in
-        order, then `window` unknowns ([batch, tokens + 2 window]); per context column, the
+    def context(self, request_id: str, valid: Tensor, token_ids: Tensor | None, batch: int,
+                tokens: int) -> tuple[Tensor, Tensor, Tensor]:
+        """The windows' context of one forward (`valid` [batch * tokens]), taken once per
+        forward (it advances the request's left context). Per row: the request's last
+        `window` real tokens, then this forward's real tokens in order, then `window` unknowns
+        ([batch, tokens + 2 window]); per context column, the
         token of this forward it holds (-1 for none); and each token's rank among this
         forward's real tokens of its row ([batch, tokens])."""
         w, dev = self.window, self.device
+        valid = valid.reshape(batch, tokens)
         if token_ids is None:
             current = torch.full((batch, tokens), -1, dtype=torch.int64, device=dev)
         else:
@@ -236,7 +215,7 @@ class ExampleTable(ExampleState):
                rank: Tensor, context: Tensor, source: Tensor,
                features: DenseFeatures | SparseFeatures, code: int) -> None:
         """The torch merge (see module doc) of candidates [rows, F] of rows b0.."""
-        e, w, f, dev = self.per_feature, self.window, self.d_sae, self.device
+        e, dev = self.per_feature, self.device
         rows = value.shape[0]
         slot = torch.arange(e, device=dev)
         old = pack(self.value, slot, self.value > float("-inf"))
@@ -244,15 +223,27 @@ class ExampleTable(ExampleState):
         candidate = value.t()
         new = pack(candidate, new_rank, candidate > float("-inf"))
         keys, src = torch.cat([old, new], 1).topk(e, dim=1)
-        from_old = src < e
         b = (src - e).clamp_min(0)  # row within the chunk
         local = b * tokens + t.t().gather(1, b)  # token within the chunk
+        new_value = torch.where(keys != EMPTY, value_of(keys), float("-inf"))
+        self.write_merged(src, local, new_value, b0, rows, tokens, positions, rank, context,
+                          source, features, code)
+
+    def write_merged(self, src: Tensor, local: Tensor, new_value: Tensor, b0: int, rows: int,
+                     tokens: int, positions: Tensor, rank: Tensor, context: Tensor,
+                     source: Tensor, features: DenseFeatures | SparseFeatures,
+                     code: int) -> None:
+        """Replace the kept records [F, E] by a merge's: per slot, `src` < E keeps old slot
+        `src`, else the candidate at token `local` of rows b0..b0 + rows (flat within them)
+        takes it with value `new_value` (-inf: empty)."""
+        e, w, f, dev = self.per_feature, self.window, self.d_sae, self.device
+        from_old = src < e
         # Every field is one gather from [kept slots, then this chunk's tokens].
         feature = torch.arange(f, device=dev)[:, None]
         pick = torch.where(from_old, feature * e + src, f * e + local).reshape(-1)
         span = slice(b0 * tokens, (b0 + rows) * tokens)
         chunk_rows = torch.arange(b0, b0 + rows, device=dev).repeat_interleave(tokens)
-        # Each token's window: context columns rank .. rank + 2w of its row (see `_context`).
+        # Each token's window: context columns rank .. rank + 2w of its row (see `context`).
         cols = (rank[b0:b0 + rows].reshape(-1, 1) + torch.arange(2 * w + 1, device=dev))
         cols = cols.clamp(0, context.shape[1] - 1).view(rows, -1)
         windows = context[b0:b0 + rows].gather(1, cols).view(-1, 2 * w + 1)
@@ -264,7 +255,6 @@ class ExampleTable(ExampleState):
                         .view(f, e))
         self.tokens.copy_(torch.cat([self.tokens.view(f * e, -1), windows.to(torch.int32)])
                           .index_select(0, pick).view(f, e, -1))
-        new_value = torch.where(keys != EMPTY, value_of(keys), float("-inf"))
         self.acts.copy_(self._window_acts(features, held, local, from_old, src, new_value, b0,
                                           tokens))
         self.value.copy_(new_value)
@@ -292,14 +282,16 @@ class ExampleTable(ExampleState):
 
     def read(self, feature: int, k: int) -> ExampleRows:
         """Feature `feature`'s best `k` examples, copied to the host."""
-        values = self.value[feature, :k].cpu()
-        held = int((values > float("-inf")).sum())
-        request, row, position = torch.stack([
-            self.request[feature, :held], self.row[feature, :held].to(torch.int64),
-            self.position[feature, :held]]).cpu().tolist()
-        windows = self.tokens[feature, :held].to(torch.int64).cpu().tolist()
-        acts = self.acts[feature, :held].to(torch.float32).cpu().tolist()
-        return ExampleRows(values[:held].tolist(), request, row, position, windows, acts)
+        return read_rows([t[feature] for t in self.record_tensors()], k)
+
+    def request_name(self, code: int) -> str:
+        """The request id of a record's request `code`."""
+        return self.names.name(code)
+
+    def record_tensors(self) -> list[Tensor]:
+        """The records' tensors in `ExampleRows` order: value, request, row, position, token
+        windows, window activations."""
+        return [self.value, self.request, self.row, self.position, self.tokens, self.acts]
 
     def centre_tokens(self, index: Tensor) -> Tensor:
         """The token id each kept example of the features `index` is at, best first, -1 for an
@@ -342,34 +334,17 @@ class ExampleTable(ExampleState):
                                  threshold, b1 - b0, tokens, self.d_sae)
 
 
-def dense_row_maxima(acts: Tensor, ok: Tensor, threshold: float) -> tuple[Tensor, Tensor]:
-    """Per row of `acts` [rows, tokens, F] and feature: the largest finite value above
-    `threshold` among tokens where `ok` [rows, tokens] (-inf if none), and the earliest token
-    holding it. One fused pass pair when compiled."""
-    x = acts.to(torch.float32)
-    v = torch.where(ok[:, :, None] & ((x - x) == 0) & (x > threshold), x, float("-inf"))
-    best = v.amax(1)
-    t = torch.arange(acts.shape[1], device=acts.device)[None, :, None]
-    return best, torch.where(v == best[:, None, :], t, acts.shape[1]).amin(1)
-
-
-def sparse_row_maxima(indices: Tensor, values: Tensor, ok: Tensor, threshold: float, rows: int,
-                      tokens: int, d_sae: int) -> tuple[Tensor, Tensor]:
-    """`dense_row_maxima` of TopK features `(indices, values)` [rows * tokens, k]: only stored
-    values are candidates (implicit zeros never are)."""
-    n, k = indices.shape
-    t = (torch.arange(n, device=indices.device) % tokens)[:, None].expand(n, k)
-    b = (torch.arange(n, device=indices.device) // tokens)[:, None].expand(n, k)
-    v = values.to(torch.float32)
-    good = ok[:, None] & (indices >= 0) & (indices < d_sae) & ((v - v) == 0) & (v > threshold)
-    # Per (row, feature): the largest value, then the earliest token, in one int64 key.
-    key = pack(v, t, good)
-    slot = torch.where(good, b * d_sae + indices.clamp(0, d_sae - 1), 0)
-    best = torch.full((rows * d_sae,), EMPTY, dtype=torch.int64, device=indices.device)
-    best.scatter_reduce_(0, slot.reshape(-1), key.reshape(-1), "amax")
-    best = best.view(rows, d_sae)
-    value = torch.where(best != EMPTY, value_of(best), float("-inf"))
-    return value, rank_of(best).clamp(0, tokens - 1)
+def read_rows(record: list[Tensor], k: int) -> ExampleRows:
+    """The first `k` held records of one feature's `ExampleTable.record_tensors` ([E, ...]
+    each; held: value above -inf, a prefix), copied to the host."""
+    value, request, row, position, tokens, acts = record
+    values = value[:k].cpu()
+    held = int((values > float("-inf")).sum())
+    request, row, position = torch.stack([
+        request[:held], row[:held].to(torch.int64), position[:held]]).cpu().tolist()
+    windows = tokens[:held].to(torch.int64).cpu().tolist()
+    window_acts = acts[:held].to(torch.float32).cpu().tolist()
+    return ExampleRows(values[:held].tolist(), request, row, position, windows, window_acts)
 
 
 def _native_features(features: DenseFeatures | SparseFeatures) -> tuple[Tensor, Tensor | None]:

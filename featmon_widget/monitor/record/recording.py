@@ -7,13 +7,10 @@ feature's value distribution, the per-request positions and the token totals. It
 
 from __future__ import annotations
 
-import math
 import time
-from typing import Any, NamedTuple
 
 import torch
 
-from ...checks import cut, is_int
 from ...snapshot.records import HistoryTail
 from ...snapshot.source import CoFiringTop, DeviceTotals, ExampleSlices, ValueHistogramCounts
 from ..config import MonitorConfig, feature_list
@@ -34,122 +31,12 @@ from .features import DenseFeatures, SparseFeatures
 from .histograms import LegacyValueHistograms
 from .history import HistoryRing
 from .positions import RequestPositions, as_batch_mask, check_positions
-from .registry import MAX_COUNT, SUM, Event, StatePart, StateRegistry, check_count, check_range
+from .registry import Event, StatePart, StateRegistry
 from .requests import check_new_request_id
+from .samples import SampleTable
+from .totals import RecordingTotals, RemoteView
 
 Tensor = torch.Tensor
-
-
-class RemoteView(NamedTuple):
-    """What the other ranks of a torch.distributed job had recorded at the last
-    `FeatureMonitor.sync` (their statistics are `RunningStats.remote`)."""
-
-    tokens: int
-    dropped_indices: int
-    forward_passes: int
-    ranks: int  # processes whose records are in view, this one included
-    synced_at: float
-    # Their tokens since the threshold was set (what their active counts are out of).
-    active_tokens: int
-
-
-class RecordingTotals(StatePart):
-    """The recording's own totals as a part of the recorded state: tokens, tokens since the
-    threshold was set, forward passes, the times they count from, and the other ranks' totals
-    at the last sync (`RemoteView`). A sync sums tokens, active tokens, dropped indices (the
-    statistics keep them) and forward passes."""
-
-    name = "totals"
-    # "ranks": each rank sends 1, so the sum over the others counts them.
-    sync_rules = dict.fromkeys(("tokens", "active_tokens", "dropped_indices", "forward_passes",
-                                "ranks"), SUM)
-
-    def __init__(self, recording: Recording) -> None:
-        self.recording = recording
-
-    def state_tensors(self) -> dict[str, Tensor]:
-        """The token counts (int64 scalars)."""
-        return {"tokens": self.recording.tokens, "active_tokens": self.recording.active_tokens}
-
-    def state_meta(self) -> dict[str, Any]:
-        """Forward passes, the times, and the remote view."""
-        r = self.recording
-        return {"forward_passes": r.forward_passes, "since": r.since,
-                "active_since": r.active_since,
-                "remote": r.remote._asdict() if r.remote is not None else None}
-
-    def check_meta(self, meta: dict[str, Any]) -> None:
-        """The four entries of `state_meta`, of their types."""
-        if set(meta) != {"forward_passes", "since", "active_since", "remote"} or not (
-                is_int(meta["forward_passes"]) and 0 <= meta["forward_passes"] <= MAX_COUNT
-                and all(_is_time(meta[k]) for k in ("since", "active_since"))):
-            raise ValueError(f"forward_passes, since or active_since missing or out of range "
-                             f"(counts in 0..{MAX_COUNT}, finite times; "
-                             f"{cut(repr(meta), 120)})")
-        remote, fields = meta["remote"], RemoteView._fields
-        if remote is not None and not (isinstance(remote, dict) and set(remote) == set(fields)
-                                       and _is_time(remote["synced_at"])):
-            raise ValueError(f"the save's 'remote' entry is malformed "
-                             f"({cut(repr(remote), 80)}): the save is corrupt")
-        for field in () if remote is None else fields:
-            if field != "synced_at":
-                check_count(f"the save's 'remote' entry {field}", remote[field])
-
-    def check_values(self, tensors: dict[str, Tensor], meta: dict[str, Any]) -> None:
-        """Token counts in 0..`MAX_COUNT`, active tokens at most the tokens."""
-        check_range(self.name, tensors, "tokens", 0, MAX_COUNT)
-        check_range(self.name, tensors, "active_tokens", 0, int(tensors["tokens"]))
-
-    def load_state(self, tensors: dict[str, Tensor], meta: dict[str, Any]) -> None:
-        """Restore a checked save."""
-        super().load_state(tensors, meta)
-        r, remote = self.recording, meta["remote"]
-        r.forward_passes = meta["forward_passes"]
-        r.since, r.active_since = float(meta["since"]), float(meta["active_since"])
-        r.remote = RemoteView(**remote) if remote is not None else None
-
-    def reset_on(self, event: Event) -> None:
-        """A statistics reset zeroes every total, a threshold change the active tokens (the
-        other ranks' too: their active counts are zeroed with ours)."""
-        r = self.recording
-        if event is Event.STATISTICS:
-            r.tokens.zero_()
-            r.forward_passes = 0
-            r.remote = None
-            r.since = time.time()
-        if event in (Event.STATISTICS, Event.THRESHOLD):
-            r.active_tokens.zero_()
-            if r.remote is not None:
-                r.remote = r.remote._replace(active_tokens=0)
-            r.active_since = time.time() if event is Event.THRESHOLD else r.since
-
-    def sync_state(self) -> dict[str, Tensor]:
-        """This rank's totals, as int64 scalars on the recording's device."""
-        r = self.recording
-
-        def scalar(n: int) -> Tensor:
-            return torch.tensor(n, dtype=torch.int64, device=r.device)
-
-        return {"tokens": r.tokens, "active_tokens": r.active_tokens,
-                "dropped_indices": r.stats.dropped_indices,
-                "forward_passes": scalar(r.forward_passes), "ranks": scalar(1)}
-
-    def take_remote(self, merged: dict[str, Tensor] | None) -> None:
-        """The others' totals become the remote view."""
-        self.recording.remote = None if merged is None else RemoteView(
-            tokens=int(merged["tokens"]), dropped_indices=int(merged["dropped_indices"]),
-            forward_passes=int(merged["forward_passes"]), ranks=int(merged["ranks"]) + 1,
-            synced_at=time.time(), active_tokens=int(merged["active_tokens"]))
-
-    def memory_bytes(self) -> dict[str, int]:
-        """Not counted (a few scalars)."""
-        return {}
-
-
-def _is_time(value: Any) -> bool:
-    """A finite number (a NaN time would load, then fail every export)."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(
-        value)
 
 
 class Recording:
@@ -190,6 +77,7 @@ class Recording:
         self.cofiring = CoFiring(cfg.selected, self.d_sae, device, self.backend)
         self.examples = ExampleTable(self.d_sae, cfg.examples_per_feature, cfg.context_window,
                                      device, self.backend)
+        self.samples = self._new_samples(cfg, device)
         self.tokens = torch.zeros((), dtype=torch.int64, device=device)
         # Tokens since the threshold was set: the denominator of the exact mean L0.
         self.active_tokens = torch.zeros((), dtype=torch.int64, device=device)
@@ -197,6 +85,14 @@ class Recording:
         self.positions.device = device
         self.watch_set.move_to(device)
         self.since = self.active_since = time.time()
+
+    def _new_samples(self, cfg: MonitorConfig, device: torch.device) -> SampleTable:
+        """An empty sample of activating tokens sharing the examples' request names."""
+        samples = SampleTable(self.d_sae, cfg.samples_per_feature, cfg.context_window,
+                              cfg.sample_seed, device, self.backend)
+        samples.names = self.examples.names
+        self.examples.holders = [samples]
+        return samples
 
     def adopt_device(self, device: torch.device) -> None:
         """Follow the activations' device while nothing is recorded; afterwards keep ours.
@@ -251,8 +147,18 @@ class Recording:
             token_ids = token_ids.to(self.device, torch.int64, non_blocking=True)
         self.history.write(features, valid, rows, pos, request_id, time.time(), token_ids,
                            history_code)
+        context = None
+        if self.examples.per_feature or self.samples.per_feature:
+            context = self.examples.context(request_id, valid, token_ids, batch, tokens)
+        if example_code is None:
+            example_code = self.examples.code_of(request_id)
         self.examples.update(features, valid, pos, batch, tokens, request_id, token_ids,
-                             self.config.threshold, maxima, example_code)
+                             self.config.threshold, maxima, example_code, context)
+        if context is not None:
+            self.samples.update_sample(features, valid, pos, batch, tokens,
+                                       self.config.threshold, context, example_code)
+        else:
+            self.samples.rows_seen += batch * tokens
         self.distributions.update(features, valid, self.config.threshold)
         self.cofiring.update(features, valid, self.config.threshold)
         real = valid.sum()
@@ -279,6 +185,15 @@ class Recording:
             old.examples_per_feature, old.context_window
         ):
             self.examples = self.examples.resized(new.examples_per_feature, new.context_window)
+            self.examples.holders = [self.samples]
+        if new.sample_seed != old.sample_seed:
+            self.samples = self._new_samples(new, self.device)
+        elif (new.samples_per_feature, new.context_window) != (
+            old.samples_per_feature, old.context_window
+        ):
+            self.samples = self.samples.resized(new.samples_per_feature, new.context_window)
+            self.samples.names = self.examples.names
+            self.examples.holders = [self.samples]
         if new.distributions != old.distributions:
             self.distributions = Distributions(self.d_sae, self.device, new.distributions,
                                                self.backend)
@@ -291,7 +206,8 @@ class Recording:
         the resets and the memory figures read; `extra_parts` come last."""
         return StateRegistry([self.stats, self.history,
                               LegacyValueHistograms(len(self.config.selected)), self.cofiring,
-                              self.distributions, self.examples, self.health, self.positions,
+                              self.distributions, self.examples, self.samples, self.health,
+                              self.positions,
                               RecordingTotals(self), *self.extra_parts])
 
     def reset_statistics(self) -> None:
@@ -390,6 +306,14 @@ class Recording:
         ex = self.examples
         index = torch.tensor(features, dtype=torch.int64, device=self.device)
         k = min(k, ex.per_feature)
-        columns = [t.index_select(0, index)[:, :k]
-                   for t in (ex.value, ex.request, ex.row, ex.position, ex.tokens, ex.acts)]
+        columns = [t.index_select(0, index)[:, :k] for t in ex.record_tensors()]
         return ExampleSlices(features, columns, ex.window, ex.names.name)
+
+    def samples_of(self, features: tuple[int, ...], k: int) -> ExampleSlices:
+        """The first `k` sampled activating tokens of `features` (see `samples`)."""
+        sa = self.samples
+        view = sa.record_view(torch.tensor(features, dtype=torch.int64, device=self.device))
+        k = min(k, sa.per_feature)
+        columns = [view[n][:, :k] for n in ("value", "request", "row", "position", "tokens",
+                                            "acts")]
+        return ExampleSlices(features, columns, sa.window, sa.request_name)

@@ -53,6 +53,9 @@ class Rule(NamedTuple):
     # Whether a rank may send the rule's tensors empty (it holds none yet, so it does not know
     # their length): it then takes part as `start` of the length the other ranks send.
     may_be_empty: bool = False
+    # Elements of one item the rule merges whole (the tensors travel flat, in chunks of whole
+    # items): 1 for elementwise rules.
+    unit: int = 1
 
 
 SUM = Rule("sum", lambda like: {n: torch.zeros_like(t) for n, t in like.items()},

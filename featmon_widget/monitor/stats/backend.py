@@ -188,6 +188,11 @@ class Backend:
             return None
         return self.kernel("examples")
 
+    def sample(self, device: torch.device) -> ExampleKernels | None:
+        """The kernels of the sample of activating tokens for a table on `device`: the CPU
+        (dense float32 / bfloat16 or TopK float32 input; the caller converts)."""
+        return self.kernel("examples") if device.type == "cpu" else None
+
     def top_k(self, values: Tensor, k: int) -> FeatureScans | None:
         """The top-k scan for `values` [n]: CPU float64, contiguous, where the heap pays (k
         below a quarter of n; above, a plain stable sort is as cheap)."""

@@ -28,6 +28,7 @@ from .protocol import (
     CFunction,
     CFunctions,
 )
+from .sample_native import SampleKernels, check_buffers
 
 Tensor = torch.Tensor
 
@@ -255,8 +256,9 @@ class CoFiringKernel:
                               threads)
 
 
-class ExampleKernels:
-    """Calls the compiled example kernels on CPU tensors, checking every buffer first."""
+class ExampleKernels(SampleKernels):
+    """Calls the compiled example kernels (and the sample's, `sample_native`) on CPU tensors,
+    checking every buffer first."""
 
     C_FUNCTIONS = (
         CFunction("void", "featmon_row_max", (
@@ -270,6 +272,7 @@ class ExampleKernels:
             "int64_t n", "const int64_t *cand_feature", "const int64_t *cand_row",
             "const float *cand_value", "const int64_t *cand_t", "int64_t f", "int64_t e",
             "int64_t span", *_MERGE_TAIL)),
+        *SampleKernels.C_FUNCTIONS,
     )
 
     def __init__(self, c: CFunctions) -> None:
@@ -369,9 +372,3 @@ class ExampleKernels:
             k, code, value.data_ptr(), request.data_ptr(), row.data_ptr(), position.data_ptr(),
             window.data_ptr(), window_acts.data_ptr())
 
-
-def check_buffers(ok: bool, *tensors: Tensor) -> None:
-    """Raise unless `ok` and every tensor is a contiguous CPU buffer: the C code trusts them,
-    and a wrong one would read or write outside a buffer."""
-    if not (ok and all(t.device.type == "cpu" and t.is_contiguous() for t in tensors)):
-        raise ValueError("native kernel got buffers of the wrong shape, dtype or layout")

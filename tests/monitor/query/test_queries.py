@@ -129,7 +129,7 @@ def _table(rows: ExampleRows, window: int = 2) -> SimpleNamespace:
     """What `feature_examples` reads of an `ExampleTable`."""
     names = {0: "req-a", 1: "req-b"}
     return SimpleNamespace(read=lambda feature, k: rows, window=window,
-                           names=SimpleNamespace(name=names.__getitem__))
+                           request_name=names.__getitem__)
 
 
 def test_examples_leave_unknown_tokens_out_and_name_their_requests():

@@ -191,7 +191,8 @@ def test_named_request_ids_are_bounded_and_held_names_survive(monkeypatch):
     from featmon_widget.monitor.record import requests as requests_module
 
     monkeypatch.setattr(requests_module, "MAX_REQUEST_NAMES", 8)
-    monitor = FeatureMonitor(4, compile=False, examples_per_feature=2, context_window=1)
+    monitor = FeatureMonitor(4, compile=False, examples_per_feature=2, context_window=1,
+                             samples_per_feature=0)  # the sample's names: test_samples
     monitor.on_activation(torch.full((1, 4), 100.0), request_id="the-best")  # kept for good
     for i in range(50):
         monitor.on_activation(torch.full((1, 4), 1.0 + i / 100), request_id=f"req-{i}")

@@ -123,6 +123,9 @@ def _observed(monitor: FeatureMonitor) -> dict:
         "history": [dataclasses.replace(r, timestamp=0.0, top_k=[v for _, v in r.top_k])
                     for r in monitor.get_history(limit=200).records],
         "examples": [monitor.get_examples(f).examples for f in range(0, F, 37)],
+        # Dense forwards' samples (a TopK forward's window activations: see test_samples).
+        "samples": [[e for e in monitor.get_examples(f, kind="sample").examples
+                     if e.request_id != "b"] for f in range(0, F, 37)],
         "health": dataclasses.asdict(monitor.get_health()),
         "state": (monitor.state.total_tokens, monitor.state.dropped_indices),
     }

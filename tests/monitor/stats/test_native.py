@@ -15,7 +15,7 @@ import pytest
 import torch
 from conftest import native_kernel, vectorized_loops
 
-from featmon_widget.monitor.record.examples import dense_row_maxima
+from featmon_widget.monitor.record.row_maxima import dense_row_maxima
 from featmon_widget.monitor.stats import native
 from featmon_widget.monitor.stats.backend import KERNELS
 from featmon_widget.monitor.stats.kernels import StatisticsKernels
@@ -239,7 +239,7 @@ def test_example_row_maxima_are_vectorized_in_every_clone(tmp_path):
     """The examples' row-maxima tiles (csrc/examples.c), per gcc's report: each compiled version
     (x86: x86-64-v4, x86-64-v3 and baseline clones) vectorizes its one loop."""
     loops = vectorized_loops(tmp_path, "examples")
-    assert set(loops) == {"tile_f32", "tile_bf16"}
+    assert set(loops) == {"tile_f32", "tile_bf16", "sample_tile_f32", "sample_tile_bf16"}
     assert all(counts and set(counts) == {1} for counts in loops.values()), loops
 
 

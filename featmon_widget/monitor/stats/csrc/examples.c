@@ -135,6 +135,40 @@ static float activation(const void *acts, int kind, const int64_t *indices, int6
     return 0.0f;
 }
 
+/* Make room at slot `at` of a feature's kept records: the `moved` records from there shift
+ * one slot down (the last one falls off). */
+static void make_room(int64_t at, int64_t moved, int64_t span, float *value, int64_t *request,
+                      int32_t *row, int32_t *position, int32_t *window, uint16_t *window_acts) {
+    memmove(value + at + 1, value + at, moved * sizeof *value);
+    memmove(request + at + 1, request + at, moved * sizeof *request);
+    memmove(row + at + 1, row + at, moved * sizeof *row);
+    memmove(position + at + 1, position + at, moved * sizeof *position);
+    memmove(window + (at + 1) * span, window + at * span, moved * span * sizeof *window);
+    memmove(window_acts + (at + 1) * span, window_acts + at * span,
+            moved * span * sizeof *window_acts);
+}
+
+/* Write the record of feature i's activation v at token t of row b into slot `at`: its value,
+ * request, row, position, token window and the feature's activation on each window token. */
+static void write_record(int64_t at, int64_t i, int64_t b, float v, int64_t t, int64_t f,
+                         int64_t span, int64_t tokens, const int64_t *positions,
+                         const int64_t *rank, const int64_t *context, const int64_t *source,
+                         int64_t width, const void *acts, int kind, const int64_t *indices,
+                         int64_t k, int64_t code, float *value, int64_t *request, int32_t *row,
+                         int32_t *position, int32_t *window, uint16_t *window_acts) {
+    value[at] = v;
+    request[at] = code;
+    row[at] = (int32_t)b;
+    position[at] = (int32_t)positions[b * tokens + t];
+    const int64_t first = b * width + rank[b * tokens + t];
+    for (int64_t c = 0; c < span; c++) {
+        const int64_t token = source[first + c];
+        window[at * span + c] = (int32_t)context[first + c];
+        window_acts[at * span + c] = token < 0 ? 0x7FC0
+            : to_bf16(activation(acts, kind, indices, k, b * tokens + token, f, i));
+    }
+}
+
 /* Insert the candidate (value v at token t of row b) into feature i's kept examples, if it is
  * better than the worst kept one; an equal value goes after the ones already kept. */
 static void insert(int64_t i, int64_t b, float v, int64_t t, int64_t f, int64_t e, int64_t span,
@@ -147,25 +181,10 @@ static void insert(int64_t i, int64_t b, float v, int64_t t, int64_t f, int64_t 
     if (!(v > -INFINITY) || !(v > val[e - 1])) return; /* none, or not better */
     int64_t j = e - 1;
     while (j > 0 && val[j - 1] < v) j--;
-    const int64_t at = i * e + j, moved = e - 1 - j;
-    memmove(val + j + 1, val + j, moved * sizeof *val);
-    memmove(request + at + 1, request + at, moved * sizeof *request);
-    memmove(row + at + 1, row + at, moved * sizeof *row);
-    memmove(position + at + 1, position + at, moved * sizeof *position);
-    memmove(window + (at + 1) * span, window + at * span, moved * span * sizeof *window);
-    memmove(window_acts + (at + 1) * span, window_acts + at * span,
-            moved * span * sizeof *window_acts);
-    val[j] = v;
-    request[at] = code;
-    row[at] = (int32_t)b;
-    position[at] = (int32_t)positions[b * tokens + t];
-    const int64_t first = b * width + rank[b * tokens + t];
-    for (int64_t c = 0; c < span; c++) {
-        const int64_t token = source[first + c];
-        window[at * span + c] = (int32_t)context[first + c];
-        window_acts[at * span + c] = token < 0 ? 0x7FC0
-            : to_bf16(activation(acts, kind, indices, k, b * tokens + token, f, i));
-    }
+    const int64_t at = i * e + j;
+    make_room(at, e - 1 - j, span, value, request, row, position, window, window_acts);
+    write_record(at, i, b, v, t, f, span, tokens, positions, rank, context, source, width, acts,
+                 kind, indices, k, code, value, request, row, position, window, window_acts);
 }
 
 /* Merge one chunk of rows' candidates (value [rows, f], -inf where none; token t [rows, f])
@@ -206,5 +225,206 @@ void featmon_examples_merge_list(int64_t n, const int64_t *cand_feature, const i
         insert(cand_feature[c], cand_row[c], cand_value[c], cand_t[c], f, e, span, tokens,
                positions, rank, context, source, width, acts, kind, indices, k, code, value,
                request, row, position, window, window_acts);
+    }
+}
+
+/* ---- The uniform sample of each feature's activating tokens (monitor/record/samples.py) ----
+ *
+ * Every (token, feature) has a 63-bit key: the high 31 bits ((hi ^ salt) * MIX mod 2^32) >> 1
+ * with the feature's salt fmix32(feature * SALT),
+ * where (hi, lo) is the token's own hash (token_key = hi << 32 | lo, made by the caller from the
+ * seed, the rank and the token's counter), and the low 32 bits lo. Each feature keeps the
+ * `e` activating tokens of smallest key, ascending (key INT64_MAX: an empty slot). A token is a
+ * candidate when its value is finite and above the threshold and the high half of its key is
+ * at most the high half of the feature's e-th key; candidates are rare once the slots fill, so
+ * the hash and the comparison run vectorized over a tile of features and the inserts after. */
+
+enum { SAMPLE_TILE = 512 };
+#define SAMPLE_SALT 0x9E3779B1u
+#define SAMPLE_MIX 0x85EBCA6Bu
+
+static inline uint32_t fmix32(uint32_t h) {
+    h ^= h >> 16;
+    h *= 0x85EBCA6Bu;
+    h ^= h >> 13;
+    h *= 0xC2B2AE35u;
+    h ^= h >> 16;
+    return h;
+}
+
+VECTOR_CLONES static uint32_t sample_tile_f32(const float *restrict x,
+                                              const uint32_t *restrict limit,
+                                              const uint32_t *restrict salt,
+                                              uint32_t *restrict hit, int64_t n, uint32_t hi,
+                                              float threshold) {
+    uint32_t any = 0;
+    for (int64_t i = 0; i < n; i++) {
+        const float v = x[i];
+        const uint32_t h = ((hi ^ salt[i]) * SAMPLE_MIX) >> 1;
+        const uint32_t take = (v > threshold) & (v < INFINITY) & (h <= limit[i]);
+        hit[i] = take;
+        any |= take;
+    }
+    return any;
+}
+
+VECTOR_CLONES static uint32_t sample_tile_bf16(const uint16_t *restrict x,
+                                               const uint32_t *restrict limit,
+                                               const uint32_t *restrict salt,
+                                               uint32_t *restrict hit, int64_t n, uint32_t hi,
+                                               float threshold) {
+    uint32_t any = 0;
+    for (int64_t i = 0; i < n; i++) {
+        const uint32_t bits = (uint32_t)x[i] << 16;
+        float v;
+        memcpy(&v, &bits, sizeof v);
+        const uint32_t h = ((hi ^ salt[i]) * SAMPLE_MIX) >> 1;
+        const uint32_t take = (v > threshold) & (v < INFINITY) & (h <= limit[i]);
+        hit[i] = take;
+        any |= take;
+    }
+    return any;
+}
+
+/* Feature i's salt. */
+static uint32_t sample_salt(int64_t i) { return fmix32((uint32_t)i * SAMPLE_SALT); }
+
+/* Feature i's key of a token whose hash is token_key. */
+static int64_t sample_key(uint64_t token_key, int64_t i) {
+    const uint32_t hi = (uint32_t)(token_key >> 32), lo = (uint32_t)token_key;
+    const uint32_t h = ((hi ^ sample_salt(i)) * SAMPLE_MIX) >> 1;
+    return (int64_t)(((uint64_t)h << 32) | lo);
+}
+
+/* Keep feature i's activation v at token t of row b if its key is among the e smallest. */
+typedef struct {
+    int64_t f, e, span, tokens, width, k, code;
+    const int64_t *positions, *rank, *context, *source, *indices;
+    const void *acts;
+    int kind;
+    int64_t *key;
+    float *value;
+    int64_t *request;
+    int32_t *row, *position, *window;
+    uint16_t *window_acts;
+} SampleTable;
+
+static void sample_insert(const SampleTable *s, int64_t i, int64_t key, int64_t b, int64_t t,
+                          float v) {
+    int64_t *kept = s->key + i * s->e;
+    if (!(key < kept[s->e - 1])) return;
+    int64_t j = s->e - 1;
+    while (j > 0 && kept[j - 1] > key) j--;
+    const int64_t at = i * s->e + j, moved = s->e - 1 - j;
+    memmove(kept + j + 1, kept + j, moved * sizeof *kept);
+    kept[j] = key;
+    make_room(at, moved, s->span, s->value, s->request, s->row, s->position, s->window,
+              s->window_acts);
+    write_record(at, i, b, v, t, s->f, s->span, s->tokens, s->positions, s->rank, s->context,
+                 s->source, s->width, s->acts, s->kind, s->indices, s->k, s->code, s->value,
+                 s->request, s->row, s->position, s->window, s->window_acts);
+}
+
+typedef struct {
+    const SampleTable *table;
+    const uint8_t *valid;
+    const int64_t *token_key;
+    int64_t n, begin, end; /* tiles begin..end */
+    float threshold;
+} SampleWork;
+
+static void *sample_tiles(void *p) {
+    const SampleWork *w = p;
+    const SampleTable *s = w->table;
+    uint32_t limit[SAMPLE_TILE], salt[SAMPLE_TILE], hit[SAMPLE_TILE];
+    for (int64_t tile = w->begin; tile < w->end; tile++) {
+        const int64_t start = tile * SAMPLE_TILE;
+        const int64_t n = s->f - start < SAMPLE_TILE ? s->f - start : SAMPLE_TILE;
+        for (int64_t i = 0; i < n; i++) {
+            limit[i] = (uint32_t)((uint64_t)s->key[(start + i) * s->e + s->e - 1] >> 32);
+            salt[i] = sample_salt(start + i);
+        }
+        for (int64_t r = 0; r < w->n; r++) {
+            if (!w->valid[r]) continue;
+            const uint64_t token_key = (uint64_t)w->token_key[r];
+            const uint32_t hi = (uint32_t)(token_key >> 32);
+            uint32_t any;
+            if (s->kind == KIND_BF16)
+                any = sample_tile_bf16((const uint16_t *)s->acts + r * s->f + start, limit, salt,
+                                       hit, n, hi, w->threshold);
+            else
+                any = sample_tile_f32((const float *)s->acts + r * s->f + start, limit, salt,
+                                      hit, n, hi, w->threshold);
+            if (!any) continue;
+            for (int64_t i = 0; i < n; i++) {
+                if (!hit[i]) continue;
+                const int64_t feature = start + i;
+                sample_insert(s, feature, sample_key(token_key, feature), r / s->tokens,
+                              r % s->tokens, activation(s->acts, s->kind, NULL, 0, r, s->f,
+                                                        feature));
+                limit[i] = (uint32_t)((uint64_t)s->key[feature * s->e + s->e - 1] >> 32);
+            }
+        }
+    }
+    return NULL;
+}
+
+/* Fold a dense forward (acts [n = batch * tokens, f], float32 or bfloat16 by `kind`; valid
+ * [n]; token_key [n]) into the sample: key [f, e] ascending, and the records as the top
+ * examples keep them (see featmon_examples_merge for the window arguments). Threads take
+ * disjoint tiles of features. */
+void featmon_sample_dense(const void *acts, int kind, const uint8_t *valid,
+                          const int64_t *token_key, int64_t n, int64_t f, float threshold,
+                          int64_t e, int64_t span, int64_t tokens, const int64_t *positions,
+                          const int64_t *rank, const int64_t *context, const int64_t *source,
+                          int64_t width, int64_t code, int64_t *key, float *value,
+                          int64_t *request, int32_t *row, int32_t *position, int32_t *window,
+                          uint16_t *window_acts, int threads) {
+    const SampleTable table = {f, e, span, tokens, width, 0, code, positions, rank, context,
+                               source, NULL, acts, kind, key, value, request, row, position,
+                               window, window_acts};
+    const int64_t tiles = (f + SAMPLE_TILE - 1) / SAMPLE_TILE;
+    if (threads > MAX_THREADS) threads = MAX_THREADS;
+    if (threads > tiles) threads = (int)tiles;
+    if (threads < 1) threads = 1;
+    SampleWork work[MAX_THREADS];
+    pthread_t ids[MAX_THREADS];
+    int started[MAX_THREADS] = {0};
+    for (int j = 0; j < threads; j++) {
+        work[j] = (SampleWork){&table, valid, token_key, n, tiles * j / threads,
+                               tiles * (j + 1) / threads, threshold};
+        if (j > 0) started[j] = pthread_create(&ids[j], NULL, sample_tiles, &work[j]) == 0;
+    }
+    sample_tiles(&work[0]);
+    for (int j = 1; j < threads; j++) {
+        if (started[j])
+            pthread_join(ids[j], NULL);
+        else
+            sample_tiles(&work[j]);
+    }
+}
+
+/* The same for a TopK forward: indices / float32 values [n, k] (an index outside 0..f-1 is
+ * none; repeats within a token already dropped by the caller). */
+void featmon_sample_sparse(const int64_t *indices, const float *values, int64_t k,
+                           const uint8_t *valid, const int64_t *token_key, int64_t n, int64_t f,
+                           float threshold, int64_t e, int64_t span, int64_t tokens,
+                           const int64_t *positions, const int64_t *rank,
+                           const int64_t *context, const int64_t *source, int64_t width,
+                           int64_t code, int64_t *key, float *value, int64_t *request,
+                           int32_t *row, int32_t *position, int32_t *window,
+                           uint16_t *window_acts) {
+    const SampleTable table = {f, e, span, tokens, width, k, code, positions, rank, context,
+                               source, indices, values, KIND_TOPK, key, value, request, row,
+                               position, window, window_acts};
+    for (int64_t r = 0; r < n; r++) {
+        if (!valid[r]) continue;
+        for (int64_t j = 0; j < k; j++) {
+            const int64_t i = indices[r * k + j];
+            const float v = values[r * k + j];
+            if (i < 0 || i >= f || !(v > threshold) || !(v < INFINITY)) continue;
+            sample_insert(&table, i, sample_key((uint64_t)token_key[r], i), r / tokens,
+                          r % tokens, v);
+        }
     }
 }

@@ -100,6 +100,20 @@ void featmon_examples_merge_list(int64_t n, const int64_t *cand_feature, const i
                                  int64_t k, int64_t code, float *value, int64_t *request,
                                  int32_t *row, int32_t *position, int32_t *window,
                                  uint16_t *window_acts);
+void featmon_sample_dense(const void *acts, int kind, const uint8_t *valid,
+                          const int64_t *token_key, int64_t n, int64_t f, float threshold,
+                          int64_t e, int64_t span, int64_t tokens, const int64_t *positions,
+                          const int64_t *rank, const int64_t *context, const int64_t *source,
+                          int64_t width, int64_t code, int64_t *key, float *value, int64_t *request,
+                          int32_t *row, int32_t *position, int32_t *window, uint16_t *window_acts,
+                          int threads);
+void featmon_sample_sparse(const int64_t *indices, const float *values, int64_t k,
+                           const uint8_t *valid, const int64_t *token_key, int64_t n, int64_t f,
+                           float threshold, int64_t e, int64_t span, int64_t tokens,
+                           const int64_t *positions, const int64_t *rank, const int64_t *context,
+                           const int64_t *source, int64_t width, int64_t code, int64_t *key,
+                           float *value, int64_t *request, int32_t *row, int32_t *position,
+                           int32_t *window, uint16_t *window_acts);
 
 /* feature_scans.c */
 void featmon_firing_summary(const int64_t *active, const int64_t *count, int64_t n,
