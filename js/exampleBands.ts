@@ -42,7 +42,7 @@ export function exampleBandsView(
           "div",
           { class: "featmon-chart-note" },
           `interval ${range(band.low, band.high)} holds ` +
-            (band.share === null ? "(no activations counted since selected)" : formatPercent(band.share)),
+            (band.share === null ? "(no activations counted since the reset)" : formatPercent(band.share)),
         ),
         h(
           "ol",
