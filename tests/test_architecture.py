@@ -28,8 +28,8 @@ ALLOWED = {
 MAX_LINES = 400
 # The facade owns its components and delegates each operation to one of them: one short method
 # per operation, no logic of its own (no branches or loops in a public method).
-FACADE_MAX_LINES = 340
-FACADE_METHOD_MAX_LINES = 25
+FACADE_MAX_LINES = 320
+FACADE_METHOD_MAX_LINES = 20
 FACADE_PUBLIC_MAX_STATEMENTS = 8
 LOGIC = (ast.If, ast.For, ast.AsyncFor, ast.While, ast.Try, ast.Match, ast.IfExp, ast.ListComp,
          ast.SetComp, ast.DictComp, ast.GeneratorExp)
@@ -147,8 +147,9 @@ def test_the_monitor_is_a_facade_that_owns_its_components():
     cls = _facade()
     assert cls.bases == [] and cls.keywords == []
     methods = [n for n in cls.body if isinstance(n, ast.FunctionDef)]
-    long_methods = {n.name: n.end_lineno - n.lineno + 1 for n in methods
-                    if n.end_lineno - n.lineno + 1 > FACADE_METHOD_MAX_LINES}
+    # Bodies only: the constructor's signature lists every setting, which is not logic.
+    long_methods = {n.name: n.end_lineno - n.body[0].lineno + 1 for n in methods
+                    if n.end_lineno - n.body[0].lineno + 1 > FACADE_METHOD_MAX_LINES}
     assert long_methods == {}
 
 

@@ -44,14 +44,14 @@ class FeatureMonitor:
                  enabled: bool = True, selected: list[int] | tuple[int, ...] = (),
                  examples_per_feature: int = 8, context_window: int = 8, health_every: int = 8,
                  samples_per_feature: int = 2, sample_seed: int = 0, rare_floor: float = 1e-5,
-                 distributions: bool = True,
-                 compile: bool | None = None, native: bool | None = None) -> None:
+                 distributions: bool = True, compile: bool | None = None,
+                 native: bool | None = None) -> None:
         config = initial_config(
             d_sae, top_k, features=features, history_size=history_size, threshold=threshold,
             throttle_ms=throttle_ms, enabled=enabled, selected=selected, health_every=health_every,
             examples_per_feature=examples_per_feature, context_window=context_window,
-            samples_per_feature=samples_per_feature,
-            sample_seed=sample_seed, rare_floor=rare_floor, distributions=distributions)
+            samples_per_feature=samples_per_feature, sample_seed=sample_seed,
+            rare_floor=rare_floor, distributions=distributions)
         self.d_sae, self._lock = d_sae, threading.RLock()
         self._attached = Attachments(self._lock)
         self._recording = Recording(d_sae, config, device, StatisticsKernels(compile, native))
