@@ -207,8 +207,8 @@ strongest feature fires with (ranked by Jaccard, so the densest features do not 
 for start in range(0, 500, 100):
     bundle.run(corpus.sentences(2500)[2000 + start:2100 + start])
 cofiring = monitor.get_cofiring(feature, k=5)
-print(cofiring.tokens, "tokens counted since the selection;",
-      len(cofiring.features), "features fire with it")
+print(cofiring.tokens, "tokens counted since the selection; something fires with it:",
+      bool(cofiring.features))
 """),
     code("""
 # NBVAL_IGNORE_OUTPUT
@@ -234,7 +234,8 @@ the same.
 """),
     code("""
 before = monitor.state.total_tokens
-probe = monitor.probe("The interpreter raises a ValueError when the argument is negative.")
+probe = monitor.probe("Python has three distinct numeric types: integers, floating point "
+                      "numbers and complex numbers.")
 text = probe.texts[0]
 print("recorded nothing:", monitor.state.total_tokens == before,
       "| tokens:", len(text.tokens))
@@ -243,7 +244,8 @@ print("recorded nothing:", monitor.state.total_tokens == before,
 # NBVAL_IGNORE_OUTPUT
 for token, value, top_features in zip(text.tokens, text.activations[feature],
                                       text.top_features):
-    print(f"  {token!s:>12}  feature {feature}: {value:6.2f}   top: {top_features[:3]}")
+    strongest = [(f, round(v, 2)) for f, v in top_features[:3]]
+    print(f"  {token!s:>12}  feature {feature}: {value:6.2f}   top: {strongest}")
 """),
 ]
 

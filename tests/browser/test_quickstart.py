@@ -1,6 +1,7 @@
 """The demo notebook (`notebooks/quickstart.ipynb`, what the README's JupyterLab command opens)
 runs in a real JupyterLab: the embedded default model streams two thousand sentences, fires real
-features in the widget, and the strongest ones' panels show their examples as token text."""
+features in the widget, and the strongest ones' pages show their examples as token text, their
+interval bands, what they fire with and what they promote."""
 
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ def test_quickstart_notebook_runs_in_lab(jupyter_server: Any,
     try:
         open_and_run_all(page, jupyter_server.page_url(f"lab/tree/{name}"), name)
         expect(page.get_by_test_id("featmon-root")).to_be_visible(timeout=RENDER_TIMEOUT_MS)
-        wait_kernel_idle(page, timeout_ms=120_000)
+        wait_kernel_idle(page, timeout_ms=300_000)  # a give-up bound, not a timing check
         kernel = jupyter_server.kernel(name)
         tokens = kernel.value("monitor.state.total_tokens")
         assert tokens > 20_000  # two thousand sentences' real tokens, padding excluded
@@ -41,6 +42,10 @@ def test_quickstart_notebook_runs_in_lab(jupyter_server: Any,
             panel = page.get_by_test_id(f"panel-{feature}")
             expect(panel.locator("li").first).to_be_visible(timeout=15_000)
             expect(panel.locator(".featmon-tok.active").first).to_be_attached()
+            # Its page: interval bands, what it fires with, what it promotes (tied embeddings).
+            for part in ("bands", "fires-with", "logits"):
+                expect(panel.get_by_test_id(part)).to_be_visible(timeout=15_000)
+            expect(panel.get_by_test_id("logits")).to_contain_text("input embeddings (tied)")
         printed = page.locator(".jp-OutputArea-output pre").filter(
             has_text=re.compile(r"feature \d+: active on"))
         expect(printed.first).to_be_attached()

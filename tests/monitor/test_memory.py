@@ -1,4 +1,4 @@
-"""What the monitor holds grows with d_sae only by the bytes per feature the README gives, and a
+"""What the monitor holds grows with d_sae only by the bytes per feature docs/design/memory.md gives, and a
 TopK update allocates nothing that grows with d_sae (measured with torch's profiler)."""
 
 import pytest
