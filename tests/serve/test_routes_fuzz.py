@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 FIELDS = ["enabled", "features", "history_size", "top_k", "threshold", "throttle_ms",
           "selected", "examples_per_feature", "context_window", "health_every", "k", "metric",
           "limit", "request_id", "row", "direction", "table_rows", "records", "search",
-          "token", "rare_floor", "d_sae"]
+          "token", "rare_floor", "d_sae", "kind", "texts", "record", "samples_per_feature"]
 NUMBERS = st.one_of(st.integers(-3, 300), st.integers(-2**70, 2**70),
                     st.floats(allow_nan=False, allow_infinity=False),
                     st.sampled_from([0, 1, 63, 64, 255, 256, 1000, 100_001, -0.0, 1e308]))
@@ -34,14 +34,18 @@ QUERY_VALUE = st.one_of(SCALARS.map(lambda v: "" if v is None else str(v)),
                         st.text(max_size=20))
 QUERIES = st.lists(st.tuples(st.sampled_from(FIELDS) | st.text(max_size=6), QUERY_VALUE),
                    max_size=5)
-POSTS = ["/configure", "/enable", "/statistics/top"]
+POSTS = ["/configure", "/enable", "/statistics/top", "/probe"]
 GETS = ["", "/", "/history", "/history/", "/statistics", "/health", "/drift", "/snapshot",
-        "/examples/3"]
-PATHS = st.one_of(st.sampled_from(GETS), st.text(max_size=8).map(lambda t: "/examples/" + t))
+        "/examples/3", "/distribution/3", "/cofiring/3", "/logits/3"]
+PER_FEATURE = ["/examples/", "/distribution/", "/cofiring/", "/logits/"]
+PATHS = st.one_of(st.sampled_from(GETS), st.tuples(st.sampled_from(PER_FEATURE),
+                                                   st.text(max_size=8)).map("".join))
 
 REQUESTS = st.one_of(
     st.tuples(st.just("POST"), st.sampled_from(POSTS), BODIES, QUERIES),
     st.tuples(st.just("GET"), PATHS, st.none(), QUERIES),
+    st.tuples(st.just("DELETE"), st.sampled_from(["/history", "/statistics", "/configure"]),
+              st.none(), QUERIES),
 )
 
 
