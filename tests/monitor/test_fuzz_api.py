@@ -307,17 +307,26 @@ WATCH_CALLS = st.lists(st.one_of(
 @given(calls=WATCH_CALLS)
 def test_watches_and_sync_work_or_refuse_cleanly(calls):
     monitor = FeatureMonitor(W, compile=False, device="cpu", throttle_ms=1)
-    watches = []
+    watches, expected, active = [], [], []  # each watch's hits counted here, and if recording
+    gen = torch.Generator().manual_seed(len(calls))
     try:
         for name, arg in calls:
             before = _observable(monitor)
             if name == "forward":
-                monitor.on_activation(torch.rand(arg, W) * 2 - 0.5)
+                acts = torch.rand(arg, W, generator=gen) * 2 - 0.5
+                monitor.on_activation(acts)
+                for j, watch in enumerate(watches):
+                    above = torch.tensor(watch.above, dtype=torch.float64)
+                    columns = acts[:, list(watch.features)].double()
+                    expected[j] += int((columns > above).sum()) if active[j] else 0
             elif name == "cancel" and watches:
                 watches[arg % len(watches)].cancel()
+                active[arg % len(watches)] = False
             elif name == "watch":
                 try:
                     watches.append(monitor.watch(**arg))
+                    expected.append(0)
+                    active.append(True)
                 except (ValueError, TypeError):
                     assert _observable(monitor) == before
             elif name == "sync":
@@ -326,8 +335,7 @@ def test_watches_and_sync_work_or_refuse_cleanly(calls):
                                    match="torch.distributed|group"):
                     monitor.sync(arg)
                 assert _observable(monitor) == before
-        assert monitor.watch_hits() >= 0
-        for watch in watches:
-            assert watch.hits >= 0 and watch.dropped >= 0
+        for watch, hits in zip(watches, expected, strict=True):
+            assert watch.hits == hits and watch.dropped == 0  # every hit, none invented
     finally:
         monitor.close()
