@@ -1,5 +1,6 @@
-"""What the monitor holds grows with d_sae only by the bytes per feature docs/design/memory.md gives, and a
-TopK update allocates nothing that grows with d_sae (measured with torch's profiler)."""
+"""What the monitor holds grows with d_sae only by the bytes per feature that
+docs/design/memory.md gives, and a TopK update allocates nothing that grows with d_sae
+(measured with torch's profiler)."""
 
 import pytest
 import torch
