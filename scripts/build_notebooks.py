@@ -243,7 +243,7 @@ print("recorded nothing:", monitor.state.total_tokens == before,
     code("""
 # NBVAL_IGNORE_OUTPUT
 for token, value, top_features in zip(text.tokens, text.activations[feature],
-                                      text.top_features):
+                                      text.top_features, strict=True):
     strongest = [(f, round(v, 2)) for f, v in top_features[:3]]
     print(f"  {token!s:>12}  feature {feature}: {value:6.2f}   top: {strongest}")
 """),
