@@ -12,6 +12,7 @@ from featmon_widget.monitor.record import distributions as dist_mod
 from featmon_widget.monitor.record.cofiring import INT32_MAX
 from featmon_widget.monitor.record.distributions import Distributions
 from featmon_widget.monitor.record.features import DenseFeatures
+from featmon_widget.monitor.stats.backend import Backend
 from featmon_widget.snapshot.value_bins import EDGES, NOMINAL_EDGES, QUANTILES, bin_quantiles
 
 pytestmark = pytest.mark.fast
@@ -194,3 +195,26 @@ def test_snapshot_histograms_cover_features_selected_after_the_fact():
     assert np.array_equal(np.frombuffer(snap.value_edges, "<f4"), NOMINAL_EDGES.numpy())
     q = dict(map(tuple, snap.feature_panels[0]["quantiles"]))
     assert 3.0 <= q[0.5] <= 4.0
+
+
+@pytest.mark.parametrize("wide", [False, True], ids=["int32", "int64"])
+def test_native_kernel_over_tiles_threads_and_block_tails(wide):
+    """Several column tiles and parts (threads), a tail block, NaN / Inf in every block
+    position, padding rows, int32 and int64 counts: the C kernel (whose inactive count is the
+    valid rows less the values it visited) against the offline binning."""
+    n, d = 70, 2 * 2048 + 37  # above the kernel's threading size; d not a multiple of 32
+    gen = torch.Generator().manual_seed(5)
+    acts = torch.relu(torch.randn(n, d, generator=gen) * 3 - 1.5)
+    for r, bad in enumerate([float("nan"), float("inf"), -float("inf")]):
+        acts[r, r::29] = bad  # every block position, the tail block too
+    valid = torch.rand(n, generator=gen) > 0.2
+    backend = Backend(native=True, compile=False)
+    if backend.distributions(acts) is None:
+        pytest.skip("no C compiler here")
+    part = Distributions(d, torch.device("cpu"), backend=backend)
+    if wide:
+        part.bound, part.counts = INT32_MAX, part.counts.to(torch.int64)
+    part.update(DenseFeatures(acts), valid, 0.0)
+    assert part.counts.dtype == (torch.int64 if wide else torch.int32)
+    expected = reference([(acts.numpy(), valid.numpy())], 0.0)
+    assert np.array_equal(part.counts.to(torch.int64).numpy(), expected)

@@ -11,17 +11,20 @@
  * Why its own kernel, not a fifth accumulator of the statistics sweep (dense_moments.c): a
  * count indexed by the value is a scatter, which would leave that sweep scalar. Here each row
  * is read once, in tiles of TILE columns whose counts stay in cache, and in blocks of BLOCK
- * values: a vectorized pass counts the block's inactive values into per-column int32 sums
- * (contiguous) and says whether any is active; only blocks with an active value take the
- * scalar scatter (a ReLU SAE's features are mostly 0). Threads split the features (columns):
- * no two threads write one count. */
+ * values: a vectorized, read-only pass builds the block's bit mask of the values that are not
+ * plainly inactive (active, NaN or Inf), and only those are visited (a ReLU SAE's features are
+ * mostly 0: about 7% of the values at 7% density). The inactive count is not counted value by
+ * value: per column it is the tile's valid rows less its visited values. BLOCK 32 measured
+ * about twice as fast as 16 or 64 on AMD EPYC (bench/distributions.py). Threads split the
+ * features (columns): no two threads write one count. */
+#include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "featmon_protocol.h" /* DTYPE_*, DIST_*, VECTOR_CLONES, this file's prototype */
 
-enum { BLOCK = 16, ALIGN = 64, TILE = 2048 };
+enum { BLOCK = 32, ALIGN = 64, TILE = 2048 }; /* a block's mask: one uint32_t */
 
 static inline float from_f32(float v) { return v; }
 
@@ -53,36 +56,40 @@ static inline int64_t log_bin(float v) {
     return b < 0 ? 0 : b > DIST_LOG_BINS - 1 ? DIST_LOG_BINS - 1 : b;
 }
 
-/* Columns [0, m) of one row (x and counts start at the tile's first column); inactive: the
- * tile's per-column inactive sums. The scatter is branchless (an inactive value adds 0 to
- * the bin its bits give): active values come at random, and a branch per value mispredicts. */
+/* Not plainly inactive: active (above t), NaN or +-Inf; exact for every float32 and t. */
+#define FLAGGED(v, t) (!((v) <= (t)) | ((v) == -INFINITY))
+
+/* Columns [0, m) of one row (x and counts start at the tile's first column); seen: the tile's
+ * per-column count of flagged values. The mask loop (full blocks: a constant trip count) is
+ * vectorized; the flagged values are then visited by their bits: a finite one adds one to its
+ * log bin, a NaN / Inf adds 0 (to the bin its bits give). */
 #define ROW(NAME, T, LOAD)                                                                   \
     VECTOR_CLONES static void NAME(const T *restrict x, int64_t m, float t,                 \
-                                   int32_t *restrict inactive, void *counts, int wide) {      \
+                                   int32_t *restrict seen, void *counts, int wide) {          \
         for (int64_t i = 0; i < m; i += BLOCK) {                                             \
-            const int64_t e = m - i < BLOCK ? m - i : BLOCK;                                 \
-            int any = 0;                                                                     \
-            for (int64_t k = 0; k < e; k++) {                                                \
-                const float v = LOAD(x[i + k]);                                              \
+            uint32_t mask = 0;                                                               \
+            if (m - i >= BLOCK) {                                                            \
+                for (int k = 0; k < BLOCK; k++) {                                            \
+                    const float v = LOAD(x[i + k]);                                          \
+                    mask |= (uint32_t)FLAGGED(v, t) << k;                                    \
+                }                                                                            \
+            } else {                                                                         \
+                for (int k = 0; k < m - i; k++) {                                            \
+                    const float v = LOAD(x[i + k]);                                          \
+                    mask |= (uint32_t)FLAGGED(v, t) << k;                                    \
+                }                                                                            \
+            }                                                                                \
+            while (mask) {                                                                   \
+                const int64_t k = i + __builtin_ctz(mask);                                   \
+                mask &= mask - 1;                                                            \
+                const float v = LOAD(x[k]);                                                  \
                 const int ok = (v - v) == 0.0f;                                              \
-                const int on = v > t;                                                        \
-                inactive[i + k] += ok & !on;                                                 \
-                any |= ok & on;                                                              \
-            }                                                                                \
-            if (!any) continue;                                                              \
-            int64_t hit[BLOCK], h = 0; /* the active ones, listed without a branch */        \
-            for (int64_t k = 0; k < e; k++) {                                                \
-                const float v = LOAD(x[i + k]);                                              \
-                hit[h] = k;                                                                  \
-                h += ((v - v) == 0.0f) & (v > t);                                            \
-            }                                                                                \
-            for (int64_t q = 0; q < h; q++) {                                                \
-                const int64_t k = hit[q];                                                    \
-                const int64_t at = (i + k) * DIST_BINS + log_bin(LOAD(x[i + k]));            \
+                const int64_t at = k * DIST_BINS + log_bin(v);                               \
+                seen[k] += 1;                                                                \
                 if (wide)                                                                    \
-                    ((int64_t *)counts)[at] += 1;                                            \
+                    ((int64_t *)counts)[at] += ok;                                           \
                 else                                                                         \
-                    ((int32_t *)counts)[at] += 1;                                            \
+                    ((int32_t *)counts)[at] += ok;                                           \
             }                                                                                \
         }                                                                                    \
     }
@@ -105,8 +112,8 @@ int featmon_distributions(const void *acts, int dtype, const uint8_t *valid, int
 #endif
     for (int64_t p = 0; p < parts; p++) {
         const int64_t lo = p * width, hi = lo + width < f ? lo + width : f;
-        int32_t *inactive = calloc(TILE, sizeof *inactive);
-        if (!inactive) {
+        int32_t *seen = calloc(TILE, sizeof *seen);
+        if (!seen) {
             failed = 1;
             continue;
         }
@@ -116,26 +123,28 @@ int featmon_distributions(const void *acts, int dtype, const uint8_t *valid, int
             const int64_t m = hi - start < TILE ? hi - start : TILE;
             void *c = wide ? (void *)((int64_t *)counts + start * DIST_BINS)
                            : (void *)((int32_t *)counts + start * DIST_BINS);
-            memset(inactive, 0, TILE * sizeof *inactive);
+            memset(seen, 0, TILE * sizeof *seen);
+            int64_t rows = 0; /* the valid rows */
             for (int64_t r = 0; r < n; r++) {
                 if (valid && !valid[r]) continue;
+                rows++;
                 const char *x = (const char *)acts + ((size_t)r * (size_t)f + (size_t)start) * size;
                 if (dtype == DTYPE_F32)
-                    row_f32((const float *)x, m, threshold, inactive, c, wide);
+                    row_f32((const float *)x, m, threshold, seen, c, wide);
                 else if (dtype == DTYPE_BF16)
-                    row_bf16((const uint16_t *)x, m, threshold, inactive, c, wide);
+                    row_bf16((const uint16_t *)x, m, threshold, seen, c, wide);
                 else
-                    row_f16((const uint16_t *)x, m, threshold, inactive, c, wide);
+                    row_f16((const uint16_t *)x, m, threshold, seen, c, wide);
             }
-            for (int64_t i = 0; i < m; i++) {
+            for (int64_t i = 0; i < m; i++) { /* every value not seen was inactive */
                 const int64_t at = i * DIST_BINS + DIST_BINS - 1;
                 if (wide)
-                    ((int64_t *)c)[at] += inactive[i];
+                    ((int64_t *)c)[at] += rows - seen[i];
                 else
-                    ((int32_t *)c)[at] += inactive[i];
+                    ((int32_t *)c)[at] += (int32_t)(rows - seen[i]);
             }
         }
-        free(inactive);
+        free(seen);
     }
     return failed ? -1 : 0;
 }
