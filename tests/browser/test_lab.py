@@ -277,7 +277,7 @@ def test_selected_feature_panel_shows_the_kernels_examples(lab: LabSession) -> N
     want = lab.kernel.value(
         "[{'tokens': e.tokens, 'index': e.index, 'acts': e.activations}"
         " for e in monitor.get_examples(7, k=5).examples]")
-    rows = panel.locator("li")
+    rows = panel.locator(".featmon-examples > li:not(.featmon-sampled)")  # the top examples
     expect(rows).to_have_count(len(want), timeout=UI_TIMEOUT_MS)
     assert want, "feature 7 has examples"
     for i, example in enumerate(want):
