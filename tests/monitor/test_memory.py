@@ -20,7 +20,7 @@ def sparse_batch(d_sae: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor,
 
 
 @pytest.mark.parametrize("examples", [8, 0])
-def test_memory_per_part_is_the_readmes_bytes_per_feature(examples):
+def test_memory_per_part_is_the_documented_bytes_per_feature(examples):
     d_sae = 1 << 16
     monitor = FeatureMonitor(d_sae, compile=False, examples_per_feature=examples)
     before = monitor.state.memory_bytes
@@ -64,3 +64,13 @@ def test_a_topk_update_allocates_nothing_that_grows_with_d_sae():
     # below one byte per feature at a million features.
     assert sizes[1 << 20] == sizes[1 << 16]
     assert 0 < sizes[1 << 20] < (1 << 20) // 8
+
+
+def test_every_default_part_fits_96_mb_at_65536_features():
+    """Statistics, distributions, top examples, samples, history and health, all defaults."""
+    monitor = FeatureMonitor(65_536, compile=False)
+    parts = monitor.state.memory_bytes
+    monitor.close()
+    assert {"statistics", "distributions", "examples", "samples"} <= {
+        name for name, size in parts.items() if size}
+    assert sum(parts.values()) <= 96e6, parts
