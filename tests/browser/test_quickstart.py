@@ -52,9 +52,14 @@ def test_quickstart_notebook_runs_in_lab(jupyter_server: Any,
         page.get_by_test_id(f"panel-{selected[0]}").scroll_into_view_if_needed()
         page.screenshot(path=str(artifacts_dir() / "quickstart-lab.png"))
         # The widget alone, real features on real text: the README's picture
-        # (scripts/screenshot.py copies it into docs/images/).
-        page.get_by_test_id("featmon-root").screenshot(
-            path=str(artifacts_dir() / "quickstart-widget.png"))
+        # (scripts/screenshot.py copies it into docs/images/). A viewport taller than the
+        # widget, so that no part of JupyterLab's frame covers it.
+        root = page.get_by_test_id("featmon-root")
+        height = root.evaluate("e => e.getBoundingClientRect().height")
+        page.set_viewport_size({"width": page.viewport_size["width"],
+                                "height": int(height) + 400})
+        root.evaluate("e => e.scrollIntoView({block: 'start'})")
+        root.screenshot(path=str(artifacts_dir() / "quickstart-widget.png"))
     finally:
         page.context.close()
         jupyter_server.shutdown_notebook(name)
