@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 
+from . import distributions, samples
 from .cases import (
     Row,
     forward_cases,
@@ -20,8 +21,7 @@ from .cases import (
     update_cases,
 )
 from .cofiring import cofiring_cases
-from .distributions import distribution_cases
-from .samples import samples_cases
+from .part_toggle import part_cases
 from .widths import width_cases
 
 
@@ -65,8 +65,9 @@ def main() -> None:
     rows += forward_cases(tokens, d_in, d_sae, repeat, device)
     rows += oversight_cases(tokens, d_in, d_sae, max(3, repeat // 2), device)
     rows += cofiring_cases(shapes, dtypes, (*topk_shape, 64), repeat, device)
-    rows += distribution_cases(shapes, dtypes, (*topk_shape, 64), repeat, device)
-    rows += samples_cases(shapes, dtypes, (*topk_shape, 64), repeat, device)
+    for part in (distributions, samples):
+        rows += part_cases(part.PART, part.OFF, shapes, dtypes, (*topk_shape, 64), repeat,
+                           device)
     rows += seed_case(repeat)
     rows += snapshot_case(131072 if not args.quick else 4096, repeat)
     widths = [4096, 16384] if args.quick else [65536, 262144, 1 << 20, 1 << 22]

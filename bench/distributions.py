@@ -1,64 +1,9 @@
-"""Every feature's value distribution on and off (`FeatureMonitor(distributions=...)`):
-`monitor.on_activation` (dense, fp32 and bf16) and `on_sparse_activation` (TopK) against one
-read of the activations (`python -m bench` prints them; `python -m bench.distributions`
-alone). The two monitors run alternately, so machine noise falls on both."""
+"""Every feature's value distribution on and off (`FeatureMonitor(distributions=...)`); see
+`part_toggle`. `python -m bench.distributions` alone; `python -m bench` prints it too."""
 
-from __future__ import annotations
+from .part_toggle import main
 
-import platform
-
-import torch
-
-from featmon_widget import FeatureMonitor
-
-from .cases import Row, machine
-from .timing import interleaved_medians
-
-
-def distribution_cases(shapes: list[tuple[int, int]], dtypes: list[torch.dtype],
-                       topk: tuple[int, int, int], repeat: int,
-                       device: torch.device) -> list[Row]:
-    """Rows per dense shape and dtype, then the TopK path."""
-    rows: list[Row] = []
-    for n, f in shapes:
-        for dtype in dtypes:
-            gen = torch.Generator(device=device).manual_seed(0)
-            acts = torch.relu(torch.randn(n, f, generator=gen, device=device) - 1.5).to(dtype)
-            rows += _group(f"distributions {n}x{f} {str(dtype).removeprefix('torch.')}",
-                           "one read (acts.sum(0))", lambda a=acts: a.sum(0), f,
-                           lambda m, a=acts: m.on_activation(a), "on_activation", repeat,
-                           device)
-    n, f, k = topk
-    gen = torch.Generator(device=device).manual_seed(k)
-    values, indices = torch.topk(torch.randn(n, f, generator=gen, device=device), k, dim=1)
-    values = torch.relu(values)
-    dense = torch.zeros(n, f, device=device).scatter_(1, indices, values)
-    return rows + _group(f"distributions TopK {n} tok, d_sae {f}, k={k}",
-                         "dense read of the same tokens", lambda: dense.sum(0), f,
-                         lambda m: m.on_sparse_activation(indices, values),
-                         "on_sparse_activation", repeat, device, top_k=min(10, k))
-
-
-def _group(group: str, base: str, read, f: int, feed, what: str, repeat: int,
-           device: torch.device, **config: object) -> list[Row]:
-    off = FeatureMonitor(f, device=device, distributions=False, **config)
-    on = FeatureMonitor(f, device=device, **config)
-    for m in (off, on):  # steady state: every example slot full
-        for _ in range(m.state.examples_per_feature):
-            feed(m)
-    seconds = interleaved_medians([read, lambda: feed(off), lambda: feed(on)], repeat, 2,
-                                  device)
-    return [Row(group, base, seconds[0]),
-            Row(group, f"{what}, distributions off", seconds[1], base),
-            Row(group, f"{what}, distributions on", seconds[2], base),
-            Row(group, "distributions on / off", seconds[2] / seconds[1] * seconds[0], base,
-                {"on_over_off": seconds[2] / seconds[1]})]
-
+PART, OFF = "distributions", {"distributions": False}
 
 if __name__ == "__main__":
-    from .__main__ import _table
-
-    print(f"machine: {platform.machine()}, {machine()}")
-    print(_table(distribution_cases([(1024, 24576), (4096, 24576), (256, 131072)],
-                                    [torch.float32, torch.bfloat16], (1024, 65536, 64), 7,
-                                    torch.device("cpu"))))
+    main(PART, OFF)
