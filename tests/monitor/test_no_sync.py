@@ -200,3 +200,19 @@ def test_the_sample_runs_on_meta_tensors():
     m.on_sparse_activation(torch.empty(2, 5, 6, dtype=torch.long, device="meta"),
                            torch.empty(2, 5, 6, device="meta"))
     assert m._recording.samples.key.device.type == "meta"
+
+
+def test_the_sample_riding_on_the_distribution_pass_calls_no_syncing_operator():
+    """A dense forward big enough for one read to serve the distributions and the sample."""
+    from featmon_widget.monitor.record.features import DenseFeatures
+    from featmon_widget.monitor.record.samples import FUSED_MIN
+    m = FeatureMonitor(4096, compile=False, native=True)
+    acts = torch.relu(torch.randn(2, FUSED_MIN // 4096, 4096,
+                                  generator=torch.Generator().manual_seed(0)) - 1.5)
+    m.on_activation(acts)  # every slot empty: more candidates than the probe holds
+    guard = SyncGuard()
+    with guard, torch.no_grad():
+        for x in (acts, acts.to(torch.bfloat16)):
+            assert m._recording.samples.probe(DenseFeatures(x.reshape(-1, 4096))) is not None
+            m.on_activation(x)
+    assert guard.seen == []

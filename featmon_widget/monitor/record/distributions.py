@@ -33,6 +33,7 @@ import torch
 
 from ...snapshot.value_bins import DIST_BIN_BIAS, DIST_BINS, DIST_LOG_BINS
 from ..stats.backend import Backend
+from ..stats.sample_probe import SampleProbe
 from .cofiring import INT32_MAX, floor_in
 from .features import DenseFeatures, SparseFeatures
 from .registry import MAX_COUNT, SUM, Event, Spec, StatePart, check_range, nbytes
@@ -81,8 +82,9 @@ class Distributions(StatePart):
     # ---- recording --------------------------------------------------------------------------
 
     def update(self, features: DenseFeatures | SparseFeatures, valid: Tensor,
-               threshold: float) -> None:
-        """Count one forward's values in rows where `valid` is true."""
+               threshold: float, probe: SampleProbe | None = None) -> None:
+        """Count one forward's values in rows where `valid` is true; where the C kernel
+        counts them, it also fills the sample's `probe` (`SampleProbe`), if given."""
         if not self.enabled:
             return
         self.bound += features.n
@@ -95,7 +97,7 @@ class Distributions(StatePart):
         native = None if self.backend is None else self.backend.distributions(acts)
         if native is not None:
             native(acts.contiguous(), valid.contiguous(),
-                   floor_in(torch.float32, threshold), self.counts)
+                   floor_in(torch.float32, threshold), self.counts, probe)
             return
         self._update_dense(acts, valid, threshold)
 

@@ -59,6 +59,8 @@ class Recording:
         self.extra_parts: list[StatePart] = []  # recorded state an extension adds
         self.retired_watches: list[Watch] = []  # cancelled, with hits still to deliver
         self.costs = CostMeter()
+        # Whether the sample rides on the distribution pass (`record`); off: its own pass.
+        self.fuse_samples = True
         self.allocate(torch.device(device) if device is not None else torch.device("cpu"))
 
     @property
@@ -154,12 +156,19 @@ class Recording:
             example_code = self.examples.code_of(request_id)
         self.examples.update(features, valid, pos, batch, tokens, request_id, token_ids,
                              self.config.threshold, maxima, example_code, context)
-        if context is not None:
-            self.samples.update_sample(features, valid, pos, batch, tokens,
-                                       self.config.threshold, context, example_code)
-        else:
-            self.samples.rows_seen += batch * tokens
-        self.distributions.update(features, valid, self.config.threshold)
+        # One read of a dense CPU forward serves the distributions and the sample: the
+        # distribution pass finds the sample's candidates (`probe`), the sample folds them.
+        probe = (self.samples.probe(features)
+                 if context is not None and self.fuse_samples and self.distributions.enabled
+                 else None)
+        try:
+            self.distributions.update(features, valid, self.config.threshold, probe)
+        finally:
+            if context is not None:
+                self.samples.update_sample(features, valid, pos, batch, tokens,
+                                           self.config.threshold, context, example_code, probe)
+            else:
+                self.samples.rows_seen += batch * tokens
         self.cofiring.update(features, valid, self.config.threshold)
         real = valid.sum()
         self.tokens += real

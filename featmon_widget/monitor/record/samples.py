@@ -18,7 +18,8 @@ The records are the top examples' (value, request, row, position, token window, 
 activation in it): `SampleTable` is an `ExampleTable` whose slots are ordered by key, ascending
 (an empty slot: key `EMPTY_KEY`, value -inf). On the CPU a C kernel folds a forward in
 (`stats/csrc/examples.c`: the hash of every active element compared with the feature's current
-last kept key, vectorized; inserts are rare); elsewhere a torch merge per chunk of rows: each
+last kept key, vectorized; inserts are rare; or the distribution pass's read finds them, `probe`);
+elsewhere a torch merge per chunk of rows: each
 chunk's `per_feature` smallest keys per feature, then one `topk` with the kept ones. Nothing is
 read back. A statistics reset or a threshold change empties the sample (a sample across
 thresholds would be uniform over neither).
@@ -36,6 +37,8 @@ import torch
 
 from ...checks import cut
 from ..stats.backend import Backend
+from ..stats.protocol import SAMPLE_MIX, SAMPLE_SALT
+from ..stats.sample_probe import SampleProbe
 from .cofiring import floor_in
 from .examples import ExampleRows, ExampleTable, read_rows
 from .features import DenseFeatures, SparseFeatures
@@ -44,8 +47,6 @@ from .registry import MAX_COUNT, Event, Rule, Spec, check_range, nbytes
 Tensor = torch.Tensor
 
 EMPTY_KEY = torch.iinfo(torch.int64).max
-SALT = 0x9E3779B1
-MIX = 0x85EBCA6B
 _M32 = 0xFFFFFFFF
 # A rank's counters start at rank << RANK_SHIFT: distinct from every other rank's.
 RANK_SHIFT = 40
@@ -53,6 +54,7 @@ RANK_SHIFT = 40
 REMOTE_REQUEST = torch.iinfo(torch.int64).min
 # Candidate elements hashed at once by the torch merge (int64 keys: 16 MB).
 _CHUNK_ELEMENTS = 1 << 21
+FUSED_MIN = 1 << 18  # values of a dense forward below which `probe` declines (in cache)
 _RECORD = ("key", "value", "request", "row", "position", "tokens", "acts")
 
 
@@ -91,8 +93,8 @@ def feature_keys(token_key: Tensor, feature: Tensor) -> Tensor:
     `((hi ^ salt) * MIX mod 2**32) >> 1` with the feature's salt `fmix32(feature * SALT)` (for
     one feature a bijection of `hi`: the order of a uniform hash), the low half `lo`."""
     hi, lo = (token_key >> 32) & _M32, token_key & _M32
-    salt = fmix32((feature * SALT) & _M32)
-    return (((((hi ^ salt) * MIX) & _M32) >> 1) << 32) | lo
+    salt = fmix32((feature * SAMPLE_SALT) & _M32)
+    return (((((hi ^ salt) * SAMPLE_MIX) & _M32) >> 1) << 32) | lo
 
 
 def process_rank() -> int:
@@ -177,16 +179,31 @@ class SampleTable(ExampleTable):
 
     # ---- recording --------------------------------------------------------------------------
 
+    def probe(self, features: DenseFeatures | SparseFeatures) -> SampleProbe | None:
+        """For the next dense forward (float32 / bfloat16, FUSED_MIN values or more, on the C
+        kernels): a probe the distribution pass fills (`stats/sample_probe.py`), or None."""
+        if (self.per_feature == 0 or not isinstance(features, DenseFeatures)
+                or features.acts.dtype not in (torch.float32, torch.bfloat16)
+                or features.acts.numel() < FUSED_MIN or self.backend.sample(self.device) is None):
+            return None
+        # Past the first forwards, per_feature candidates a feature or fewer; over the room,
+        # the sample's own pass folds the forward (as exact, one more read).
+        return SampleProbe.new(token_keys(self.seed, process_rank(), self.rows_seen, features.n,
+                                          self.device), self.key,
+                               2 * self.d_sae * self.per_feature + 4096)
+
     def update_sample(self, features: DenseFeatures | SparseFeatures, valid: Tensor,
                       positions: Tensor, batch: int, tokens: int, threshold: float,
-                      context: tuple[Tensor, Tensor, Tensor], code: int) -> None:
+                      context: tuple[Tensor, Tensor, Tensor], code: int,
+                      probe: SampleProbe | None = None) -> None:
         """Fold one forward (features [batch * tokens, ...], `valid`, `positions` [batch *
-        tokens], the window `context` of `ExampleTable.context`) into the sample."""
+        tokens], the window `context` of `ExampleTable.context`, `probe()`) in."""
         n = batch * tokens
         first, self.rows_seen = self.rows_seen, self.rows_seen + n
         if self.per_feature == 0:
             return
-        token_key = token_keys(self.seed, process_rank(), first, n, self.device)
+        token_key = probe.token_key if probe else token_keys(self.seed, process_rank(), first, n,
+                                                             self.device)
         t = floor_in(torch.float32, threshold)  # v > t in float32 exactly when v > threshold
         context_ids, source, rank = context
         native = self.backend.sample(self.device)
@@ -201,7 +218,7 @@ class SampleTable(ExampleTable):
             native.sample(acts.contiguous(), indices, valid.contiguous(), token_key, t, tokens,
                           positions.contiguous(), rank, context_ids, source, code, self.key,
                           self.value, self.request, self.row, self.position, self.tokens,
-                          self.acts)
+                          self.acts, probe)
             return
         if isinstance(features, SparseFeatures):
             self._merge_sparse(features, valid, token_key, t, batch, tokens, positions,

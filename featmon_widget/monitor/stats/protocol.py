@@ -32,6 +32,10 @@ ACT_NONE, ACT_JUMP = 0, 1
 # How the example merge reads the forward's features: dense float32 / bfloat16 [N, F], or
 # TopK (indices, float32 values) [N, k].
 EXAMPLE_KINDS = {torch.float32: 0, torch.bfloat16: 1}
+# The sample's key hash (record/samples.py): a feature's salt is fmix32(feature * SAMPLE_SALT),
+# the high half of its key of a token ((hi ^ salt) * SAMPLE_MIX mod 2**32) >> 1.
+SAMPLE_SALT = 0x9E3779B1
+SAMPLE_MIX = 0x85EBCA6B
 KIND_TOPK = 2
 # The scans' metric codes: the order of `featmon_widget.types.METRICS`.
 METRIC_CODES = {name: code for code, name in enumerate(METRICS)}
@@ -145,6 +149,17 @@ def render_header(kernels: Iterable[tuple[str, tuple[CFunction, ...]]]) -> str:
         "/* Value distributions: bins per feature (the last: inactive), log bins, the bias. */\n"
         + _enum([("DIST_BINS", DIST_BINS), ("DIST_LOG_BINS", DIST_LOG_BINS),
                  ("DIST_BIN_BIAS", DIST_BIN_BIAS)]),
+        "/* The sample's key hash (record/samples.py), one definition for every kernel that\n"
+        " * hashes: murmur3's 32-bit finalizer, a feature's salt, and the high half of its key\n"
+        " * of a token whose hash's high half is hi. */\n"
+        f"#define SAMPLE_SALT 0x{SAMPLE_SALT:08X}u\n#define SAMPLE_MIX 0x{SAMPLE_MIX:08X}u\n"
+        "static inline uint32_t featmon_fmix32(uint32_t h) {\n"
+        "    h ^= h >> 16;\n    h *= 0x85EBCA6Bu;\n    h ^= h >> 13;\n    h *= 0xC2B2AE35u;\n"
+        "    h ^= h >> 16;\n    return h;\n}\n"
+        "static inline uint32_t featmon_sample_salt(int64_t i) {\n"
+        "    return featmon_fmix32((uint32_t)i * SAMPLE_SALT);\n}\n"
+        "static inline uint32_t featmon_sample_high(uint32_t hi, uint32_t salt) {\n"
+        "    return ((hi ^ salt) * SAMPLE_MIX) >> 1;\n}",
     ]
     for source, functions in kernels:
         parts.append(f"/* {source} */\n" + "\n".join(fn.prototype() for fn in functions))

@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 from .protocol import EXAMPLE_KINDS, CFunction
+from .sample_probe import SampleProbe
 
 Tensor = torch.Tensor
 
@@ -32,6 +33,11 @@ class SampleKernels:
             "const void *acts", "int kind", "const uint8_t *valid", "const int64_t *token_key",
             "int64_t n", "int64_t f", "float threshold", "int64_t e", *_SAMPLE_TAIL,
             "int threads")),
+        CFunction("void", "featmon_sample_fused", (
+            "const int64_t *found", "int64_t parts", "int64_t per_part", "const int32_t *cand",
+            "const void *acts", "int kind", "const uint8_t *valid", "const int64_t *token_key",
+            "int64_t n", "int64_t f", "float threshold", "int64_t e", *_SAMPLE_TAIL,
+            "int threads")),
         CFunction("void", "featmon_sample_sparse", (
             "const int64_t *indices", "const float *values", "int64_t k",
             "const uint8_t *valid", "const int64_t *token_key", "int64_t n", "int64_t f",
@@ -42,11 +48,14 @@ class SampleKernels:
                threshold: float, tokens: int, positions: Tensor, rank: Tensor,
                context: Tensor, source: Tensor, code: int, key: Tensor, value: Tensor,
                request: Tensor, row: Tensor, position: Tensor, window: Tensor,
-               window_acts: Tensor) -> None:
+               window_acts: Tensor, probe: SampleProbe | None = None) -> None:
         """Fold one forward into the sample of activating tokens (`record/samples.py`) in
         place: dense `acts` [N, F] (float32 or bfloat16), or with `indices` a TopK forward's
         float32 values [N, k]; `valid`, `token_key` [N]; the kept `key` [F, E] ascending and
-        the records as the top examples keep them (`merge` names the window arguments)."""
+        the records as the top examples keep them (`merge` names the window arguments).
+        A dense forward with a filled `probe` (its candidates from the distribution pass, for
+        this `token_key` and `key`) is folded from the candidates, without reading `acts`
+        again (the same kept set; its own pass where the probe's buffer overflowed)."""
         f, e = key.shape
         span = window.shape[2]
         n, batch = valid.shape[0], rank.shape[0]
@@ -75,6 +84,19 @@ class SampleKernels:
                 window_acts.data_ptr())
         if indices is None:
             threads = torch.get_num_threads() if acts.numel() >= _THREADED else 1
+            if probe is not None and probe.filled:
+                slots = probe.found.shape[0]
+                check_buffers(probe.token_key is token_key and probe.key is key
+                              and probe.cand.dtype == torch.int32
+                              and probe.cand.shape == (probe.cand.shape[0], 2)
+                              and probe.found.dtype == torch.int64
+                              and probe.cand.shape[0] % slots == 0, probe.cand, probe.found)
+                self.c.featmon_sample_fused(probe.found.data_ptr(), slots,
+                                            probe.cand.shape[0] // slots, probe.cand.data_ptr(),
+                                            acts.data_ptr(), kind, valid.data_ptr(),
+                                            token_key.data_ptr(), n, f, threshold, e, *tail,
+                                            threads)
+                return
             self.c.featmon_sample_dense(acts.data_ptr(), kind, valid.data_ptr(),
                                         token_key.data_ptr(), n, f, threshold, e, *tail,
                                         threads)

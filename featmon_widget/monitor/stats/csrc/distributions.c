@@ -59,13 +59,38 @@ static inline int64_t log_bin(float v) {
 /* Not plainly inactive: active (above t), NaN or +-Inf; exact for every float32 and t. */
 #define FLAGGED(v, t) (!((v) <= (t)) | ((v) == -INFINITY))
 
+/* The sample's probe (featmon_distributions_sampled): the tile's salts and the high halves of
+ * its features' e-th kept keys, the row's token hash's high half, and the part's candidate
+ * buffer (feature, row), `count` of `capacity` used; over capacity, count becomes -1. */
+typedef struct {
+    const uint32_t *salt, *limit;
+    uint32_t hi;
+    int32_t column, row; /* the tile's first column, the row */
+    int32_t *cand;
+    int64_t capacity, count;
+} Probe;
+
+/* An active finite value at column k of the tile: a candidate of the sample if the high half
+ * of its key is at most the feature's e-th kept key's (the test featmon_sample_dense makes). */
+static inline void probe_visit(Probe *p, int64_t k) {
+    if (featmon_sample_high(p->hi, p->salt[k]) > p->limit[k] || p->count < 0) return;
+    if (p->count == p->capacity) {
+        p->count = -1;
+        return;
+    }
+    p->cand[2 * p->count] = p->column + (int32_t)k;
+    p->cand[2 * p->count + 1] = p->row;
+    p->count++;
+}
+
 /* Columns [0, m) of one row (x and counts start at the tile's first column); seen: the tile's
  * per-column count of flagged values. The mask loop (full blocks: a constant trip count) is
  * vectorized; the flagged values are then visited by their bits: a finite one adds one to its
  * log bin, a NaN / Inf adds 0 (to the bin its bits give). */
-#define ROW(NAME, T, LOAD)                                                                   \
+#define ROW(NAME, T, LOAD, PROBING)                                                         \
     VECTOR_CLONES static void NAME(const T *restrict x, int64_t m, float t,                 \
-                                   int32_t *restrict seen, void *counts, int wide) {          \
+                                   int32_t *restrict seen, void *counts, int wide,          \
+                                   Probe *probe) {                                          \
         for (int64_t i = 0; i < m; i += BLOCK) {                                             \
             uint32_t mask = 0;                                                               \
             if (m - i >= BLOCK) {                                                            \
@@ -86,6 +111,7 @@ static inline int64_t log_bin(float v) {
                 const int ok = (v - v) == 0.0f;                                              \
                 const int64_t at = k * DIST_BINS + log_bin(v);                               \
                 seen[k] += 1;                                                                \
+                if (PROBING && ok && v > t) probe_visit(probe, k);                           \
                 if (wide)                                                                    \
                     ((int64_t *)counts)[at] += ok;                                           \
                 else                                                                         \
@@ -94,18 +120,33 @@ static inline int64_t log_bin(float v) {
         }                                                                                    \
     }
 
-ROW(row_f32, float, from_f32)
-ROW(row_bf16, uint16_t, from_bf16)
-ROW(row_f16, uint16_t, from_f16)
+/* Without the probe (PROBING 0) the code is the plain count's, unslowed. */
+ROW(row_f32, float, from_f32, 0)
+ROW(row_bf16, uint16_t, from_bf16, 0)
+ROW(row_f16, uint16_t, from_f16, 0)
+ROW(row_f32_probe, float, from_f32, 1)
+ROW(row_bf16_probe, uint16_t, from_bf16, 1)
+ROW(row_f16_probe, uint16_t, from_f16, 1)
 
-/* Returns 0, or -1 where a part's scratch could not be allocated (counts then incomplete). */
-int featmon_distributions(const void *acts, int dtype, const uint8_t *valid, int64_t n,
-                          int64_t f, float threshold, void *counts, int wide, int threads) {
+/* Returns 0, or -1 where a part's scratch could not be allocated (counts then incomplete).
+ * With token_key (not NULL), the pass also probes the sample of activating tokens: for each
+ * valid row r and active finite value of feature c whose key's high half
+ * featmon_sample_high(token_key[r] >> 32, featmon_sample_salt(c)) is at most that of key[c * e
+ * + e - 1] (the feature's e-th kept key), (c, r) goes to part p's buffer cand[2 * p * per_part
+ * ..], at most per_part pairs; found[p] (p < slots, slots >= threads) gets the part's count,
+ * -1 where it overflowed or failed, 0 for the parts not used. featmon_sample_fused folds
+ * them. */
+static int distributions(const void *acts, int dtype, const uint8_t *valid, int64_t n,
+                         int64_t f, float threshold, void *counts, int wide, int threads,
+                         const int64_t *token_key, const int64_t *key, int64_t e,
+                         int32_t *cand, int64_t per_part, int64_t *found, int64_t slots) {
     if (threads < 1) threads = 1;
     int64_t width = (f + threads - 1) / threads;
     width = (width + ALIGN - 1) / ALIGN * ALIGN;
     const int64_t parts = (f + width - 1) / width;
     const size_t size = dtype == DTYPE_F32 ? 4 : 2;
+    if (token_key)
+        for (int64_t p = 0; p < slots; p++) found[p] = p < parts ? -1 : 0;
     int failed = 0;
 #ifdef _OPENMP
 #pragma omp parallel for num_threads(threads) schedule(static) reduction(| : failed)
@@ -113,10 +154,15 @@ int featmon_distributions(const void *acts, int dtype, const uint8_t *valid, int
     for (int64_t p = 0; p < parts; p++) {
         const int64_t lo = p * width, hi = lo + width < f ? lo + width : f;
         int32_t *seen = calloc(TILE, sizeof *seen);
-        if (!seen) {
+        uint32_t *salt = token_key ? malloc(2 * TILE * sizeof *salt) : NULL;
+        if (!seen || (token_key && !salt)) {
+            free(seen);
+            free(salt);
             failed = 1;
             continue;
         }
+        Probe probe = {salt, salt + TILE, 0, 0, 0, cand + 2 * p * per_part, per_part, 0};
+        uint32_t *limit = salt + TILE;
         /* Tiles of TILE columns, each over every row: the tile's counts (256 KiB) stay in
          * L2 while the rows stream past (8 KiB a row segment: the prefetchers follow). */
         for (int64_t start = lo; start < hi; start += TILE) {
@@ -124,17 +170,35 @@ int featmon_distributions(const void *acts, int dtype, const uint8_t *valid, int
             void *c = wide ? (void *)((int64_t *)counts + start * DIST_BINS)
                            : (void *)((int32_t *)counts + start * DIST_BINS);
             memset(seen, 0, TILE * sizeof *seen);
+            if (token_key) {
+                for (int64_t i = 0; i < m; i++) {
+                    salt[i] = featmon_sample_salt(start + i);
+                    limit[i] = (uint32_t)((uint64_t)key[(start + i) * e + e - 1] >> 32);
+                }
+                probe.column = (int32_t)start;
+            }
             int64_t rows = 0; /* the valid rows */
             for (int64_t r = 0; r < n; r++) {
                 if (valid && !valid[r]) continue;
                 rows++;
+                if (token_key) {
+                    probe.hi = (uint32_t)((uint64_t)token_key[r] >> 32);
+                    probe.row = (int32_t)r;
+                }
                 const char *x = (const char *)acts + ((size_t)r * (size_t)f + (size_t)start) * size;
-                if (dtype == DTYPE_F32)
-                    row_f32((const float *)x, m, threshold, seen, c, wide);
-                else if (dtype == DTYPE_BF16)
-                    row_bf16((const uint16_t *)x, m, threshold, seen, c, wide);
+                const int kind = dtype + (token_key ? 3 : 0);
+                if (kind == DTYPE_F32)
+                    row_f32((const float *)x, m, threshold, seen, c, wide, NULL);
+                else if (kind == DTYPE_BF16)
+                    row_bf16((const uint16_t *)x, m, threshold, seen, c, wide, NULL);
+                else if (kind == DTYPE_F16)
+                    row_f16((const uint16_t *)x, m, threshold, seen, c, wide, NULL);
+                else if (kind == DTYPE_F32 + 3)
+                    row_f32_probe((const float *)x, m, threshold, seen, c, wide, &probe);
+                else if (kind == DTYPE_BF16 + 3)
+                    row_bf16_probe((const uint16_t *)x, m, threshold, seen, c, wide, &probe);
                 else
-                    row_f16((const uint16_t *)x, m, threshold, seen, c, wide);
+                    row_f16_probe((const uint16_t *)x, m, threshold, seen, c, wide, &probe);
             }
             for (int64_t i = 0; i < m; i++) { /* every value not seen was inactive */
                 const int64_t at = i * DIST_BINS + DIST_BINS - 1;
@@ -144,7 +208,24 @@ int featmon_distributions(const void *acts, int dtype, const uint8_t *valid, int
                     ((int32_t *)c)[at] += (int32_t)(rows - seen[i]);
             }
         }
+        if (token_key) found[p] = probe.count;
         free(seen);
+        free(salt);
     }
     return failed ? -1 : 0;
+}
+
+int featmon_distributions(const void *acts, int dtype, const uint8_t *valid, int64_t n,
+                          int64_t f, float threshold, void *counts, int wide, int threads) {
+    return distributions(acts, dtype, valid, n, f, threshold, counts, wide, threads, NULL, NULL,
+                         0, NULL, 0, NULL, 0);
+}
+
+int featmon_distributions_sampled(const void *acts, int dtype, const uint8_t *valid, int64_t n,
+                                  int64_t f, float threshold, void *counts, int wide,
+                                  int threads, const int64_t *token_key, const int64_t *key,
+                                  int64_t e, int32_t *cand, int64_t per_part, int64_t *found,
+                                  int64_t slots) {
+    return distributions(acts, dtype, valid, n, f, threshold, counts, wide, threads, token_key,
+                         key, e, cand, per_part, found, slots);
 }

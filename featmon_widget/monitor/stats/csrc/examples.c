@@ -239,18 +239,7 @@ void featmon_examples_merge_list(int64_t n, const int64_t *cand_feature, const i
  * at most the high half of the feature's e-th key; candidates are rare once the slots fill, so
  * the hash and the comparison run vectorized over a tile of features and the inserts after. */
 
-enum { SAMPLE_TILE = 512 };
-#define SAMPLE_SALT 0x9E3779B1u
-#define SAMPLE_MIX 0x85EBCA6Bu
-
-static inline uint32_t fmix32(uint32_t h) {
-    h ^= h >> 16;
-    h *= 0x85EBCA6Bu;
-    h ^= h >> 13;
-    h *= 0xC2B2AE35u;
-    h ^= h >> 16;
-    return h;
-}
+enum { SAMPLE_TILE = 512 }; /* the hash: featmon_sample_salt / _high (featmon_protocol.h) */
 
 VECTOR_CLONES static uint32_t sample_tile_f32(const float *restrict x,
                                               const uint32_t *restrict limit,
@@ -260,7 +249,7 @@ VECTOR_CLONES static uint32_t sample_tile_f32(const float *restrict x,
     uint32_t any = 0;
     for (int64_t i = 0; i < n; i++) {
         const float v = x[i];
-        const uint32_t h = ((hi ^ salt[i]) * SAMPLE_MIX) >> 1;
+        const uint32_t h = featmon_sample_high(hi, salt[i]);
         const uint32_t take = (v > threshold) & (v < INFINITY) & (h <= limit[i]);
         hit[i] = take;
         any |= take;
@@ -278,7 +267,7 @@ VECTOR_CLONES static uint32_t sample_tile_bf16(const uint16_t *restrict x,
         const uint32_t bits = (uint32_t)x[i] << 16;
         float v;
         memcpy(&v, &bits, sizeof v);
-        const uint32_t h = ((hi ^ salt[i]) * SAMPLE_MIX) >> 1;
+        const uint32_t h = featmon_sample_high(hi, salt[i]);
         const uint32_t take = (v > threshold) & (v < INFINITY) & (h <= limit[i]);
         hit[i] = take;
         any |= take;
@@ -286,13 +275,10 @@ VECTOR_CLONES static uint32_t sample_tile_bf16(const uint16_t *restrict x,
     return any;
 }
 
-/* Feature i's salt. */
-static uint32_t sample_salt(int64_t i) { return fmix32((uint32_t)i * SAMPLE_SALT); }
-
 /* Feature i's key of a token whose hash is token_key. */
 static int64_t sample_key(uint64_t token_key, int64_t i) {
     const uint32_t hi = (uint32_t)(token_key >> 32), lo = (uint32_t)token_key;
-    const uint32_t h = ((hi ^ sample_salt(i)) * SAMPLE_MIX) >> 1;
+    const uint32_t h = featmon_sample_high(hi, featmon_sample_salt(i));
     return (int64_t)(((uint64_t)h << 32) | lo);
 }
 
@@ -342,7 +328,7 @@ static void *sample_tiles(void *p) {
         const int64_t n = s->f - start < SAMPLE_TILE ? s->f - start : SAMPLE_TILE;
         for (int64_t i = 0; i < n; i++) {
             limit[i] = (uint32_t)((uint64_t)s->key[(start + i) * s->e + s->e - 1] >> 32);
-            salt[i] = sample_salt(start + i);
+            salt[i] = featmon_sample_salt(start + i);
         }
         for (int64_t r = 0; r < w->n; r++) {
             if (!w->valid[r]) continue;
@@ -401,6 +387,44 @@ void featmon_sample_dense(const void *acts, int kind, const uint8_t *valid,
             pthread_join(ids[j], NULL);
         else
             sample_tiles(&work[j]);
+    }
+}
+
+/* The same fold from the candidates the distribution pass found (featmon_distributions with
+ * a sample probe, which reads the forward once for both): part p's found[p] candidates are
+ * cand[2 * (p * per_part + j)] (feature, row), j = 0.., each feature's in row order; each is an
+ * active finite value of a valid row whose key's high half was at most the feature's e-th
+ * kept key's when the forward began, a superset of the ones the dense fold inserts, and
+ * sample_insert drops the rest, so the kept set is the dense fold's exactly. Where a part's
+ * count is -1 (its buffer overflowed, or its scratch failed) nothing is inserted from the
+ * candidates and the forward is folded by featmon_sample_dense instead. */
+void featmon_sample_fused(const int64_t *found, int64_t parts, int64_t per_part,
+                          const int32_t *cand, const void *acts, int kind, const uint8_t *valid,
+                          const int64_t *token_key, int64_t n, int64_t f, float threshold,
+                          int64_t e, int64_t span, int64_t tokens, const int64_t *positions,
+                          const int64_t *rank, const int64_t *context, const int64_t *source,
+                          int64_t width, int64_t code, int64_t *key, float *value,
+                          int64_t *request, int32_t *row, int32_t *position, int32_t *window,
+                          uint16_t *window_acts, int threads) {
+    for (int64_t p = 0; p < parts; p++) {
+        if (found[p] < 0) {
+            featmon_sample_dense(acts, kind, valid, token_key, n, f, threshold, e, span, tokens,
+                                 positions, rank, context, source, width, code, key, value,
+                                 request, row, position, window, window_acts, threads);
+            return;
+        }
+    }
+    const SampleTable s = {f, e, span, tokens, width, 0, code, positions, rank, context,
+                           source, NULL, acts, kind, key, value, request, row, position,
+                           window, window_acts};
+    for (int64_t p = 0; p < parts; p++) {
+        const int32_t *c = cand + 2 * p * per_part;
+        for (int64_t j = 0; j < found[p]; j++) {
+            const int64_t feature = c[2 * j], r = c[2 * j + 1];
+            sample_insert(&s, feature, sample_key((uint64_t)token_key[r], feature),
+                          r / tokens, r % tokens,
+                          activation(acts, kind, NULL, 0, r, f, feature));
+        }
     }
 }
 

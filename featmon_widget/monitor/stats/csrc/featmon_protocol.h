@@ -59,6 +59,26 @@ enum { SCAN_BINS = 32 };
 /* Value distributions: bins per feature (the last: inactive), log bins, the bias. */
 enum { DIST_BINS = 32, DIST_LOG_BINS = 31, DIST_BIN_BIAS = 237 };
 
+/* The sample's key hash (record/samples.py), one definition for every kernel that
+ * hashes: murmur3's 32-bit finalizer, a feature's salt, and the high half of its key
+ * of a token whose hash's high half is hi. */
+#define SAMPLE_SALT 0x9E3779B1u
+#define SAMPLE_MIX 0x85EBCA6Bu
+static inline uint32_t featmon_fmix32(uint32_t h) {
+    h ^= h >> 16;
+    h *= 0x85EBCA6Bu;
+    h ^= h >> 13;
+    h *= 0xC2B2AE35u;
+    h ^= h >> 16;
+    return h;
+}
+static inline uint32_t featmon_sample_salt(int64_t i) {
+    return featmon_fmix32((uint32_t)i * SAMPLE_SALT);
+}
+static inline uint32_t featmon_sample_high(uint32_t hi, uint32_t salt) {
+    return ((hi ^ salt) * SAMPLE_MIX) >> 1;
+}
+
 /* dense_moments.c */
 int featmon_dense_moments(void *acts, int dtype, const uint8_t *valid, int64_t n, int64_t f,
                           const double *shift, double threshold, int64_t *rows_buf, int64_t *count,
@@ -107,6 +127,14 @@ void featmon_sample_dense(const void *acts, int kind, const uint8_t *valid,
                           int64_t width, int64_t code, int64_t *key, float *value, int64_t *request,
                           int32_t *row, int32_t *position, int32_t *window, uint16_t *window_acts,
                           int threads);
+void featmon_sample_fused(const int64_t *found, int64_t parts, int64_t per_part,
+                          const int32_t *cand, const void *acts, int kind, const uint8_t *valid,
+                          const int64_t *token_key, int64_t n, int64_t f, float threshold,
+                          int64_t e, int64_t span, int64_t tokens, const int64_t *positions,
+                          const int64_t *rank, const int64_t *context, const int64_t *source,
+                          int64_t width, int64_t code, int64_t *key, float *value, int64_t *request,
+                          int32_t *row, int32_t *position, int32_t *window, uint16_t *window_acts,
+                          int threads);
 void featmon_sample_sparse(const int64_t *indices, const float *values, int64_t k,
                            const uint8_t *valid, const int64_t *token_key, int64_t n, int64_t f,
                            float threshold, int64_t e, int64_t span, int64_t tokens,
@@ -131,5 +159,9 @@ void featmon_cofire(const void *acts, int is_bf16, const uint8_t *valid, int64_t
 /* distributions.c */
 int featmon_distributions(const void *acts, int dtype, const uint8_t *valid, int64_t n, int64_t f,
                           float threshold, void *counts, int wide, int threads);
+int featmon_distributions_sampled(const void *acts, int dtype, const uint8_t *valid, int64_t n,
+                                  int64_t f, float threshold, void *counts, int wide, int threads,
+                                  const int64_t *token_key, const int64_t *key, int64_t e,
+                                  int32_t *cand, int64_t per_part, int64_t *found, int64_t slots);
 
 #endif
