@@ -125,7 +125,7 @@ def render_header(kernels: Iterable[tuple[str, tuple[CFunction, ...]]]) -> str:
         "the CPU targets of the\n * vectorized functions, and every exported function's "
         "prototype (each kernel source\n * includes this file, so the compiler checks its "
         "definitions against them). */",
-        "#ifndef FEATMON_PROTOCOL_H\n#define FEATMON_PROTOCOL_H\n\n#include <stdint.h>",
+        "#ifndef FEATMON_PROTOCOL_H\n#define FEATMON_PROTOCOL_H\n\n#include <stdint.h>\n#include <string.h>",
         "/* Wider vectors where the CPU has them, chosen when the library loads (gcc's function\n"
         " * multiversioning; plain C elsewhere). x86-64-v4 rather than plain avx512f: int64 ->"
         " double\n * conversions (the scans) vectorize only with AVX-512 DQ. */\n"
@@ -149,6 +149,20 @@ def render_header(kernels: Iterable[tuple[str, tuple[CFunction, ...]]]) -> str:
         "/* Value distributions: bins per feature (the last: inactive), log bins, the bias. */\n"
         + _enum([("DIST_BINS", DIST_BINS), ("DIST_LOG_BINS", DIST_LOG_BINS),
                  ("DIST_BIN_BIAS", DIST_BIN_BIAS)]),
+        "/* Dense features as float32, one definition for every kernel: bfloat16 is the top\n"
+        " * half of a float32; a half's 15 low bits moved into float position are its value\n"
+        " * times 2^-112 (normal and subnormal alike), all-ones exponents become Inf / NaN. */\n"
+        "static inline float featmon_bf16_to_f32(uint16_t h) {\n"
+        "    const uint32_t bits = (uint32_t)h << 16;\n    float v;\n"
+        "    memcpy(&v, &bits, sizeof v);\n    return v;\n}\n"
+        "static inline float featmon_f16_to_f32(uint16_t h) {\n"
+        "    const uint32_t magnitude = (uint32_t)(h & 0x7FFF) << 13;\n    float v;\n"
+        "    memcpy(&v, &magnitude, sizeof v);\n    v *= 0x1p112f;\n"
+        "    uint32_t special = magnitude | 0x7F800000u, bits;\n"
+        "    memcpy(&bits, &v, sizeof bits);\n"
+        "    bits = (h & 0x7FFF) >= 0x7C00 ? special : bits;\n"
+        "    bits |= (uint32_t)(h & 0x8000) << 16;\n"
+        "    memcpy(&v, &bits, sizeof v);\n    return v;\n}",
         "/* The sample's key hash (record/samples.py), one definition for every kernel that\n"
         " * hashes: murmur3's 32-bit finalizer, a feature's salt, and the high half of its key\n"
         " * of a token whose hash's high half is hi. */\n"

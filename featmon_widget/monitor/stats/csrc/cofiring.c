@@ -18,13 +18,6 @@
 
 enum { ALIGN = 16 };
 
-static inline float bf16_value(uint16_t h) {
-    union {
-        uint32_t u;
-        float f;
-    } v = {(uint32_t)h << 16};
-    return v.f;
-}
 
 #define ROW_PASSES(NAME, T, VALUE)                                                            \
     static void NAME(const T *restrict x, int64_t lo, int64_t hi, float t,                    \
@@ -44,7 +37,7 @@ static inline float bf16_value(uint16_t h) {
 
 #define AS_FLOAT(v) (v)
 ROW_PASSES(passes_f32, float, AS_FLOAT)
-ROW_PASSES(passes_bf16, uint16_t, bf16_value)
+ROW_PASSES(passes_bf16, uint16_t, featmon_bf16_to_f32)
 
 void featmon_cofire(const void *acts, int is_bf16, const uint8_t *valid, int64_t n, int64_t f,
                     const int64_t *sel, int64_t s, float threshold, void *both, int wide,
@@ -65,7 +58,7 @@ void featmon_cofire(const void *acts, int is_bf16, const uint8_t *valid, int64_t
             if (is_bf16) {
                 const uint16_t *x = (const uint16_t *)acts + r * f;
                 for (int64_t j = 0; j < s && j < 64; j++)
-                    if (bf16_value(x[sel[j]]) > threshold) on[m++] = j;
+                    if (featmon_bf16_to_f32(x[sel[j]]) > threshold) on[m++] = j;
                 passes_bf16(x, lo, hi, threshold, own, on, m, f, both, wide);
             } else {
                 const float *x = (const float *)acts + r * f;

@@ -39,28 +39,6 @@ typedef struct {
     int32_t *arg;
 } Acc;
 
-static inline float bf16_to_f32(uint16_t h) {
-    const uint32_t bits = (uint32_t)h << 16; /* bf16 is the top half of a float32 */
-    float v;
-    memcpy(&v, &bits, sizeof v);
-    return v;
-}
-
-/* Exact for every half value: the 15 low bits moved into float position are the value times
- * 2^-112 (normal and subnormal alike); all-ones exponents become Inf/NaN. */
-static inline float f16_to_f32(uint16_t h) {
-    const uint32_t magnitude = (uint32_t)(h & 0x7FFF) << 13;
-    float v;
-    memcpy(&v, &magnitude, sizeof v);
-    v *= 0x1p112f;
-    uint32_t special = magnitude | 0x7F800000u, bits;
-    memcpy(&bits, &v, sizeof bits);
-    bits = (h & 0x7FFF) >= 0x7C00 ? special : bits;
-    bits |= (uint32_t)(h & 0x8000) << 16;
-    memcpy(&v, &bits, sizeof v);
-    return v;
-}
-
 /* One value of token t into column i's sums (and its row maximum when `track`). */
 #define FOLD(v, t)                                                         \
     do {                                                                   \
@@ -159,11 +137,11 @@ static inline float jump_relu(float v, float jump) {
 
 #define LOAD_F32(v) (v)
 SWEEP(sweep_f32, float, LOAD_F32, STORE_NONE, 0, ACT_NONE)
-SWEEP(sweep_bf16, uint16_t, bf16_to_f32, STORE_NONE, 0, ACT_NONE)
-SWEEP(sweep_f16, uint16_t, f16_to_f32, STORE_NONE, 0, ACT_NONE)
+SWEEP(sweep_bf16, uint16_t, featmon_bf16_to_f32, STORE_NONE, 0, ACT_NONE)
+SWEEP(sweep_f16, uint16_t, featmon_f16_to_f32, STORE_NONE, 0, ACT_NONE)
 SWEEP(sweep_f32_max, float, LOAD_F32, STORE_NONE, 1, ACT_NONE)
-SWEEP(sweep_bf16_max, uint16_t, bf16_to_f32, STORE_NONE, 1, ACT_NONE)
-SWEEP(sweep_f16_max, uint16_t, f16_to_f32, STORE_NONE, 1, ACT_NONE)
+SWEEP(sweep_bf16_max, uint16_t, featmon_bf16_to_f32, STORE_NONE, 1, ACT_NONE)
+SWEEP(sweep_f16_max, uint16_t, featmon_f16_to_f32, STORE_NONE, 1, ACT_NONE)
 SWEEP(sweep_f32_jump, float, LOAD_F32, STORE_F32, 0, ACT_JUMP)
 SWEEP(sweep_f32_jump_max, float, LOAD_F32, STORE_F32, 1, ACT_JUMP)
 

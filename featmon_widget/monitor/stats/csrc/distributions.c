@@ -28,26 +28,8 @@ enum { BLOCK = 32, ALIGN = 64, TILE = 2048 }; /* a block's mask: one uint32_t */
 
 static inline float from_f32(float v) { return v; }
 
-static inline float from_bf16(uint16_t h) {
-    const uint32_t bits = (uint32_t)h << 16;
-    float v;
-    memcpy(&v, &bits, sizeof v);
-    return v;
-}
-
-/* Exact for every half value (as dense_moments.c's f16_to_f32). */
-static inline float from_f16(uint16_t h) {
-    const uint32_t magnitude = (uint32_t)(h & 0x7FFF) << 13;
-    float v;
-    memcpy(&v, &magnitude, sizeof v);
-    v *= 0x1p112f;
-    uint32_t special = magnitude | 0x7F800000u, bits;
-    memcpy(&bits, &v, sizeof bits);
-    bits = (h & 0x7FFF) >= 0x7C00 ? special : bits;
-    bits |= (uint32_t)(h & 0x8000) << 16;
-    memcpy(&v, &bits, sizeof v);
-    return v;
-}
+static inline float from_bf16(uint16_t h) { return featmon_bf16_to_f32(h); }
+static inline float from_f16(uint16_t h) { return featmon_f16_to_f32(h); }
 
 static inline int64_t log_bin(float v) {
     int32_t bits;

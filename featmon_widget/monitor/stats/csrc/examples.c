@@ -38,9 +38,7 @@ VECTOR_CLONES static void tile_f32(const float *restrict x, float *restrict best
 VECTOR_CLONES static void tile_bf16(const uint16_t *restrict x, float *restrict best, int32_t *restrict arg,
                       int64_t n, int32_t t) {
     for (int64_t i = 0; i < n; i++) {
-        const uint32_t bits = (uint32_t)x[i] << 16; /* bf16 is the top half of a float32 */
-        float v;
-        memcpy(&v, &bits, sizeof v);
+        const float v = featmon_bf16_to_f32(x[i]);
         const int take = (v > best[i]) & (v < INFINITY);
         best[i] = take ? v : best[i];
         arg[i] = take ? t : arg[i];
@@ -125,9 +123,7 @@ static float activation(const void *acts, int kind, const int64_t *indices, int6
                         int64_t token, int64_t f, int64_t feature) {
     if (kind == KIND_F32) return ((const float *)acts)[token * f + feature];
     if (kind == KIND_BF16) {
-        const uint32_t bits = (uint32_t)((const uint16_t *)acts)[token * f + feature] << 16;
-        float v;
-        memcpy(&v, &bits, sizeof v);
+        const float v = featmon_bf16_to_f32(((const uint16_t *)acts)[token * f + feature]);
         return v;
     }
     for (int64_t j = 0; j < k; j++)
@@ -264,9 +260,7 @@ VECTOR_CLONES static uint32_t sample_tile_bf16(const uint16_t *restrict x,
                                                float threshold) {
     uint32_t any = 0;
     for (int64_t i = 0; i < n; i++) {
-        const uint32_t bits = (uint32_t)x[i] << 16;
-        float v;
-        memcpy(&v, &bits, sizeof v);
+        const float v = featmon_bf16_to_f32(x[i]);
         const uint32_t h = featmon_sample_high(hi, salt[i]);
         const uint32_t take = (v > threshold) & (v < INFINITY) & (h <= limit[i]);
         hit[i] = take;

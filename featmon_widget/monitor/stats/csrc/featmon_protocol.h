@@ -8,6 +8,7 @@
 #define FEATMON_PROTOCOL_H
 
 #include <stdint.h>
+#include <string.h>
 
 /* Wider vectors where the CPU has them, chosen when the library loads (gcc's function
  * multiversioning; plain C elsewhere). x86-64-v4 rather than plain avx512f: int64 -> double
@@ -58,6 +59,28 @@ enum { SCAN_BINS = 32 };
 
 /* Value distributions: bins per feature (the last: inactive), log bins, the bias. */
 enum { DIST_BINS = 32, DIST_LOG_BINS = 31, DIST_BIN_BIAS = 237 };
+
+/* Dense features as float32, one definition for every kernel: bfloat16 is the top
+ * half of a float32; a half's 15 low bits moved into float position are its value
+ * times 2^-112 (normal and subnormal alike), all-ones exponents become Inf / NaN. */
+static inline float featmon_bf16_to_f32(uint16_t h) {
+    const uint32_t bits = (uint32_t)h << 16;
+    float v;
+    memcpy(&v, &bits, sizeof v);
+    return v;
+}
+static inline float featmon_f16_to_f32(uint16_t h) {
+    const uint32_t magnitude = (uint32_t)(h & 0x7FFF) << 13;
+    float v;
+    memcpy(&v, &magnitude, sizeof v);
+    v *= 0x1p112f;
+    uint32_t special = magnitude | 0x7F800000u, bits;
+    memcpy(&bits, &v, sizeof bits);
+    bits = (h & 0x7FFF) >= 0x7C00 ? special : bits;
+    bits |= (uint32_t)(h & 0x8000) << 16;
+    memcpy(&v, &bits, sizeof v);
+    return v;
+}
 
 /* The sample's key hash (record/samples.py), one definition for every kernel that
  * hashes: murmur3's 32-bit finalizer, a feature's salt, and the high half of its key
