@@ -125,7 +125,8 @@ def render_header(kernels: Iterable[tuple[str, tuple[CFunction, ...]]]) -> str:
         "the CPU targets of the\n * vectorized functions, and every exported function's "
         "prototype (each kernel source\n * includes this file, so the compiler checks its "
         "definitions against them). */",
-        "#ifndef FEATMON_PROTOCOL_H\n#define FEATMON_PROTOCOL_H\n\n#include <stdint.h>\n#include <string.h>",
+        "#ifndef FEATMON_PROTOCOL_H\n#define FEATMON_PROTOCOL_H\n\n"
+        "#include <stdint.h>\n#include <string.h>",
         "/* Wider vectors where the CPU has them, chosen when the library loads (gcc's function\n"
         " * multiversioning; plain C elsewhere). x86-64-v4 rather than plain avx512f: int64 ->"
         " double\n * conversions (the scans) vectorize only with AVX-512 DQ. */\n"
