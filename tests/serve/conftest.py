@@ -1,5 +1,7 @@
 """A real uvicorn server on a free loopback port, and helpers to read it."""
 
+import asyncio
+import threading
 import time
 
 import pytest
@@ -70,3 +72,22 @@ def fingerprint(monitor: FeatureMonitor):
     for volatile in ("monitor_ms",):
         state.pop(volatile)
     return (state, monitor.get_statistics(), monitor.get_history(limit=1000))
+
+
+def run_async(scenario) -> None:
+    """`asyncio.run(scenario())` on a thread of its own, its exception raised here: the browser
+    tests' session-wide Playwright (sync API) keeps an event loop running on the main thread,
+    where `asyncio.run` refuses to start another."""
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            asyncio.run(scenario())
+        except BaseException as exc:  # handed to the test's thread
+            failure.append(exc)
+
+    thread = threading.Thread(target=run, name="test-event-loop")
+    thread.start()
+    thread.join()
+    if failure:
+        raise failure[0]

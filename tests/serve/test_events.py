@@ -8,7 +8,7 @@ import time
 
 import pytest
 import torch
-from conftest import D_SAE, wait_for
+from conftest import D_SAE, run_async, wait_for
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from websockets.sync.client import connect
@@ -127,7 +127,7 @@ def test_a_slow_client_is_coalesced_then_dropped():
         assert stalled.dropped and "stalled" in stalled.dropped
         writer.cancel()
 
-    asyncio.run(scenario())
+    run_async(scenario)
 
 
 @pytest.mark.slow  # ~20 s: the loopback socket buffers take megabytes to fill
@@ -179,4 +179,4 @@ def test_any_client_message_is_applied_or_answered_with_an_error(text):
         if client.subscription is not None:
             assert json.loads(text)["type"] == "subscribe"
 
-    asyncio.run(scenario())
+    run_async(scenario)
