@@ -22,9 +22,9 @@ def native_kernel(name: str):
     return backend.load_kernel(backend.KERNELS[name])
 
 
-def vectorized_loops(tmp_path, name: str) -> dict[str, list[int]]:
-    """gcc's vectorization report for kernel `name` built with its first choice of flags: per
-    function defined with VECTOR_CLONES, the loops vectorized in each compiled clone."""
+def vectorization_report(tmp_path, name: str) -> tuple[str, list[str]]:
+    """gcc's vectorization report for kernel `name` built with its first choice of flags, and
+    the kernel's source lines (the report names them by number)."""
     compiler = shutil.which("gcc")
     if compiler is None:
         pytest.skip("the vectorization report is gcc's")
@@ -35,8 +35,15 @@ def vectorized_loops(tmp_path, name: str) -> dict[str, list[int]]:
     report = subprocess.run([compiler, *spec.flags[0], "-fopt-info-vec-all", "-o",
                              str(tmp_path / "k.so"), str(tmp_path / spec.source)],
                             capture_output=True, text=True, check=True).stderr
+    return report, (tmp_path / spec.source).read_text().splitlines()
+
+
+def vectorized_loops(tmp_path, name: str) -> dict[str, list[int]]:
+    """Per function of kernel `name` defined with VECTOR_CLONES, the loops gcc vectorized in
+    each compiled clone (`vectorization_report`)."""
+    spec = backend.KERNELS[name]
+    report, lines = vectorization_report(tmp_path, name)
     out = {}
-    lines = (tmp_path / spec.source).read_text().splitlines()
     for number, line in enumerate(lines, 1):
         match = re.search(r"VECTOR_CLONES[\w\s*]*\b(\w+)\(", line)
         if match and not line.lstrip().startswith(("/*", "#")):

@@ -4,14 +4,11 @@ tests/monitor/record/test_distributions.py)."""
 
 import platform
 import re
-import shutil
-import subprocess
-from importlib import resources
 
 import pytest
+from conftest import vectorization_report
 
 from featmon_widget.monitor.stats import backend
-from featmon_widget.monitor.stats.protocol import HEADER
 
 
 @pytest.mark.slow  # compiles the kernel
@@ -20,17 +17,8 @@ def test_block_masks_are_vectorized_in_the_avx_clones(tmp_path):
     """Per gcc's report, each row function (one per dtype, without and with the sample's
     probe, made by the ROW macro) vectorizes both its mask loops (full block, tail) in the
     x86-64-v4 and x86-64-v3 clones: scalar, the prefilter costs more than the scan it saves."""
-    compiler = shutil.which("gcc")
-    if compiler is None:
-        pytest.skip("the vectorization report is gcc's")
     spec = backend.KERNELS["distributions"]
-    csrc = resources.files(backend.__package__).joinpath("csrc")
-    for file in (spec.source, HEADER):
-        (tmp_path / file).write_text(csrc.joinpath(file).read_text())
-    report = subprocess.run([compiler, *spec.flags[0], "-fopt-info-vec-all", "-o",
-                             str(tmp_path / "k.so"), str(tmp_path / spec.source)],
-                            capture_output=True, text=True, check=True).stderr
-    lines = (tmp_path / spec.source).read_text().splitlines()
+    report, lines = vectorization_report(tmp_path, "distributions")
     rows = [n for n, line in enumerate(lines, 1) if re.match(r"ROW\(row_\w+,", line)]
     assert len(rows) == 6
     for number in rows:

@@ -83,6 +83,22 @@ static void *row_max_items(void *p) {
 
 enum { MAX_THREADS = 16 };
 
+/* Run `fn` on each of `threads` work items (`size` bytes apart from `work`): item 0 here, the
+ * others on threads of their own; an item whose thread cannot start runs here too. */
+static void run_parts(void *(*fn)(void *), void *work, size_t size, int threads) {
+    pthread_t ids[MAX_THREADS];
+    int started[MAX_THREADS] = {0};
+    for (int k = 1; k < threads; k++)
+        started[k] = pthread_create(&ids[k], NULL, fn, (char *)work + k * size) == 0;
+    fn(work);
+    for (int k = 1; k < threads; k++) {
+        if (started[k])
+            pthread_join(ids[k], NULL);
+        else
+            fn((char *)work + k * size);
+    }
+}
+
 void featmon_row_max(const void *acts, int is_bf16, const uint8_t *valid, int64_t rows,
                      int64_t tokens, int64_t f, float threshold, float *best, int32_t *arg,
                      int threads) {
@@ -91,21 +107,10 @@ void featmon_row_max(const void *acts, int is_bf16, const uint8_t *valid, int64_
     if (threads > items) threads = (int)items;
     if (threads < 1) threads = 1;
     RowMaxWork work[MAX_THREADS];
-    pthread_t ids[MAX_THREADS];
-    int started[MAX_THREADS] = {0};
-    for (int k = 0; k < threads; k++) {
+    for (int k = 0; k < threads; k++)
         work[k] = (RowMaxWork){acts, is_bf16, valid, tokens, f, tiles, items * k / threads,
                                items * (k + 1) / threads, threshold, best, arg};
-        /* Thread 0's share runs here; a thread that cannot start runs here too. */
-        if (k > 0) started[k] = pthread_create(&ids[k], NULL, row_max_items, &work[k]) == 0;
-    }
-    row_max_items(&work[0]);
-    for (int k = 1; k < threads; k++) {
-        if (started[k])
-            pthread_join(ids[k], NULL);
-        else
-            row_max_items(&work[k]);
-    }
+    run_parts(row_max_items, work, sizeof work[0], threads);
 }
 
 /* float32 -> bfloat16 bits, rounded to nearest even (NaN stays NaN). */
@@ -368,20 +373,10 @@ void featmon_sample_dense(const void *acts, int kind, const uint8_t *valid,
     if (threads > tiles) threads = (int)tiles;
     if (threads < 1) threads = 1;
     SampleWork work[MAX_THREADS];
-    pthread_t ids[MAX_THREADS];
-    int started[MAX_THREADS] = {0};
-    for (int j = 0; j < threads; j++) {
+    for (int j = 0; j < threads; j++)
         work[j] = (SampleWork){&table, valid, token_key, n, tiles * j / threads,
                                tiles * (j + 1) / threads, threshold};
-        if (j > 0) started[j] = pthread_create(&ids[j], NULL, sample_tiles, &work[j]) == 0;
-    }
-    sample_tiles(&work[0]);
-    for (int j = 1; j < threads; j++) {
-        if (started[j])
-            pthread_join(ids[j], NULL);
-        else
-            sample_tiles(&work[j]);
-    }
+    run_parts(sample_tiles, work, sizeof work[0], threads);
 }
 
 /* The same fold from the candidates the distribution pass found (featmon_distributions with
