@@ -17,8 +17,8 @@ import pytest
 import torch
 from notebook_pages import artifacts_dir
 from playwright.sync_api import expect
-from test_fast_page import TIMEOUT_MS, _sent, _show, _wire, page, page_url  # noqa: F401
-from test_probe_box import D_MODEL, TinyLM, Words
+from test_fast_page import TIMEOUT_MS, _sent, _show, page, page_url  # noqa: F401
+from test_probe_box import D_MODEL, TinyLM, Words, _answer
 
 from featmon_widget import FeatureMonitor, SparseAutoencoder
 from featmon_widget.widget.commands import CommandHandler
@@ -101,9 +101,7 @@ def test_a_feature_page_shows_every_part_and_a_cofiring_click_selects(page: Any)
         fires.locator(f'li[data-feature="{other}"] button').click()
         command = _sent(page)[-1]
         assert command["type"] == "select" and command["features"] == [feature, other]
-        reply = handler.reply(command)
-        page.evaluate("r => window.featmonPage.model.emit('msg:custom', r, [])", _wire(reply))
-        assert reply["ok"] and monitor.config.selected == (feature, other)
+        assert _answer(page, handler)["ok"] and monitor.config.selected == (feature, other)
         _show(page, monitor.snapshot())
         expect(page.get_by_test_id(f"panel-{other}")).to_be_visible(timeout=TIMEOUT_MS)
         assert [e for e in page.console_errors if "Failed to load resource" not in e] == []
