@@ -1,4 +1,4 @@
-"""The sample of activating tokens riding on the distribution pass (one read for both; see
+"""The sample of activating tokens riding on the statistics pass (one read for both; see
 monitor/stats/sample_probe.py) against the separate passes: `monitor.on_activation` (dense,
 CPU) with samples on / off and distributions on / off, as multiples of one read of the
 activations (`acts.sum(0)`), all interleaved round by round in one process (the machine is

@@ -202,9 +202,9 @@ def test_the_sample_runs_on_meta_tensors():
     assert m._recording.samples.key.device.type == "meta"
 
 
-def test_the_sample_riding_on_the_distribution_pass_calls_no_syncing_operator():
-    """A dense forward big enough for one read to serve the distributions and the sample."""
-    from featmon_widget.monitor.record.features import DenseFeatures
+def test_the_sample_riding_on_the_statistics_pass_calls_no_syncing_operator():
+    """A dense forward big enough for one read to serve the statistics, the distributions and
+    the sample."""
     from featmon_widget.monitor.record.samples import FUSED_MIN
     m = FeatureMonitor(4096, compile=False, native=True)
     acts = torch.relu(torch.randn(2, FUSED_MIN // 4096, 4096,
@@ -213,6 +213,6 @@ def test_the_sample_riding_on_the_distribution_pass_calls_no_syncing_operator():
     guard = SyncGuard()
     with guard, torch.no_grad():
         for x in (acts, acts.to(torch.bfloat16)):
-            assert m._recording.samples.probe(DenseFeatures(x.reshape(-1, 4096))) is not None
+            assert m._recording.stats_rider(x.reshape(-1, 4096).shape[0]).probe is not None
             m.on_activation(x)
     assert guard.seen == []

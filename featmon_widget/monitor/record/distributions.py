@@ -12,11 +12,11 @@ are not float32 / bfloat16 / float16 (exactly float32 values) are binned after r
 float32; whether a value is active is decided exactly (as the statistics do). NaN and Inf are
 not counted; padding rows neither.
 
-Where it runs: dense features on the CPU go through the C kernel (`csrc/distributions.c`, one
-read of the rows, see there why it is not in the statistics sweep); elsewhere (GPU, native off)
-a torch scatter-add over row chunks of at most `CHUNK_ELEMENTS` values; TopK features scatter
-their k values per token (an implicit 0 is inactive, or under a negative threshold active, in
-bin 0). Nothing is read back to the host.
+Where it runs: dense features on the CPU are counted by the statistics pass itself, on the
+rows it has just read (`csrc/dense_moments.c`; `rider` hands it the counts); elsewhere (GPU,
+native off) a torch scatter-add over row chunks of at most `CHUNK_ELEMENTS` values; TopK
+features scatter their k values per token (an implicit 0 is inactive, or under a negative
+threshold active, in bin 0). Nothing is read back to the host.
 
 Counts are int32 (128 bytes a feature: 8 MiB at d_sae 65,536, 128 MiB at 1,048,576) and become
 int64, exactly, before any could pass 2^31 - 1: the rows fed since the reset are counted on the
@@ -32,7 +32,7 @@ from typing import Any
 import torch
 
 from ...snapshot.value_bins import DIST_BIN_BIAS, DIST_BINS, DIST_LOG_BINS
-from ..stats.backend import Backend
+from ..stats.rider import StatisticsRider
 from ..stats.sample_probe import SampleProbe
 from .cofiring import INT32_MAX, floor_in
 from .features import DenseFeatures, SparseFeatures
@@ -68,12 +68,10 @@ class Distributions(StatePart):
     since_format = 4
     sync_rules = {"counts": SUM}
 
-    def __init__(self, d_sae: int, device: torch.device, enabled: bool = True,
-                 backend: Backend | None = None) -> None:
+    def __init__(self, d_sae: int, device: torch.device, enabled: bool = True) -> None:
         self.d_sae = d_sae
         self.device = torch.device(device)
         self.enabled = enabled
-        self.backend = backend  # where it runs the C kernel (the CPU): the dense path
         self.rows = d_sae if enabled else 0
         self.counts = torch.zeros(self.rows, DIST_BINS, dtype=torch.int32, device=self.device)
         self.bound = 0  # rows fed since the reset: what any count can have reached
@@ -81,25 +79,40 @@ class Distributions(StatePart):
 
     # ---- recording --------------------------------------------------------------------------
 
+    def rider(self, n: int, probe: SampleProbe | None = None,
+              staged: bool = False) -> StatisticsRider | None:
+        """For the dense statistics pass of the next forward (`n` rows), where it runs natively:
+        the counts to count into (widened first if this forward could pass int32), and the
+        sample's `probe`; None while off. `staged`: zeroed counts of their own instead, added
+        by `update` (for a forward that can still fail after its statistics pass: a failed
+        forward changes nothing)."""
+        if not self.enabled:
+            return None
+        self._widen_for(n)
+        counts = (torch.zeros_like(self.counts, dtype=torch.int32) if staged else self.counts)
+        return StatisticsRider(counts, probe)
+
     def update(self, features: DenseFeatures | SparseFeatures, valid: Tensor,
-               threshold: float, probe: SampleProbe | None = None) -> None:
-        """Count one forward's values in rows where `valid` is true; where the C kernel
-        counts them, it also fills the sample's `probe` (`SampleProbe`), if given."""
+               threshold: float, rider: StatisticsRider | None = None) -> None:
+        """Count one forward's values in rows where `valid` is true, unless its statistics pass
+        counted them (`rider`; staged counts are added now)."""
         if not self.enabled:
             return
+        self._widen_for(features.n)
         self.bound += features.n
-        if self.bound > INT32_MAX and self.counts.dtype != torch.int64:
-            self.counts = self.counts.to(torch.int64)
+        if rider is not None and rider.counted:
+            if rider.counts is not self.counts:
+                self.counts += rider.counts
+            return
         if isinstance(features, SparseFeatures):
             self._update_sparse(features, valid, threshold)
-            return
-        acts = features.acts
-        native = None if self.backend is None else self.backend.distributions(acts)
-        if native is not None:
-            native(acts.contiguous(), valid.contiguous(),
-                   floor_in(torch.float32, threshold), self.counts, probe)
-            return
-        self._update_dense(acts, valid, threshold)
+        else:
+            self._update_dense(features.acts, valid, threshold)
+
+    def _widen_for(self, n: int) -> None:
+        """int64 counts before `n` more rows could take one past int32 (see module doc)."""
+        if self.bound + n > INT32_MAX and self.counts.dtype != torch.int64:
+            self.counts = self.counts.to(torch.int64)
 
     def _update_dense(self, acts: Tensor, valid: Tensor, threshold: float) -> None:
         n, d = acts.shape

@@ -89,11 +89,12 @@ class Ingest:
         codes = rec.request_codes(request_id)  # before the merge: a failure changes nothing
         pos, valid = rec.positions_for(request_id, batch, tokens, positions, mask)
         flat = acts.reshape(batch * tokens, rec.d_sae)
+        rider = rec.stats_rider(batch * tokens)
         # Without a mask every row counts, and the kernel can skip a select per value.
         maxima = rec.stats.update(flat, None if mask is None else valid, rec.config.threshold,
-                                  rec.examples.row_maxima_wanted(batch, tokens))
+                                  rec.examples.row_maxima_wanted(batch, tokens), rider)
         rec.record(DenseFeatures(flat, rec.backend), valid, pos, batch, tokens, request_id,
-                   token_ids, maxima, codes)
+                   token_ids, maxima, codes, rider)
 
     def sparse(self, indices: Tensor, values: Tensor, request_id: str,
                positions: Tensor | None, mask: Tensor | None,
@@ -147,9 +148,12 @@ class Ingest:
         pos, valid = rec.positions_for(request_id, batch, tokens, None, mask, position_ids)
         rows = None if mask is None and position_ids is None else valid  # None: all rows
         local = rec.stats.local  # shifts come from this process's own totals
+        # The health sample's decode comes after the statistics pass and may raise: on those
+        # forwards the pass counts into staged counts, added once the forward is recorded.
+        rider = rec.stats_rider(batch * tokens, staged=rec.health.is_due(rec.config.health_every))
         encoded = self.fused(sae, x, rows, local.mean, local.count,
                              rec.config.threshold, fuse=is_own_sae(sae),
-                             tokens=rec.examples.row_maxima_wanted(batch, tokens))
+                             tokens=rec.examples.row_maxima_wanted(batch, tokens), rider=rider)
         flat = encoded.features
         # Checked before anything is merged: a failed batch changes nothing.
         if flat.shape != (batch * tokens, rec.d_sae):
@@ -160,7 +164,7 @@ class Ingest:
         sample = self._health_sample(sae, x, features)
         rec.stats.merge(encoded.shift, encoded.moments)
         rec.record(features, valid, pos, batch, tokens, request_id,
-                   check_token_ids(token_ids, batch, tokens), encoded.maxima, codes)
+                   check_token_ids(token_ids, batch, tokens), encoded.maxima, codes, rider)
         self._observe(sample, valid)
 
     def _health_sample(self, sae: Any, x: Tensor, features: DenseFeatures | SparseFeatures

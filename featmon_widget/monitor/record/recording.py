@@ -22,6 +22,7 @@ from ..query.firing import firing_summary
 from ..query.queries import rank
 from ..stats.kernels import StatisticsKernels
 from ..stats.native import RowMaxima
+from ..stats.rider import StatisticsRider
 from ..stats.running import RunningStats
 from .cofiring import CoFiring
 from .costs import CostMeter
@@ -59,7 +60,7 @@ class Recording:
         self.extra_parts: list[StatePart] = []  # recorded state an extension adds
         self.retired_watches: list[Watch] = []  # cancelled, with hits still to deliver
         self.costs = CostMeter()
-        # Whether the sample rides on the distribution pass (`record`); off: its own pass.
+        # Whether the sample rides on the statistics pass (`stats_rider`); off: its own pass.
         self.fuse_samples = True
         self.allocate(torch.device(device) if device is not None else torch.device("cpu"))
 
@@ -75,7 +76,7 @@ class Recording:
         self.stats = RunningStats(self.d_sae, device, self.compiled)
         self.history = HistoryRing(cfg.history_size, cfg.top_k, cfg.features or (), device,
                                    self.d_sae)
-        self.distributions = Distributions(self.d_sae, device, cfg.distributions, self.backend)
+        self.distributions = Distributions(self.d_sae, device, cfg.distributions)
         self.cofiring = CoFiring(cfg.selected, self.d_sae, device, self.backend)
         self.examples = ExampleTable(self.d_sae, cfg.examples_per_feature, cfg.context_window,
                                      device, self.backend)
@@ -136,13 +137,22 @@ class Recording:
         check_new_request_id(request_id)
         return self.history.register(request_id), self.examples.code_of(request_id)
 
+    def stats_rider(self, n: int, staged: bool = False) -> StatisticsRider | None:
+        """What the dense statistics pass of the next forward (`n` rows) counts along where it
+        runs natively: the distributions and, with room, the sample's probe
+        (`Distributions.rider`; `staged` for a forward that can still fail after the pass)."""
+        wanted = self.fuse_samples and (self.examples.per_feature or self.samples.per_feature)
+        return self.distributions.rider(n, self.samples.probe(n) if wanted else None, staged)
+
     def record(self, features: DenseFeatures | SparseFeatures, valid: Tensor, pos: Tensor,
                batch: int, tokens: int, request_id: str, token_ids: Tensor | None = None,
-               maxima: RowMaxima | None = None, codes: tuple[int, int] | None = None) -> None:
+               maxima: RowMaxima | None = None, codes: tuple[int, int] | None = None,
+               rider: StatisticsRider | None = None) -> None:
         """Record one pass (its statistics already folded in) in the history, the examples,
         the distributions and the totals. `token_ids` [batch * tokens], when known;
         `maxima`: the pass's row maxima if the statistics pass gave them; `codes`: from
-        `request_codes`, taken before the merge (else taken now)."""
+        `request_codes`, taken before the merge (else taken now); `rider`: what the
+        statistics pass counted along (`stats_rider`)."""
         history_code, example_code = codes if codes is not None else (None, None)
         rows = torch.arange(batch, device=self.device).repeat_interleave(tokens)
         if token_ids is not None:
@@ -156,13 +166,11 @@ class Recording:
             example_code = self.examples.code_of(request_id)
         self.examples.update(features, valid, pos, batch, tokens, request_id, token_ids,
                              self.config.threshold, maxima, example_code, context)
-        # One read of a dense CPU forward serves the distributions and the sample: the
-        # distribution pass finds the sample's candidates (`probe`), the sample folds them.
-        probe = (self.samples.probe(features)
-                 if context is not None and self.fuse_samples and self.distributions.enabled
-                 else None)
+        # One read of a dense CPU forward serves the statistics, the distributions and the
+        # sample: the statistics pass finds the sample's candidates, the sample folds them.
+        probe = None if rider is None else rider.probe
         try:
-            self.distributions.update(features, valid, self.config.threshold, probe)
+            self.distributions.update(features, valid, self.config.threshold, rider)
         finally:
             if context is not None:
                 self.samples.update_sample(features, valid, pos, batch, tokens,
@@ -204,8 +212,7 @@ class Recording:
             self.samples.names = self.examples.names
             self.examples.holders = [self.samples]
         if new.distributions != old.distributions:
-            self.distributions = Distributions(self.d_sae, self.device, new.distributions,
-                                               self.backend)
+            self.distributions = Distributions(self.d_sae, self.device, new.distributions)
         if new.threshold != old.threshold:
             self.state_parts().reset(Event.THRESHOLD)
         self.config = new

@@ -18,7 +18,7 @@ The records are the top examples' (value, request, row, position, token window, 
 activation in it): `SampleTable` is an `ExampleTable` whose slots are ordered by key, ascending
 (an empty slot: key `EMPTY_KEY`, value -inf). On the CPU a C kernel folds a forward in
 (`stats/csrc/examples.c`: the hash of every active element compared with the feature's current
-last kept key, vectorized; inserts are rare; or the distribution pass's read finds them, `probe`);
+last kept key, vectorized; inserts are rare; or the statistics pass's read finds them, `probe`);
 elsewhere a torch merge per chunk of rows: each
 chunk's `per_feature` smallest keys per feature, then one `topk` with the kept ones. Nothing is
 read back. A statistics reset or a threshold change empties the sample (a sample across
@@ -179,16 +179,16 @@ class SampleTable(ExampleTable):
 
     # ---- recording --------------------------------------------------------------------------
 
-    def probe(self, features: DenseFeatures | SparseFeatures) -> SampleProbe | None:
-        """For the next dense forward (float32 / bfloat16, FUSED_MIN values or more, on the C
-        kernels): a probe the distribution pass fills (`stats/sample_probe.py`), or None."""
-        if (self.per_feature == 0 or not isinstance(features, DenseFeatures)
-                or features.acts.dtype not in (torch.float32, torch.bfloat16)
-                or features.acts.numel() < FUSED_MIN or self.backend.sample(self.device) is None):
+    def probe(self, n: int) -> SampleProbe | None:
+        """For the next dense forward of `n` rows (FUSED_MIN values or more, on the C kernels):
+        a probe the statistics pass fills where it can (float32 / bfloat16 features; see
+        `stats/sample_probe.py`), or None."""
+        if (self.per_feature == 0 or n * self.d_sae < FUSED_MIN
+                or self.backend.sample(self.device) is None):
             return None
         # Past the first forwards, per_feature candidates a feature or fewer; over the room,
         # the sample's own pass folds the forward (as exact, one more read).
-        return SampleProbe.new(token_keys(self.seed, process_rank(), self.rows_seen, features.n,
+        return SampleProbe.new(token_keys(self.seed, process_rank(), self.rows_seen, n,
                                           self.device), self.key,
                                2 * self.d_sae * self.per_feature + 4096)
 

@@ -27,7 +27,6 @@ from typing import Any, NamedTuple
 import torch
 
 from .compiled import CompileOrEager
-from .distribution_kernel import DistributionKernel
 from .library import DEFAULT_FLAGS, DENSE_FLAGS, OPENMP, SCAN_FLAGS, VECTOR_FLAGS, build_library
 from .moments import Totals
 from .native import CoFiringKernel, DenseMoments, ExampleKernels, RowTopK, SparseAccumulator
@@ -73,9 +72,6 @@ KERNELS: dict[str, KernelSpec] = {
     "scans": KernelSpec("feature_scans.c", FeatureScans, "native feature scans", (SCAN_FLAGS,)),
     "cofiring": KernelSpec("cofiring.c", CoFiringKernel, "native co-firing kernel",
                            ((*VECTOR_FLAGS, OPENMP), VECTOR_FLAGS)),
-    "distributions": KernelSpec("distributions.c", DistributionKernel,
-                                "native distribution kernel",
-                                ((*VECTOR_FLAGS, OPENMP), VECTOR_FLAGS)),
 }
 
 _lock = threading.Lock()
@@ -170,13 +166,6 @@ class Backend:
                 or selected > CoFiringKernel.MAX_SELECTED):
             return None
         return self.kernel("cofiring")
-
-    def distributions(self, acts: Tensor) -> DistributionKernel | None:
-        """The value-distribution kernel for dense `acts` [N, F]: CPU float32 / bfloat16 /
-        float16 (the caller passes it contiguous)."""
-        if acts.device.type != "cpu" or acts.dtype not in DENSE_DTYPES:
-            return None
-        return self.kernel("distributions")
 
     def example_merge(self, device: torch.device) -> ExampleKernels | None:
         """The example merge kernels for a table on `device`: the CPU."""

@@ -23,6 +23,7 @@ from .compiled import CompileOrEager
 from .kernels import StatisticsKernels
 from .moments import Moments, batch_moments, shift_for
 from .native import RowMaxima
+from .rider import StatisticsRider
 
 Tensor = torch.Tensor
 
@@ -65,10 +66,11 @@ class FusedEncoder:
         self.runner = CompileOrEager(statistics.backend.compile, "fused encode")
 
     def __call__(self, sae: Any, x: Tensor, valid: Tensor | None, mean: Tensor, count: Tensor,
-                 threshold: float, fuse: bool = True, tokens: int | None = None) -> Encoded:
+                 threshold: float, fuse: bool = True, tokens: int | None = None,
+                 rider: StatisticsRider | None = None) -> Encoded:
         """Features [N, d_sae] of `x` [..., d_in] with their shift and moments, and with
         `tokens` the row maxima of sequences of that many rows where the statistics pass can
-        give them.
+        give them; where the native statistics pass runs, it counts what `rider` asks.
 
         `fuse=False` runs the SAE's own encode eagerly (foreign SAEs: their code is theirs to
         compile) and only the statistics through the statistics kernel.
@@ -76,29 +78,30 @@ class FusedEncoder:
         with torch.no_grad():
             if not (fuse and self.runner.active):
                 return self._reduce(_encode_flat(sae.encode, x), valid, mean, count, threshold,
-                                    tokens)
+                                    tokens, rider)
             if x.shape[-1] != sae.d_in:  # bad input, not a compiler failure: raise here
                 raise ValueError(f"SAE {sae.name!r} expects inputs [..., {sae.d_in}], got "
                                  f"{tuple(x.shape)}")
             # One dynamic token dim: sequence lengths (even one equal to d_in, which duck sizing
             # would otherwise tie to the weights) reuse one compiled graph.
             x = x.reshape(-1, x.shape[-1])
-            activated = self._activate_natively(sae, x, valid, mean, count, threshold, tokens)
+            activated = self._activate_natively(sae, x, valid, mean, count, threshold, tokens,
+                                                rider)
             if activated is not None:
                 return activated
             torch._dynamo.maybe_mark_dynamic(x, 0)
             # The C statistics kernel will reduce the output: compile the encode alone.
             if self.statistics.backend.dense_moments(x) is not None:
                 flat = self.runner.run(_encode_flat, _encode_flat, sae.encode, x)
-                return self._reduce(flat, valid, mean, count, threshold, tokens)
+                return self._reduce(flat, valid, mean, count, threshold, tokens, rider)
             if valid is not None:
                 torch._dynamo.maybe_mark_dynamic(valid, 0)
             return Encoded(*self.runner.run(_encode_with_moments, self._eager, sae.encode, x,
                                             valid, mean, count, threshold), None)
 
     def _activate_natively(self, sae: Any, x: Tensor, valid: Tensor | None, mean: Tensor,
-                           count: Tensor, threshold: float, tokens: int | None
-                           ) -> Encoded | None:
+                           count: Tensor, threshold: float, tokens: int | None,
+                           rider: StatisticsRider | None) -> Encoded | None:
         """Our float32 ReLU / JumpReLU SAE on the CPU: one GEMM for the pre-activations, then
         the statistics kernel activates them in place as it reduces. None where it cannot."""
         if self.statistics.backend.dense_moments(x) is None:
@@ -109,13 +112,14 @@ class FusedEncoder:
         pre = sae.pre_activations(x)
         # Never-seen features are shifted by the first row's features (see shift_for).
         shift = shift_for(sae.activation(pre[:1]), mean, count)
-        done = self.statistics.activate(pre, jump, valid, shift, threshold, tokens)
+        done = self.statistics.activate(pre, jump, valid, shift, threshold, tokens, rider)
         if done is None:
             return None
         return Encoded(pre, shift, *done)
 
     def _reduce(self, flat: Tensor, valid: Tensor | None, mean: Tensor, count: Tensor,
-                threshold: float, tokens: int | None) -> Encoded:
+                threshold: float, tokens: int | None, rider: StatisticsRider | None = None
+                ) -> Encoded:
         if valid is not None and flat.shape[0] != valid.shape[0]:
             raise ValueError(f"the SAE's encode gave {flat.shape[0]} rows of features for "
                              f"{valid.shape[0]} input rows")
@@ -124,9 +128,10 @@ class FusedEncoder:
                              f"sequences of {tokens} tokens")
         shift = shift_for(flat, mean, count)
         if tokens is None:
-            return Encoded(flat, shift, self.statistics(flat, valid, shift, threshold), None)
+            return Encoded(flat, shift, self.statistics(flat, valid, shift, threshold, rider),
+                           None)
         return Encoded(flat, shift, *self.statistics.with_row_maxima(flat, valid, shift,
-                                                                     threshold, tokens))
+                                                                     threshold, tokens, rider))
 
     def _eager(self, encode: Callable[[Tensor], Tensor], x: Tensor, valid: Tensor | None,
                mean: Tensor, count: Tensor, threshold: float) -> tuple[Tensor, Tensor, Moments]:

@@ -21,6 +21,7 @@ from .moments import (
     sparse_update,
 )
 from .native import RowMaxima
+from .rider import StatisticsRider
 
 Tensor = torch.Tensor
 
@@ -53,13 +54,14 @@ class StatisticsKernels:
         return "native" if self._native_ran else self.runner.mode
 
     def __call__(self, acts: Tensor, valid: Tensor | None, shift: Tensor,
-                 threshold: float) -> Moments:
-        """`batch_moments` of dense `acts` [N, F] (`valid` None: every row counts)."""
+                 threshold: float, rider: StatisticsRider | None = None) -> Moments:
+        """`batch_moments` of dense `acts` [N, F] (`valid` None: every row counts); where the
+        native kernel runs, what `rider` asks is counted in the same pass."""
         native = self.backend.dense_moments(acts)
         if native is not None:
             self._native_ran = True
             return native(acts.contiguous(), None if valid is None else valid.contiguous(),
-                          shift.contiguous(), threshold)
+                          shift.contiguous(), threshold, rider)
         # On the CPU, inductor's 512-bit code for 16-bit inputs widened to float64 spills
         # registers; 256-bit vectors ran it about twice as fast.
         narrow = acts.device.type == "cpu" and acts.dtype != torch.float32
@@ -68,32 +70,33 @@ class StatisticsKernels:
                                threshold, variant="simd256" if narrow else "", options=options)
 
     def with_row_maxima(self, acts: Tensor, valid: Tensor | None, shift: Tensor,
-                        threshold: float, tokens: int) -> tuple[Moments, RowMaxima | None]:
+                        threshold: float, tokens: int, rider: StatisticsRider | None = None
+                        ) -> tuple[Moments, RowMaxima | None]:
         """The moments of `acts` [N, F], and where the native kernel runs, in the same pass
         the row maxima of its sequences of `tokens` rows (see `DenseMoments.with_row_maxima`;
-        None elsewhere: the caller computes them)."""
+        None elsewhere: the caller computes them) and what `rider` asks."""
         native = self.backend.dense_moments(acts)
         if native is None:
             return self(acts, valid, shift, threshold), None
         self._native_ran = True
         return native.with_row_maxima(acts.contiguous(),
                                       None if valid is None else valid.contiguous(),
-                                      shift.contiguous(), threshold, tokens)
+                                      shift.contiguous(), threshold, tokens, rider=rider)
 
     def activate(self, pre: Tensor, jump: Tensor, valid: Tensor | None, shift: Tensor,
-                 threshold: float, tokens: int | None
+                 threshold: float, tokens: int | None, rider: StatisticsRider | None = None
                  ) -> tuple[Moments, RowMaxima | None] | None:
         """Where the native kernel runs (float32 on the CPU): `pre` [N, F] (an SAE's
         pre-activations, contiguous) overwritten in place with `relu(pre) * (pre > jump)`, and
-        its moments (and row maxima with `tokens`) from the same pass. None elsewhere (nothing
-        is touched): the caller activates and reduces itself."""
+        its moments (and row maxima with `tokens`, and what `rider` asks) from the same pass.
+        None elsewhere (nothing is touched): the caller activates and reduces itself."""
         native = self.backend.dense_activation(pre)
         if native is None:
             return None
         self._native_ran = True
         return native.with_row_maxima(pre, None if valid is None else valid.contiguous(),
                                       shift.contiguous(), threshold, tokens,
-                                      jump.to(torch.float32).contiguous())
+                                      jump.to(torch.float32).contiguous(), rider)
 
     def sparse_update(self, state: Totals, indices: Tensor, values: Tensor, valid: Tensor,
                       threshold: float) -> tuple[Totals, Tensor]:

@@ -28,6 +28,7 @@ from .protocol import (
     CFunction,
     CFunctions,
 )
+from .rider import StatisticsRider
 from .sample_native import SampleKernels, check_buffers
 
 Tensor = torch.Tensor
@@ -134,21 +135,25 @@ class DenseMoments:
             "const double *shift", "double threshold", "int64_t *rows_buf", "int64_t *count",
             "int64_t *nan_count", "int64_t *active_count", "double *active_sum", "double *s1",
             "double *s2", "double *min", "double *max", "int64_t tokens", "float *best",
-            "int32_t *arg", "int act", "const float *jump", "int threads")),
+            "int32_t *arg", "int act", "const float *jump", "int threads", "void *dist_counts",
+            "int dist_wide", "const int64_t *token_key", "const int64_t *key", "int64_t e",
+            "int32_t *cand", "int64_t per_part", "int64_t *found", "int64_t slots")),
     )
 
     def __init__(self, c: CFunctions) -> None:
         self.c = c
 
     def __call__(self, acts: Tensor, valid: Tensor | None, shift: Tensor,
-                 threshold: float) -> Moments:
+                 threshold: float, rider: StatisticsRider | None = None) -> Moments:
         """`moments.batch_moments` of `acts` [N, F] (float32, bfloat16 or float16) over the
-        rows where `valid` [N] is true (every row if None), against `shift` [F] float64."""
-        return self._run(acts, valid, shift, threshold, None, None)[0]
+        rows where `valid` [N] is true (every row if None), against `shift` [F] float64; what
+        `rider` asks is counted in the same pass (`StatisticsRider`)."""
+        return self._run(acts, valid, shift, threshold, None, None, rider)[0]
 
     def with_row_maxima(self, acts: Tensor, valid: Tensor | None, shift: Tensor,
-                        threshold: float, tokens: int | None,
-                        jump: Tensor | None = None) -> tuple[Moments, RowMaxima | None]:
+                        threshold: float, tokens: int | None, jump: Tensor | None = None,
+                        rider: StatisticsRider | None = None
+                        ) -> tuple[Moments, RowMaxima | None]:
         """The moments, and in the same pass each sequence's row maxima: `acts` holds
         sequences of `tokens` rows (None: no maxima); per sequence and feature the largest
         finite value above `threshold` among its valid rows (float32, -inf where none) and the
@@ -156,11 +161,12 @@ class DenseMoments:
 
         With `jump` [F] (float32), `acts` (float32) holds an SAE's pre-activations and is
         overwritten in place with `relu(acts) * (acts > jump)` (JumpReLU; -inf everywhere is a
-        ReLU), whose moments and maxima these are."""
-        return self._run(acts, valid, shift, threshold, tokens, jump)
+        ReLU), whose moments and maxima these are. `rider`: as `__call__`."""
+        return self._run(acts, valid, shift, threshold, tokens, jump, rider)
 
     def _run(self, acts: Tensor, valid: Tensor | None, shift: Tensor, threshold: float,
-             tokens: int | None, jump: Tensor | None) -> tuple[Moments, RowMaxima | None]:
+             tokens: int | None, jump: Tensor | None, rider: StatisticsRider | None
+             ) -> tuple[Moments, RowMaxima | None]:
         n, f = acts.shape
         check_buffers(acts.dtype in DENSE_DTYPES and shift.dtype == torch.float64
                       and shift.shape == (f,)
@@ -183,11 +189,33 @@ class DenseMoments:
             *[t.data_ptr() for t in counts + sums], tokens or 0,
             0 if best is None else best.data_ptr(), 0 if arg is None else arg.data_ptr(),
             ACT_NONE if jump is None else ACT_JUMP, 0 if jump is None else jump.data_ptr(),
-            threads)
+            threads, *_rider_args(rider, acts))
         if failed:
             raise MemoryError("dense statistics kernel could not allocate its tile buffers")
         maxima = None if arg is None else RowMaxima(best, arg.clamp_min(0).to(torch.int64))
         return Moments(*counts, *sums), maxima
+
+
+def _rider_args(rider: StatisticsRider | None, acts: Tensor) -> tuple[int, ...]:
+    """The kernel's distribution and probe arguments for `rider` (zeros: none), checked; marks
+    what the pass will fill."""
+    if rider is None or not rider.fits(acts):
+        return (0,) * 9
+    counts = (rider.counts.data_ptr(), int(rider.counts.dtype == torch.int64))
+    rider.counted = True
+    probe = rider.probe
+    if probe is None or not rider.probes(acts):
+        return (*counts, 0, 0, 0, 0, 0, 0, 0)
+    slots = probe.found.shape[0]
+    check_buffers(probe.token_key.dtype == probe.key.dtype == torch.int64
+                  and probe.key.dim() == 2 and probe.key.shape[1] >= 1
+                  and probe.cand.dtype == torch.int32 and probe.cand.dim() == 2
+                  and probe.cand.shape[1] == 2 and probe.found.dtype == torch.int64
+                  and probe.found.dim() == 1 and probe.cand.shape[0] >= slots >= 1,
+                  probe.token_key, probe.key, probe.cand, probe.found)
+    probe.filled = True
+    return (*counts, probe.token_key.data_ptr(), probe.key.data_ptr(), probe.key.shape[1],
+            probe.cand.data_ptr(), probe.cand.shape[0] // slots, probe.found.data_ptr(), slots)
 
 
 class RowTopK:

@@ -18,6 +18,7 @@ from .kernels import StatisticsKernels
 from .moments import Moments, Totals, combine_totals, empty_totals, shift_for, sparse_shift
 from .native import RowMaxima
 from .pending import PendingSparse
+from .rider import StatisticsRider
 
 Tensor = torch.Tensor
 
@@ -177,18 +178,21 @@ class RunningStats(StatePart):
         self._view = None
 
     def update(self, acts: Tensor, valid: Tensor | None, threshold: float,
-               tokens: int | None = None) -> RowMaxima | None:
+               tokens: int | None = None, rider: StatisticsRider | None = None
+               ) -> RowMaxima | None:
         """Fold `acts` [N, d_sae] (rows where `valid` is true; all if None) into the running
         statistics. With `tokens`, also the row maxima of its sequences of `tokens` rows when
-        the same pass can give them (the native CPU kernel), else None."""
+        the same pass can give them (the native CPU kernel), else None; that pass also counts
+        what `rider` asks (`StatisticsRider`)."""
         # Reduction and merge stay two graphs: compiled as one, inductor's CPU code for the
         # reduction became about 9x slower.
         local = self.local
         shift = shift_for(acts, local.mean, local.count)
         if tokens is None:
-            self.merge(shift, self.compiled(acts, valid, shift, threshold))
+            self.merge(shift, self.compiled(acts, valid, shift, threshold, rider))
             return None
-        moments, maxima = self.compiled.with_row_maxima(acts, valid, shift, threshold, tokens)
+        moments, maxima = self.compiled.with_row_maxima(acts, valid, shift, threshold, tokens,
+                                                        rider)
         self.merge(shift, moments)
         return maxima
 

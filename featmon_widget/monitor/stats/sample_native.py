@@ -53,7 +53,7 @@ class SampleKernels:
         place: dense `acts` [N, F] (float32 or bfloat16), or with `indices` a TopK forward's
         float32 values [N, k]; `valid`, `token_key` [N]; the kept `key` [F, E] ascending and
         the records as the top examples keep them (`merge` names the window arguments).
-        A dense forward with a filled `probe` (its candidates from the distribution pass, for
+        A dense forward with a filled `probe` (its candidates from the statistics pass, for
         this `token_key` and `key`) is folded from the candidates, without reading `acts`
         again (the same kept set; its own pass where the probe's buffer overflowed)."""
         f, e = key.shape

@@ -1,7 +1,7 @@
-"""What the distribution pass and the sample of activating tokens share when one read of a
-dense CPU forward serves both (`csrc/distributions.c` `featmon_distributions_sampled`, then
+"""What the statistics pass and the sample of activating tokens share when one read of a
+dense CPU forward serves both (`csrc/dense_moments.c` with a probe, see `rider.py`, then
 `csrc/examples.c` `featmon_sample_fused`): the forward's token hashes, the sample's kept keys,
-and the candidate buffer the distribution pass fills."""
+and the candidate buffer the statistics pass fills."""
 
 from __future__ import annotations
 

@@ -55,15 +55,16 @@ def counts_of(monitor):
 @PATHS
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("threshold", [0.0, 0.3, -0.05])
-def test_dense_counts_equal_offline_binning(dtype, threshold, native):
+def test_dense_counts_equal_offline_binning(dtype, threshold, native, monkeypatch):
     m = FeatureMonitor(D, threshold=threshold, native=native, compile=False)
+    counted_natively = native and m._recording.backend.available()["dense"]
+    if counted_natively:  # the statistics pass counts: the torch path must not run
+        monkeypatch.setattr(Distributions, "_update_dense", None)
     rows = []
     for acts, mask in batches(1, dtype):
         m.on_activation(acts, mask=mask)
         rows.append((acts.float().reshape(-1, D).numpy(), mask.reshape(-1).numpy() != 0))
     assert np.array_equal(counts_of(m), reference(rows, threshold))
-    ran = m._recording.backend.distributions(acts) is not None
-    assert ran == (native and m._recording.backend.available()["distributions"])
 
 
 @PATHS
@@ -197,24 +198,32 @@ def test_snapshot_histograms_cover_features_selected_after_the_fact():
     assert 3.0 <= q[0.5] <= 4.0
 
 
+@pytest.mark.parametrize("avx512", ["1", "0"], ids=["AVX-512 cells", "portable cells"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("wide", [False, True], ids=["int32", "int64"])
-def test_native_kernel_over_tiles_threads_and_block_tails(wide):
-    """Several column tiles and parts (threads), a tail block, NaN / Inf in every block
-    position, padding rows, int32 and int64 counts: the C kernel (whose inactive count is the
-    valid rows less the values it visited) against the offline binning."""
-    n, d = 70, 2 * 2048 + 37  # above the kernel's threading size; d not a multiple of 32
+def test_the_statistics_pass_counts_over_tiles_threads_and_tails(wide, dtype, avx512,
+                                                                  monkeypatch):
+    """Several column tiles and threads, 16- and 32-value tails, NaN / Inf in every lane,
+    padding rows, int32 and int64 counts, each dtype, AVX-512 and portable cells: what the
+    statistics kernel counts along (`StatisticsRider`) against the offline binning."""
+    monkeypatch.setenv("FEATMON_AVX512", avx512)
+    n, d = 70, 2 * 4096 + 37  # above the kernel's threading size; d not a multiple of 16
     gen = torch.Generator().manual_seed(5)
     acts = torch.relu(torch.randn(n, d, generator=gen) * 3 - 1.5)
     for r, bad in enumerate([float("nan"), float("inf"), -float("inf")]):
-        acts[r, r::29] = bad  # every block position, the tail block too
+        acts[r, r::29] = bad  # every lane position, the tails too
+    acts = acts.to(dtype)
     valid = torch.rand(n, generator=gen) > 0.2
-    backend = Backend(native=True, compile=False)
-    if backend.distributions(acts) is None:
+    kernel = Backend(native=True, compile=False).dense_moments(acts)
+    if kernel is None:
         pytest.skip("no C compiler here")
-    part = Distributions(d, torch.device("cpu"), backend=backend)
+    part = Distributions(d, torch.device("cpu"))
     if wide:
         part.bound, part.counts = INT32_MAX, part.counts.to(torch.int64)
-    part.update(DenseFeatures(acts), valid, 0.0)
+    rider = part.rider(n)
+    kernel(acts, valid, torch.zeros(d, dtype=torch.float64), 0.0, rider)
+    assert rider.counted
+    part.update(DenseFeatures(acts), valid, 0.0, rider)
     assert part.counts.dtype == (torch.int64 if wide else torch.int32)
-    expected = reference([(acts.numpy(), valid.numpy())], 0.0)
+    expected = reference([(acts.float().numpy(), valid.numpy())], 0.0)
     assert np.array_equal(part.counts.to(torch.int64).numpy(), expected)

@@ -9,6 +9,7 @@ from reference import reference_stats
 
 from featmon_widget import SparseAutoencoder
 from featmon_widget.monitor.config import MonitorConfig
+from featmon_widget.monitor.record.distributions import INACTIVE, log_bins
 from featmon_widget.monitor.record.ingest import (
     Ingest,
     check_dense,
@@ -220,10 +221,34 @@ def test_a_health_sample_whose_decode_raises_changes_nothing():
     feed.encoded(FailingDecodeSAE(), _x(1, 4), "a", None, None)  # forward 1: not sampled
     state = {"tokens": int(rec.tokens), "count": rec.stats.count.clone(),
              "sum": rec.stats.metric("mean").clone(), "forwards": rec.forward_passes,
-             "history": rec.history.count(), "health": rec.health.forwards}
+             "history": rec.history.count(), "health": rec.health.forwards,
+             "distributions": rec.distributions.counts.clone()}
     with pytest.raises(RuntimeError, match="decode failed"):
         feed.encoded(FailingDecodeSAE(), _x(1, 4), "a", None, None)  # forward 2: sampled
     assert int(rec.tokens) == state["tokens"] == 8 and rec.forward_passes == state["forwards"]
+    assert torch.equal(rec.distributions.counts, state["distributions"])
     assert torch.equal(rec.stats.count, state["count"])
     assert torch.equal(rec.stats.metric("mean"), state["sum"])
     assert rec.history.count() == state["history"] and rec.health.forwards == state["health"]
+
+
+@pytest.mark.parametrize("native", [True, False], ids=["C kernel", "torch"])
+def test_encoded_forwards_count_their_distributions_sampled_by_health_or_not(native):
+    """Health-sampled forwards (every 2nd here) count into staged counts, added once the
+    forward is recorded: every forward's values are counted once, as an offline binning."""
+    kernels = StatisticsKernels(compile=False, native=native)
+    rec = Recording(D, MonitorConfig().replace(D, top_k=3, health_every=2), None,
+                    kernels)
+    feed, sae = Ingest(rec, FusedEncoder(kernels)), ForeignSAE()
+    seen = []
+    for i in range(3):
+        x = torch.randn(2, 3, D_IN, generator=torch.Generator().manual_seed(10 + i))
+        feed.encoded(sae, x, f"r{i}", None, None)
+        seen.append(sae.encode(x).reshape(-1, D))
+    assert rec.health.sampled == 2
+    acts = torch.cat(seen)
+    on = acts > 0.0
+    bins = torch.where(on, log_bins(acts), INACTIVE)
+    expected = torch.zeros(D, 32, dtype=torch.int64)
+    expected.scatter_add_(1, bins.t(), torch.ones_like(bins.t()))
+    assert torch.equal(rec.distributions.counts.to(torch.int64), expected)

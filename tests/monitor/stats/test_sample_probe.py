@@ -1,6 +1,7 @@
-"""One read for the distributions and the sample (`stats/sample_probe.py`): a dense CPU forward
-big enough to fuse gives exactly the sample and the distributions of the separate passes (and of
-the torch path), whether the probe's buffer held every candidate or overflowed."""
+"""One read for the statistics, the distributions and the sample (`stats/sample_probe.py`,
+`stats/rider.py`): a dense CPU forward big enough to fuse gives exactly the sample and the
+distributions of the separate passes (and of the torch path), whether the probe's buffer held
+every candidate or overflowed."""
 
 from collections import Counter
 
@@ -48,9 +49,9 @@ def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
 
 @pytest.fixture
 def calls(monkeypatch) -> Counter:
-    """Calls of the sample's and the distributions' C functions, by name."""
+    """Calls of the sample's and the statistics' C functions, by name."""
     counted: Counter = Counter()
-    for name in ("examples", "distributions"):
+    for name in ("examples", "dense"):
         wrapper = load_kernel(KERNELS[name])
         assert wrapper is not None
         real = wrapper.c
@@ -72,8 +73,8 @@ def test_fused_equals_separate_passes_and_torch(dtype, calls, monkeypatch):
     probes = []
     real_probe = samples_module.SampleTable.probe
 
-    def probe(table, features):
-        made = real_probe(table, features)
+    def probe(table, n):
+        made = real_probe(table, n)
         if table is monitors["fused"]._recording.samples:
             probes.append(made)
         return made
@@ -95,8 +96,8 @@ def test_fused_equals_separate_passes_and_torch(dtype, calls, monkeypatch):
     assert [p is not None and p.filled for p in probes] == [True] * 6
     assert (probes[0].found == -1).any()
     assert all((p.found >= 0).all() for p in probes[1:])
-    assert calls["featmon_distributions_sampled"] == calls["featmon_sample_fused"] == 6
-    assert calls["featmon_sample_dense"] == calls["featmon_distributions"] == 6  # separate
+    assert calls["featmon_sample_fused"] == 6 and calls["featmon_sample_dense"] == 6  # separate
+    assert calls["featmon_dense_moments"] == 12  # one pass a forward, fused or separate
 
 
 def test_small_forwards_and_distributions_off_take_the_separate_passes(calls):

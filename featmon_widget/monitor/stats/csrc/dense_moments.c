@@ -11,7 +11,9 @@
  *
  * For the top-activating examples the same pass can also keep, per sequence (`tokens` rows
  * each) and feature, the largest finite value above the threshold and the earliest token
- * holding it (examples.c's featmon_row_max, without a second read of acts).
+ * holding it (examples.c's featmon_row_max, without a second read of acts); and it counts
+ * every feature's value distribution, and probes the sample of activating tokens, on the rows
+ * it has just read (below).
  *
  * Built with -O3 -fno-trapping-math (so gcc if-converts the float compares) the sweep is
  * vectorized; selects, not 0/1 multiplies, keep NaN out of the sums. */
@@ -24,7 +26,7 @@
 
 #include "featmon_protocol.h" /* DTYPE_*, ACT_*, VECTOR_CLONES, this file's prototype */
 
-enum { TILE = 1024, ROWS = 4, MAX_THREADS = 16 };
+enum { TILE = 4096, ROWS = 4, MAX_THREADS = 16 };
 #ifndef COUNT_ROWS /* a test builds it with a small one */
 #define COUNT_ROWS ((int64_t)1 << 30)
 #endif
@@ -145,6 +147,185 @@ SWEEP(sweep_f16_max, uint16_t, featmon_f16_to_f32, STORE_NONE, 1, ACT_NONE)
 SWEEP(sweep_f32_jump, float, LOAD_F32, STORE_F32, 0, ACT_JUMP)
 SWEEP(sweep_f32_jump_max, float, LOAD_F32, STORE_F32, 1, ACT_JUMP)
 
+/* ---- the value distributions, counted in the same pass (see monitor/record/distributions.py)
+ *
+ * Each finite value x > t of column c adds one to dist[c * DIST_BINS + b], b its log bin
+ * (clamp((bits(x) >> 22) - DIST_BIN_BIAS, 0, DIST_LOG_BINS - 1) on the float32 bits: the same
+ * as numpy's searchsorted over the edges); the inactive count (finite, at most t) is the
+ * tile's finite count less its active count, added once per call. A count indexed by the value
+ * is a scatter, which would leave the sweep scalar: so after each sweep the same rows, still in
+ * cache, are read again in two phases with few data-dependent branches. First the counted
+ * values' cells (column * DIST_BINS + bin, in the tile) are compacted into a buffer: with
+ * AVX-512, sixteen values take a compare into a mask, the bins in vector lanes and one
+ * compress; elsewhere a vectorized compare builds a 32-value block's bit mask and its set bits
+ * are written eight at a time. Then one loop adds one to each cell. With the sample's probe,
+ * each counted value whose token key's high half is at most its feature's e-th kept key's also
+ * becomes a candidate (feature, row) of the thread's part (featmon_sample_fused folds them). */
+enum { BLOCK = 32, CELL_SLACK = BLOCK + 8 }; /* a row's cells: up to m + CELL_SLACK written */
+
+typedef struct {
+    void *counts; /* [f, DIST_BINS] int32, or int64 when wide; NULL: no distributions */
+    int wide;
+    const int64_t *token_key, *key; /* [n], [f, e]; token_key NULL: no probe */
+    int64_t e;
+    int32_t *cand;                  /* [slots * per_part, 2] */
+    int64_t per_part, *found, slots;
+} Dist;
+
+/* A thread's probe: its tile's salts and limits, its candidate part, count of capacity. */
+typedef struct {
+    uint32_t *salt, *limit;
+    int32_t *cand;
+    int64_t capacity, count;
+} Probe;
+
+static inline int32_t log_bin(float v) {
+    int32_t bits;
+    memcpy(&bits, &v, sizeof bits);
+    const int32_t b = (bits >> 22) - DIST_BIN_BIAS; /* negative values: below 0 */
+    return b < 0 ? 0 : b > DIST_LOG_BINS - 1 ? DIST_LOG_BINS - 1 : b;
+}
+
+/* Counted: finite and above t (NaN and both infinities are not). */
+#define COUNTED(v, t) (((v) > (t)) & ((v) < INFINITY))
+
+/* The cells of one row's m columns into `cells` (see above); their number. */
+#define CELLS(NAME, T, LOAD)                                                                 \
+    VECTOR_CLONES static int64_t NAME(const T *restrict x, int64_t m, float t,               \
+                                      int32_t *restrict cells) {                             \
+        int64_t found = 0;                                                                   \
+        for (int64_t i = 0; i < m; i += BLOCK) {                                             \
+            uint32_t mask = 0;                                                               \
+            if (m - i >= BLOCK) {                                                            \
+                for (int k = 0; k < BLOCK; k++) {                                            \
+                    const float v = LOAD(x[i + k]);                                          \
+                    mask |= (uint32_t)COUNTED(v, t) << k;                                    \
+                }                                                                            \
+            } else {                                                                         \
+                for (int k = 0; k < m - i; k++) {                                            \
+                    const float v = LOAD(x[i + k]);                                          \
+                    mask |= (uint32_t)COUNTED(v, t) << k;                                    \
+                }                                                                            \
+            }                                                                                \
+            int32_t *out = cells + found;                                                    \
+            found += __builtin_popcount(mask);                                               \
+            do { /* a bit past the block keeps ctz defined once the mask is empty */         \
+                for (int q = 0; q < 8; q++) {                                                \
+                    const int64_t k = i + __builtin_ctzll((uint64_t)mask | (1ull << 32));    \
+                    out[q] = (int32_t)(k * DIST_BINS + (k < m ? log_bin(LOAD(x[k])) : 0));   \
+                    mask &= mask - 1;                                                        \
+                }                                                                            \
+                out += 8;                                                                    \
+            } while (mask);                                                                  \
+        }                                                                                    \
+        return found;                                                                        \
+    }
+CELLS(cells_f32, float, LOAD_F32)
+CELLS(cells_bf16, uint16_t, featmon_bf16_to_f32)
+CELLS(cells_f16, uint16_t, featmon_f16_to_f32)
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#include <immintrin.h>
+#define AVX512_CELLS 1
+#define AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,popcnt")))
+
+/* Sixteen values of row x from column i as float32 (`take`: the lanes to load). */
+AVX512 static inline __m512 load16(const void *x, int dtype, int64_t i, __mmask16 take) {
+    if (dtype == DTYPE_F32) return _mm512_maskz_loadu_ps(take, (const float *)x + i);
+    const __m256i h = _mm256_maskz_loadu_epi16(take, (const uint16_t *)x + i);
+    if (dtype == DTYPE_F16) return _mm512_cvtph_ps(h);
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+
+/* Sixteen values' cells at `base` (their columns * DIST_BINS), compacted to cells + found;
+ * the new count. */
+AVX512 static inline int64_t compress16(__m512 v, __mmask16 on, __m512i base,
+                                        int32_t *restrict cells, int64_t found) {
+    const __m512i bias = _mm512_set1_epi32(DIST_BIN_BIAS);
+    const __m512i top = _mm512_set1_epi32(DIST_LOG_BINS - 1);
+    __m512i bin = _mm512_sub_epi32(_mm512_srai_epi32(_mm512_castps_si512(v), 22), bias);
+    bin = _mm512_min_epi32(_mm512_max_epi32(bin, _mm512_setzero_si512()), top);
+    _mm512_storeu_si512(cells + found, _mm512_maskz_compress_epi32(on, _mm512_add_epi32(base, bin)));
+    return found + _mm_popcnt_u32(on);
+}
+
+/* Counted lanes of v (of the lanes `take`). */
+AVX512 static inline __mmask16 counted16(__m512 v, float t, __mmask16 take) {
+    const __mmask16 above = _mm512_mask_cmp_ps_mask(take, v, _mm512_set1_ps(t), _CMP_GT_OQ);
+    return _mm512_mask_cmp_ps_mask(above, v, _mm512_set1_ps(INFINITY), _CMP_LT_OQ);
+}
+
+/* Thirty-two values a step, compressed whether or not any is counted: a branch on that
+ * mispredicts at a few percent density, and after a sweep it waits on a load from L2. */
+AVX512 static int64_t cells_avx512(const void *x, int dtype, int64_t m, float t,
+                                   int32_t *restrict cells) {
+    const __m512i step = _mm512_set1_epi32(16 * DIST_BINS);
+    __m512i base = _mm512_slli_epi32(
+        _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), 5);
+    int64_t found = 0, i = 0;
+    for (; i + 32 <= m; i += 32) {
+        const __m512 v = load16(x, dtype, i, 0xFFFF), w = load16(x, dtype, i + 16, 0xFFFF);
+        const __mmask16 on = counted16(v, t, 0xFFFF), on_w = counted16(w, t, 0xFFFF);
+        found = compress16(v, on, base, cells, found);
+        found = compress16(w, on_w, _mm512_add_epi32(base, step), cells, found);
+        base = _mm512_add_epi32(base, _mm512_add_epi32(step, step));
+    }
+    for (; i < m; i += 16) {
+        const __mmask16 take = m - i >= 16 ? 0xFFFF : (__mmask16)((1u << (m - i)) - 1);
+        const __m512 v = load16(x, dtype, i, take);
+        found = compress16(v, counted16(v, t, take), base, cells, found);
+        base = _mm512_add_epi32(base, step);
+    }
+    return found;
+}
+
+/* Whether this CPU has what cells_avx512 uses; FEATMON_AVX512=0 turns it off (the tests
+ * check the portable cells against it). */
+static int have_avx512(void) {
+    const char *off = getenv("FEATMON_AVX512");
+    if (off && off[0] == '0') return 0;
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw")
+           && __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
+}
+#endif
+
+/* One row's cells (`cells`: m + CELL_SLACK ints of scratch), whichever way this CPU has. */
+static int64_t row_cells(const void *x, int dtype, int64_t m, float t, int32_t *cells,
+                         int avx512) {
+#ifdef AVX512_CELLS
+    if (avx512) return cells_avx512(x, dtype, m, t, cells);
+#endif
+    (void)avx512;
+    if (dtype == DTYPE_F32) return cells_f32(x, m, t, cells);
+    if (dtype == DTYPE_BF16) return cells_bf16(x, m, t, cells);
+    return cells_f16(x, m, t, cells);
+}
+
+/* One to each of `found` cells (the tile's counts); probing, a candidate for each of those
+ * whose key passes (see above). */
+static void count_cells(const int32_t *restrict cells, int64_t found, void *counts, int wide,
+                        Probe *probe, uint32_t hi, int32_t column, int32_t row) {
+    if (probe) {
+        for (int64_t j = 0; j < found; j++) {
+            const int64_t k = cells[j] / DIST_BINS;
+            if (probe->count < 0
+                || featmon_sample_high(hi, probe->salt[k]) > probe->limit[k]) continue;
+            if (probe->count == probe->capacity) {
+                probe->count = -1;
+                continue;
+            }
+            probe->cand[2 * probe->count] = column + (int32_t)k;
+            probe->cand[2 * probe->count + 1] = row;
+            probe->count++;
+        }
+    }
+    if (wide)
+        for (int64_t j = 0; j < found; j++) ((int64_t *)counts)[cells[j]] += 1;
+    else
+        for (int64_t j = 0; j < found; j++) ((int32_t *)counts)[cells[j]] += 1;
+}
+
 typedef void (*SweepFn)(void *, void *, void *, void *, int32_t, int32_t, int32_t, int32_t, int,
                         int64_t, const double *, float, const float *, int32_t *, int32_t *,
                         double *, double *, double *, float *, float *, float *, int32_t *);
@@ -174,7 +355,10 @@ typedef struct {
     double *active_sum, *s1, *s2, *min, *max;
     float *best; /* [batch, f], or NULL: no row maxima */
     int32_t *arg;
-    int failed;
+    const Dist *dist; /* the distributions (and the sample's probe) to count too, or NULL */
+    int part;         /* this work's candidate part */
+    int avx512;       /* whether the cells may use AVX-512 */
+    char *scratch;    /* SCRATCH bytes */
 } Work;
 
 /* The tile's row maxima of sequences [from, to) into the outputs (none seen: -inf / -1), and
@@ -200,19 +384,28 @@ static void flush_counts(const Work *w, Acc *acc, int64_t start, int64_t n) {
     }
 }
 
+/* A thread's scratch: its tile's sums (3 double and 6 float / int32 arrays), the cells of a
+ * row and the probe's salts and limits. */
+enum { SCRATCH = TILE * (3 * 8 + 6 * 4) + (TILE + CELL_SLACK) * 4 + 2 * TILE * 4 };
+
 static void *run_tiles(void *p) {
     Work *w = p;
-    /* One allocation for a tile's sums, reused across this thread's tiles. */
-    double *sums = malloc((size_t)TILE * (3 * sizeof(double) + 6 * sizeof(float)));
-    if (!sums) {
-        w->failed = 1;
-        return NULL;
-    }
+    double *sums = (double *)w->scratch; /* reused across this thread's tiles */
     float *f32 = (float *)(sums + 3 * TILE);
     Acc acc = {(int32_t *)(f32 + 4 * TILE), (int32_t *)(f32 + 5 * TILE), sums, sums + TILE,
                sums + 2 * TILE, f32, f32 + TILE, f32 + 2 * TILE, (int32_t *)(f32 + 3 * TILE)};
+    int32_t *cells = (int32_t *)(f32 + 6 * TILE);
     const int track = w->best != NULL;
     const SweepFn sweep = sweep_for(w->act, track, w->dtype);
+    const Dist *dist = w->dist;
+    const int probing = dist && dist->token_key;
+    Probe probe = {0};
+    if (probing) {
+        probe.salt = (uint32_t *)(cells + TILE + CELL_SLACK);
+        probe.limit = probe.salt + TILE;
+        probe.cand = dist->cand + 2 * w->part * dist->per_part;
+        probe.capacity = dist->per_part;
+    }
     const size_t width = w->dtype == DTYPE_F32 ? 4 : 2;
     char *base = w->acts;
     for (int64_t tile = w->begin; tile < w->end; tile++) {
@@ -225,6 +418,20 @@ static void *run_tiles(void *p) {
             acc.best[i] = -INFINITY, acc.arg[i] = -1;
         }
         const double *shift = w->shift + start;
+        void *tile_counts = NULL;
+        if (dist) {
+            tile_counts = dist->wide ? (void *)((int64_t *)dist->counts + start * DIST_BINS)
+                                     : (void *)((int32_t *)dist->counts + start * DIST_BINS);
+            /* The tile's counts, cold since the last forward, into cache in one sequential
+             * sweep: with few rows a tile (wide SAEs) each counted value would otherwise wait
+             * on a memory miss at its random column. */
+            const int64_t bytes = n * DIST_BINS * (dist->wide ? 8 : 4);
+            for (int64_t b = 0; b < bytes; b += 64) __builtin_prefetch((char *)tile_counts + b, 1);
+            for (int64_t i = 0; probing && i < n; i++) {
+                probe.salt[i] = featmon_sample_salt(start + i);
+                probe.limit[i] = (uint32_t)((uint64_t)dist->key[(start + i) * dist->e + dist->e - 1] >> 32);
+            }
+        }
         int64_t done = 0; /* sequences whose maxima are written */
         /* Four rows per sweep (of one sequence when tracking), the rest one at a time. */
         for (int64_t j = 0; j < w->n_valid;) {
@@ -247,6 +454,13 @@ static void *run_tiles(void *p) {
             sweep(r[0], r[1], r[2], r[3], t[0], t[1], t[2], t[3], rows, n, shift, w->tf,
                   w->jump ? w->jump + start : NULL, acc.count, acc.active, acc.active_sum, acc.s1, acc.s2, acc.min, acc.max,
                   acc.best, acc.arg);
+            for (int q = 0; dist && q < rows; q++) { /* the same rows, still in cache */
+                const int64_t row = w->rows[j - rows + q];
+                const int64_t found = row_cells(r[q], w->dtype, n, w->tf, cells, w->avx512);
+                count_cells(cells, found, tile_counts, dist->wide, probing ? &probe : NULL,
+                            probing ? (uint32_t)((uint64_t)dist->token_key[row] >> 32) : 0,
+                            (int32_t)start, (int32_t)row);
+            }
         }
         if (track) flush_maxima(w, &acc, start, n, done, w->batch);
         flush_counts(w, &acc, start, n);
@@ -258,8 +472,16 @@ static void *run_tiles(void *p) {
             w->min[start + i] = acc.min[i];
             w->max[start + i] = acc.max[i];
         }
+        for (int64_t i = 0; dist && i < n; i++) { /* finite and not active: inactive */
+            const int64_t at = i * DIST_BINS + DIST_BINS - 1;
+            const int64_t inactive = w->count[start + i] - w->active_count[start + i];
+            if (dist->wide)
+                ((int64_t *)tile_counts)[at] += inactive;
+            else
+                ((int32_t *)tile_counts)[at] += (int32_t)inactive;
+        }
     }
-    free(sums);
+    if (probing) dist->found[w->part] = probe.count;
     return NULL;
 }
 
@@ -289,40 +511,62 @@ static void activate_invalid_rows(float *acts, const uint8_t *valid, int64_t n, 
  * ([n / tokens, f] float32 / int32; NULL for none) the row maxima of each sequence of `tokens`
  * rows too (-inf / -1 where no valid value is above the threshold). With act = ACT_JUMP
  * (jump [f]; float32 only) acts holds pre-activations and is overwritten with the activated
- * features, whose statistics these are. Returns 0; -1 if a buffer could not be
- * allocated (the outputs are then incomplete); -2 for an activation on 16-bit input. */
+ * features, whose statistics these are.
+ *
+ * With dist_counts ([f, DIST_BINS] int32, or int64 when dist_wide; NULL: none) every
+ * feature's value distribution is counted in too (see "the value distributions" above), and
+ * with token_key ([n]; NULL: none) the sample's probe: for each valid row r and counted value of
+ * feature c whose key's high half featmon_sample_high(token_key[r] >> 32,
+ * featmon_sample_salt(c)) is at most that of key[c * e + e - 1] (the feature's e-th kept key),
+ * (c, r) goes to part p's buffer cand[2 * p * per_part ..], at most per_part pairs, each
+ * feature's in row order; found[p] (p < slots) gets the part's count, -1 where it overflowed,
+ * 0 for the parts not used (examples.c's featmon_sample_fused folds them).
+ *
+ * Returns 0; -1 if the scratch could not be allocated (nothing is then written); -2 for an
+ * activation on 16-bit input. */
 int featmon_dense_moments(void *acts, int dtype, const uint8_t *valid, int64_t n, int64_t f,
                           const double *shift, double threshold, int64_t *rows_buf,
                           int64_t *count, int64_t *nan_count, int64_t *active_count,
                           double *active_sum, double *s1, double *s2, double *min, double *max,
                           int64_t tokens, float *best, int32_t *arg, int act, const float *jump,
-                          int threads) {
+                          int threads, void *dist_counts, int dist_wide,
+                          const int64_t *token_key, const int64_t *key, int64_t e,
+                          int32_t *cand, int64_t per_part, int64_t *found, int64_t slots) {
     if (act != ACT_NONE && (act != ACT_JUMP || dtype != DTYPE_F32 || !jump)) return -2;
-    int64_t n_valid = 0;
-    for (int64_t row = 0; row < n; row++)
-        if (!valid || valid[row]) rows_buf[n_valid++] = row;
-    if (act != ACT_NONE && valid) activate_invalid_rows(acts, valid, n, f, act, jump);
     if (tokens < 1) tokens = n > 0 ? n : 1;
     const int64_t tiles = (f + TILE - 1) / TILE;
     if (threads > MAX_THREADS) threads = MAX_THREADS;
     if (threads > tiles) threads = (int)tiles;
+    if (token_key && threads > slots) threads = (int)slots; /* a candidate part each */
     if (threads < 1) threads = 1;
+    /* Every buffer before anything is written: a failure leaves every input as it was. */
+    char *scratch = malloc((size_t)threads * SCRATCH);
+    if (!scratch) return -1;
+    int64_t n_valid = 0;
+    for (int64_t row = 0; row < n; row++)
+        if (!valid || valid[row]) rows_buf[n_valid++] = row;
+    if (act != ACT_NONE && valid) activate_invalid_rows(acts, valid, n, f, act, jump);
+#ifdef AVX512_CELLS
+    const int avx512 = dist_counts && have_avx512();
+#else
+    const int avx512 = 0;
+#endif
+    const Dist dist = {dist_counts, dist_wide, token_key, key, e, cand, per_part, found, slots};
+    if (dist_counts && token_key)
+        for (int64_t p = threads; p < slots; p++) found[p] = 0; /* the parts not used */
     Work work[MAX_THREADS];
     for (int k = 0; k < threads; k++)
         work[k] = (Work){acts, dtype, act, jump, rows_buf, n_valid, f, tokens, n / tokens,
                          tiles * k / threads, tiles * (k + 1) / threads, shift,
                          float_threshold(threshold), count, nan_count, active_count,
-                         active_sum, s1, s2, min, max, best, arg, 0};
-    int failed = 0;
+                         active_sum, s1, s2, min, max, best, arg,
+                         dist_counts ? &dist : NULL, k, avx512, scratch + (size_t)k * SCRATCH};
 #ifdef _OPENMP
     /* Built with -fopenmp and loaded next to torch, this is torch's own OpenMP runtime (same
      * soname): its workers, still spinning after the forward's last parallel op, take the
      * tiles at once. Fresh pthreads waited behind them for a scheduler slice. */
-#pragma omp parallel for num_threads(threads) schedule(static, 1) reduction(| : failed)
-    for (int k = 0; k < threads; k++) {
-        run_tiles(&work[k]);
-        failed |= work[k].failed;
-    }
+#pragma omp parallel for num_threads(threads) schedule(static, 1)
+    for (int k = 0; k < threads; k++) run_tiles(&work[k]);
 #else
     pthread_t ids[MAX_THREADS];
     int started[MAX_THREADS] = {0};
@@ -330,14 +574,13 @@ int featmon_dense_moments(void *acts, int dtype, const uint8_t *valid, int64_t n
     for (int k = 1; k < threads; k++)
         started[k] = pthread_create(&ids[k], NULL, run_tiles, &work[k]) == 0;
     run_tiles(&work[0]);
-    failed = work[0].failed;
     for (int k = 1; k < threads; k++) {
         if (started[k])
             pthread_join(ids[k], NULL);
         else
             run_tiles(&work[k]);
-        failed |= work[k].failed;
     }
 #endif
-    return failed ? -1 : 0;
+    free(scratch);
+    return 0;
 }

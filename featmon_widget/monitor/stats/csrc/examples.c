@@ -379,7 +379,7 @@ void featmon_sample_dense(const void *acts, int kind, const uint8_t *valid,
     run_parts(sample_tiles, work, sizeof work[0], threads);
 }
 
-/* The same fold from the candidates the distribution pass found (featmon_distributions with
+/* The same fold from the candidates the statistics pass found (featmon_dense_moments with
  * a sample probe, which reads the forward once for both): part p's found[p] candidates are
  * cand[2 * (p * per_part + j)] (feature, row), j = 0.., each feature's in row order; each is an
  * active finite value of a valid row whose key's high half was at most the feature's e-th

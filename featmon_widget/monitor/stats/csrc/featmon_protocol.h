@@ -107,7 +107,9 @@ int featmon_dense_moments(void *acts, int dtype, const uint8_t *valid, int64_t n
                           const double *shift, double threshold, int64_t *rows_buf, int64_t *count,
                           int64_t *nan_count, int64_t *active_count, double *active_sum, double *s1,
                           double *s2, double *min, double *max, int64_t tokens, float *best,
-                          int32_t *arg, int act, const float *jump, int threads);
+                          int32_t *arg, int act, const float *jump, int threads, void *dist_counts,
+                          int dist_wide, const int64_t *token_key, const int64_t *key, int64_t e,
+                          int32_t *cand, int64_t per_part, int64_t *found, int64_t slots);
 
 /* row_topk.c */
 void featmon_row_topk(const void *acts, int is_bf16, int64_t rows, int64_t f, const int64_t *pick,
@@ -178,13 +180,5 @@ int featmon_top_k_metric(int metric, const int64_t *count, const int64_t *active
 void featmon_cofire(const void *acts, int is_bf16, const uint8_t *valid, int64_t n, int64_t f,
                     const int64_t *sel, int64_t s, float threshold, void *both, int wide,
                     int32_t *own, int threads);
-
-/* distributions.c */
-int featmon_distributions(const void *acts, int dtype, const uint8_t *valid, int64_t n, int64_t f,
-                          float threshold, void *counts, int wide, int threads);
-int featmon_distributions_sampled(const void *acts, int dtype, const uint8_t *valid, int64_t n,
-                                  int64_t f, float threshold, void *counts, int wide, int threads,
-                                  const int64_t *token_key, const int64_t *key, int64_t e,
-                                  int32_t *cand, int64_t per_part, int64_t *found, int64_t slots);
 
 #endif
