@@ -3,7 +3,8 @@ per token), dead and ultra-rare features, and reconstruction quality, kept on th
 
 Definitions (the README repeats them):
 
-- L0 of a token: its features above the threshold. The mean is exact over every recorded token
+- L0 of a token: its finite features above the threshold (as the statistics count a feature
+  active: the histogram and the mean agree on NaN and Inf). The mean is exact over every recorded token
   since the threshold was set (the sum of the features' active counts over those tokens); the
   histogram counts the tokens of sampled forwards.
 - Dead: features never above the threshold since it was set (and the last reset).
@@ -23,6 +24,7 @@ path.
 
 from __future__ import annotations
 
+import math
 import sys
 from typing import Any, NamedTuple
 
@@ -144,14 +146,18 @@ class HealthTracker(StatePart):
         return sampled
 
     def observe_l0(self, features: DenseFeatures | SparseFeatures, valid: Tensor,
-                   threshold: float) -> None:
-        """Count each real token's active features into the histogram."""
-        if isinstance(features, DenseFeatures):
+                   threshold: float, counted: Tensor | None = None) -> None:
+        """Count each real token's active features (finite, above the threshold: what the
+        statistics count as active) into the histogram; `counted`: those numbers per row,
+        when the statistics pass gave them (`StatisticsRider.l0`)."""
+        if counted is not None:
+            l0 = counted.to(torch.int64)
+        elif isinstance(features, DenseFeatures):
             l0 = _active_per_row(features.acts, threshold)
         else:
             values = features.values.to(torch.float32)
             stored = (features.indices >= 0) & (features.indices < features.d_sae)
-            l0 = ((values > threshold) & stored).sum(1)
+            l0 = ((values > threshold) & (values < math.inf) & stored).sum(1)
             if threshold < 0:  # the implicit zeros are above it too
                 l0 = l0 + (features.d_sae - stored.sum(1))
         bins = torch.bucketize(l0, self._edges, right=True)
@@ -351,14 +357,20 @@ def _remote_meta_ok(remote: Any) -> bool:
                                             and 0 < remote["d_in"] <= MAX_D_IN)))
 
 
+def _active(acts: Tensor, threshold: float) -> Tensor:
+    """Finite values above `threshold` (NaN is above nothing; +inf is not finite)."""
+    return (acts > threshold) & (acts < math.inf)
+
+
 def _active_per_row(acts: Tensor, threshold: float) -> Tensor:
-    """Values above `threshold` in each row of `acts` [N, d_sae], int64 [N]. On the CPU in
-    blocks of `L0_ROWS` rows: a whole-tensor comparison writes a bool tensor the size of the
+    """Finite values above `threshold` in each row of `acts` [N, d_sae], int64 [N]. On the CPU
+    in blocks of `L0_ROWS` rows: a whole-tensor comparison writes a bool tensor the size of the
     input, and its sum widens that to int64, several reads' worth of memory traffic; a block's
-    stay in cache (about 5x faster)."""
+    stay in cache (about 5x faster). Dense CPU forwards usually get theirs from the statistics
+    pass instead."""
     if acts.device.type != "cpu" or acts.shape[0] <= L0_ROWS:
-        return (acts > threshold).sum(1)
-    blocks = [(acts[i:i + L0_ROWS] > threshold).sum(1, dtype=torch.int32)
+        return _active(acts, threshold).sum(1)
+    blocks = [_active(acts[i:i + L0_ROWS], threshold).sum(1, dtype=torch.int32)
               for i in range(0, acts.shape[0], L0_ROWS)]
     return torch.cat(blocks).to(torch.int64)
 

@@ -139,10 +139,14 @@ class Recording:
 
     def stats_rider(self, n: int, staged: bool = False) -> StatisticsRider | None:
         """What the dense statistics pass of the next forward (`n` rows) counts along where it
-        runs natively: the distributions and, with room, the sample's probe
-        (`Distributions.rider`; `staged` for a forward that can still fail after the pass)."""
+        runs natively: the distributions, with room the sample's probe, and on a forward the
+        health check samples each token's L0 (`Distributions.rider`; `staged` for a forward
+        that can still fail after the pass)."""
         wanted = self.fuse_samples and (self.examples.per_feature or self.samples.per_feature)
-        return self.distributions.rider(n, self.samples.probe(n) if wanted else None, staged)
+        rider = self.distributions.rider(n, self.samples.probe(n) if wanted else None, staged)
+        if rider is not None and self.health.is_due(self.config.health_every):
+            rider.l0 = torch.zeros(n, dtype=torch.int32, device=self.device)
+        return rider
 
     def record(self, features: DenseFeatures | SparseFeatures, valid: Tensor, pos: Tensor,
                batch: int, tokens: int, request_id: str, token_ids: Tensor | None = None,
@@ -182,7 +186,9 @@ class Recording:
         self.tokens += real
         self.active_tokens += real
         if self.health.due(self.config.health_every):
-            self.health.observe_l0(features, valid, self.config.threshold)
+            counted = rider is not None and rider.counted and rider.l0 is not None
+            self.health.observe_l0(features, valid, self.config.threshold,
+                                   rider.l0 if counted else None)
         self.watch_set.record(features, valid, batch, tokens, pos, request_id, token_ids)
         self.forward_passes += 1
 

@@ -137,7 +137,8 @@ class DenseMoments:
             "double *s2", "double *min", "double *max", "int64_t tokens", "float *best",
             "int32_t *arg", "int act", "const float *jump", "int threads", "void *dist_counts",
             "int dist_wide", "const int64_t *token_key", "const int64_t *key", "int64_t e",
-            "int32_t *cand", "int64_t per_part", "int64_t *found", "int64_t slots")),
+            "int32_t *cand", "int64_t per_part", "int64_t *found", "int64_t slots",
+            "int32_t *row_l0")),
     )
 
     def __init__(self, c: CFunctions) -> None:
@@ -200,12 +201,16 @@ def _rider_args(rider: StatisticsRider | None, acts: Tensor) -> tuple[int, ...]:
     """The kernel's distribution and probe arguments for `rider` (zeros: none), checked; marks
     what the pass will fill."""
     if rider is None or not rider.fits(acts):
-        return (0,) * 9
+        return (0,) * 10
     counts = (rider.counts.data_ptr(), int(rider.counts.dtype == torch.int64))
     rider.counted = True
+    l0 = rider.l0
+    if l0 is not None:
+        check_buffers(l0.dtype == torch.int32 and l0.shape == (acts.shape[0],), l0)
+    tail = 0 if l0 is None else l0.data_ptr()
     probe = rider.probe
     if probe is None or not rider.probes(acts):
-        return (*counts, 0, 0, 0, 0, 0, 0, 0)
+        return (*counts, 0, 0, 0, 0, 0, 0, 0, tail)
     slots = probe.found.shape[0]
     check_buffers(probe.token_key.dtype == probe.key.dtype == torch.int64
                   and probe.key.dim() == 2 and probe.key.shape[1] >= 1
@@ -215,7 +220,8 @@ def _rider_args(rider: StatisticsRider | None, acts: Tensor) -> tuple[int, ...]:
                   probe.token_key, probe.key, probe.cand, probe.found)
     probe.filled = True
     return (*counts, probe.token_key.data_ptr(), probe.key.data_ptr(), probe.key.shape[1],
-            probe.cand.data_ptr(), probe.cand.shape[0] // slots, probe.found.data_ptr(), slots)
+            probe.cand.data_ptr(), probe.cand.shape[0] // slots, probe.found.data_ptr(), slots,
+            tail)
 
 
 class RowTopK:

@@ -1,6 +1,7 @@
 """What the dense statistics pass on the CPU (`csrc/dense_moments.c`) counts along the way, in
-the same read of the features: every feature's value distribution (`record/distributions.py`)
-and, with a probe, the candidates of the sample of activating tokens (`sample_probe.py`).
+the same read of the features: every feature's value distribution (`record/distributions.py`),
+with a probe the candidates of the sample of activating tokens (`sample_probe.py`), and on a
+forward the health check samples, each token's L0 (`oversight/health.py`).
 Elsewhere (GPU, the torch paths) nothing rides along and `counted` stays False: the parts
 then count by their own passes."""
 
@@ -19,11 +20,13 @@ Tensor = torch.Tensor
 @dataclass
 class StatisticsRider:
     """One forward's ride-along (see module doc): `counts` [F, DIST_BINS] (int32 or int64),
-    added to in place; `probe`, filled when the pass can (float32 / bfloat16 features);
-    `counted`: whether the pass counted."""
+    added to in place; `probe`, filled when the pass can (float32 / bfloat16 features); `l0`
+    [N] int32 zeros, given each valid row's finite values above the threshold; `counted`:
+    whether the pass counted (all of them)."""
 
     counts: Tensor
     probe: SampleProbe | None = None
+    l0: Tensor | None = None
     counted: bool = False
 
     def fits(self, acts: Tensor) -> bool:

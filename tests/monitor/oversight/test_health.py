@@ -169,3 +169,30 @@ def test_a_snapshot_reads_the_firing_counts_once_for_its_histogram_and_its_healt
     assert (health["dead"], health["ultra_rare"]) == (want["dead"], want["rare"])
     assert health["dead"] == snap.never_fired + snap.never_seen
     assert health["l0_mean"] == pytest.approx(want["l0_mean"], rel=1e-3)
+
+
+def test_the_statistics_pass_counts_the_l0_of_sampled_forwards_as_the_torch_path(monkeypatch):
+    """Dense CPU forwards: each token's L0 comes from the statistics pass (several tiles and
+    threads, padding, NaN / Inf, which are not active), equal to the torch count."""
+    from featmon_widget.monitor.oversight import health as health_module
+    d = 2 * 4096 + 37
+    gen = torch.Generator().manual_seed(4)
+    data = []
+    for i in range(3):
+        x = torch.relu(torch.randn(2, 40, d, generator=gen) - 1.5)
+        x.view(-1)[i::313] = float("nan")
+        x.view(-1)[i + 5::401] = float("inf")
+        mask = (torch.rand(2, 40, generator=gen) > 0.2).long()
+        data.append((x, mask))
+    monitors = {native: FeatureMonitor(d, native=native, compile=False, health_every=1)
+                for native in (True, False)}
+    if not monitors[True]._recording.backend.available()["dense"]:
+        pytest.skip("no C compiler here")
+    for x, mask in data:
+        monitors[False].on_activation(x, mask=mask)
+    torch_path = monitors[False]._recording.health.l0_counts.clone()
+    monkeypatch.setattr(health_module, "_active_per_row", None)  # must not run now
+    for x, mask in data:
+        monitors[True].on_activation(x, mask=mask)
+    assert torch.equal(monitors[True]._recording.health.l0_counts, torch_path)
+    assert int(torch_path.sum()) == sum(int(m.sum()) for _, m in data)

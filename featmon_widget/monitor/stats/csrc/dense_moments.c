@@ -170,6 +170,7 @@ typedef struct {
     int64_t e;
     int32_t *cand;                  /* [slots * per_part, 2] */
     int64_t per_part, *found, slots;
+    int32_t *row_l0;                /* [threads, n] each thread's counted values a row, or NULL */
 } Dist;
 
 /* A thread's probe: its tile's salts and limits, its candidate part, count of capacity. */
@@ -457,6 +458,7 @@ static void *run_tiles(void *p) {
             for (int q = 0; dist && q < rows; q++) { /* the same rows, still in cache */
                 const int64_t row = w->rows[j - rows + q];
                 const int64_t found = row_cells(r[q], w->dtype, n, w->tf, cells, w->avx512);
+                if (dist->row_l0) dist->row_l0[w->part * w->batch * w->tokens + row] += (int32_t)found;
                 count_cells(cells, found, tile_counts, dist->wide, probing ? &probe : NULL,
                             probing ? (uint32_t)((uint64_t)dist->token_key[row] >> 32) : 0,
                             (int32_t)start, (int32_t)row);
@@ -520,7 +522,9 @@ static void activate_invalid_rows(float *acts, const uint8_t *valid, int64_t n, 
  * featmon_sample_salt(c)) is at most that of key[c * e + e - 1] (the feature's e-th kept key),
  * (c, r) goes to part p's buffer cand[2 * p * per_part ..], at most per_part pairs, each
  * feature's in row order; found[p] (p < slots) gets the part's count, -1 where it overflowed,
- * 0 for the parts not used (examples.c's featmon_sample_fused folds them).
+ * 0 for the parts not used (examples.c's featmon_sample_fused folds them). With row_l0 ([n]
+ * int32, added to; only with dist_counts) each valid row's counted values (its L0, finite
+ * values above the threshold), for the health check.
  *
  * Returns 0; -1 if the scratch could not be allocated (nothing is then written); -2 for an
  * activation on 16-bit input. */
@@ -531,7 +535,8 @@ int featmon_dense_moments(void *acts, int dtype, const uint8_t *valid, int64_t n
                           int64_t tokens, float *best, int32_t *arg, int act, const float *jump,
                           int threads, void *dist_counts, int dist_wide,
                           const int64_t *token_key, const int64_t *key, int64_t e,
-                          int32_t *cand, int64_t per_part, int64_t *found, int64_t slots) {
+                          int32_t *cand, int64_t per_part, int64_t *found, int64_t slots,
+                          int32_t *row_l0) {
     if (act != ACT_NONE && (act != ACT_JUMP || dtype != DTYPE_F32 || !jump)) return -2;
     if (tokens < 1) tokens = n > 0 ? n : 1;
     const int64_t tiles = (f + TILE - 1) / TILE;
@@ -541,7 +546,12 @@ int featmon_dense_moments(void *acts, int dtype, const uint8_t *valid, int64_t n
     if (threads < 1) threads = 1;
     /* Every buffer before anything is written: a failure leaves every input as it was. */
     char *scratch = malloc((size_t)threads * SCRATCH);
-    if (!scratch) return -1;
+    int32_t *l0_parts = row_l0 && dist_counts ? calloc((size_t)threads * n, sizeof *l0_parts) : NULL;
+    if (!scratch || (row_l0 && dist_counts && !l0_parts)) {
+        free(scratch);
+        free(l0_parts);
+        return -1;
+    }
     int64_t n_valid = 0;
     for (int64_t row = 0; row < n; row++)
         if (!valid || valid[row]) rows_buf[n_valid++] = row;
@@ -551,7 +561,8 @@ int featmon_dense_moments(void *acts, int dtype, const uint8_t *valid, int64_t n
 #else
     const int avx512 = 0;
 #endif
-    const Dist dist = {dist_counts, dist_wide, token_key, key, e, cand, per_part, found, slots};
+    const Dist dist = {dist_counts, dist_wide, token_key, key, e, cand, per_part, found, slots,
+                       l0_parts};
     if (dist_counts && token_key)
         for (int64_t p = threads; p < slots; p++) found[p] = 0; /* the parts not used */
     Work work[MAX_THREADS];
@@ -581,6 +592,9 @@ int featmon_dense_moments(void *acts, int dtype, const uint8_t *valid, int64_t n
             run_tiles(&work[k]);
     }
 #endif
+    for (int k = 0; l0_parts && k < threads; k++)
+        for (int64_t row = 0; row < n; row++) row_l0[row] += l0_parts[k * n + row];
+    free(l0_parts);
     free(scratch);
     return 0;
 }
