@@ -68,7 +68,7 @@ KERNELS: dict[str, KernelSpec] = {
                            ((*VECTOR_FLAGS, OPENMP), VECTOR_FLAGS)),
     "sparse": KernelSpec("sparse_accumulate.c", SparseAccumulator, "native sparse kernel"),
     "examples": KernelSpec("examples.c", ExampleKernels, "native example kernels",
-                           (VECTOR_FLAGS,)),
+                           ((*VECTOR_FLAGS, OPENMP), VECTOR_FLAGS)),
     "scans": KernelSpec("feature_scans.c", FeatureScans, "native feature scans", (SCAN_FLAGS,)),
     "cofiring": KernelSpec("cofiring.c", CoFiringKernel, "native co-firing kernel",
                            ((*VECTOR_FLAGS, OPENMP), VECTOR_FLAGS)),

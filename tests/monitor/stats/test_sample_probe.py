@@ -12,7 +12,7 @@ from featmon_widget import FeatureMonitor
 from featmon_widget.monitor.record import samples as samples_module
 from featmon_widget.monitor.stats.backend import KERNELS, load_kernel
 
-F = 4096
+F = 2 * 4096 + 128  # two tiles of the statistics pass: two parts, folded side by side
 SAMPLE = ("key", "value", "request", "row", "position", "tokens", "acts")
 
 

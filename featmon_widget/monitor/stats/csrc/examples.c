@@ -83,9 +83,15 @@ static void *row_max_items(void *p) {
 
 enum { MAX_THREADS = 16 };
 
-/* Run `fn` on each of `threads` work items (`size` bytes apart from `work`): item 0 here, the
- * others on threads of their own; an item whose thread cannot start runs here too. */
+/* Run `fn` on each of `threads` work items (`size` bytes apart from `work`). Built with
+ * OpenMP (torch's own runtime, see dense_moments.c), on its workers, still spinning after the
+ * forward's last parallel op; otherwise item 0 here, the others on threads of their own (an
+ * item whose thread cannot start runs here too). */
 static void run_parts(void *(*fn)(void *), void *work, size_t size, int threads) {
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(threads) schedule(static, 1)
+    for (int k = 0; k < threads; k++) fn((char *)work + k * size);
+#else
     pthread_t ids[MAX_THREADS];
     int started[MAX_THREADS] = {0};
     for (int k = 1; k < threads; k++)
@@ -97,6 +103,7 @@ static void run_parts(void *(*fn)(void *), void *work, size_t size, int threads)
         else
             fn((char *)work + k * size);
     }
+#endif
 }
 
 void featmon_row_max(const void *acts, int is_bf16, const uint8_t *valid, int64_t rows,
@@ -379,6 +386,33 @@ void featmon_sample_dense(const void *acts, int kind, const uint8_t *valid,
     run_parts(sample_tiles, work, sizeof work[0], threads);
 }
 
+/* Candidates of parts [begin, end) folded into the sample (featmon_sample_fused). */
+typedef struct {
+    const SampleTable *s;
+    const int64_t *found;
+    const int32_t *cand;
+    int64_t per_part;
+    const int64_t *token_key;
+    int64_t begin, end;
+} FoldWork;
+
+enum { FOLD_THREADED = 2048 }; /* candidates below which one thread folds them all */
+
+static void *fold_parts(void *p) {
+    const FoldWork *w = p;
+    const SampleTable *s = w->s;
+    for (int64_t part = w->begin; part < w->end; part++) {
+        const int32_t *c = w->cand + 2 * part * w->per_part;
+        for (int64_t j = 0; j < w->found[part]; j++) {
+            const int64_t feature = c[2 * j], r = c[2 * j + 1];
+            sample_insert(s, feature, sample_key((uint64_t)w->token_key[r], feature),
+                          r / s->tokens, r % s->tokens,
+                          activation(s->acts, s->kind, NULL, 0, r, s->f, feature));
+        }
+    }
+    return NULL;
+}
+
 /* The same fold from the candidates the statistics pass found (featmon_dense_moments with
  * a sample probe, which reads the forward once for both): part p's found[p] candidates are
  * cand[2 * (p * per_part + j)] (feature, row), j = 0.., each feature's in row order; each is an
@@ -406,15 +440,19 @@ void featmon_sample_fused(const int64_t *found, int64_t parts, int64_t per_part,
     const SampleTable s = {f, e, span, tokens, width, 0, code, positions, rank, context,
                            source, NULL, acts, kind, key, value, request, row, position,
                            window, window_acts};
-    for (int64_t p = 0; p < parts; p++) {
-        const int32_t *c = cand + 2 * p * per_part;
-        for (int64_t j = 0; j < found[p]; j++) {
-            const int64_t feature = c[2 * j], r = c[2 * j + 1];
-            sample_insert(&s, feature, sample_key((uint64_t)token_key[r], feature),
-                          r / tokens, r % tokens,
-                          activation(acts, kind, NULL, 0, r, f, feature));
-        }
-    }
+    int64_t total = 0;
+    for (int64_t p = 0; p < parts; p++) total += found[p];
+    /* Parts hold disjoint features, so threads may fold them side by side; each insert
+     * gathers its token window from rows far apart (memory misses), but starting threads
+     * costs more than a few hundred inserts. */
+    if (threads > MAX_THREADS) threads = MAX_THREADS;
+    if (threads > parts) threads = (int)parts;
+    if (total < FOLD_THREADED || threads < 1) threads = 1;
+    FoldWork work[MAX_THREADS];
+    for (int k = 0; k < threads; k++)
+        work[k] = (FoldWork){&s, found, cand, per_part, token_key, parts * k / threads,
+                             parts * (k + 1) / threads};
+    run_parts(fold_parts, work, sizeof work[0], threads);
 }
 
 /* The same for a TopK forward: indices / float32 values [n, k] (an index outside 0..f-1 is
