@@ -206,7 +206,8 @@ def read_save(path: str | Path) -> SavedMonitor:
     _, tensors = _current_layout(raw, tensors, json_path)
     try:
         parts.check_values(tensors, meta["parts"])
-        _check_threshold(meta["config"]["threshold"], tensors)
+        # The validated configuration's (a key left out of the JSON takes its default).
+        _check_threshold(SavedMonitor(meta, specs).config.threshold, tensors)
     except ValueError as exc:
         raise ValueError(f"{tensors_path}: {cut(str(exc), 300)}") from None
     return SavedMonitor(meta, tensors)

@@ -163,6 +163,13 @@ def test_an_edited_threshold_that_contradicts_the_statistics_is_refused(saved, t
         FeatureMonitor.load(saved)
 
 
+def test_a_configuration_without_its_threshold_checks_the_default_one(saved):
+    """A key left out of the saved configuration takes its default, in the check too (it raised
+    KeyError, found by the fuzz test)."""
+    edit(saved, lambda m: m["config"].pop("threshold"))
+    assert FeatureMonitor.load(saved).state.threshold == 0.0
+
+
 def test_a_threshold_changed_while_recording_loads(tmp_path):
     monitor = fed(threshold=0.2)
     monitor.configure(threshold=0.6)  # the active counts restart; count, min, max go on
