@@ -3,19 +3,17 @@ per token), dead and ultra-rare features, and reconstruction quality, kept on th
 
 Definitions (the README repeats them):
 
-- L0 of a token: its finite features above the threshold (as the statistics count a feature
-  active: the histogram and the mean agree on NaN and Inf). The mean is exact over every recorded token
-  since the threshold was set (the sum of the features' active counts over those tokens); the
-  histogram counts the tokens of sampled forwards.
+- L0 of a token: its finite features above the threshold (active as the statistics count it).
+  The mean is exact over every recorded token since the threshold was set (the sum of the
+  features' active counts over those tokens); the histogram counts sampled forwards' tokens.
 - Dead: features never above the threshold since it was set (and the last reset).
   Ultra-rare: features that fired, on fewer than `rare_floor` of the tokens.
 - Reconstruction, on sampled forwards of an SAE that can decode (`x` its input, `x_hat` the
   decode of its features, over the real tokens among the forward's first `HEALTH_TOKENS` token
   slots, flattened row by row: the decode is what costs, so it is bounded per sample):
-  MSE = sum |x - x_hat|^2 / (tokens * d_in);
-  FVU = sum |x - x_hat|^2 / sum |x - mean(x)|^2, the denominator the running variance of the
-  SAE's input over the same tokens (per dimension, Chan's merge); cosine = mean over tokens of
-  cos(x, x_hat).
+  MSE = sum |x - x_hat|^2 / (tokens * d_in); FVU = sum |x - x_hat|^2 / sum |x - mean(x)|^2,
+  the denominator the running variance of the SAE's input over the same tokens (per
+  dimension, Chan's merge); cosine = mean over tokens of cos(x, x_hat).
 
 A forward is sampled when its number since the reset (0, 1, ...) is a multiple of
 `health_every` (0: never). Every sum is float64 on the device; nothing is read back on the hot
@@ -24,7 +22,6 @@ path.
 
 from __future__ import annotations
 
-import math
 import sys
 from typing import Any, NamedTuple
 
@@ -147,9 +144,8 @@ class HealthTracker(StatePart):
 
     def observe_l0(self, features: DenseFeatures | SparseFeatures, valid: Tensor,
                    threshold: float, counted: Tensor | None = None) -> None:
-        """Count each real token's active features (finite, above the threshold: what the
-        statistics count as active) into the histogram; `counted`: those numbers per row,
-        when the statistics pass gave them (`StatisticsRider.l0`)."""
+        """Count each real token's active features (`counted` per row, if the statistics
+        pass gave them: `StatisticsRider.l0`) into the histogram."""
         if counted is not None:
             l0 = counted.to(torch.int64)
         elif isinstance(features, DenseFeatures):
@@ -157,7 +153,7 @@ class HealthTracker(StatePart):
         else:
             values = features.values.to(torch.float32)
             stored = (features.indices >= 0) & (features.indices < features.d_sae)
-            l0 = ((values > threshold) & (values < math.inf) & stored).sum(1)
+            l0 = ((values > threshold) & (values < torch.inf) & stored).sum(1)
             if threshold < 0:  # the implicit zeros are above it too
                 l0 = l0 + (features.d_sae - stored.sum(1))
         bins = torch.bucketize(l0, self._edges, right=True)
@@ -357,20 +353,15 @@ def _remote_meta_ok(remote: Any) -> bool:
                                             and 0 < remote["d_in"] <= MAX_D_IN)))
 
 
-def _active(acts: Tensor, threshold: float) -> Tensor:
-    """Finite values above `threshold` (NaN is above nothing; +inf is not finite)."""
-    return (acts > threshold) & (acts < math.inf)
-
-
 def _active_per_row(acts: Tensor, threshold: float) -> Tensor:
-    """Finite values above `threshold` in each row of `acts` [N, d_sae], int64 [N]. On the CPU
-    in blocks of `L0_ROWS` rows: a whole-tensor comparison writes a bool tensor the size of the
-    input, and its sum widens that to int64, several reads' worth of memory traffic; a block's
-    stay in cache (about 5x faster). Dense CPU forwards usually get theirs from the statistics
-    pass instead."""
+    """Finite values above `threshold` in each row of `acts` [N, d_sae], int64 [N] (where the
+    statistics pass does not count them). On the CPU in blocks of `L0_ROWS` rows: a block's
+    comparison and sum stay in cache (a whole tensor's: several reads of memory traffic)."""
+    def active(x: Tensor) -> Tensor:  # NaN is above nothing; +inf is not finite
+        return (x > threshold) & (x < torch.inf)
     if acts.device.type != "cpu" or acts.shape[0] <= L0_ROWS:
-        return _active(acts, threshold).sum(1)
-    blocks = [_active(acts[i:i + L0_ROWS], threshold).sum(1, dtype=torch.int32)
+        return active(acts).sum(1)
+    blocks = [active(acts[i:i + L0_ROWS]).sum(1, dtype=torch.int32)
               for i in range(0, acts.shape[0], L0_ROWS)]
     return torch.cat(blocks).to(torch.int64)
 

@@ -190,38 +190,11 @@ class DenseMoments:
             *[t.data_ptr() for t in counts + sums], tokens or 0,
             0 if best is None else best.data_ptr(), 0 if arg is None else arg.data_ptr(),
             ACT_NONE if jump is None else ACT_JUMP, 0 if jump is None else jump.data_ptr(),
-            threads, *_rider_args(rider, acts))
+            threads, *StatisticsRider.kernel_args(rider, acts))
         if failed:
             raise MemoryError("dense statistics kernel could not allocate its tile buffers")
         maxima = None if arg is None else RowMaxima(best, arg.clamp_min(0).to(torch.int64))
         return Moments(*counts, *sums), maxima
-
-
-def _rider_args(rider: StatisticsRider | None, acts: Tensor) -> tuple[int, ...]:
-    """The kernel's distribution and probe arguments for `rider` (zeros: none), checked; marks
-    what the pass will fill."""
-    if rider is None or not rider.fits(acts):
-        return (0,) * 10
-    counts = (rider.counts.data_ptr(), int(rider.counts.dtype == torch.int64))
-    rider.counted = True
-    l0 = rider.l0
-    if l0 is not None:
-        check_buffers(l0.dtype == torch.int32 and l0.shape == (acts.shape[0],), l0)
-    tail = 0 if l0 is None else l0.data_ptr()
-    probe = rider.probe
-    if probe is None or not rider.probes(acts):
-        return (*counts, 0, 0, 0, 0, 0, 0, 0, tail)
-    slots = probe.found.shape[0]
-    check_buffers(probe.token_key.dtype == probe.key.dtype == torch.int64
-                  and probe.key.dim() == 2 and probe.key.shape[1] >= 1
-                  and probe.cand.dtype == torch.int32 and probe.cand.dim() == 2
-                  and probe.cand.shape[1] == 2 and probe.found.dtype == torch.int64
-                  and probe.found.dim() == 1 and probe.cand.shape[0] >= slots >= 1,
-                  probe.token_key, probe.key, probe.cand, probe.found)
-    probe.filled = True
-    return (*counts, probe.token_key.data_ptr(), probe.key.data_ptr(), probe.key.shape[1],
-            probe.cand.data_ptr(), probe.cand.shape[0] // slots, probe.found.data_ptr(), slots,
-            tail)
 
 
 class RowTopK:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch
 
 from ...snapshot.value_bins import DIST_BINS
+from .sample_native import check_buffers
 from .sample_probe import SampleProbe
 
 Tensor = torch.Tensor
@@ -41,3 +42,30 @@ class StatisticsRider:
         p = self.probe
         return (p is not None and acts.dtype in (torch.float32, torch.bfloat16)
                 and p.token_key.shape == (acts.shape[0],) and p.key.shape[0] == acts.shape[1])
+
+    @staticmethod
+    def kernel_args(rider: StatisticsRider | None, acts: Tensor) -> tuple[int, ...]:
+        """`featmon_dense_moments`' distribution, probe and L0 arguments for `rider` and the
+        features `acts` [N, F] (zeros: none), checked; marks what the pass will fill."""
+        if rider is None or not rider.fits(acts):
+            return (0,) * 10
+        counts = (rider.counts.data_ptr(), int(rider.counts.dtype == torch.int64))
+        rider.counted = True
+        l0 = rider.l0
+        if l0 is not None:
+            check_buffers(l0.dtype == torch.int32 and l0.shape == (acts.shape[0],), l0)
+        tail = 0 if l0 is None else l0.data_ptr()
+        probe = rider.probe
+        if probe is None or not rider.probes(acts):
+            return (*counts, 0, 0, 0, 0, 0, 0, 0, tail)
+        slots = probe.found.shape[0]
+        check_buffers(probe.token_key.dtype == probe.key.dtype == torch.int64
+                      and probe.key.dim() == 2 and probe.key.shape[1] >= 1
+                      and probe.cand.dtype == torch.int32 and probe.cand.dim() == 2
+                      and probe.cand.shape[1] == 2 and probe.found.dtype == torch.int64
+                      and probe.found.dim() == 1 and probe.cand.shape[0] >= slots >= 1,
+                      probe.token_key, probe.key, probe.cand, probe.found)
+        probe.filled = True
+        return (*counts, probe.token_key.data_ptr(), probe.key.data_ptr(), probe.key.shape[1],
+                probe.cand.data_ptr(), probe.cand.shape[0] // slots, probe.found.data_ptr(),
+                slots, tail)
