@@ -168,23 +168,25 @@ class Ingest:
         self._observe(sample, valid)
 
     def _health_sample(self, sae: Any, x: Tensor, features: DenseFeatures | SparseFeatures
-                       ) -> tuple[Tensor, Tensor] | None:
+                       ) -> tuple[Tensor, Tensor, slice] | None:
         """On a forward the health check samples, the SAE's reconstruction of a bounded part of
         it and that part of its input (before anything is merged: a decode that raises changes
         nothing); None on other forwards or when the SAE cannot reconstruct its input."""
         rec = self.recording
         if not rec.health.is_due(rec.config.health_every):
             return None
-        n = min(features.n, HEALTH_TOKENS)  # the decode is the cost: a bounded sample of it
-        some = (DenseFeatures(features.acts[:n]) if isinstance(features, DenseFeatures) else
-                SparseFeatures(features.indices[:n], features.values[:n], features.d_sae))
+        # The decode is the cost: at most HEALTH_TOKENS token slots, spread evenly over the
+        # forward (every sequence and position, not only the first sequence's start).
+        rows = slice(0, None, -(-features.n // HEALTH_TOKENS))
+        some = (DenseFeatures(features.acts[rows]) if isinstance(features, DenseFeatures) else
+                SparseFeatures(features.indices[rows], features.values[rows], features.d_sae))
         x_hat = reconstruct(sae, some)
-        if x_hat is None or x_hat.shape != (n, x.shape[-1]):
+        if x_hat is None or x_hat.shape != (some.n, x.shape[-1]):
             return None
-        return x.reshape(features.n, -1)[:n], x_hat
+        return x.reshape(features.n, -1)[rows], x_hat, rows
 
-    def _observe(self, sample: tuple[Tensor, Tensor] | None, valid: Tensor) -> None:
+    def _observe(self, sample: tuple[Tensor, Tensor, slice] | None, valid: Tensor) -> None:
         """Fold a health sample into the reconstruction sums, once its forward is recorded."""
         if sample is not None:
-            x, x_hat = sample
-            self.recording.health.observe_reconstruction(x, x_hat, valid[:x.shape[0]])
+            x, x_hat, rows = sample
+            self.recording.health.observe_reconstruction(x, x_hat, valid[rows])

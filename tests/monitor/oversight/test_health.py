@@ -43,10 +43,10 @@ def offline(sae, data, every, threshold, floor):
         active += (f[keep] > threshold).sum(0)
         if every and i % every == 0:
             l0_sampled.append(l0)
-            first = keep.clone()
-            first[HEALTH_TOKENS:] = False  # only the first token slots are decoded
-            xs.append(x.reshape(-1, D_IN)[first].double())
-            xhats.append(xh[first].double())
+            picked = torch.zeros_like(keep)
+            picked[::-(-keep.numel() // HEALTH_TOKENS)] = True  # spread over the forward
+            xs.append(x.reshape(-1, D_IN)[picked & keep].double())
+            xhats.append(xh[picked & keep].double())
     tokens = sum(len(t) for t in l0_all)
     x, xh = torch.cat(xs), torch.cat(xhats)
     sse = (x - xh).square().sum()
@@ -70,8 +70,8 @@ def record(monitor, sae, data):
 
 @pytest.mark.parametrize("every, tokens", [(1, 5), (3, 5), (8, 5), (2, 300)])
 def test_health_equals_a_float64_offline_computation(every, tokens):
-    """With 300 tokens a row, a forward has 600 token slots: only the first HEALTH_TOKENS are
-    decoded, every one counts for L0."""
+    """With 300 tokens a row, a forward has 600 token slots: at most HEALTH_TOKENS of them,
+    every 10th, are decoded; every one counts for L0."""
     sae, data = make_sae(), batches(tokens=tokens)
     monitor = FeatureMonitor.for_sae(sae, compile=False, health_every=every, rare_floor=0.05,
                                      threshold=0.1)
