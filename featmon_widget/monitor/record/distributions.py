@@ -33,7 +33,6 @@ import torch
 
 from ...snapshot.value_bins import DIST_BIN_BIAS, DIST_BINS, DIST_LOG_BINS
 from ..stats.rider import StatisticsRider
-from ..stats.sample_probe import SampleProbe
 from .cofiring import INT32_MAX, floor_in
 from .features import DenseFeatures, SparseFeatures
 from .registry import MAX_COUNT, SUM, Event, Spec, StatePart, check_range, nbytes
@@ -79,18 +78,16 @@ class Distributions(StatePart):
 
     # ---- recording --------------------------------------------------------------------------
 
-    def rider(self, n: int, probe: SampleProbe | None = None,
-              staged: bool = False) -> StatisticsRider | None:
-        """For the dense statistics pass of the next forward (`n` rows), where it runs natively:
-        the counts to count into (widened first if this forward could pass int32), and the
-        sample's `probe`; None while off. `staged`: zeroed counts of their own instead, added
-        by `update` (for a forward that can still fail after its statistics pass: a failed
-        forward changes nothing)."""
+    def counts_for(self, n: int, staged: bool = False) -> Tensor | None:
+        """For the dense statistics pass of the next forward (`n` rows), where it runs natively
+        (`StatisticsRider`): the counts to count into, widened first if this forward could pass
+        int32; None while off. `staged`: zeroed counts of their own instead, added by `update`
+        (for a forward that can still fail after its statistics pass: a failed forward changes
+        nothing)."""
         if not self.enabled:
             return None
         self._widen_for(n)
-        counts = (torch.zeros_like(self.counts, dtype=torch.int32) if staged else self.counts)
-        return StatisticsRider(counts, probe)
+        return torch.zeros_like(self.counts, dtype=torch.int32) if staged else self.counts
 
     def update(self, features: DenseFeatures | SparseFeatures, valid: Tensor,
                threshold: float, rider: StatisticsRider | None = None) -> None:
@@ -100,7 +97,7 @@ class Distributions(StatePart):
             return
         self._widen_for(features.n)
         self.bound += features.n
-        if rider is not None and rider.counted:
+        if rider is not None and rider.counted and rider.counts is not None:
             if rider.counts is not self.counts:
                 self.counts += rider.counts
             return

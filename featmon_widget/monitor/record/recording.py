@@ -140,13 +140,15 @@ class Recording:
     def stats_rider(self, n: int, staged: bool = False) -> StatisticsRider | None:
         """What the dense statistics pass of the next forward (`n` rows) counts along where it
         runs natively: the distributions, with room the sample's probe, and on a forward the
-        health check samples each token's L0 (`Distributions.rider`; `staged` for a forward
-        that can still fail after the pass)."""
+        health check samples each token's L0 (`staged`: `Distributions.counts_for`)."""
         wanted = self.fuse_samples and (self.examples.per_feature or self.samples.per_feature)
-        rider = self.distributions.rider(n, self.samples.probe(n) if wanted else None, staged)
-        if rider is not None and self.health.is_due(self.config.health_every):
-            rider.l0 = torch.zeros(n, dtype=torch.int32, device=self.device)
-        return rider
+        probe = self.samples.probe(n) if wanted else None
+        l0 = (torch.zeros(n, dtype=torch.int32, device=self.device)
+              if self.health.is_due(self.config.health_every) else None)
+        counts = self.distributions.counts_for(n, staged)
+        if counts is None and probe is None and l0 is None:
+            return None
+        return StatisticsRider(counts, probe, l0)
 
     def record(self, features: DenseFeatures | SparseFeatures, valid: Tensor, pos: Tensor,
                batch: int, tokens: int, request_id: str, token_ids: Tensor | None = None,

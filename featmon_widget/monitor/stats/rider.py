@@ -22,10 +22,10 @@ Tensor = torch.Tensor
 class StatisticsRider:
     """One forward's ride-along (see module doc): `counts` [F, DIST_BINS] (int32 or int64),
     added to in place; `probe`, filled when the pass can (float32 / bfloat16 features); `l0`
-    [N] int32 zeros, given each valid row's finite values above the threshold; `counted`:
-    whether the pass counted (all of them)."""
+    [N] int32 zeros, given each valid row's finite values above the threshold (any of the three
+    may be None); `counted`: whether the pass counted (all of them)."""
 
-    counts: Tensor
+    counts: Tensor | None
     probe: SampleProbe | None = None
     l0: Tensor | None = None
     counted: bool = False
@@ -34,8 +34,8 @@ class StatisticsRider:
         """Whether the counts are for features like `acts` [N, F] (an SAE whose encode gave
         another width fails its forward later, with its own error: nothing is counted)."""
         c = self.counts
-        return (c.shape == (acts.shape[1], DIST_BINS) and c.dtype in (torch.int32, torch.int64)
-                and c.device.type == "cpu" and c.is_contiguous())
+        return c is None or (c.shape == (acts.shape[1], DIST_BINS) and c.device.type == "cpu"
+                             and c.dtype in (torch.int32, torch.int64) and c.is_contiguous())
 
     def probes(self, acts: Tensor) -> bool:
         """Whether the probe can be filled from `acts` [N, F]."""
@@ -49,7 +49,8 @@ class StatisticsRider:
         features `acts` [N, F] (zeros: none), checked; marks what the pass will fill."""
         if rider is None or not rider.fits(acts):
             return (0,) * 10
-        counts = (rider.counts.data_ptr(), int(rider.counts.dtype == torch.int64))
+        c = rider.counts
+        counts = (0, 0) if c is None else (c.data_ptr(), int(c.dtype == torch.int64))
         rider.counted = True
         l0 = rider.l0
         if l0 is not None:

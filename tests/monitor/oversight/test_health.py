@@ -171,9 +171,12 @@ def test_a_snapshot_reads_the_firing_counts_once_for_its_histogram_and_its_healt
     assert health["l0_mean"] == pytest.approx(want["l0_mean"], rel=1e-3)
 
 
-def test_the_statistics_pass_counts_the_l0_of_sampled_forwards_as_the_torch_path(monkeypatch):
+@pytest.mark.parametrize("distributions", [True, False], ids=["distributions", "alone"])
+def test_the_statistics_pass_counts_the_l0_of_sampled_forwards_as_the_torch_path(
+        monkeypatch, distributions):
     """Dense CPU forwards: each token's L0 comes from the statistics pass (several tiles and
-    threads, padding, NaN / Inf, which are not active), equal to the torch count."""
+    threads, padding, NaN / Inf, which are not active), with or without the distributions,
+    equal to the torch count."""
     from featmon_widget.monitor.oversight import health as health_module
     d = 2 * 4096 + 37
     gen = torch.Generator().manual_seed(4)
@@ -184,7 +187,8 @@ def test_the_statistics_pass_counts_the_l0_of_sampled_forwards_as_the_torch_path
         x.view(-1)[i + 5::401] = float("inf")
         mask = (torch.rand(2, 40, generator=gen) > 0.2).long()
         data.append((x, mask))
-    monitors = {native: FeatureMonitor(d, native=native, compile=False, health_every=1)
+    monitors = {native: FeatureMonitor(d, native=native, compile=False, health_every=1,
+                                       distributions=distributions)
                 for native in (True, False)}
     if not monitors[True]._recording.backend.available()["dense"]:
         pytest.skip("no C compiler here")

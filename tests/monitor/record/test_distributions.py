@@ -13,6 +13,7 @@ from featmon_widget.monitor.record.cofiring import INT32_MAX
 from featmon_widget.monitor.record.distributions import Distributions
 from featmon_widget.monitor.record.features import DenseFeatures
 from featmon_widget.monitor.stats.backend import Backend
+from featmon_widget.monitor.stats.rider import StatisticsRider
 from featmon_widget.snapshot.value_bins import EDGES, NOMINAL_EDGES, QUANTILES, bin_quantiles
 
 pytestmark = pytest.mark.fast
@@ -220,7 +221,7 @@ def test_the_statistics_pass_counts_over_tiles_threads_and_tails(wide, dtype, av
     part = Distributions(d, torch.device("cpu"))
     if wide:
         part.bound, part.counts = INT32_MAX, part.counts.to(torch.int64)
-    rider = part.rider(n)
+    rider = StatisticsRider(part.counts_for(n))
     kernel(acts, valid, torch.zeros(d, dtype=torch.float64), 0.0, rider)
     assert rider.counted
     part.update(DenseFeatures(acts), valid, 0.0, rider)

@@ -100,9 +100,15 @@ def test_fused_equals_separate_passes_and_torch(dtype, calls, monkeypatch):
     assert calls["featmon_dense_moments"] == 12  # one pass a forward, fused or separate
 
 
-def test_small_forwards_and_distributions_off_take_the_separate_passes(calls):
+def test_small_forwards_take_the_separate_pass_and_distributions_off_still_fuse(calls):
     x = torch.relu(torch.randn(4, F))
     FeatureMonitor(F, native=True).on_activation(x)  # below FUSED_MIN values
-    FeatureMonitor(F, native=True, distributions=False).on_activation(x.repeat(80, 1))
-    assert calls["featmon_sample_fused"] == 0
-    assert calls["featmon_sample_dense"] == 2
+    assert calls["featmon_sample_dense"] == 1 and calls["featmon_sample_fused"] == 0
+    off = FeatureMonitor(F, native=True, distributions=False, compile=False)
+    on = FeatureMonitor(F, native=True, compile=False)
+    for m in (off, on):
+        m.on_activation(x.repeat(80, 1))
+    assert calls["featmon_sample_fused"] == 2 and calls["featmon_sample_dense"] == 1
+    assert off.state.memory_bytes["distributions"] == 0
+    for name in SAMPLE:
+        assert _same(getattr(off._recording.samples, name), getattr(on._recording.samples, name))

@@ -164,7 +164,7 @@ SWEEP(sweep_f32_jump_max, float, LOAD_F32, STORE_F32, 1, ACT_JUMP)
 enum { BLOCK = 32, CELL_SLACK = BLOCK + 8 }; /* a row's cells: up to m + CELL_SLACK written */
 
 typedef struct {
-    void *counts; /* [f, DIST_BINS] int32, or int64 when wide; NULL: no distributions */
+    void *counts; /* [f, DIST_BINS] int32, or int64 when wide; NULL: the probe or L0 alone */
     int wide;
     const int64_t *token_key, *key; /* [n], [f, e]; token_key NULL: no probe */
     int64_t e;
@@ -321,6 +321,7 @@ static void count_cells(const int32_t *restrict cells, int64_t found, void *coun
             probe->count++;
         }
     }
+    if (!counts) return; /* the probe or the L0 alone */
     if (wide)
         for (int64_t j = 0; j < found; j++) ((int64_t *)counts)[cells[j]] += 1;
     else
@@ -420,7 +421,7 @@ static void *run_tiles(void *p) {
         }
         const double *shift = w->shift + start;
         void *tile_counts = NULL;
-        if (dist) {
+        if (dist && dist->counts) {
             tile_counts = dist->wide ? (void *)((int64_t *)dist->counts + start * DIST_BINS)
                                      : (void *)((int32_t *)dist->counts + start * DIST_BINS);
             /* The tile's counts, cold since the last forward, into cache in one sequential
@@ -428,10 +429,10 @@ static void *run_tiles(void *p) {
              * on a memory miss at its random column. */
             const int64_t bytes = n * DIST_BINS * (dist->wide ? 8 : 4);
             for (int64_t b = 0; b < bytes; b += 64) __builtin_prefetch((char *)tile_counts + b, 1);
-            for (int64_t i = 0; probing && i < n; i++) {
-                probe.salt[i] = featmon_sample_salt(start + i);
-                probe.limit[i] = (uint32_t)((uint64_t)dist->key[(start + i) * dist->e + dist->e - 1] >> 32);
-            }
+        }
+        for (int64_t i = 0; probing && i < n; i++) {
+            probe.salt[i] = featmon_sample_salt(start + i);
+            probe.limit[i] = (uint32_t)((uint64_t)dist->key[(start + i) * dist->e + dist->e - 1] >> 32);
         }
         int64_t done = 0; /* sequences whose maxima are written */
         /* Four rows per sweep (of one sequence when tracking), the rest one at a time. */
@@ -474,7 +475,7 @@ static void *run_tiles(void *p) {
             w->min[start + i] = acc.min[i];
             w->max[start + i] = acc.max[i];
         }
-        for (int64_t i = 0; dist && i < n; i++) { /* finite and not active: inactive */
+        for (int64_t i = 0; tile_counts && i < n; i++) { /* finite and not active: inactive */
             const int64_t at = i * DIST_BINS + DIST_BINS - 1;
             const int64_t inactive = w->count[start + i] - w->active_count[start + i];
             if (dist->wide)
@@ -516,15 +517,15 @@ static void activate_invalid_rows(float *acts, const uint8_t *valid, int64_t n, 
  * features, whose statistics these are.
  *
  * With dist_counts ([f, DIST_BINS] int32, or int64 when dist_wide; NULL: none) every
- * feature's value distribution is counted in too (see "the value distributions" above), and
+ * feature's value distribution is counted in too (see "the value distributions" above);
  * with token_key ([n]; NULL: none) the sample's probe: for each valid row r and counted value of
  * feature c whose key's high half featmon_sample_high(token_key[r] >> 32,
  * featmon_sample_salt(c)) is at most that of key[c * e + e - 1] (the feature's e-th kept key),
  * (c, r) goes to part p's buffer cand[2 * p * per_part ..], at most per_part pairs, each
  * feature's in row order; found[p] (p < slots) gets the part's count, -1 where it overflowed,
- * 0 for the parts not used (examples.c's featmon_sample_fused folds them). With row_l0 ([n]
- * int32, added to; only with dist_counts) each valid row's counted values (its L0, finite
- * values above the threshold), for the health check.
+ * 0 for the parts not used (examples.c's featmon_sample_fused folds them); with row_l0 ([n]
+ * int32, added to) each valid row's counted values (its L0, finite values above the
+ * threshold), for the health check. Any of the three may come without the others.
  *
  * Returns 0; -1 if the scratch could not be allocated (nothing is then written); -2 for an
  * activation on 16-bit input. */
@@ -546,8 +547,8 @@ int featmon_dense_moments(void *acts, int dtype, const uint8_t *valid, int64_t n
     if (threads < 1) threads = 1;
     /* Every buffer before anything is written: a failure leaves every input as it was. */
     char *scratch = malloc((size_t)threads * SCRATCH);
-    int32_t *l0_parts = row_l0 && dist_counts ? calloc((size_t)threads * n, sizeof *l0_parts) : NULL;
-    if (!scratch || (row_l0 && dist_counts && !l0_parts)) {
+    int32_t *l0_parts = row_l0 ? calloc((size_t)threads * n, sizeof *l0_parts) : NULL;
+    if (!scratch || (row_l0 && !l0_parts)) {
         free(scratch);
         free(l0_parts);
         return -1;
@@ -557,13 +558,14 @@ int featmon_dense_moments(void *acts, int dtype, const uint8_t *valid, int64_t n
         if (!valid || valid[row]) rows_buf[n_valid++] = row;
     if (act != ACT_NONE && valid) activate_invalid_rows(acts, valid, n, f, act, jump);
 #ifdef AVX512_CELLS
-    const int avx512 = dist_counts && have_avx512();
+    const int riding = dist_counts || token_key || row_l0; /* a read of the cells wanted */
+    const int avx512 = riding && have_avx512();
 #else
     const int avx512 = 0;
 #endif
     const Dist dist = {dist_counts, dist_wide, token_key, key, e, cand, per_part, found, slots,
                        l0_parts};
-    if (dist_counts && token_key)
+    if (token_key)
         for (int64_t p = threads; p < slots; p++) found[p] = 0; /* the parts not used */
     Work work[MAX_THREADS];
     for (int k = 0; k < threads; k++)
@@ -571,7 +573,7 @@ int featmon_dense_moments(void *acts, int dtype, const uint8_t *valid, int64_t n
                          tiles * k / threads, tiles * (k + 1) / threads, shift,
                          float_threshold(threshold), count, nan_count, active_count,
                          active_sum, s1, s2, min, max, best, arg,
-                         dist_counts ? &dist : NULL, k, avx512, scratch + (size_t)k * SCRATCH};
+                         riding ? &dist : NULL, k, avx512, scratch + (size_t)k * SCRATCH};
 #ifdef _OPENMP
     /* Built with -fopenmp and loaded next to torch, this is torch's own OpenMP runtime (same
      * soname): its workers, still spinning after the forward's last parallel op, take the
