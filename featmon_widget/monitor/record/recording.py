@@ -140,7 +140,10 @@ class Recording:
     def stats_rider(self, n: int, staged: bool = False) -> StatisticsRider | None:
         """What the dense statistics pass of the next forward (`n` rows) counts along where it
         runs natively: the distributions, with room the sample's probe, and on a forward the
-        health check samples each token's L0 (`staged`: `Distributions.counts_for`)."""
+        health check samples each token's L0 (`staged`: `Distributions.counts_for`). None where
+        the torch path runs: nothing would ride, and staged counts would be made for nothing."""
+        if not self.backend.native_statistics(self.device):
+            return None
         wanted = self.fuse_samples and (self.examples.per_feature or self.samples.per_feature)
         probe = self.samples.probe(n) if wanted else None
         l0 = (torch.zeros(n, dtype=torch.int32, device=self.device)

@@ -142,10 +142,15 @@ class Backend:
             return None
         return self.kernel("dense")
 
+    def native_statistics(self, device: torch.device) -> bool:
+        """Whether the dense statistics pass on `device` is the C kernel, which can also count
+        what a `StatisticsRider` asks."""
+        return device.type == "cpu" and self.kernel("dense") is not None
+
     def statistics_row_maxima(self, device: torch.device) -> bool:
         """Whether the dense statistics pass on `device` can give the examples their row
         maxima (the C kernel runs there)."""
-        return device.type == "cpu" and self.kernel("dense") is not None
+        return self.native_statistics(device)
 
     def row_topk(self, acts: Tensor, k: int) -> RowTopK | None:
         """The per-row top-k kernel for `acts` [R, F]: CPU float32 or bfloat16, k <= F."""
