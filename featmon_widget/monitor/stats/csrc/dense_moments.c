@@ -32,8 +32,10 @@ enum { TILE = 4096, ROWS = 4, MAX_THREADS = 16 };
 #endif
 
 /* A tile's running sums; counts are int32 (one vector op per 16 values; folded into the
- * int64 outputs every COUNT_ROWS rows). best / arg: the current sequence's row maxima (-inf /
- * -1 where none yet). */
+ * int64 outputs every COUNT_ROWS rows). best / arg: the current sequence's largest finite
+ * value and its earliest token (-inf / -1 where none yet). Tracking them, the sweep leaves max
+ * alone: each sequence's best joins it when the sequence is flushed, so a value takes one
+ * compare, not two (its row maximum is its best if above the threshold). */
 typedef struct {
     int32_t *count, *active;
     double *active_sum, *s1, *s2;
@@ -55,11 +57,12 @@ typedef struct {
         s1 += d;                                                           \
         s2 += d * d;                                                       \
         lo = (ok & (v_ < lo)) ? v_ : lo;                                   \
-        hi = (ok & (v_ > hi)) ? v_ : hi;                                   \
         if (tracking) { /* a constant: compiled away when 0 */             \
-            const int take = on & (v_ > bst); /* later equal values lose */ \
+            const int take = ok & (v_ > bst); /* later equal values lose */ \
             bst = take ? v_ : bst;                                         \
             ag = take ? (t) : ag;                                          \
+        } else {                                                           \
+            hi = (ok & (v_ > hi)) ? v_ : hi;                               \
         }                                                                  \
     } while (0)
 
@@ -363,17 +366,22 @@ typedef struct {
     char *scratch;    /* SCRATCH bytes */
 } Work;
 
-/* The tile's row maxima of sequences [from, to) into the outputs (none seen: -inf / -1), and
- * the tile's trackers reset for the next sequence. */
+/* The tile's row maxima of sequences [from, to) into the outputs (a best not above the
+ * threshold: -inf / -1), the bests into the tile's max, and the trackers reset for the next
+ * sequence. */
 static void flush_maxima(const Work *w, Acc *acc, int64_t start, int64_t n, int64_t from,
                          int64_t to) {
     for (int64_t b = from; b < to; b++) {
         float *best = w->best + b * w->f + start;
         int32_t *arg = w->arg + b * w->f + start;
-        memcpy(best, acc->best, (size_t)n * sizeof *best);
-        memcpy(arg, acc->arg, (size_t)n * sizeof *arg);
-        if (b == from)
-            for (int64_t i = 0; i < n; i++) acc->best[i] = -INFINITY, acc->arg[i] = -1;
+        for (int64_t i = 0; i < n; i++) {
+            const float v = acc->best[i];
+            const int on = v > w->tf;
+            best[i] = on ? v : -INFINITY;
+            arg[i] = on ? acc->arg[i] : -1;
+            acc->max[i] = v > acc->max[i] ? v : acc->max[i];
+            acc->best[i] = -INFINITY, acc->arg[i] = -1;
+        }
     }
 }
 
