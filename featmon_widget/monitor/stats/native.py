@@ -28,6 +28,7 @@ from .protocol import (
     CFunction,
     CFunctions,
 )
+from .dense_outputs import DenseOutputs, fresh_outputs
 from .rider import StatisticsRider
 from .sample_native import SampleKernels, check_buffers
 
@@ -135,7 +136,7 @@ class DenseMoments:
             "const double *shift", "double threshold", "int64_t *rows_buf", "int64_t *count",
             "int64_t *nan_count", "int64_t *active_count", "double *active_sum", "double *s1",
             "double *s2", "double *min", "double *max", "int64_t tokens", "float *best",
-            "int32_t *arg", "int act", "const float *jump", "int threads", "void *dist_counts",
+            "int64_t *arg", "int act", "const float *jump", "int threads", "void *dist_counts",
             "int dist_wide", "const int64_t *token_key", "const int64_t *key", "int64_t e",
             "int32_t *cand", "int64_t per_part", "int64_t *found", "int64_t slots",
             "int32_t *row_l0")),
@@ -145,15 +146,17 @@ class DenseMoments:
         self.c = c
 
     def __call__(self, acts: Tensor, valid: Tensor | None, shift: Tensor,
-                 threshold: float, rider: StatisticsRider | None = None) -> Moments:
+                 threshold: float, rider: StatisticsRider | None = None,
+                 out: DenseOutputs | None = None) -> Moments:
         """`moments.batch_moments` of `acts` [N, F] (float32, bfloat16 or float16) over the
         rows where `valid` [N] is true (every row if None), against `shift` [F] float64; what
-        `rider` asks is counted in the same pass (`StatisticsRider`)."""
-        return self._run(acts, valid, shift, threshold, None, None, rider)[0]
+        `rider` asks is counted in the same pass (`StatisticsRider`). With `out` the results
+        are written into its buffers (valid until its next use), else into new tensors."""
+        return self._run(acts, valid, shift, threshold, None, None, rider, out)[0]
 
     def with_row_maxima(self, acts: Tensor, valid: Tensor | None, shift: Tensor,
                         threshold: float, tokens: int | None, jump: Tensor | None = None,
-                        rider: StatisticsRider | None = None
+                        rider: StatisticsRider | None = None, out: DenseOutputs | None = None
                         ) -> tuple[Moments, RowMaxima | None]:
         """The moments, and in the same pass each sequence's row maxima: `acts` holds
         sequences of `tokens` rows (None: no maxima); per sequence and feature the largest
@@ -162,12 +165,12 @@ class DenseMoments:
 
         With `jump` [F] (float32), `acts` (float32) holds an SAE's pre-activations and is
         overwritten in place with `relu(acts) * (acts > jump)` (JumpReLU; -inf everywhere is a
-        ReLU), whose moments and maxima these are. `rider`: as `__call__`."""
-        return self._run(acts, valid, shift, threshold, tokens, jump, rider)
+        ReLU), whose moments and maxima these are. `rider`, `out`: as `__call__`."""
+        return self._run(acts, valid, shift, threshold, tokens, jump, rider, out)
 
     def _run(self, acts: Tensor, valid: Tensor | None, shift: Tensor, threshold: float,
-             tokens: int | None, jump: Tensor | None, rider: StatisticsRider | None
-             ) -> tuple[Moments, RowMaxima | None]:
+             tokens: int | None, jump: Tensor | None, rider: StatisticsRider | None,
+             out: DenseOutputs | None) -> tuple[Moments, RowMaxima | None]:
         n, f = acts.shape
         check_buffers(acts.dtype in DENSE_DTYPES and shift.dtype == torch.float64
                       and shift.shape == (f,)
@@ -176,25 +179,20 @@ class DenseMoments:
                       and (jump is None or (jump.dtype == acts.dtype == torch.float32
                                             and jump.shape == (f,))),
                       acts, shift, *[t for t in (valid, jump) if t is not None])
-        rows = torch.empty(n, dtype=torch.int64)
-        counts = [torch.empty(f, dtype=torch.int64) for _ in range(3)]
-        sums = [torch.empty(f, dtype=torch.float64) for _ in range(5)]
-        best = arg = None
-        if tokens is not None:
-            best = torch.empty(n // tokens, f, dtype=torch.float32)
-            arg = torch.empty(n // tokens, f, dtype=torch.int32)
+        batch = 0 if tokens is None else n // tokens
+        rows, counts, sums, best, arg = (fresh_outputs(n, f, batch) if out is None
+                                         else out.take(n, f, batch))
         threads = torch.get_num_threads() if acts.numel() >= _THREADED_STATISTICS else 1
         failed = self.c.featmon_dense_moments(
             acts.data_ptr(), DENSE_DTYPES[acts.dtype], 0 if valid is None else valid.data_ptr(),
             n, f, shift.data_ptr(), float(threshold), rows.data_ptr(),
             *[t.data_ptr() for t in counts + sums], tokens or 0,
-            0 if best is None else best.data_ptr(), 0 if arg is None else arg.data_ptr(),
+            0 if tokens is None else best.data_ptr(), 0 if tokens is None else arg.data_ptr(),
             ACT_NONE if jump is None else ACT_JUMP, 0 if jump is None else jump.data_ptr(),
             threads, *StatisticsRider.kernel_args(rider, acts))
         if failed:
             raise MemoryError("dense statistics kernel could not allocate its tile buffers")
-        maxima = None if arg is None else RowMaxima(best, arg.clamp_min(0).to(torch.int64))
-        return Moments(*counts, *sums), maxima
+        return Moments(*counts, *sums), None if tokens is None else RowMaxima(best, arg)
 
 
 class RowTopK:

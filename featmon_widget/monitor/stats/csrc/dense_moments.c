@@ -359,7 +359,7 @@ typedef struct {
     int64_t *count, *nan_count, *active_count;
     double *active_sum, *s1, *s2, *min, *max;
     float *best; /* [batch, f], or NULL: no row maxima */
-    int32_t *arg;
+    int64_t *arg;
     const Dist *dist; /* the distributions (and the sample's probe) to count too, or NULL */
     int part;         /* this work's candidate part */
     int avx512;       /* whether the cells may use AVX-512 */
@@ -367,18 +367,18 @@ typedef struct {
 } Work;
 
 /* The tile's row maxima of sequences [from, to) into the outputs (a best not above the
- * threshold: -inf / -1), the bests into the tile's max, and the trackers reset for the next
+ * threshold: -inf / 0), the bests into the tile's max, and the trackers reset for the next
  * sequence. */
 static void flush_maxima(const Work *w, Acc *acc, int64_t start, int64_t n, int64_t from,
                          int64_t to) {
     for (int64_t b = from; b < to; b++) {
         float *best = w->best + b * w->f + start;
-        int32_t *arg = w->arg + b * w->f + start;
+        int64_t *arg = w->arg + b * w->f + start;
         for (int64_t i = 0; i < n; i++) {
             const float v = acc->best[i];
             const int on = v > w->tf;
             best[i] = on ? v : -INFINITY;
-            arg[i] = on ? acc->arg[i] : -1;
+            arg[i] = on ? acc->arg[i] : 0;
             acc->max[i] = v > acc->max[i] ? v : acc->max[i];
             acc->best[i] = -INFINITY, acc->arg[i] = -1;
         }
@@ -519,8 +519,8 @@ static void activate_invalid_rows(float *acts, const uint8_t *valid, int64_t n, 
 
 /* acts: [n, f] row-major, dtype DTYPE_F32 / DTYPE_BF16 / DTYPE_F16; valid: [n] bytes or NULL (every row);
  * shift: [f] float64; outputs [f] each. rows_buf: [n] int64 scratch. With best / arg
- * ([n / tokens, f] float32 / int32; NULL for none) the row maxima of each sequence of `tokens`
- * rows too (-inf / -1 where no valid value is above the threshold). With act = ACT_JUMP
+ * ([n / tokens, f] float32 / int64; NULL for none) the row maxima of each sequence of `tokens`
+ * rows too (-inf / 0 where no valid value is above the threshold). With act = ACT_JUMP
  * (jump [f]; float32 only) acts holds pre-activations and is overwritten with the activated
  * features, whose statistics these are.
  *
@@ -541,7 +541,7 @@ int featmon_dense_moments(void *acts, int dtype, const uint8_t *valid, int64_t n
                           const double *shift, double threshold, int64_t *rows_buf,
                           int64_t *count, int64_t *nan_count, int64_t *active_count,
                           double *active_sum, double *s1, double *s2, double *min, double *max,
-                          int64_t tokens, float *best, int32_t *arg, int act, const float *jump,
+                          int64_t tokens, float *best, int64_t *arg, int act, const float *jump,
                           int threads, void *dist_counts, int dist_wide,
                           const int64_t *token_key, const int64_t *key, int64_t e,
                           int32_t *cand, int64_t per_part, int64_t *found, int64_t slots,

@@ -107,7 +107,7 @@ int featmon_dense_moments(void *acts, int dtype, const uint8_t *valid, int64_t n
                           const double *shift, double threshold, int64_t *rows_buf, int64_t *count,
                           int64_t *nan_count, int64_t *active_count, double *active_sum, double *s1,
                           double *s2, double *min, double *max, int64_t tokens, float *best,
-                          int32_t *arg, int act, const float *jump, int threads, void *dist_counts,
+                          int64_t *arg, int act, const float *jump, int threads, void *dist_counts,
                           int dist_wide, const int64_t *token_key, const int64_t *key, int64_t e,
                           int32_t *cand, int64_t per_part, int64_t *found, int64_t slots,
                           int32_t *row_l0);

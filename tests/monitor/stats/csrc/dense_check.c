@@ -38,7 +38,7 @@ static int check_shape(int64_t n, int64_t f, int64_t tokens, double threshold, i
     double *shift = malloc(sizeof(double) * f), *sums = malloc(sizeof(double) * 5 * f);
     int64_t *counts = malloc(sizeof(int64_t) * 3 * f), *rows = malloc(sizeof(int64_t) * n);
     float *best = malloc(sizeof(float) * n * f);
-    int32_t *arg = malloc(sizeof(int32_t) * n * f);
+    int64_t *arg = malloc(sizeof(int64_t) * n * f);
     double *mn = malloc(sizeof(double) * f), *mx = malloc(sizeof(double) * f);
     for (int64_t i = 0; i < n * f; i++) {
         const double u = uniform();
@@ -79,11 +79,11 @@ static int check_shape(int64_t n, int64_t f, int64_t tokens, double threshold, i
               || !close_to(sums[f + i], t1) || !close_to(sums[2 * f + i], t2);
         for (int64_t b = 0; b < n / tokens && !bad; b++) {
             float want = -INFINITY;
-            int32_t at = -1;
+            int64_t at = 0;
             for (int64_t t = 0; t < tokens; t++) {
                 const float v = x[(b * tokens + t) * f + i];
                 if (valid[b * tokens + t] && isfinite(v) && v > threshold && v > want)
-                    want = v, at = (int32_t)t;
+                    want = v, at = t;
             }
             bad = best[b * f + i] != want || arg[b * f + i] != at;
         }
