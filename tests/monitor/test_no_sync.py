@@ -213,6 +213,7 @@ def test_the_sample_riding_on_the_statistics_pass_calls_no_syncing_operator():
     guard = SyncGuard()
     with guard, torch.no_grad():
         for x in (acts, acts.to(torch.bfloat16)):
-            assert m._recording.stats_rider(x.reshape(-1, 4096).shape[0]).probe is not None
+            rows = x.reshape(-1, 4096).shape[0]
+            assert m._recording.stats_rider(torch.ones(rows, dtype=torch.bool)).probe is not None
             m.on_activation(x)
     assert guard.seen == []

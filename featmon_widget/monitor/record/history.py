@@ -13,6 +13,7 @@ import torch
 
 from ...snapshot.records import HistoryRows, HistoryTail, history_rows
 from ...snapshot.transfer import start_copy
+from ..stats.rider import RowTops
 from .features import DenseFeatures, SparseFeatures
 from .registry import MAX_COUNT, Event, StatePart, check_range
 from .requests import WriteNames, check_names_meta
@@ -56,17 +57,21 @@ class HistoryRing(StatePart):
         self._monitored_index = torch.tensor(monitored, dtype=torch.int64, device=dev)
         self._names = WriteNames(size + _SPARE_REQUEST_NAMES)
 
-    def write(self, features: DenseFeatures | SparseFeatures, valid: Tensor, rows: Tensor,
-              positions: Tensor, request_id: str, timestamp: float,
-              token_ids: Tensor | None = None, code: int | None = None) -> None:
-        """Append the last `size` valid rows of `features` (with `rows`, `positions` and, when
-        known, `token_ids` [N]); `code`: this write's code from `register`, if taken before."""
-        n = features.n
+    def row_tops(self, valid: Tensor) -> RowTops | None:
+        """The rows a forward with real-token flags `valid` [N] will write, for the dense
+        statistics pass to rank (`RowTops`); None when it writes none."""
+        if min(valid.shape[0], self.size) == 0:
+            return None
+        placement = self._placement(valid)
+        pick, filled = placement[0], placement[1]
+        return RowTops(torch.where(filled, pick, -1), self.top_k, placement)
+
+    def _placement(self, valid: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Which rows of a forward (`valid` [N]) the ring keeps, worked out on the device: the
+        row of each kept slot (`pick`), whether the slot holds one (`filled`), its ring slot
+        (`dest`; the sink where not filled) and the forward's real tokens (`total`)."""
+        n = valid.shape[0]
         keep_n = min(n, self.size)
-        if keep_n == 0:
-            return
-        if code is None:
-            code = self.register(request_id)
         dev = self.device
         valid64 = valid.to(torch.int64)
         rank = valid64.cumsum(0) - 1  # rank among valid rows
@@ -80,8 +85,25 @@ class HistoryRing(StatePart):
         filled = torch.arange(keep_n, device=dev) < total.clamp_max(keep_n)
         dest = torch.where(filled, (self.written + torch.arange(keep_n, device=dev)) % self.size,
                            self.size)
+        return pick, filled, dest, total
 
-        top_idx, top_val = features.top_of(pick, self.top_k)
+    def write(self, features: DenseFeatures | SparseFeatures, valid: Tensor, rows: Tensor,
+              positions: Tensor, request_id: str, timestamp: float,
+              token_ids: Tensor | None = None, code: int | None = None,
+              tops: RowTops | None = None) -> None:
+        """Append the last `size` valid rows of `features` (with `rows`, `positions` and, when
+        known, `token_ids` [N]); `code`: this write's code from `register`, if taken before;
+        `tops`: from `row_tops` for this forward, ranked by the statistics pass if it could."""
+        keep_n = min(features.n, self.size)
+        if keep_n == 0:
+            return
+        if code is None:
+            code = self.register(request_id)
+        pick, _, dest, total = self._placement(valid) if tops is None else tops.placement
+        if tops is not None and tops.ranked:
+            top_idx, top_val = tops.idx, tops.val
+        else:
+            top_idx, top_val = features.top_of(pick, self.top_k)
         self.top_idx.index_copy_(0, dest, top_idx)
         self.top_val.index_copy_(0, dest, top_val)
         if self.monitored:

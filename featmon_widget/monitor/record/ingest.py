@@ -89,7 +89,7 @@ class Ingest:
         codes = rec.request_codes(request_id)  # before the merge: a failure changes nothing
         pos, valid = rec.positions_for(request_id, batch, tokens, positions, mask)
         flat = acts.reshape(batch * tokens, rec.d_sae)
-        rider = rec.stats_rider(batch * tokens)
+        rider = rec.stats_rider(valid)
         # Without a mask every row counts, and the kernel can skip a select per value.
         maxima = rec.stats.update(flat, None if mask is None else valid, rec.config.threshold,
                                   rec.examples.row_maxima_wanted(batch, tokens), rider)
@@ -150,7 +150,7 @@ class Ingest:
         local = rec.stats.local  # shifts come from this process's own totals
         # The health sample's decode comes after the statistics pass and may raise: on those
         # forwards the pass counts into staged counts, added once the forward is recorded.
-        rider = rec.stats_rider(batch * tokens, staged=rec.health.is_due(rec.config.health_every))
+        rider = rec.stats_rider(valid, staged=rec.health.is_due(rec.config.health_every))
         encoded = self.fused(sae, x, rows, local.mean, local.count,
                              rec.config.threshold, fuse=is_own_sae(sae),
                              tokens=rec.examples.row_maxima_wanted(batch, tokens), rider=rider)

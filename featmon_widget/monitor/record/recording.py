@@ -137,21 +137,21 @@ class Recording:
         check_new_request_id(request_id)
         return self.history.register(request_id), self.examples.code_of(request_id)
 
-    def stats_rider(self, n: int, staged: bool = False) -> StatisticsRider | None:
-        """What the dense statistics pass of the next forward (`n` rows) counts along where it
-        runs natively: the distributions, with room the sample's probe, and on a forward the
-        health check samples each token's L0 (`staged`: `Distributions.counts_for`). None where
-        the torch path runs: nothing would ride, and staged counts would be made for nothing."""
+    def stats_rider(self, valid: Tensor, staged: bool = False) -> StatisticsRider | None:
+        """What the dense statistics pass of the next forward (real-token flags `valid` [N])
+        counts along where it runs natively: the distributions, with room the sample's probe,
+        on a forward the health check samples each token's L0 (`staged`:
+        `Distributions.counts_for`), and the history's rows' top-k. None where the torch path
+        runs: nothing would ride, and staged counts would be made for nothing."""
         if not self.backend.native_statistics(self.device):
             return None
+        n = valid.shape[0]
         wanted = self.fuse_samples and (self.examples.per_feature or self.samples.per_feature)
         probe = self.samples.probe(n) if wanted else None
         l0 = (torch.zeros(n, dtype=torch.int32, device=self.device)
               if self.health.is_due(self.config.health_every) else None)
         counts = self.distributions.counts_for(n, staged)
-        if counts is None and probe is None and l0 is None:
-            return None
-        return StatisticsRider(counts, probe, l0)
+        return StatisticsRider(counts, probe, l0, tops=self.history.row_tops(valid))
 
     def record(self, features: DenseFeatures | SparseFeatures, valid: Tensor, pos: Tensor,
                batch: int, tokens: int, request_id: str, token_ids: Tensor | None = None,
@@ -167,7 +167,7 @@ class Recording:
         if token_ids is not None:
             token_ids = token_ids.to(self.device, torch.int64, non_blocking=True)
         self.history.write(features, valid, rows, pos, request_id, time.time(), token_ids,
-                           history_code)
+                           history_code, None if rider is None else rider.tops)
         context = None
         if self.examples.per_feature or self.samples.per_feature:
             context = self.examples.context(request_id, valid, token_ids, batch, tokens)

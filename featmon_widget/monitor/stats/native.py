@@ -139,7 +139,8 @@ class DenseMoments:
             "int64_t *arg", "int act", "const float *jump", "int threads", "void *dist_counts",
             "int dist_wide", "const int64_t *token_key", "const int64_t *key", "int64_t e",
             "int32_t *cand", "int64_t per_part", "int64_t *found", "int64_t slots",
-            "int32_t *row_l0")),
+            "int32_t *row_l0", "const int64_t *top_pick", "int64_t top_m", "int64_t top_k",
+            "float *top_val", "int32_t *top_idx")),
     )
 
     def __init__(self, c: CFunctions) -> None:
@@ -183,15 +184,17 @@ class DenseMoments:
         rows, counts, sums, best, arg = (fresh_outputs(n, f, batch) if out is None
                                          else out.take(n, f, batch))
         threads = torch.get_num_threads() if acts.numel() >= _THREADED_STATISTICS else 1
-        failed = self.c.featmon_dense_moments(
+        status = self.c.featmon_dense_moments(
             acts.data_ptr(), DENSE_DTYPES[acts.dtype], 0 if valid is None else valid.data_ptr(),
             n, f, shift.data_ptr(), float(threshold), rows.data_ptr(),
             *[t.data_ptr() for t in counts + sums], tokens or 0,
             0 if tokens is None else best.data_ptr(), 0 if tokens is None else arg.data_ptr(),
             ACT_NONE if jump is None else ACT_JUMP, 0 if jump is None else jump.data_ptr(),
             threads, *StatisticsRider.kernel_args(rider, acts))
-        if failed:
+        if status < 0:
             raise MemoryError("dense statistics kernel could not allocate its tile buffers")
+        if rider is not None:
+            rider.note_ranked(status)
         return Moments(*counts, *sums), None if tokens is None else RowMaxima(best, arg)
 
 

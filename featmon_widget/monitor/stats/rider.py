@@ -1,13 +1,14 @@
 """What the dense statistics pass on the CPU (`csrc/dense_moments.c`) counts along the way, in
 the same read of the features: every feature's value distribution (`record/distributions.py`),
-with a probe the candidates of the sample of activating tokens (`sample_probe.py`), and on a
-forward the health check samples, each token's L0 (`oversight/health.py`).
+with a probe the candidates of the sample of activating tokens (`sample_probe.py`), on a
+forward the health check samples each token's L0 (`oversight/health.py`), and the history's
+rows' top-k (`RowTops`, `record/history.py`).
 Elsewhere (GPU, the torch paths) nothing rides along and `counted` stays False: the parts
 then count by their own passes."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -16,6 +17,39 @@ from .sample_native import check_buffers
 from .sample_probe import SampleProbe
 
 Tensor = torch.Tensor
+
+
+@dataclass
+class RowTops:
+    """The history's rows of one forward and their top-k, found by the statistics pass.
+
+    `pick` [M] int64: the rows whose k largest values are wanted (-1: a filler whose result
+    nobody reads); `placement`: the history's own bookkeeping for the same rows, carried to its
+    write. The pass fills `val` [M, k] float32 and `idx` [M, k] int32 (largest first, ties to
+    the lower feature) and says in `ranked` whether it could (each row had k counted values and
+    the forward no NaN or Inf); where not, the caller ranks the rows."""
+
+    pick: Tensor
+    k: int
+    placement: tuple[Tensor, ...]
+    val: Tensor = field(init=False)
+    idx: Tensor = field(init=False)
+    ranked: bool = False
+
+    def __post_init__(self) -> None:
+        m = self.pick.shape[0]
+        self.val = torch.empty(m, self.k, dtype=torch.float32)
+        self.idx = torch.empty(m, self.k, dtype=torch.int32)
+
+    def args(self, acts: Tensor) -> tuple[int, ...]:
+        """`featmon_dense_moments`' top-k arguments for features `acts` [N, F] (zeros where the
+        pass is not to rank them: float16, whose rows torch ranks, or k above F)."""
+        if acts.dtype not in (torch.float32, torch.bfloat16) or not 1 <= self.k <= acts.shape[1]:
+            return (0,) * 5
+        check_buffers(self.pick.dtype == torch.int64 and self.pick.dim() == 1
+                      and self.pick.shape[0] >= 1, self.pick, self.val, self.idx)
+        return (self.pick.data_ptr(), self.pick.shape[0], self.k, self.val.data_ptr(),
+                self.idx.data_ptr())
 
 
 @dataclass
@@ -29,6 +63,7 @@ class StatisticsRider:
     probe: SampleProbe | None = None
     l0: Tensor | None = None
     counted: bool = False
+    tops: RowTops | None = None
 
     def fits(self, acts: Tensor) -> bool:
         """Whether the counts are for features like `acts` [N, F] (an SAE whose encode gave
@@ -48,16 +83,26 @@ class StatisticsRider:
         """`featmon_dense_moments`' distribution, probe and L0 arguments for `rider` and the
         features `acts` [N, F] (zeros: none), checked; marks what the pass will fill."""
         if rider is None or not rider.fits(acts):
-            return (0,) * 10
-        c = rider.counts
+            return (0,) * 15
+        tops = (0,) * 5 if rider.tops is None else rider.tops.args(acts)
+        return (*rider._count_args(acts), *tops)
+
+    def note_ranked(self, status: int) -> None:
+        """The pass's return `status`: 1 where it ranked the history's rows (`RowTops`)."""
+        if self.tops is not None:
+            self.tops.ranked = status == 1
+
+    def _count_args(self, acts: Tensor) -> tuple[int, ...]:
+        """The distribution, probe and L0 arguments (`kernel_args`' first ten)."""
+        c = self.counts
         counts = (0, 0) if c is None else (c.data_ptr(), int(c.dtype == torch.int64))
-        rider.counted = True
-        l0 = rider.l0
+        self.counted = True
+        l0 = self.l0
         if l0 is not None:
             check_buffers(l0.dtype == torch.int32 and l0.shape == (acts.shape[0],), l0)
         tail = 0 if l0 is None else l0.data_ptr()
-        probe = rider.probe
-        if probe is None or not rider.probes(acts):
+        probe = self.probe
+        if probe is None or not self.probes(acts):
             return (*counts, 0, 0, 0, 0, 0, 0, 0, tail)
         slots = probe.found.shape[0]
         check_buffers(probe.token_key.dtype == probe.key.dtype == torch.int64

@@ -149,7 +149,7 @@ def test_native_off_runs_no_c_kernel_and_gives_the_same_results(c_calls, feed):
     run(native)
     on = _observed(native)
     assert set(c_calls) >= (C_FUNCTIONS if exact else {
-        "featmon_dense_moments", "featmon_row_topk", "featmon_sparse_accumulate",
+        "featmon_dense_moments", "featmon_sparse_accumulate",
         "featmon_merge_table", "featmon_drop_repeats", "featmon_examples_merge",
         "featmon_examples_merge_list", "featmon_firing_summary", "featmon_top_k",
         "featmon_top_k_metric"}), set(c_calls)

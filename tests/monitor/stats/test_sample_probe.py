@@ -12,7 +12,9 @@ from featmon_widget import FeatureMonitor
 from featmon_widget.monitor.record import samples as samples_module
 from featmon_widget.monitor.stats.backend import KERNELS, load_kernel
 
-F = 2 * 4096 + 128  # two tiles of the statistics pass: two parts, folded side by side
+# Three tiles of the statistics pass (two parts, folded side by side), the last 149 wide: the
+# AVX-512 probe's 32-value steps, then a masked 21-value tail.
+F = 2 * 4096 + 149
 SAMPLE = ("key", "value", "request", "row", "position", "tokens", "acts")
 
 
@@ -68,8 +70,10 @@ def calls(monkeypatch) -> Counter:
     return counted
 
 
+@pytest.mark.parametrize("avx512", ["1", "0"])  # "0": the portable probe (FEATMON_AVX512)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_fused_equals_separate_passes_and_torch(dtype, calls, monkeypatch):
+def test_fused_equals_separate_passes_and_torch(dtype, avx512, calls, monkeypatch):
+    monkeypatch.setenv("FEATMON_AVX512", avx512)
     probes = []
     real_probe = samples_module.SampleTable.probe
 

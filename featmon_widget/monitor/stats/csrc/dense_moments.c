@@ -174,7 +174,18 @@ typedef struct {
     int32_t *cand;                  /* [slots * per_part, 2] */
     int64_t per_part, *found, slots;
     int32_t *row_l0;                /* [threads, n] each thread's counted values a row, or NULL */
+    const int32_t *top_slot;        /* [n] a row's history slot (-1: none), or NULL: no top-k */
+    int64_t top_m, top_k;
+    struct TopList *tops;           /* [threads, top_m] */
 } Dist;
+
+/* One thread's k largest counted values of one history row (largest first, ties to the lower
+ * column), and how many values of the row it counted. */
+typedef struct TopList {
+    float *val;
+    int32_t *idx;
+    int64_t held, counted;
+} TopList;
 
 /* A thread's probe: its tile's salts and limits, its candidate part, count of capacity. */
 typedef struct {
@@ -259,10 +270,33 @@ AVX512 static inline __mmask16 counted16(__m512 v, float t, __mmask16 take) {
     return _mm512_mask_cmp_ps_mask(above, v, _mm512_set1_ps(INFINITY), _CMP_LT_OQ);
 }
 
+/* The probe's test (see above) on the counted lanes `on` of columns i..i+15 of the tile,
+ * sixteen keys at once; the few candidates are appended in column order. */
+AVX512 static inline void probe16(__mmask16 on, int64_t i, __m512i hi, Probe *p,
+                                  int32_t column, int32_t row) {
+    const __m512i salt = _mm512_maskz_loadu_epi32(on, p->salt + i);
+    const __m512i limit = _mm512_maskz_loadu_epi32(on, p->limit + i);
+    const __m512i mixed = _mm512_mullo_epi32(_mm512_xor_si512(hi, salt),
+                                             _mm512_set1_epi32((int32_t)SAMPLE_MIX));
+    for (__mmask16 take = _mm512_mask_cmple_epu32_mask(on, _mm512_srli_epi32(mixed, 1), limit);
+         take && p->count >= 0; take &= take - 1) {
+        if (p->count == p->capacity) {
+            p->count = -1;
+            return;
+        }
+        p->cand[2 * p->count] = column + (int32_t)(i + __builtin_ctz(take));
+        p->cand[2 * p->count + 1] = row;
+        p->count++;
+    }
+}
+
 /* Thirty-two values a step, compressed whether or not any is counted: a branch on that
- * mispredicts at a few percent density, and after a sweep it waits on a load from L2. */
+ * mispredicts at a few percent density, and after a sweep it waits on a load from L2. With
+ * `probe` (its token's key high half `hi`) the counted values are probed too. */
 AVX512 static int64_t cells_avx512(const void *x, int dtype, int64_t m, float t,
-                                   int32_t *restrict cells) {
+                                   int32_t *restrict cells, Probe *probe, uint32_t hi,
+                                   int32_t column, int32_t row) {
+    const __m512i his = _mm512_set1_epi32((int32_t)hi);
     const __m512i step = _mm512_set1_epi32(16 * DIST_BINS);
     __m512i base = _mm512_slli_epi32(
         _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), 5);
@@ -270,6 +304,10 @@ AVX512 static int64_t cells_avx512(const void *x, int dtype, int64_t m, float t,
     for (; i + 32 <= m; i += 32) {
         const __m512 v = load16(x, dtype, i, 0xFFFF), w = load16(x, dtype, i + 16, 0xFFFF);
         const __mmask16 on = counted16(v, t, 0xFFFF), on_w = counted16(w, t, 0xFFFF);
+        if (probe) {
+            probe16(on, i, his, probe, column, row);
+            probe16(on_w, i + 16, his, probe, column, row);
+        }
         found = compress16(v, on, base, cells, found);
         found = compress16(w, on_w, _mm512_add_epi32(base, step), cells, found);
         base = _mm512_add_epi32(base, _mm512_add_epi32(step, step));
@@ -277,7 +315,9 @@ AVX512 static int64_t cells_avx512(const void *x, int dtype, int64_t m, float t,
     for (; i < m; i += 16) {
         const __mmask16 take = m - i >= 16 ? 0xFFFF : (__mmask16)((1u << (m - i)) - 1);
         const __m512 v = load16(x, dtype, i, take);
-        found = compress16(v, counted16(v, t, take), base, cells, found);
+        const __mmask16 on = counted16(v, t, take);
+        if (probe) probe16(on, i, his, probe, column, row);
+        found = compress16(v, on, base, cells, found);
         base = _mm512_add_epi32(base, step);
     }
     return found;
@@ -294,13 +334,14 @@ static int have_avx512(void) {
 }
 #endif
 
-/* One row's cells (`cells`: m + CELL_SLACK ints of scratch), whichever way this CPU has. */
+/* One row's cells (`cells`: m + CELL_SLACK ints of scratch), whichever way this CPU has; with
+ * AVX-512, `probe` (or NULL) is probed in the same loop (elsewhere count_cells probes). */
 static int64_t row_cells(const void *x, int dtype, int64_t m, float t, int32_t *cells,
-                         int avx512) {
+                         int avx512, Probe *probe, uint32_t hi, int32_t column, int32_t row) {
 #ifdef AVX512_CELLS
-    if (avx512) return cells_avx512(x, dtype, m, t, cells);
+    if (avx512) return cells_avx512(x, dtype, m, t, cells, probe, hi, column, row);
 #endif
-    (void)avx512;
+    (void)avx512, (void)probe, (void)hi, (void)column, (void)row;
     if (dtype == DTYPE_F32) return cells_f32(x, m, t, cells);
     if (dtype == DTYPE_BF16) return cells_bf16(x, m, t, cells);
     return cells_f16(x, m, t, cells);
@@ -329,6 +370,33 @@ static void count_cells(const int32_t *restrict cells, int64_t found, void *coun
         for (int64_t j = 0; j < found; j++) ((int64_t *)counts)[cells[j]] += 1;
     else
         for (int64_t j = 0; j < found; j++) ((int32_t *)counts)[cells[j]] += 1;
+}
+
+/* v (column i) into a list of k sorted largest first, not full or v above its last: an
+ * equal value stays behind the ones already held (they have lower columns). */
+static void top_insert(TopList *list, int64_t k, float v, int32_t i) {
+    int64_t j = list->held < k ? list->held : k - 1; /* full: the last entry drops out */
+    while (j > 0 && list->val[j - 1] < v) {
+        list->val[j] = list->val[j - 1];
+        list->idx[j] = list->idx[j - 1];
+        j--;
+    }
+    list->val[j] = v;
+    list->idx[j] = i;
+    if (list->held < k) list->held++;
+}
+
+/* A history row's counted values (its `found` cells, of columns start..) into its list. */
+static void top_cells(const void *x, int dtype, const int32_t *restrict cells, int64_t found,
+                      int32_t start, int64_t k, TopList *list) {
+    list->counted += found;
+    for (int64_t j = 0; j < found; j++) {
+        const int32_t i = cells[j] / DIST_BINS;
+        const float v = dtype == DTYPE_F32 ? ((const float *)x)[i]
+                        : dtype == DTYPE_BF16 ? featmon_bf16_to_f32(((const uint16_t *)x)[i])
+                                              : featmon_f16_to_f32(((const uint16_t *)x)[i]);
+        if (list->held < k || v > list->val[k - 1]) top_insert(list, k, v, start + i);
+    }
 }
 
 typedef void (*SweepFn)(void *, void *, void *, void *, int32_t, int32_t, int32_t, int32_t, int,
@@ -364,6 +432,7 @@ typedef struct {
     int part;         /* this work's candidate part */
     int avx512;       /* whether the cells may use AVX-512 */
     char *scratch;    /* SCRATCH bytes */
+    int64_t nonfinite; /* out: the NaN / Inf values in this work's tiles */
 } Work;
 
 /* The tile's row maxima of sequences [from, to) into the outputs (a best not above the
@@ -466,17 +535,24 @@ static void *run_tiles(void *p) {
                   acc.best, acc.arg);
             for (int q = 0; dist && q < rows; q++) { /* the same rows, still in cache */
                 const int64_t row = w->rows[j - rows + q];
-                const int64_t found = row_cells(r[q], w->dtype, n, w->tf, cells, w->avx512);
+                const uint32_t hi = probing ? (uint32_t)((uint64_t)dist->token_key[row] >> 32) : 0;
+                const int64_t found = row_cells(r[q], w->dtype, n, w->tf, cells, w->avx512,
+                                                probing && w->avx512 ? &probe : NULL, hi,
+                                                (int32_t)start, (int32_t)row);
                 if (dist->row_l0) dist->row_l0[w->part * w->batch * w->tokens + row] += (int32_t)found;
-                count_cells(cells, found, tile_counts, dist->wide, probing ? &probe : NULL,
-                            probing ? (uint32_t)((uint64_t)dist->token_key[row] >> 32) : 0,
-                            (int32_t)start, (int32_t)row);
+                if (dist->top_slot && dist->top_slot[row] >= 0)
+                    top_cells(r[q], w->dtype, cells, found, (int32_t)start, dist->top_k,
+                              &dist->tops[w->part * dist->top_m + dist->top_slot[row]]);
+                count_cells(cells, found, tile_counts, dist->wide,
+                            probing && !w->avx512 ? &probe : NULL, hi, (int32_t)start,
+                            (int32_t)row);
             }
         }
         if (track) flush_maxima(w, &acc, start, n, done, w->batch);
         flush_counts(w, &acc, start, n);
         for (int64_t i = 0; i < n; i++) {
             w->nan_count[start + i] = w->n_valid - w->count[start + i];
+            w->nonfinite += w->nan_count[start + i];
             w->active_sum[start + i] = acc.active_sum[i];
             w->s1[start + i] = acc.s1[i];
             w->s2[start + i] = acc.s2[i];
@@ -517,6 +593,78 @@ static void activate_invalid_rows(float *acts, const uint8_t *valid, int64_t n, 
     }
 }
 
+/* ---- each history row's top-k, from the counted values the cells pass has found
+ *
+ * A row's k largest values are its k largest counted ones when it has at least k counted
+ * values and no NaN or +Inf (both rank above every number): every other value is at most the
+ * threshold. Each thread keeps a list per history row over its tiles; the lists are merged in
+ * thread order (lower columns first, so ties keep the lower column). Where a row has fewer
+ * counted values, or the call saw a NaN or an Inf, the call returns 0 and the caller ranks the
+ * rows itself (row_topk.c). */
+typedef struct {
+    int32_t *slot;   /* [n] the first history slot of a row, -1: none */
+    TopList *lists;  /* [threads, m] */
+    float *val;      /* [threads, m, k] */
+    int32_t *idx;
+    int64_t m, k;
+} Tops;
+
+static int tops_alloc(Tops *t, int threads, int64_t n, int64_t m, int64_t k) {
+    const size_t lists = (size_t)threads * (size_t)m;
+    t->slot = malloc((size_t)(n > 0 ? n : 1) * sizeof *t->slot);
+    t->lists = calloc(lists, sizeof *t->lists);
+    t->val = malloc(lists * (size_t)k * sizeof *t->val);
+    t->idx = malloc(lists * (size_t)k * sizeof *t->idx);
+    t->m = m, t->k = k;
+    if (!t->slot || !t->lists || !t->val || !t->idx) return 0;
+    for (size_t l = 0; l < lists; l++)
+        t->lists[l].val = t->val + l * (size_t)k, t->lists[l].idx = t->idx + l * (size_t)k;
+    return 1;
+}
+
+static void tops_free(Tops *t) {
+    free(t->slot), free(t->lists), free(t->val), free(t->idx);
+}
+
+/* Each picked row's first slot (a pick outside 0..n-1, a filler, has none). */
+static void tops_place(Tops *t, const int64_t *pick, int64_t n) {
+    for (int64_t row = 0; row < n; row++) t->slot[row] = -1;
+    for (int64_t p = t->m - 1; p >= 0; p--)
+        if (pick[p] >= 0 && pick[p] < n) t->slot[pick[p]] = (int32_t)p;
+}
+
+/* The threads' lists merged into val / idx [m, k] (a filler: NaN / -1; a repeated row: its
+ * first slot's); whether every picked row had k counted values. */
+static int tops_merge(const Tops *t, const int64_t *pick, int64_t n, int threads, float *val,
+                      int32_t *idx) {
+    const int64_t m = t->m, k = t->k;
+    int exact = 1;
+    for (int64_t p = 0; p < m; p++) {
+        float *v = val + p * k;
+        int32_t *i = idx + p * k;
+        if (pick[p] < 0 || pick[p] >= n) {
+            for (int64_t j = 0; j < k; j++) v[j] = NAN, i[j] = -1;
+            continue;
+        }
+        const int32_t first = t->slot[pick[p]];
+        if (first != p) {
+            memcpy(v, val + first * k, (size_t)k * sizeof *v);
+            memcpy(i, idx + first * k, (size_t)k * sizeof *i);
+            continue;
+        }
+        TopList out = {v, i, 0, 0};
+        for (int q = 0; q < threads; q++) {
+            const TopList *part = &t->lists[q * m + p];
+            out.counted += part->counted;
+            for (int64_t j = 0; j < part->held; j++)
+                if (out.held < k || part->val[j] > out.val[k - 1])
+                    top_insert(&out, k, part->val[j], part->idx[j]);
+        }
+        exact &= out.counted >= k;
+    }
+    return exact;
+}
+
 /* acts: [n, f] row-major, dtype DTYPE_F32 / DTYPE_BF16 / DTYPE_F16; valid: [n] bytes or NULL (every row);
  * shift: [f] float64; outputs [f] each. rows_buf: [n] int64 scratch. With best / arg
  * ([n / tokens, f] float32 / int64; NULL for none) the row maxima of each sequence of `tokens`
@@ -533,10 +681,14 @@ static void activate_invalid_rows(float *acts, const uint8_t *valid, int64_t n, 
  * feature's in row order; found[p] (p < slots) gets the part's count, -1 where it overflowed,
  * 0 for the parts not used (examples.c's featmon_sample_fused folds them); with row_l0 ([n]
  * int32, added to) each valid row's counted values (its L0, finite values above the
- * threshold), for the health check. Any of the three may come without the others.
+ * threshold), for the health check. With top_pick ([top_m] rows; a row outside 0..n-1 is a
+ * filler) each picked row's top_k largest values, largest first with ties to the lower
+ * column, into top_val / top_idx [top_m, top_k] (a filler's: NaN / -1) where it returns 1
+ * (see "each history row's top-k" above; 0: the caller ranks them). Any of these may come
+ * without the others.
  *
- * Returns 0; -1 if the scratch could not be allocated (nothing is then written); -2 for an
- * activation on 16-bit input. */
+ * Returns 0, or 1 where the picked rows were ranked; -1 if the scratch could not be allocated
+ * (nothing is then written); -2 for an activation on 16-bit input. */
 int featmon_dense_moments(void *acts, int dtype, const uint8_t *valid, int64_t n, int64_t f,
                           const double *shift, double threshold, int64_t *rows_buf,
                           int64_t *count, int64_t *nan_count, int64_t *active_count,
@@ -545,8 +697,10 @@ int featmon_dense_moments(void *acts, int dtype, const uint8_t *valid, int64_t n
                           int threads, void *dist_counts, int dist_wide,
                           const int64_t *token_key, const int64_t *key, int64_t e,
                           int32_t *cand, int64_t per_part, int64_t *found, int64_t slots,
-                          int32_t *row_l0) {
+                          int32_t *row_l0, const int64_t *top_pick, int64_t top_m,
+                          int64_t top_k, float *top_val, int32_t *top_idx) {
     if (act != ACT_NONE && (act != ACT_JUMP || dtype != DTYPE_F32 || !jump)) return -2;
+    if (top_pick && (top_k < 1 || top_k > f || top_m < 1)) top_pick = NULL; /* returns 0 */
     if (tokens < 1) tokens = n > 0 ? n : 1;
     const int64_t tiles = (f + TILE - 1) / TILE;
     if (threads > MAX_THREADS) threads = MAX_THREADS;
@@ -556,23 +710,26 @@ int featmon_dense_moments(void *acts, int dtype, const uint8_t *valid, int64_t n
     /* Every buffer before anything is written: a failure leaves every input as it was. */
     char *scratch = malloc((size_t)threads * SCRATCH);
     int32_t *l0_parts = row_l0 ? calloc((size_t)threads * n, sizeof *l0_parts) : NULL;
-    if (!scratch || (row_l0 && !l0_parts)) {
+    Tops tops = {0};
+    if (!scratch || (row_l0 && !l0_parts) || (top_pick && !tops_alloc(&tops, threads, n, top_m, top_k))) {
         free(scratch);
         free(l0_parts);
+        tops_free(&tops);
         return -1;
     }
     int64_t n_valid = 0;
     for (int64_t row = 0; row < n; row++)
         if (!valid || valid[row]) rows_buf[n_valid++] = row;
     if (act != ACT_NONE && valid) activate_invalid_rows(acts, valid, n, f, act, jump);
+    const int riding = dist_counts || token_key || row_l0 || top_pick; /* cells wanted */
 #ifdef AVX512_CELLS
-    const int riding = dist_counts || token_key || row_l0; /* a read of the cells wanted */
     const int avx512 = riding && have_avx512();
 #else
     const int avx512 = 0;
 #endif
+    if (top_pick) tops_place(&tops, top_pick, n);
     const Dist dist = {dist_counts, dist_wide, token_key, key, e, cand, per_part, found, slots,
-                       l0_parts};
+                       l0_parts, top_pick ? tops.slot : NULL, top_m, top_k, tops.lists};
     if (token_key)
         for (int64_t p = threads; p < slots; p++) found[p] = 0; /* the parts not used */
     Work work[MAX_THREADS];
@@ -581,7 +738,7 @@ int featmon_dense_moments(void *acts, int dtype, const uint8_t *valid, int64_t n
                          tiles * k / threads, tiles * (k + 1) / threads, shift,
                          float_threshold(threshold), count, nan_count, active_count,
                          active_sum, s1, s2, min, max, best, arg,
-                         riding ? &dist : NULL, k, avx512, scratch + (size_t)k * SCRATCH};
+                         riding ? &dist : NULL, k, avx512, scratch + (size_t)k * SCRATCH, 0};
 #ifdef _OPENMP
     /* Built with -fopenmp and loaded next to torch, this is torch's own OpenMP runtime (same
      * soname): its workers, still spinning after the forward's last parallel op, take the
@@ -604,7 +761,14 @@ int featmon_dense_moments(void *acts, int dtype, const uint8_t *valid, int64_t n
 #endif
     for (int k = 0; l0_parts && k < threads; k++)
         for (int64_t row = 0; row < n; row++) row_l0[row] += l0_parts[k * n + row];
+    int ranked = 0;
+    if (top_pick) {
+        int64_t nonfinite = 0;
+        for (int k = 0; k < threads; k++) nonfinite += work[k].nonfinite;
+        ranked = tops_merge(&tops, top_pick, n, threads, top_val, top_idx) && !nonfinite;
+    }
+    tops_free(&tops);
     free(l0_parts);
     free(scratch);
-    return 0;
+    return ranked;
 }

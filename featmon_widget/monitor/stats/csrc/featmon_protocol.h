@@ -110,7 +110,8 @@ int featmon_dense_moments(void *acts, int dtype, const uint8_t *valid, int64_t n
                           int64_t *arg, int act, const float *jump, int threads, void *dist_counts,
                           int dist_wide, const int64_t *token_key, const int64_t *key, int64_t e,
                           int32_t *cand, int64_t per_part, int64_t *found, int64_t slots,
-                          int32_t *row_l0);
+                          int32_t *row_l0, const int64_t *top_pick, int64_t top_m, int64_t top_k,
+                          float *top_val, int32_t *top_idx);
 
 /* row_topk.c */
 void featmon_row_topk(const void *acts, int is_bf16, int64_t rows, int64_t f, const int64_t *pick,

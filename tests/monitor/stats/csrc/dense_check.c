@@ -56,7 +56,7 @@ static int check_shape(int64_t n, int64_t f, int64_t tokens, double threshold, i
     featmon_dense_moments(jumprelu ? pre : x, DTYPE_F32, valid, n, f, shift, threshold, rows,
                           counts, counts + f, counts + 2 * f, sums, sums + f, sums + 2 * f, mn,
                           mx, tokens, best, arg, jumprelu ? ACT_JUMP : ACT_NONE, jump, threads, NULL,
-                          0, NULL, NULL, 0, NULL, 0, NULL, 0, NULL);
+                          0, NULL, NULL, 0, NULL, 0, NULL, 0, NULL, NULL, 0, 0, NULL, NULL);
     int bad = 0;
     for (int64_t i = 0; jumprelu && i < n * f && !bad; i++) bad = !same(pre[i], x[i]);
     if (bad) printf("activated values differ (n=%lld f=%lld)\n", (long long)n, (long long)f);
@@ -106,7 +106,7 @@ static int check_f16(void) {
     featmon_dense_moments(h, DTYPE_F16, NULL, 1, 65536, shift, 0.0, rows, counts, counts + 65536,
                           counts + 2 * 65536, sums, sums + 65536, sums + 2 * 65536, mn, mx, 0,
                           NULL, NULL, ACT_NONE, NULL, 1, NULL, 0, NULL, NULL, 0, NULL, 0, NULL, 0,
-                          NULL);
+                          NULL, NULL, 0, 0, NULL, NULL);
     for (int i = 0; i < 65536; i++) {
         __fp16 v;
         memcpy(&v, &h[i], 2);
