@@ -17,6 +17,7 @@ from typing import NamedTuple
 
 import torch
 
+from .dense_outputs import DenseOutputs, fresh_outputs
 from .moments import Moments
 from .protocol import (
     ACT_JUMP,
@@ -28,7 +29,6 @@ from .protocol import (
     CFunction,
     CFunctions,
 )
-from .dense_outputs import DenseOutputs, fresh_outputs
 from .rider import StatisticsRider
 from .sample_native import SampleKernels, check_buffers
 
