@@ -116,7 +116,9 @@ def _moments_close(got, want):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("shape", [(1, 3), (7, 1500), (9, 1024), (33, 2 * 4096 + 100)])
 @pytest.mark.parametrize("threshold", [0.0, 0.1, -0.3, 1e39, -1e39])
-def test_dense_kernel_matches_batch_moments(dtype, shape, threshold):
+@pytest.mark.parametrize("avx512", ["1", "0"])  # the AVX-512 sweep, or gcc's (FEATMON_AVX512)
+def test_dense_kernel_matches_batch_moments(dtype, shape, threshold, avx512, monkeypatch):
+    monkeypatch.setenv("FEATMON_AVX512", avx512)
     gen = torch.Generator().manual_seed(sum(shape))
     n, f = shape
     x = (torch.randn(n, f, generator=gen) * 2).to(dtype)
@@ -186,8 +188,11 @@ def test_dense_kernel_refuses_buffers_it_could_overrun(bad):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
-@pytest.mark.parametrize(("batch", "tokens"), [(1, 1), (1, 37), (5, 6), (3, 1)])
-def test_row_maxima_from_the_statistics_pass_equal_a_separate_pass(dtype, batch, tokens):
+@pytest.mark.parametrize(("batch", "tokens"), [(1, 1), (1, 37), (5, 6), (3, 1), (2, 19)])
+@pytest.mark.parametrize("avx512", ["1", "0"])
+def test_row_maxima_from_the_statistics_pass_equal_a_separate_pass(dtype, batch, tokens, avx512,
+                                                                   monkeypatch):
+    monkeypatch.setenv("FEATMON_AVX512", avx512)
     gen = torch.Generator().manual_seed(batch * 100 + tokens)
     f = 4096 + 100  # crosses a tile
     # Few distinct values, so ties (earliest token wins) are common.

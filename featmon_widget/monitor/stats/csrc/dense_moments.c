@@ -26,7 +26,7 @@
 
 #include "featmon_protocol.h" /* DTYPE_*, ACT_*, VECTOR_CLONES, this file's prototype */
 
-enum { TILE = 4096, ROWS = 4, MAX_THREADS = 16 };
+enum { TILE = 4096, ROWS = 4, AVX512_ROWS = 16, MAX_THREADS = 16 };
 #ifndef COUNT_ROWS /* a test builds it with a small one */
 #define COUNT_ROWS ((int64_t)1 << 30)
 #endif
@@ -332,6 +332,85 @@ static int have_avx512(void) {
     return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw")
            && __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
 }
+
+/* The sweep (see SWEEP) written with AVX-512 masks: gcc's code for it selects with a blend
+ * and then adds, tests finiteness with a subtract and a compare, and splits the squares' fused
+ * multiply-add; here a masked add, one fpclass and an FMA do each. Same sums in the same
+ * order per column (the squares rounded once, not twice). Sixteen columns a step, `take` the
+ * ones in the tile. */
+AVX512 static inline __attribute__((always_inline)) void sweep16(void *const *r, const int32_t *t, int rows, int dtype,
+                                  int64_t i, __mmask16 take, const double *restrict shift,
+                                  float tf, const Acc *acc, int track) {
+    const __mmask8 take_lo = (__mmask8)take, take_hi = (__mmask8)(take >> 8);
+    const __m512d sh_lo = _mm512_maskz_loadu_pd(take_lo, shift + i);
+    const __m512d sh_hi = _mm512_maskz_loadu_pd(take_hi, shift + i + 8);
+    __m512i c = _mm512_maskz_loadu_epi32(take, acc->count + i);
+    __m512i a = _mm512_maskz_loadu_epi32(take, acc->active + i);
+    __m512d as_lo = _mm512_maskz_loadu_pd(take_lo, acc->active_sum + i);
+    __m512d as_hi = _mm512_maskz_loadu_pd(take_hi, acc->active_sum + i + 8);
+    __m512d s1_lo = _mm512_maskz_loadu_pd(take_lo, acc->s1 + i);
+    __m512d s1_hi = _mm512_maskz_loadu_pd(take_hi, acc->s1 + i + 8);
+    __m512d s2_lo = _mm512_maskz_loadu_pd(take_lo, acc->s2 + i);
+    __m512d s2_hi = _mm512_maskz_loadu_pd(take_hi, acc->s2 + i + 8);
+    __m512 lo = _mm512_maskz_loadu_ps(take, acc->min + i);
+    __m512 hi = _mm512_maskz_loadu_ps(take, acc->max + i);
+    __m512 bst = track ? _mm512_maskz_loadu_ps(take, acc->best + i) : _mm512_setzero_ps();
+    __m512i ag = track ? _mm512_maskz_loadu_epi32(take, acc->arg + i) : _mm512_setzero_si512();
+    const __m512i one = _mm512_set1_epi32(1);
+    const __m512 above = _mm512_set1_ps(tf);
+    for (int q = 0; q < rows; q++) {
+        const __m512 v = load16(r[q], dtype, i, take);
+        /* finite: not NaN (0x01, 0x80) nor +-Inf (0x08, 0x10) */
+        const __mmask16 ok = _kandn_mask16(_mm512_fpclass_ps_mask(v, 0x99), take);
+        const __mmask16 on = _mm512_mask_cmp_ps_mask(ok, v, above, _CMP_GT_OQ);
+        c = _mm512_mask_add_epi32(c, ok, c, one);
+        a = _mm512_mask_add_epi32(a, on, a, one);
+        lo = _mm512_mask_min_ps(lo, ok, v, lo); /* equal (+0 / -0): the held one stays */
+        if (track) {
+            const __mmask16 more = _mm512_mask_cmp_ps_mask(ok, v, bst, _CMP_GT_OQ);
+            bst = _mm512_mask_mov_ps(bst, more, v);
+            ag = _mm512_mask_mov_epi32(ag, more, _mm512_set1_epi32(t[q]));
+        } else {
+            hi = _mm512_mask_max_ps(hi, ok, v, hi);
+        }
+        const __m512d x_lo = _mm512_cvtps_pd(_mm512_castps512_ps256(v));
+        const __m512d x_hi = _mm512_cvtps_pd(_mm512_extractf32x8_ps(v, 1));
+        const __mmask8 ok_lo = (__mmask8)ok, ok_hi = (__mmask8)(ok >> 8);
+        const __m512d d_lo = _mm512_maskz_sub_pd(ok_lo, x_lo, sh_lo);
+        const __m512d d_hi = _mm512_maskz_sub_pd(ok_hi, x_hi, sh_hi);
+        s1_lo = _mm512_add_pd(s1_lo, d_lo), s1_hi = _mm512_add_pd(s1_hi, d_hi);
+        s2_lo = _mm512_fmadd_pd(d_lo, d_lo, s2_lo), s2_hi = _mm512_fmadd_pd(d_hi, d_hi, s2_hi);
+        as_lo = _mm512_mask_add_pd(as_lo, (__mmask8)on, as_lo, x_lo);
+        as_hi = _mm512_mask_add_pd(as_hi, (__mmask8)(on >> 8), as_hi, x_hi);
+    }
+    _mm512_mask_storeu_epi32(acc->count + i, take, c);
+    _mm512_mask_storeu_epi32(acc->active + i, take, a);
+    _mm512_mask_storeu_pd(acc->active_sum + i, take_lo, as_lo);
+    _mm512_mask_storeu_pd(acc->active_sum + i + 8, take_hi, as_hi);
+    _mm512_mask_storeu_pd(acc->s1 + i, take_lo, s1_lo);
+    _mm512_mask_storeu_pd(acc->s1 + i + 8, take_hi, s1_hi);
+    _mm512_mask_storeu_pd(acc->s2 + i, take_lo, s2_lo);
+    _mm512_mask_storeu_pd(acc->s2 + i + 8, take_hi, s2_hi);
+    _mm512_mask_storeu_ps(acc->min + i, take, lo);
+    _mm512_mask_storeu_ps(acc->max + i, take, hi);
+    if (track) {
+        _mm512_mask_storeu_ps(acc->best + i, take, bst);
+        _mm512_mask_storeu_epi32(acc->arg + i, take, ag);
+    }
+}
+
+/* Rows r[0..rows) (tokens t) into the tile's n columns' sums, as the SWEEP functions do. */
+AVX512 static void sweep_avx512(void *const *r, const int32_t *t, int rows, int dtype,
+                                int64_t n, const double *restrict shift, float tf,
+                                const Acc *acc, int track) {
+    int64_t i = 0;
+    if (track)
+        for (; i + 16 <= n; i += 16) sweep16(r, t, rows, dtype, i, 0xFFFF, shift, tf, acc, 1);
+    else
+        for (; i + 16 <= n; i += 16) sweep16(r, t, rows, dtype, i, 0xFFFF, shift, tf, acc, 0);
+    if (i < n)
+        sweep16(r, t, rows, dtype, i, (__mmask16)((1u << (n - i)) - 1), shift, tf, acc, track);
+}
 #endif
 
 /* One row's cells (`cells`: m + CELL_SLACK ints of scratch), whichever way this CPU has; with
@@ -476,6 +555,7 @@ static void *run_tiles(void *p) {
     int32_t *cells = (int32_t *)(f32 + 6 * TILE);
     const int track = w->best != NULL;
     const SweepFn sweep = sweep_for(w->act, track, w->dtype);
+    const int avx512_sweep = w->avx512 && w->act == ACT_NONE;
     const Dist *dist = w->dist;
     const int probing = dist && dist->token_key;
     Probe probe = {0};
@@ -512,24 +592,37 @@ static void *run_tiles(void *p) {
             probe.limit[i] = (uint32_t)((uint64_t)dist->key[(start + i) * dist->e + dist->e - 1] >> 32);
         }
         int64_t done = 0; /* sequences whose maxima are written */
-        /* Four rows per sweep (of one sequence when tracking), the rest one at a time. */
+        /* Rows of one sequence when tracking: four per sweep (the rest one at a time), or up
+         * to sixteen per AVX-512 sweep (each sweep loads and stores the tile's sums: with
+         * more rows a sweep, fewer of those). */
         for (int64_t j = 0; j < w->n_valid;) {
             const int64_t seq = w->rows[j] / w->tokens;
             if (track && seq > done) {
                 flush_maxima(w, &acc, start, n, done, seq); /* done .. seq-1 are complete */
                 done = seq;
             }
-            int rows = w->n_valid - j >= ROWS ? ROWS : 1;
-            if (track && rows == ROWS && w->rows[j + ROWS - 1] / w->tokens != seq) rows = 1;
-            void *r[ROWS];
-            int32_t t[ROWS];
-            for (int q = 0; q < ROWS; q++) {
+            int rows;
+            if (avx512_sweep) {
+                rows = w->n_valid - j < AVX512_ROWS ? (int)(w->n_valid - j) : AVX512_ROWS;
+                while (track && w->rows[j + rows - 1] / w->tokens != seq) rows--;
+            } else {
+                rows = w->n_valid - j >= ROWS ? ROWS : 1;
+                if (track && rows == ROWS && w->rows[j + ROWS - 1] / w->tokens != seq) rows = 1;
+            }
+            void *r[AVX512_ROWS];
+            int32_t t[AVX512_ROWS];
+            for (int q = 0; q < AVX512_ROWS; q++) {
                 const int64_t row = w->rows[j + (q < rows ? q : 0)];
                 r[q] = base + ((size_t)row * (size_t)w->f + (size_t)start) * width;
                 t[q] = (int32_t)(row % w->tokens);
             }
             if (j / COUNT_ROWS != (j + rows) / COUNT_ROWS) flush_counts(w, &acc, start, n);
             j += rows;
+#ifdef AVX512_CELLS
+            if (avx512_sweep)
+                sweep_avx512(r, t, rows, w->dtype, n, shift, w->tf, &acc, track);
+            else
+#endif
             sweep(r[0], r[1], r[2], r[3], t[0], t[1], t[2], t[3], rows, n, shift, w->tf,
                   w->jump ? w->jump + start : NULL, acc.count, acc.active, acc.active_sum, acc.s1, acc.s2, acc.min, acc.max,
                   acc.best, acc.arg);
@@ -723,7 +816,7 @@ int featmon_dense_moments(void *acts, int dtype, const uint8_t *valid, int64_t n
     if (act != ACT_NONE && valid) activate_invalid_rows(acts, valid, n, f, act, jump);
     const int riding = dist_counts || token_key || row_l0 || top_pick; /* cells wanted */
 #ifdef AVX512_CELLS
-    const int avx512 = riding && have_avx512();
+    const int avx512 = have_avx512();
 #else
     const int avx512 = 0;
 #endif
