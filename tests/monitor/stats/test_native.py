@@ -133,6 +133,23 @@ def test_dense_kernel_matches_batch_moments(dtype, shape, threshold, avx512, mon
                                                                           threshold))
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+def test_the_avx512_sweep_and_gccs_sum_bit_for_bit_alike(dtype, monkeypatch):
+    """Saved statistics reload bit for bit (test_saving_v1/v2) whichever sweep made them."""
+    gen = torch.Generator().manual_seed(11)
+    x = (torch.randn(70, 4096 + 77, generator=gen) * 3).to(dtype)
+    x.view(-1)[::89] = float("nan")
+    x.view(-1)[5::97] = -0.0
+    shift = torch.randn(x.shape[1], generator=gen, dtype=torch.float64)
+    valid = torch.rand(70, generator=gen) > 0.2
+    got = {}
+    for avx512 in ("1", "0"):
+        monkeypatch.setenv("FEATMON_AVX512", avx512)
+        got[avx512] = native_kernel("dense").with_row_maxima(x, valid, shift, -0.5, 7)
+    for a, b in zip([*got["1"][0], *got["1"][1]], [*got["0"][0], *got["0"][1]], strict=True):
+        assert torch.equal(a.view(-1).view(torch.uint8), b.view(-1).view(torch.uint8))
+
+
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_dense_kernel_widens_every_16_bit_value_exactly(dtype):
     """All 65,536 bit patterns, one per feature: min and max are the value itself."""

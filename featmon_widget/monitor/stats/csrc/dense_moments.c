@@ -334,10 +334,9 @@ static int have_avx512(void) {
 }
 
 /* The sweep (see SWEEP) written with AVX-512 masks: gcc's code for it selects with a blend
- * and then adds, tests finiteness with a subtract and a compare, and splits the squares' fused
- * multiply-add; here a masked add, one fpclass and an FMA do each. Same sums in the same
- * order per column (the squares rounded once, not twice). Sixteen columns a step, `take` the
- * ones in the tile. */
+ * and then adds, and tests finiteness with a subtract and a compare; here a masked add and
+ * one fpclass do each. The same sums in the same order per column, rounded the same. Sixteen
+ * columns a step, `take` the ones in the tile. */
 AVX512 static inline __attribute__((always_inline)) void sweep16(void *const *r, const int32_t *t, int rows, int dtype,
                                   int64_t i, __mmask16 take, const double *restrict shift,
                                   float tf, const Acc *acc, int track) {
@@ -379,7 +378,10 @@ AVX512 static inline __attribute__((always_inline)) void sweep16(void *const *r,
         const __m512d d_lo = _mm512_maskz_sub_pd(ok_lo, x_lo, sh_lo);
         const __m512d d_hi = _mm512_maskz_sub_pd(ok_hi, x_hi, sh_hi);
         s1_lo = _mm512_add_pd(s1_lo, d_lo), s1_hi = _mm512_add_pd(s1_hi, d_hi);
-        s2_lo = _mm512_fmadd_pd(d_lo, d_lo, s2_lo), s2_hi = _mm512_fmadd_pd(d_hi, d_hi, s2_hi);
+        /* squared, then added, as gcc's sweep does: the same sums bit for bit whichever
+         * sweep ran (a plain multiply here would be contracted into an FMA) */
+        s2_lo = _mm512_add_pd(s2_lo, _mm512_mul_round_pd(d_lo, d_lo, _MM_FROUND_CUR_DIRECTION));
+        s2_hi = _mm512_add_pd(s2_hi, _mm512_mul_round_pd(d_hi, d_hi, _MM_FROUND_CUR_DIRECTION));
         as_lo = _mm512_mask_add_pd(as_lo, (__mmask8)on, as_lo, x_lo);
         as_hi = _mm512_mask_add_pd(as_hi, (__mmask8)(on >> 8), as_hi, x_hi);
     }
