@@ -270,33 +270,10 @@ AVX512 static inline __mmask16 counted16(__m512 v, float t, __mmask16 take) {
     return _mm512_mask_cmp_ps_mask(above, v, _mm512_set1_ps(INFINITY), _CMP_LT_OQ);
 }
 
-/* The probe's test (see above) on the counted lanes `on` of columns i..i+15 of the tile,
- * sixteen keys at once; the few candidates are appended in column order. */
-AVX512 static inline void probe16(__mmask16 on, int64_t i, __m512i hi, Probe *p,
-                                  int32_t column, int32_t row) {
-    const __m512i salt = _mm512_maskz_loadu_epi32(on, p->salt + i);
-    const __m512i limit = _mm512_maskz_loadu_epi32(on, p->limit + i);
-    const __m512i mixed = _mm512_mullo_epi32(_mm512_xor_si512(hi, salt),
-                                             _mm512_set1_epi32((int32_t)SAMPLE_MIX));
-    for (__mmask16 take = _mm512_mask_cmple_epu32_mask(on, _mm512_srli_epi32(mixed, 1), limit);
-         take && p->count >= 0; take &= take - 1) {
-        if (p->count == p->capacity) {
-            p->count = -1;
-            return;
-        }
-        p->cand[2 * p->count] = column + (int32_t)(i + __builtin_ctz(take));
-        p->cand[2 * p->count + 1] = row;
-        p->count++;
-    }
-}
-
 /* Thirty-two values a step, compressed whether or not any is counted: a branch on that
- * mispredicts at a few percent density, and after a sweep it waits on a load from L2. With
- * `probe` (its token's key high half `hi`) the counted values are probed too. */
+ * mispredicts at a few percent density, and after a sweep it waits on a load from L2. */
 AVX512 static int64_t cells_avx512(const void *x, int dtype, int64_t m, float t,
-                                   int32_t *restrict cells, Probe *probe, uint32_t hi,
-                                   int32_t column, int32_t row) {
-    const __m512i his = _mm512_set1_epi32((int32_t)hi);
+                                   int32_t *restrict cells) {
     const __m512i step = _mm512_set1_epi32(16 * DIST_BINS);
     __m512i base = _mm512_slli_epi32(
         _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), 5);
@@ -304,10 +281,6 @@ AVX512 static int64_t cells_avx512(const void *x, int dtype, int64_t m, float t,
     for (; i + 32 <= m; i += 32) {
         const __m512 v = load16(x, dtype, i, 0xFFFF), w = load16(x, dtype, i + 16, 0xFFFF);
         const __mmask16 on = counted16(v, t, 0xFFFF), on_w = counted16(w, t, 0xFFFF);
-        if (probe) {
-            probe16(on, i, his, probe, column, row);
-            probe16(on_w, i + 16, his, probe, column, row);
-        }
         found = compress16(v, on, base, cells, found);
         found = compress16(w, on_w, _mm512_add_epi32(base, step), cells, found);
         base = _mm512_add_epi32(base, _mm512_add_epi32(step, step));
@@ -315,16 +288,14 @@ AVX512 static int64_t cells_avx512(const void *x, int dtype, int64_t m, float t,
     for (; i < m; i += 16) {
         const __mmask16 take = m - i >= 16 ? 0xFFFF : (__mmask16)((1u << (m - i)) - 1);
         const __m512 v = load16(x, dtype, i, take);
-        const __mmask16 on = counted16(v, t, take);
-        if (probe) probe16(on, i, his, probe, column, row);
-        found = compress16(v, on, base, cells, found);
+        found = compress16(v, counted16(v, t, take), base, cells, found);
         base = _mm512_add_epi32(base, step);
     }
     return found;
 }
 
-/* Whether this CPU has what cells_avx512 uses; FEATMON_AVX512=0 turns it off (the tests
- * check the portable cells against it). */
+/* Whether this CPU has what sweep_avx512 and cells_avx512 use; FEATMON_AVX512=0 turns them
+ * off (the tests check gcc's sweep and the portable cells against them). */
 static int have_avx512(void) {
     const char *off = getenv("FEATMON_AVX512");
     if (off && off[0] == '0') return 0;
@@ -415,14 +386,13 @@ AVX512 static void sweep_avx512(void *const *r, const int32_t *t, int rows, int 
 }
 #endif
 
-/* One row's cells (`cells`: m + CELL_SLACK ints of scratch), whichever way this CPU has; with
- * AVX-512, `probe` (or NULL) is probed in the same loop (elsewhere count_cells probes). */
+/* One row's cells (`cells`: m + CELL_SLACK ints of scratch), whichever way this CPU has. */
 static int64_t row_cells(const void *x, int dtype, int64_t m, float t, int32_t *cells,
-                         int avx512, Probe *probe, uint32_t hi, int32_t column, int32_t row) {
+                         int avx512) {
 #ifdef AVX512_CELLS
-    if (avx512) return cells_avx512(x, dtype, m, t, cells, probe, hi, column, row);
+    if (avx512) return cells_avx512(x, dtype, m, t, cells);
 #endif
-    (void)avx512, (void)probe, (void)hi, (void)column, (void)row;
+    (void)avx512;
     if (dtype == DTYPE_F32) return cells_f32(x, m, t, cells);
     if (dtype == DTYPE_BF16) return cells_bf16(x, m, t, cells);
     return cells_f16(x, m, t, cells);
@@ -631,16 +601,13 @@ static void *run_tiles(void *p) {
             for (int q = 0; dist && q < rows; q++) { /* the same rows, still in cache */
                 const int64_t row = w->rows[j - rows + q];
                 const uint32_t hi = probing ? (uint32_t)((uint64_t)dist->token_key[row] >> 32) : 0;
-                const int64_t found = row_cells(r[q], w->dtype, n, w->tf, cells, w->avx512,
-                                                probing && w->avx512 ? &probe : NULL, hi,
-                                                (int32_t)start, (int32_t)row);
+                const int64_t found = row_cells(r[q], w->dtype, n, w->tf, cells, w->avx512);
                 if (dist->row_l0) dist->row_l0[w->part * w->batch * w->tokens + row] += (int32_t)found;
                 if (dist->top_slot && dist->top_slot[row] >= 0)
                     top_cells(r[q], w->dtype, cells, found, (int32_t)start, dist->top_k,
                               &dist->tops[w->part * dist->top_m + dist->top_slot[row]]);
-                count_cells(cells, found, tile_counts, dist->wide,
-                            probing && !w->avx512 ? &probe : NULL, hi, (int32_t)start,
-                            (int32_t)row);
+                count_cells(cells, found, tile_counts, dist->wide, probing ? &probe : NULL, hi,
+                            (int32_t)start, (int32_t)row);
             }
         }
         if (track) flush_maxima(w, &acc, start, n, done, w->batch);
