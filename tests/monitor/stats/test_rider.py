@@ -10,7 +10,7 @@ from featmon_widget import FeatureMonitor
 from featmon_widget.monitor.stats import native
 from featmon_widget.monitor.stats.rider import RowTops, StatisticsRider
 
-F = 2 * 4096 + 100  # three tiles: rows ranked across threads and a partial tile
+F = 2 * 4096 + 100  # five tiles: rows ranked across threads and a partial tile
 
 
 def _acts(dtype: torch.dtype, n: int = 40, seed: int = 0) -> torch.Tensor:

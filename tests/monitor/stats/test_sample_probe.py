@@ -12,7 +12,7 @@ from featmon_widget import FeatureMonitor
 from featmon_widget.monitor.record import samples as samples_module
 from featmon_widget.monitor.stats.backend import KERNELS, load_kernel
 
-# Three tiles of the statistics pass (two parts, folded side by side), the last 149 wide: the
+# Five tiles of the statistics pass (two parts, folded side by side), the last 149 wide: the
 # AVX-512 probe's 32-value steps, then a masked 21-value tail.
 F = 2 * 4096 + 149
 SAMPLE = ("key", "value", "request", "row", "position", "tokens", "acts")

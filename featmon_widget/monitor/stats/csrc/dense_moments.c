@@ -26,7 +26,7 @@
 
 #include "featmon_protocol.h" /* DTYPE_*, ACT_*, VECTOR_CLONES, this file's prototype */
 
-enum { TILE = 4096, ROWS = 4, AVX512_ROWS = 16, MAX_THREADS = 16 };
+enum { TILE = 2048, ROWS = 4, AVX512_ROWS = 16, MAX_THREADS = 16 };
 #ifndef COUNT_ROWS /* a test builds it with a small one */
 #define COUNT_ROWS ((int64_t)1 << 30)
 #endif
