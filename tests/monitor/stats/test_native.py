@@ -150,6 +150,32 @@ def test_the_avx512_sweep_and_gccs_sum_bit_for_bit_alike(dtype, monkeypatch):
         assert torch.equal(a.view(-1).view(torch.uint8), b.view(-1).view(torch.uint8))
 
 
+def test_both_sweeps_apply_jumprelu_bit_for_bit_alike(monkeypatch):
+    """Our SAEs' activation applied in place by the pass: the same features (NaN stays NaN,
+    +inf under its jump becomes NaN, the rest 0) and sums from either sweep."""
+    gen = torch.Generator().manual_seed(12)
+    pre = torch.randn(70, 4096 + 77, generator=gen) * 3
+    pre.view(-1)[::89] = float("nan")
+    pre.view(-1)[3::97] = float("inf")
+    pre.view(-1)[7::101] = -float("inf")
+    jump = torch.rand(pre.shape[1], generator=gen)
+    jump[::5] = -float("inf")  # ReLU columns
+    jump[1::7] = float("inf")  # nothing passes: +inf becomes NaN
+    valid = torch.rand(70, generator=gen) > 0.2
+    shift = torch.zeros(pre.shape[1], dtype=torch.float64)
+    got = {}
+    for avx512 in ("1", "0"):
+        monkeypatch.setenv("FEATMON_AVX512", avx512)
+        x = pre.clone()
+        moments, maxima = native_kernel("dense").with_row_maxima(x, valid, shift, 0.0, 7, jump)
+        got[avx512] = [x, *moments, *maxima]
+    want = torch.relu(pre) * (pre > jump)
+    assert torch.equal(got["1"][0].isnan(), want.isnan())
+    assert torch.equal(got["1"][0].nan_to_num(), want.nan_to_num())
+    for a, b in zip(got["1"], got["0"], strict=True):
+        assert torch.equal(a.view(-1).view(torch.uint8), b.view(-1).view(torch.uint8))
+
+
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_dense_kernel_widens_every_16_bit_value_exactly(dtype):
     """All 65,536 bit patterns, one per feature: min and max are the value itself."""

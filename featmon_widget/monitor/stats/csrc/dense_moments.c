@@ -308,9 +308,10 @@ static int have_avx512(void) {
  * and then adds, and tests finiteness with a subtract and a compare; here a masked add and
  * one fpclass do each. The same sums in the same order per column, rounded the same. Sixteen
  * columns a step, `take` the ones in the tile. */
-AVX512 static inline __attribute__((always_inline)) void sweep16(void *const *r, const int32_t *t, int rows, int dtype,
-                                  int64_t i, __mmask16 take, const double *restrict shift,
-                                  float tf, const Acc *acc, int track) {
+AVX512 static inline __attribute__((always_inline)) void sweep16(
+    void *const *r, const int32_t *t, int rows, int dtype, int64_t i, __mmask16 take,
+    const double *restrict shift, float tf, const float *restrict jump, const Acc *acc,
+    int track) {
     const __mmask8 take_lo = (__mmask8)take, take_hi = (__mmask8)(take >> 8);
     const __m512d sh_lo = _mm512_maskz_loadu_pd(take_lo, shift + i);
     const __m512d sh_hi = _mm512_maskz_loadu_pd(take_hi, shift + i + 8);
@@ -328,8 +329,19 @@ AVX512 static inline __attribute__((always_inline)) void sweep16(void *const *r,
     __m512i ag = track ? _mm512_maskz_loadu_epi32(take, acc->arg + i) : _mm512_setzero_si512();
     const __m512i one = _mm512_set1_epi32(1);
     const __m512 above = _mm512_set1_ps(tf);
+    const __m512 jumps = jump ? _mm512_maskz_loadu_ps(take, jump + i) : _mm512_setzero_ps();
     for (int q = 0; q < rows; q++) {
-        const __m512 v = load16(r[q], dtype, i, take);
+        __m512 v = load16(r[q], dtype, i, take);
+        if (jump) { /* jump_relu's bits, written back (float32 only) */
+            const __mmask16 over = _mm512_cmp_ps_mask(v, jumps, _CMP_GT_OQ);
+            const __mmask16 keep = (_mm512_cmp_ps_mask(v, _mm512_setzero_ps(), _CMP_GT_OQ) & over)
+                                   | _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
+            const __mmask16 to_nan = _kandn_mask16(
+                over, _mm512_cmp_ps_mask(v, _mm512_set1_ps(INFINITY), _CMP_EQ_OQ));
+            v = _mm512_mask_mov_ps(_mm512_maskz_mov_ps(keep, v), to_nan,
+                                   _mm512_castsi512_ps(_mm512_set1_epi32(0x7FC00000)));
+            _mm512_mask_storeu_ps((float *)r[q] + i, take, v);
+        }
         /* finite: not NaN (0x01, 0x80) nor +-Inf (0x08, 0x10) */
         const __mmask16 ok = _kandn_mask16(_mm512_fpclass_ps_mask(v, 0x99), take);
         const __mmask16 on = _mm512_mask_cmp_ps_mask(ok, v, above, _CMP_GT_OQ);
@@ -372,17 +384,21 @@ AVX512 static inline __attribute__((always_inline)) void sweep16(void *const *r,
     }
 }
 
-/* Rows r[0..rows) (tokens t) into the tile's n columns' sums, as the SWEEP functions do. */
+/* Rows r[0..rows) (tokens t) into the tile's n columns' sums, as the SWEEP functions do;
+ * with `jump` (float32 rows) activated in place first, as sweep_f32_jump does. */
 AVX512 static void sweep_avx512(void *const *r, const int32_t *t, int rows, int dtype,
                                 int64_t n, const double *restrict shift, float tf,
-                                const Acc *acc, int track) {
+                                const float *restrict jump, const Acc *acc, int track) {
     int64_t i = 0;
     if (track)
-        for (; i + 16 <= n; i += 16) sweep16(r, t, rows, dtype, i, 0xFFFF, shift, tf, acc, 1);
+        for (; i + 16 <= n; i += 16)
+            sweep16(r, t, rows, dtype, i, 0xFFFF, shift, tf, jump, acc, 1);
     else
-        for (; i + 16 <= n; i += 16) sweep16(r, t, rows, dtype, i, 0xFFFF, shift, tf, acc, 0);
+        for (; i + 16 <= n; i += 16)
+            sweep16(r, t, rows, dtype, i, 0xFFFF, shift, tf, jump, acc, 0);
     if (i < n)
-        sweep16(r, t, rows, dtype, i, (__mmask16)((1u << (n - i)) - 1), shift, tf, acc, track);
+        sweep16(r, t, rows, dtype, i, (__mmask16)((1u << (n - i)) - 1), shift, tf, jump, acc,
+                track);
 }
 #endif
 
@@ -527,7 +543,7 @@ static void *run_tiles(void *p) {
     int32_t *cells = (int32_t *)(f32 + 6 * TILE);
     const int track = w->best != NULL;
     const SweepFn sweep = sweep_for(w->act, track, w->dtype);
-    const int avx512_sweep = w->avx512 && w->act == ACT_NONE;
+    const int avx512_sweep = w->avx512; /* an activation only on float32 (checked up front) */
     const Dist *dist = w->dist;
     const int probing = dist && dist->token_key;
     Probe probe = {0};
@@ -592,7 +608,8 @@ static void *run_tiles(void *p) {
             j += rows;
 #ifdef AVX512_CELLS
             if (avx512_sweep)
-                sweep_avx512(r, t, rows, w->dtype, n, shift, w->tf, &acc, track);
+                sweep_avx512(r, t, rows, w->dtype, n, shift, w->tf,
+                             w->act == ACT_JUMP ? w->jump + start : NULL, &acc, track);
             else
 #endif
             sweep(r[0], r[1], r[2], r[3], t[0], t[1], t[2], t[3], rows, n, shift, w->tf,
