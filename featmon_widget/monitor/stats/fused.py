@@ -21,7 +21,7 @@ import torch
 from ...sae.adapter import jump_thresholds
 from .compiled import CompileOrEager
 from .kernels import StatisticsKernels
-from .moments import Moments, batch_moments, shift_for
+from .moments import Moments, batch_moments, first_row, shift_for
 from .native import RowMaxima
 from .rider import StatisticsRider
 
@@ -39,7 +39,7 @@ def _encode_with_moments(
 ) -> tuple[Tensor, Tensor, Moments]:
     acts = encode(x)
     flat = acts.reshape(-1, acts.shape[-1])
-    shift = shift_for(flat, mean, count)
+    shift = shift_for(flat, mean, count, valid)
     return flat, shift, batch_moments(flat, valid, shift, threshold)
 
 
@@ -110,8 +110,8 @@ class FusedEncoder:
         if jump is None:
             return None
         pre = sae.pre_activations(x)
-        # Never-seen features are shifted by the first row's features (see shift_for).
-        shift = shift_for(sae.activation(pre[:1]), mean, count)
+        # Never-seen features are shifted by the first counted row's features (see shift_for).
+        shift = shift_for(sae.activation(first_row(pre, valid)), mean, count)
         done = self.statistics.activate(pre, jump, valid, shift, threshold, tokens, rider)
         if done is None:
             return None
@@ -126,7 +126,7 @@ class FusedEncoder:
         if tokens is not None and flat.shape[0] % tokens:
             raise ValueError(f"the SAE's encode gave {flat.shape[0]} rows of features for "
                              f"sequences of {tokens} tokens")
-        shift = shift_for(flat, mean, count)
+        shift = shift_for(flat, mean, count, valid)
         if tokens is None:
             return Encoded(flat, shift, self.statistics(flat, valid, shift, threshold, rider),
                            None)

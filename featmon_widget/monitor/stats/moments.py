@@ -221,9 +221,19 @@ def sparse_shift(count: Tensor, mean: Tensor) -> Tensor:
     return torch.where(count > 0, mean, 0.0)
 
 
-def shift_for(acts: Tensor, mean: Tensor, count: Tensor) -> Tensor:
+def shift_for(acts: Tensor, mean: Tensor, count: Tensor, valid: Tensor | None = None) -> Tensor:
     """The per-feature shift for a batch: the running mean, or for never-seen features the
-    batch's first row (any value near the data keeps the shifted sums well conditioned)."""
-    first = acts[0].to(torch.float64)
+    batch's first row counted (`valid` [N], None: every row): a value of the data keeps the
+    shifted sums well conditioned. A padding row's value could be far from it (1.0 against
+    data of 1e-12 lost five digits of the mean)."""
+    first = first_row(acts, valid)[0].to(torch.float64)
     first = torch.where(torch.isfinite(first), first, 0.0)
     return torch.where(count > 0, mean, first)
+
+
+def first_row(acts: Tensor, valid: Tensor | None) -> Tensor:
+    """[1, F]: the first row of `acts` [N, F] where `valid` [N] is true (the first row where
+    none is, or for None), picked on the device: no host read (a 0-dim index would be one)."""
+    if valid is None:
+        return acts[:1]
+    return acts.index_select(0, valid.to(torch.uint8).argmax().reshape(1))

@@ -164,10 +164,12 @@ class RunningStats(StatePart):
         self.remote = None if merged is None else Totals(**merged)
 
     def memory_bytes(self) -> dict[str, int]:
-        """The totals (see `nbytes`), and the CPU TopK table once made."""
+        """The totals (see `nbytes`), the CPU TopK table once made, and the dense pass's
+        kept output buffers once used (`DenseOutputs`)."""
         pending = self._pending
         table = 0 if pending is None else nbytes((pending.table, pending.shift))
-        return {"statistics": self.nbytes, "pending_topk": table}
+        return {"statistics": self.nbytes, "pending_topk": table,
+                "scratch": self.compiled.outputs.nbytes}
 
     def reset_active(self) -> None:
         """Forget only the threshold-dependent statistics (after the threshold changed)."""
@@ -187,7 +189,7 @@ class RunningStats(StatePart):
         # Reduction and merge stay two graphs: compiled as one, inductor's CPU code for the
         # reduction became about 9x slower.
         local = self.local
-        shift = shift_for(acts, local.mean, local.count)
+        shift = shift_for(acts, local.mean, local.count, valid)
         if tokens is None:
             self.merge(shift, self.compiled(acts, valid, shift, threshold, rider))
             return None

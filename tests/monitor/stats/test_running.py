@@ -219,3 +219,15 @@ def test_sparse_dense_and_fused_updates_interleave():
         assert torch.equal(getattr(a, name), getattr(b, name)), name
     for name in ("mean", "m2", "active_sum"):
         torch.testing.assert_close(getattr(a, name), getattr(b, name), rtol=1e-12, atol=1e-12)
+
+
+@KERNELS
+def test_never_seen_features_are_shifted_by_a_counted_row_not_padding(native):
+    """Found by the property test above: a batch whose first row is padding holding 1.0 and
+    whose one counted value is 1e-12 lost five digits of the mean, shifted by the padding."""
+    x = torch.zeros(6, 3)
+    x[3, 0], x[4, 0] = 1.0, 1e-12
+    valid = torch.tensor([False, False, False, False, True, False])
+    stats = _stats(3, native)
+    feed(stats, x, [3, 3], valid=valid)
+    assert stats.metric("mean")[0].item() == float(torch.tensor(1e-12))
