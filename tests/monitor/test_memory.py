@@ -35,8 +35,8 @@ def test_memory_per_part_is_the_documented_bytes_per_feature(examples):
     assert state.device_bytes == sum(state.memory_bytes.values())
     # History, histograms, health and watches do not grow with d_sae.
     fixed = {part: b for part, b in state.memory_bytes.items()
-             if part not in ("statistics", "pending_topk", "examples", "distributions",
-                             "samples")}
+             if part not in ("statistics", "pending_topk", "scratch", "examples",
+                             "distributions", "samples")}
     wide = FeatureMonitor(4 * d_sae, compile=False, examples_per_feature=examples)
     wide.on_sparse_activation(indices, values, token_ids=token_ids)
     assert {part: wide.state.memory_bytes[part] for part in fixed} == fixed

@@ -152,7 +152,8 @@ class DenseMoments:
         """`moments.batch_moments` of `acts` [N, F] (float32, bfloat16 or float16) over the
         rows where `valid` [N] is true (every row if None), against `shift` [F] float64; what
         `rider` asks is counted in the same pass (`StatisticsRider`). With `out` the results
-        are written into its buffers (valid until its next use), else into new tensors."""
+        are written into its buffers (valid until its next use), else into new tensors (the
+        row maxima are always new)."""
         return self._run(acts, valid, shift, threshold, None, None, rider, out)[0]
 
     def with_row_maxima(self, acts: Tensor, valid: Tensor | None, shift: Tensor,
@@ -180,9 +181,10 @@ class DenseMoments:
                       and (jump is None or (jump.dtype == acts.dtype == torch.float32
                                             and jump.shape == (f,))),
                       acts, shift, *[t for t in (valid, jump) if t is not None])
+        rows, counts, sums = fresh_outputs(n, f) if out is None else out.take(n, f)
         batch = 0 if tokens is None else n // tokens
-        rows, counts, sums, best, arg = (fresh_outputs(n, f, batch) if out is None
-                                         else out.take(n, f, batch))
+        best = torch.empty(batch, f, dtype=torch.float32)
+        arg = torch.empty(batch, f, dtype=torch.int64)
         threads = torch.get_num_threads() if acts.numel() >= _THREADED_STATISTICS else 1
         status = self.c.featmon_dense_moments(
             acts.data_ptr(), DENSE_DTYPES[acts.dtype], 0 if valid is None else valid.data_ptr(),

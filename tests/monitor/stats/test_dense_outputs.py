@@ -25,14 +25,17 @@ def test_an_owner_gets_the_same_buffers_each_pass_holding_what_fresh_ones_would(
     out = DenseOutputs()
     shift = torch.zeros(4096 + 50, dtype=torch.float64)
     first, first_max = kernel.with_row_maxima(_batch(0), None, shift, 0.0, 4, out=out)
-    kept = [t.data_ptr() for t in (*first, *first_max)]
+    kept = [t.data_ptr() for t in first]
     fresh_first = kernel.with_row_maxima(_batch(0), None, shift, 0.0, 4)
     assert _same(first, fresh_first[0]) and _same(first_max, fresh_first[1])
     second, second_max = kernel.with_row_maxima(_batch(1), None, shift, 0.0, 4, out=out)
-    assert [t.data_ptr() for t in (*second, *second_max)] == kept
+    assert [t.data_ptr() for t in second] == kept
+    # The row maxima grow with the batch: new each call, so the first call's stay as they were.
+    assert second_max.value.data_ptr() != first_max.value.data_ptr()
+    assert _same(first_max, fresh_first[1])
     fresh, fresh_max = kernel.with_row_maxima(_batch(1), None, shift, 0.0, 4)
     assert _same(second, fresh) and _same(second_max, fresh_max)
-    assert out.nbytes == sum(t.nbytes for t in (*second, *second_max)) + 12 * 8  # + the rows
+    assert out.nbytes == sum(t.nbytes for t in second) + 12 * 8  # + the rows' numbers
 
 
 def test_a_new_shape_takes_new_buffers_and_a_caller_without_an_owner_fresh_ones():
@@ -46,6 +49,15 @@ def test_a_new_shape_takes_new_buffers_and_a_caller_without_an_owner_fresh_ones(
     a, b = kernel(_batch(0), None, shift, 0.0), kernel(_batch(1), None, shift, 0.0)
     assert a.count.data_ptr() != b.count.data_ptr()  # the first still holds its results
     assert not _same(a, b)
+
+
+def test_the_kept_buffers_are_reported_in_the_monitor_memory():
+    from featmon_widget import FeatureMonitor
+    monitor = FeatureMonitor(4096 + 50, compile=False, native=True)
+    assert monitor.state.memory_bytes["scratch"] == 0
+    monitor.on_activation(_batch(0))
+    assert monitor.state.memory_bytes["scratch"] == 64 * (4096 + 50) + 8 * 12
+    monitor.close()
 
 
 def test_statistics_kernels_merge_each_pass_before_the_next_reuses_its_buffers():
