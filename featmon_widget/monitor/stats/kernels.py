@@ -43,7 +43,7 @@ class StatisticsKernels:
         self.backend = backend if backend is not None else Backend(native, compile)
         self.runner = self.backend.runner
         self._native_ran = False
-        # The native pass's moments and row maxima, reused: each is merged before the next.
+        # The native pass's moments, reused: each forward's are merged before the next pass.
         self.outputs = DenseOutputs()
 
     @property

@@ -80,8 +80,9 @@ class StatisticsRider:
 
     @staticmethod
     def kernel_args(rider: StatisticsRider | None, acts: Tensor) -> tuple[int, ...]:
-        """`featmon_dense_moments`' distribution, probe and L0 arguments for `rider` and the
-        features `acts` [N, F] (zeros: none), checked; marks what the pass will fill."""
+        """`featmon_dense_moments`' distribution, probe, L0 and history top-k arguments for
+        `rider` and the features `acts` [N, F] (zeros: none), checked; marks what the pass
+        will fill."""
         if rider is None or not rider.fits(acts):
             return (0,) * 15
         tops = (0,) * 5 if rider.tops is None else rider.tops.args(acts)
