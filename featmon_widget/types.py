@@ -333,8 +333,8 @@ class MonitorState:
     records_dropped: int = 0  # history records overwritten by newer ones (the ring is full)
     monitor_ms: float | None = None  # mean time monitoring took per forward (see `costs`)
     device_bytes: int = 0  # device memory the monitor holds, all parts
-    # ... per part: statistics, pending_topk (a host table on the CPU), scratch (the dense CPU
-    # pass's kept outputs), history, histograms, examples, health, watches
+    # ... per part: statistics, pending_topk (a host table on the CPU), history, histograms,
+    # examples, health, watches
     memory_bytes: dict[str, int] = field(default_factory=dict)
     watch_hits: int = 0  # hits of the active watches, delivered so far
     health_every: int = 8  # every how many forwards health is sampled (0: off)

@@ -149,11 +149,14 @@ class Ingest:
         rows = None if mask is None and position_ids is None else valid  # None: all rows
         local = rec.stats.local  # shifts come from this process's own totals
         # The health sample's decode comes after the statistics pass and may raise: on those
-        # forwards the pass counts into staged counts, added once the forward is recorded.
-        rider = rec.stats_rider(valid, staged=rec.health.is_due(rec.config.health_every))
+        # forwards the pass counts into staged counts, added once the forward is recorded, and
+        # its moments are merged afterwards; on the others it merges them as it goes.
+        due = rec.health.is_due(rec.config.health_every)
+        rider = rec.stats_rider(valid, staged=due)
         encoded = self.fused(sae, x, rows, local.mean, local.count,
                              rec.config.threshold, fuse=is_own_sae(sae),
-                             tokens=rec.examples.row_maxima_wanted(batch, tokens), rider=rider)
+                             tokens=rec.examples.row_maxima_wanted(batch, tokens), rider=rider,
+                             into=None if due else local)
         flat = encoded.features
         # Checked before anything is merged: a failed batch changes nothing.
         if flat.shape != (batch * tokens, rec.d_sae):

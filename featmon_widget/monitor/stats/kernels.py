@@ -12,7 +12,6 @@ from __future__ import annotations
 import torch
 
 from .backend import Backend
-from .dense_outputs import DenseOutputs
 from .moments import (
     Moments,
     Totals,
@@ -43,8 +42,6 @@ class StatisticsKernels:
         self.backend = backend if backend is not None else Backend(native, compile)
         self.runner = self.backend.runner
         self._native_ran = False
-        # The native pass's moments, reused: each forward's are merged before the next pass.
-        self.outputs = DenseOutputs()
 
     @property
     def compile(self) -> bool:
@@ -63,8 +60,10 @@ class StatisticsKernels:
         native = self.backend.dense_moments(acts)
         if native is not None:
             self._native_ran = True
-            return native(acts.contiguous(), None if valid is None else valid.contiguous(),
-                          shift.contiguous(), threshold, rider, self.outputs)
+            moments = native(acts.contiguous(), None if valid is None else valid.contiguous(),
+                             shift.contiguous(), threshold, rider)
+            assert moments is not None  # no totals given: the moments come back
+            return moments
         # On the CPU, inductor's 512-bit code for 16-bit inputs widened to float64 spills
         # registers; 256-bit vectors ran it about twice as fast.
         narrow = acts.device.type == "cpu" and acts.dtype != torch.float32
@@ -73,34 +72,43 @@ class StatisticsKernels:
                                threshold, variant="simd256" if narrow else "", options=options)
 
     def with_row_maxima(self, acts: Tensor, valid: Tensor | None, shift: Tensor,
-                        threshold: float, tokens: int, rider: StatisticsRider | None = None
-                        ) -> tuple[Moments, RowMaxima | None]:
+                        threshold: float, tokens: int | None,
+                        rider: StatisticsRider | None = None, into: Totals | None = None
+                        ) -> tuple[Moments | None, RowMaxima | None]:
         """The moments of `acts` [N, F], and where the native kernel runs, in the same pass
         the row maxima of its sequences of `tokens` rows (see `DenseMoments.with_row_maxima`;
-        None elsewhere: the caller computes them) and what `rider` asks."""
+        None elsewhere, and for `tokens` None: the caller computes them) and what `rider`
+        asks. With `into` (the running totals) the moments are merged into them, in the pass
+        where the native kernel runs, and None comes back in their place."""
         native = self.backend.dense_moments(acts)
         if native is None:
-            return self(acts, valid, shift, threshold), None
+            moments = self(acts, valid, shift, threshold)
+            if into is None:
+                return moments, None
+            self.merge(into, shift, moments)
+            return None, None
         self._native_ran = True
         return native.with_row_maxima(acts.contiguous(),
                                       None if valid is None else valid.contiguous(),
                                       shift.contiguous(), threshold, tokens, rider=rider,
-                                      out=self.outputs)
+                                      into=into)
 
     def activate(self, pre: Tensor, jump: Tensor, valid: Tensor | None, shift: Tensor,
-                 threshold: float, tokens: int | None, rider: StatisticsRider | None = None
-                 ) -> tuple[Moments, RowMaxima | None] | None:
+                 threshold: float, tokens: int | None, rider: StatisticsRider | None = None,
+                 into: Totals | None = None
+                 ) -> tuple[Moments | None, RowMaxima | None] | None:
         """Where the native kernel runs (float32 on the CPU): `pre` [N, F] (an SAE's
         pre-activations, contiguous) overwritten in place with `relu(pre) * (pre > jump)`, and
-        its moments (and row maxima with `tokens`, and what `rider` asks) from the same pass.
-        None elsewhere (nothing is touched): the caller activates and reduces itself."""
+        its moments (and row maxima with `tokens`, and what `rider` asks) from the same pass;
+        with `into` merged into those totals (None in the moments' place). None elsewhere
+        (nothing is touched): the caller activates and reduces itself."""
         native = self.backend.dense_activation(pre)
         if native is None:
             return None
         self._native_ran = True
         return native.with_row_maxima(pre, None if valid is None else valid.contiguous(),
                                       shift.contiguous(), threshold, tokens,
-                                      jump.to(torch.float32).contiguous(), rider, self.outputs)
+                                      jump.to(torch.float32).contiguous(), rider, into)
 
     def sparse_update(self, state: Totals, indices: Tensor, values: Tensor, valid: Tensor,
                       threshold: float) -> tuple[Totals, Tensor]:

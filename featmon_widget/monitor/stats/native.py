@@ -17,8 +17,7 @@ from typing import NamedTuple
 
 import torch
 
-from .dense_outputs import DenseOutputs, fresh_outputs
-from .moments import Moments
+from .moments import Moments, Totals
 from .protocol import (
     ACT_JUMP,
     ACT_NONE,
@@ -133,9 +132,10 @@ class DenseMoments:
     C_FUNCTIONS = (
         CFunction("int", "featmon_dense_moments", (
             "void *acts", "int dtype", "const uint8_t *valid", "int64_t n", "int64_t f",
-            "const double *shift", "double threshold", "int64_t *rows_buf", "int64_t *count",
-            "int64_t *nan_count", "int64_t *active_count", "double *active_sum", "double *s1",
-            "double *s2", "double *min", "double *max", "int64_t tokens", "float *best",
+            "const double *shift", "double threshold", "int into_totals", "int64_t *count",
+            "int64_t *nan_count", "int64_t *active_count", "double *active_sum",
+            "double *s1_or_mean", "double *s2_or_m2", "double *min", "double *max",
+            "int64_t tokens", "float *best",
             "int64_t *arg", "int act", "const float *jump", "int threads", "void *dist_counts",
             "int dist_wide", "const int64_t *token_key", "const int64_t *key", "int64_t e",
             "int32_t *cand", "int64_t per_part", "int64_t *found", "int64_t slots",
@@ -148,18 +148,18 @@ class DenseMoments:
 
     def __call__(self, acts: Tensor, valid: Tensor | None, shift: Tensor,
                  threshold: float, rider: StatisticsRider | None = None,
-                 out: DenseOutputs | None = None) -> Moments:
+                 into: Totals | None = None) -> Moments | None:
         """`moments.batch_moments` of `acts` [N, F] (float32, bfloat16 or float16) over the
         rows where `valid` [N] is true (every row if None), against `shift` [F] float64; what
-        `rider` asks is counted in the same pass (`StatisticsRider`). With `out` the results
-        are written into its buffers (valid until its next use), else into new tensors (the
-        row maxima are always new)."""
-        return self._run(acts, valid, shift, threshold, None, None, rider, out)[0]
+        `rider` asks is counted in the same pass (`StatisticsRider`). With `into` (running
+        totals on the CPU) the moments are merged into them in the pass, tile by tile, as
+        `moments.merge_moments_` would (bit for bit), and None is returned."""
+        return self._run(acts, valid, shift, threshold, None, None, rider, into)[0]
 
     def with_row_maxima(self, acts: Tensor, valid: Tensor | None, shift: Tensor,
                         threshold: float, tokens: int | None, jump: Tensor | None = None,
-                        rider: StatisticsRider | None = None, out: DenseOutputs | None = None
-                        ) -> tuple[Moments, RowMaxima | None]:
+                        rider: StatisticsRider | None = None, into: Totals | None = None
+                        ) -> tuple[Moments | None, RowMaxima | None]:
         """The moments, and in the same pass each sequence's row maxima: `acts` holds
         sequences of `tokens` rows (None: no maxima); per sequence and feature the largest
         finite value above `threshold` among its valid rows (float32, -inf where none) and the
@@ -167,29 +167,31 @@ class DenseMoments:
 
         With `jump` [F] (float32), `acts` (float32) holds an SAE's pre-activations and is
         overwritten in place with `relu(acts) * (acts > jump)` (JumpReLU; -inf everywhere is a
-        ReLU), whose moments and maxima these are. `rider`, `out`: as `__call__`."""
-        return self._run(acts, valid, shift, threshold, tokens, jump, rider, out)
+        ReLU), whose moments and maxima these are. `rider`, `into`: as `__call__`."""
+        return self._run(acts, valid, shift, threshold, tokens, jump, rider, into)
 
     def _run(self, acts: Tensor, valid: Tensor | None, shift: Tensor, threshold: float,
              tokens: int | None, jump: Tensor | None, rider: StatisticsRider | None,
-             out: DenseOutputs | None) -> tuple[Moments, RowMaxima | None]:
+             into: Totals | None) -> tuple[Moments | None, RowMaxima | None]:
         n, f = acts.shape
+        outputs = list(into) if into is not None else fresh_moments(f)
         check_buffers(acts.dtype in DENSE_DTYPES and shift.dtype == torch.float64
                       and shift.shape == (f,)
                       and (valid is None or (valid.dtype == torch.bool and valid.shape == (n,)))
                       and (tokens is None or (tokens >= 1 and n % tokens == 0))
                       and (jump is None or (jump.dtype == acts.dtype == torch.float32
-                                            and jump.shape == (f,))),
-                      acts, shift, *[t for t in (valid, jump) if t is not None])
-        rows, counts, sums = fresh_outputs(n, f) if out is None else out.take(n, f)
+                                            and jump.shape == (f,)))
+                      and [t.dtype for t in outputs] == _MOMENT_DTYPES
+                      and all(t.shape == (f,) for t in outputs),
+                      acts, shift, *outputs, *[t for t in (valid, jump) if t is not None])
         batch = 0 if tokens is None else n // tokens
         best = torch.empty(batch, f, dtype=torch.float32)
         arg = torch.empty(batch, f, dtype=torch.int64)
         threads = torch.get_num_threads() if acts.numel() >= _THREADED_STATISTICS else 1
         status = self.c.featmon_dense_moments(
             acts.data_ptr(), DENSE_DTYPES[acts.dtype], 0 if valid is None else valid.data_ptr(),
-            n, f, shift.data_ptr(), float(threshold), rows.data_ptr(),
-            *[t.data_ptr() for t in counts + sums], tokens or 0,
+            n, f, shift.data_ptr(), float(threshold), int(into is not None),
+            *[t.data_ptr() for t in outputs], tokens or 0,
             0 if tokens is None else best.data_ptr(), 0 if tokens is None else arg.data_ptr(),
             ACT_NONE if jump is None else ACT_JUMP, 0 if jump is None else jump.data_ptr(),
             threads, *StatisticsRider.kernel_args(rider, acts))
@@ -197,7 +199,16 @@ class DenseMoments:
             raise MemoryError("dense statistics kernel could not allocate its tile buffers")
         if rider is not None:
             rider.note_ranked(status)
-        return Moments(*counts, *sums), None if tokens is None else RowMaxima(best, arg)
+        moments = None if into is not None else Moments(*outputs)
+        return moments, None if tokens is None else RowMaxima(best, arg)
+
+
+def fresh_moments(f: int) -> list[Tensor]:
+    """New buffers for one pass's `Moments` of `f` features (three counts, five sums)."""
+    return [torch.empty(f, dtype=dtype) for dtype in _MOMENT_DTYPES]
+
+
+_MOMENT_DTYPES = [torch.int64] * 3 + [torch.float64] * 5  # Moments' and Totals' fields
 
 
 class RowTopK:

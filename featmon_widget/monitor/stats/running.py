@@ -164,12 +164,10 @@ class RunningStats(StatePart):
         self.remote = None if merged is None else Totals(**merged)
 
     def memory_bytes(self) -> dict[str, int]:
-        """The totals (see `nbytes`), the CPU TopK table once made, and the dense pass's
-        kept output buffers once used (`DenseOutputs`)."""
+        """The totals (see `nbytes`) and the CPU TopK table once made."""
         pending = self._pending
         table = 0 if pending is None else nbytes((pending.table, pending.shift))
-        return {"statistics": self.nbytes, "pending_topk": table,
-                "scratch": self.compiled.outputs.nbytes}
+        return {"statistics": self.nbytes, "pending_topk": table}
 
     def reset_active(self) -> None:
         """Forget only the threshold-dependent statistics (after the threshold changed)."""
@@ -186,16 +184,13 @@ class RunningStats(StatePart):
         statistics. With `tokens`, also the row maxima of its sequences of `tokens` rows when
         the same pass can give them (the native CPU kernel), else None; that pass also counts
         what `rider` asks (`StatisticsRider`)."""
-        # Reduction and merge stay two graphs: compiled as one, inductor's CPU code for the
-        # reduction became about 9x slower.
+        # Compiled, reduction and merge stay two graphs: as one, inductor's CPU code for the
+        # reduction became about 9x slower. The native CPU pass merges as it goes.
         local = self.local
         shift = shift_for(acts, local.mean, local.count, valid)
-        if tokens is None:
-            self.merge(shift, self.compiled(acts, valid, shift, threshold, rider))
-            return None
-        moments, maxima = self.compiled.with_row_maxima(acts, valid, shift, threshold, tokens,
-                                                        rider)
-        self.merge(shift, moments)
+        _, maxima = self.compiled.with_row_maxima(acts, valid, shift, threshold, tokens, rider,
+                                                  into=local)
+        self.merged()
         return maxima
 
     def update_sparse(self, indices: Tensor, values: Tensor, valid: Tensor,
@@ -236,9 +231,15 @@ class RunningStats(StatePart):
         self._merged_any = True
         self._view = None
 
-    def merge(self, shift: Tensor, moments: Moments) -> None:
-        """Fold one batch's `batch_moments` (taken against `shift`) into the running totals."""
-        self.compiled.merge(self.local, shift, moments)
+    def merge(self, shift: Tensor, moments: Moments | None) -> None:
+        """Fold one batch's `batch_moments` (taken against `shift`) into the running totals;
+        None: the statistics pass merged them already (see `StatisticsKernels`)."""
+        if moments is not None:
+            self.compiled.merge(self.local, shift, moments)
+        self.merged()
+
+    def merged(self) -> None:
+        """Note that a batch was merged into this process's totals."""
         self._merged_any = True
         self._view = None
 

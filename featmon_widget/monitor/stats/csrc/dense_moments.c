@@ -491,8 +491,9 @@ typedef struct {
     int64_t n_valid, f, tokens, batch, begin, end; /* tiles [begin, end) */
     const double *shift;
     float tf;
+    int into; /* 1: the outputs are running totals, merged into per tile (see below) */
     int64_t *count, *nan_count, *active_count;
-    double *active_sum, *s1, *s2, *min, *max;
+    double *active_sum, *s1, *s2, *min, *max; /* into: s1 and s2 are the mean and M2 */
     float *best; /* [batch, f], or NULL: no row maxima */
     int64_t *arg;
     const Dist *dist; /* the distributions (and the sample's probe) to count too, or NULL */
@@ -521,18 +522,48 @@ static void flush_maxima(const Work *w, Acc *acc, int64_t start, int64_t n, int6
     }
 }
 
-/* The tile's int32 counts added into the int64 outputs, and zeroed. */
-static void flush_counts(const Work *w, Acc *acc, int64_t start, int64_t n) {
+/* The tile's int32 counts added into its int64 counts (count, active), and zeroed. */
+static void flush_counts(Acc *acc, int64_t *count, int64_t *active, int64_t n) {
     for (int64_t i = 0; i < n; i++) {
-        w->count[start + i] += acc->count[i];
-        w->active_count[start + i] += acc->active[i];
+        count[i] += acc->count[i];
+        active[i] += acc->active[i];
         acc->count[i] = acc->active[i] = 0;
     }
 }
 
-/* A thread's scratch: its tile's sums (3 double and 6 float / int32 arrays), the cells of a
- * row and the probe's salts and limits. */
-enum { SCRATCH = TILE * (3 * 8 + 6 * 4) + (TILE + CELL_SLACK) * 4 + 2 * TILE * 4 };
+/* The tile's moments (count, active: its int64 counts) written out, or with `into` merged
+ * into the running totals: moments.py's merge_moments, operation for operation (the same
+ * bits as the compiled and eager merges), with no [f] moments in between. */
+static void finish_tile(Work *w, const Acc *acc, const int64_t *count, const int64_t *active,
+                        int64_t start, int64_t n) {
+    for (int64_t i = 0; i < n; i++) {
+        const int64_t j = start + i, nan = w->n_valid - count[i];
+        const double s1 = acc->s1[i], s2 = acc->s2[i], mn = acc->min[i], mx = acc->max[i];
+        w->nonfinite += nan;
+        if (!w->into) {
+            w->count[j] = count[i], w->nan_count[j] = nan, w->active_count[j] = active[i];
+            w->active_sum[j] = acc->active_sum[i], w->s1[j] = s1, w->s2[j] = s2;
+            w->min[j] = mn, w->max[j] = mx;
+            continue;
+        }
+        const int64_t total = w->count[j] + count[i];
+        const double safe_n = (double)(total > 1 ? total : 1);
+        double m2 = w->s2[j];
+        if (total > 0) {
+            m2 = m2 + s2 - s1 * s1 / safe_n;
+            w->s1[j] = w->shift[j] + s1 / safe_n;
+        }
+        w->s2[j] = m2 < 0.0 ? 0.0 : m2; /* clamp_min(0): NaN stays NaN */
+        w->count[j] = total, w->nan_count[j] += nan, w->active_count[j] += active[i];
+        w->active_sum[j] += acc->active_sum[i];
+        w->min[j] = mn < w->min[j] ? mn : w->min[j];
+        w->max[j] = mx > w->max[j] ? mx : w->max[j];
+    }
+}
+
+/* A thread's scratch: its tile's sums (3 double and 6 float / int32 arrays), its int64
+ * counts, the cells of a row and the probe's salts and limits. */
+enum { SCRATCH = TILE * (3 * 8 + 6 * 4 + 2 * 8) + (TILE + CELL_SLACK) * 4 + 2 * TILE * 4 };
 
 static void *run_tiles(void *p) {
     Work *w = p;
@@ -540,7 +571,8 @@ static void *run_tiles(void *p) {
     float *f32 = (float *)(sums + 3 * TILE);
     Acc acc = {(int32_t *)(f32 + 4 * TILE), (int32_t *)(f32 + 5 * TILE), sums, sums + TILE,
                sums + 2 * TILE, f32, f32 + TILE, f32 + 2 * TILE, (int32_t *)(f32 + 3 * TILE)};
-    int32_t *cells = (int32_t *)(f32 + 6 * TILE);
+    int64_t *count = (int64_t *)(f32 + 6 * TILE), *active = count + TILE;
+    int32_t *cells = (int32_t *)(active + TILE);
     const int track = w->best != NULL;
     const SweepFn sweep = sweep_for(w->act, track, w->dtype);
     const int avx512_sweep = w->avx512; /* an activation only on float32 (checked up front) */
@@ -560,7 +592,7 @@ static void *run_tiles(void *p) {
         memset(sums, 0, (size_t)TILE * 3 * sizeof(double));
         for (int64_t i = 0; i < n; i++) {
             acc.count[i] = acc.active[i] = 0;
-            w->count[start + i] = w->active_count[start + i] = 0;
+            count[i] = active[i] = 0;
             acc.min[i] = INFINITY, acc.max[i] = -INFINITY;
             acc.best[i] = -INFINITY, acc.arg[i] = -1;
         }
@@ -604,7 +636,7 @@ static void *run_tiles(void *p) {
                 r[q] = base + ((size_t)row * (size_t)w->f + (size_t)start) * width;
                 t[q] = (int32_t)(row % w->tokens);
             }
-            if (j / COUNT_ROWS != (j + rows) / COUNT_ROWS) flush_counts(w, &acc, start, n);
+            if (j / COUNT_ROWS != (j + rows) / COUNT_ROWS) flush_counts(&acc, count, active, n);
             j += rows;
 #ifdef AVX512_CELLS
             if (avx512_sweep)
@@ -628,19 +660,11 @@ static void *run_tiles(void *p) {
             }
         }
         if (track) flush_maxima(w, &acc, start, n, done, w->batch);
-        flush_counts(w, &acc, start, n);
-        for (int64_t i = 0; i < n; i++) {
-            w->nan_count[start + i] = w->n_valid - w->count[start + i];
-            w->nonfinite += w->nan_count[start + i];
-            w->active_sum[start + i] = acc.active_sum[i];
-            w->s1[start + i] = acc.s1[i];
-            w->s2[start + i] = acc.s2[i];
-            w->min[start + i] = acc.min[i];
-            w->max[start + i] = acc.max[i];
-        }
+        flush_counts(&acc, count, active, n);
+        finish_tile(w, &acc, count, active, start, n);
         for (int64_t i = 0; tile_counts && i < n; i++) { /* finite and not active: inactive */
             const int64_t at = i * DIST_BINS + DIST_BINS - 1;
-            const int64_t inactive = w->count[start + i] - w->active_count[start + i];
+            const int64_t inactive = count[i] - active[i];
             if (dist->wide)
                 ((int64_t *)tile_counts)[at] += inactive;
             else
@@ -745,7 +769,10 @@ static int tops_merge(const Tops *t, const int64_t *pick, int64_t n, int threads
 }
 
 /* acts: [n, f] row-major, dtype DTYPE_F32 / DTYPE_BF16 / DTYPE_F16; valid: [n] bytes or NULL (every row);
- * shift: [f] float64; outputs [f] each. rows_buf: [n] int64 scratch. With best / arg
+ * shift: [f] float64; outputs [f] each: the batch's Moments, or with into_totals the running
+ * Totals (count, nan_count, active_count, active_sum, mean, m2, min, max), into which each
+ * tile's moments are merged as moments.py's merge_moments does (no [f] moments are written:
+ * a pass at 131,072 features saves 8 MB of stores and the merge's read of them). With best / arg
  * ([n / tokens, f] float32 / int64; NULL for none) the row maxima of each sequence of `tokens`
  * rows too (-inf / 0 where no valid value is above the threshold). With act = ACT_JUMP
  * (jump [f]; float32 only) acts holds pre-activations and is overwritten with the activated
@@ -769,9 +796,10 @@ static int tops_merge(const Tops *t, const int64_t *pick, int64_t n, int threads
  * Returns 0, or 1 where the picked rows were ranked; -1 if the scratch could not be allocated
  * (nothing is then written); -2 for an activation on 16-bit input. */
 int featmon_dense_moments(void *acts, int dtype, const uint8_t *valid, int64_t n, int64_t f,
-                          const double *shift, double threshold, int64_t *rows_buf,
+                          const double *shift, double threshold, int into_totals,
                           int64_t *count, int64_t *nan_count, int64_t *active_count,
-                          double *active_sum, double *s1, double *s2, double *min, double *max,
+                          double *active_sum, double *s1_or_mean, double *s2_or_m2,
+                          double *min, double *max,
                           int64_t tokens, float *best, int64_t *arg, int act, const float *jump,
                           int threads, void *dist_counts, int dist_wide,
                           const int64_t *token_key, const int64_t *key, int64_t e,
@@ -788,10 +816,13 @@ int featmon_dense_moments(void *acts, int dtype, const uint8_t *valid, int64_t n
     if (threads < 1) threads = 1;
     /* Every buffer before anything is written: a failure leaves every input as it was. */
     char *scratch = malloc((size_t)threads * SCRATCH);
+    int64_t *rows_buf = malloc((size_t)(n > 0 ? n : 1) * sizeof *rows_buf); /* the valid rows */
     int32_t *l0_parts = row_l0 ? calloc((size_t)threads * n, sizeof *l0_parts) : NULL;
     Tops tops = {0};
-    if (!scratch || (row_l0 && !l0_parts) || (top_pick && !tops_alloc(&tops, threads, n, top_m, top_k))) {
+    if (!scratch || !rows_buf || (row_l0 && !l0_parts) ||
+        (top_pick && !tops_alloc(&tops, threads, n, top_m, top_k))) {
         free(scratch);
+        free(rows_buf);
         free(l0_parts);
         tops_free(&tops);
         return -1;
@@ -815,8 +846,8 @@ int featmon_dense_moments(void *acts, int dtype, const uint8_t *valid, int64_t n
     for (int k = 0; k < threads; k++)
         work[k] = (Work){acts, dtype, act, jump, rows_buf, n_valid, f, tokens, n / tokens,
                          tiles * k / threads, tiles * (k + 1) / threads, shift,
-                         float_threshold(threshold), count, nan_count, active_count,
-                         active_sum, s1, s2, min, max, best, arg,
+                         float_threshold(threshold), into_totals != 0, count, nan_count,
+                         active_count, active_sum, s1_or_mean, s2_or_m2, min, max, best, arg,
                          riding ? &dist : NULL, k, avx512, scratch + (size_t)k * SCRATCH, 0};
 #ifdef _OPENMP
     /* Built with -fopenmp and loaded next to torch, this is torch's own OpenMP runtime (same
@@ -848,6 +879,7 @@ int featmon_dense_moments(void *acts, int dtype, const uint8_t *valid, int64_t n
     }
     tops_free(&tops);
     free(l0_parts);
+    free(rows_buf);
     free(scratch);
     return ranked;
 }

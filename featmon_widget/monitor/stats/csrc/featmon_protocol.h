@@ -104,14 +104,14 @@ static inline uint32_t featmon_sample_high(uint32_t hi, uint32_t salt) {
 
 /* dense_moments.c */
 int featmon_dense_moments(void *acts, int dtype, const uint8_t *valid, int64_t n, int64_t f,
-                          const double *shift, double threshold, int64_t *rows_buf, int64_t *count,
-                          int64_t *nan_count, int64_t *active_count, double *active_sum, double *s1,
-                          double *s2, double *min, double *max, int64_t tokens, float *best,
-                          int64_t *arg, int act, const float *jump, int threads, void *dist_counts,
-                          int dist_wide, const int64_t *token_key, const int64_t *key, int64_t e,
-                          int32_t *cand, int64_t per_part, int64_t *found, int64_t slots,
-                          int32_t *row_l0, const int64_t *top_pick, int64_t top_m, int64_t top_k,
-                          float *top_val, int32_t *top_idx);
+                          const double *shift, double threshold, int into_totals, int64_t *count,
+                          int64_t *nan_count, int64_t *active_count, double *active_sum,
+                          double *s1_or_mean, double *s2_or_m2, double *min, double *max,
+                          int64_t tokens, float *best, int64_t *arg, int act, const float *jump,
+                          int threads, void *dist_counts, int dist_wide, const int64_t *token_key,
+                          const int64_t *key, int64_t e, int32_t *cand, int64_t per_part,
+                          int64_t *found, int64_t slots, int32_t *row_l0, const int64_t *top_pick,
+                          int64_t top_m, int64_t top_k, float *top_val, int32_t *top_idx);
 
 /* row_topk.c */
 void featmon_row_topk(const void *acts, int is_bf16, int64_t rows, int64_t f, const int64_t *pick,

@@ -36,7 +36,7 @@ static int check_shape(int64_t n, int64_t f, int64_t tokens, double threshold, i
     float *jump = malloc(sizeof(float) * f);
     uint8_t *valid = malloc(n);
     double *shift = malloc(sizeof(double) * f), *sums = malloc(sizeof(double) * 5 * f);
-    int64_t *counts = malloc(sizeof(int64_t) * 3 * f), *rows = malloc(sizeof(int64_t) * n);
+    int64_t *counts = malloc(sizeof(int64_t) * 3 * f);
     float *best = malloc(sizeof(float) * n * f);
     int64_t *arg = malloc(sizeof(int64_t) * n * f);
     double *mn = malloc(sizeof(double) * f), *mx = malloc(sizeof(double) * f);
@@ -53,7 +53,7 @@ static int check_shape(int64_t n, int64_t f, int64_t tokens, double threshold, i
     memcpy(pre, x, sizeof(float) * n * f);
     if (jumprelu) /* the reference's features: activated here, in the kernel's in place */
         for (int64_t i = 0; i < n * f; i++) x[i] = jump_relu(pre[i], jump[i % f]);
-    featmon_dense_moments(jumprelu ? pre : x, DTYPE_F32, valid, n, f, shift, threshold, rows,
+    featmon_dense_moments(jumprelu ? pre : x, DTYPE_F32, valid, n, f, shift, threshold, 0,
                           counts, counts + f, counts + 2 * f, sums, sums + f, sums + 2 * f, mn,
                           mx, tokens, best, arg, jumprelu ? ACT_JUMP : ACT_NONE, jump, threads, NULL,
                           0, NULL, NULL, 0, NULL, 0, NULL, 0, NULL, NULL, 0, 0, NULL, NULL);
@@ -92,7 +92,7 @@ static int check_shape(int64_t n, int64_t f, int64_t tokens, double threshold, i
                    (long long)n, (long long)f, (long long)tokens, threshold, jumprelu,
                    (long long)i);
     }
-    free(x), free(pre), free(jump), free(valid), free(shift), free(sums), free(counts), free(rows), free(best);
+    free(x), free(pre), free(jump), free(valid), free(shift), free(sums), free(counts), free(best);
     free(arg), free(mn), free(mx);
     return bad;
 }
@@ -102,8 +102,8 @@ static int check_f16(void) {
     uint16_t *h = malloc(sizeof(uint16_t) * 65536);
     for (int i = 0; i < 65536; i++) h[i] = (uint16_t)i;
     double shift[65536] = {0}, sums[5 * 65536], mn[65536], mx[65536];
-    static int64_t counts[3 * 65536], rows[1];
-    featmon_dense_moments(h, DTYPE_F16, NULL, 1, 65536, shift, 0.0, rows, counts, counts + 65536,
+    static int64_t counts[3 * 65536];
+    featmon_dense_moments(h, DTYPE_F16, NULL, 1, 65536, shift, 0.0, 0, counts, counts + 65536,
                           counts + 2 * 65536, sums, sums + 65536, sums + 2 * 65536, mn, mx, 0,
                           NULL, NULL, ACT_NONE, NULL, 1, NULL, 0, NULL, NULL, 0, NULL, 0, NULL, 0,
                           NULL, NULL, 0, 0, NULL, NULL);
