@@ -47,6 +47,20 @@ def test_ranked_rows_equal_the_separate_top_k(monkeypatch, dtype, threads, k):
     assert tops.idx[3].tolist() == [-1] * k and tops.val[3].isnan().all()
 
 
+def test_ties_across_threads_keep_the_lower_feature_whichever_thread_took_its_tile(
+        monkeypatch):
+    """Threads take tiles as they finish others, so a lower tile may sit in any thread's
+    list: rows of one repeated value rank features 0..k-1 every time."""
+    monkeypatch.setattr(native, "_THREADED_STATISTICS", 0)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 3)
+    acts = torch.full((6, F), 0.5)
+    acts[1, :4096] = 0.25  # the ties in the last three tiles only
+    for _ in range(40):
+        tops = _tops([0, 1], 5)
+        assert _ranked(acts, tops)
+        assert tops.idx.tolist() == [[0, 1, 2, 3, 4], [4096, 4097, 4098, 4099, 4100]]
+
+
 def test_negative_thresholds_rank_the_negative_values_too():
     acts = _acts(torch.float32) - 1.0  # most values negative, all above -2
     tops = _tops([0, 1, 2], 50)

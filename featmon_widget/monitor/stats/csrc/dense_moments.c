@@ -441,9 +441,15 @@ static void count_cells(const int32_t *restrict cells, int64_t found, void *coun
 
 /* v (column i) into a list of k sorted largest first, not full or v above its last: an
  * equal value stays behind the ones already held (they have lower columns). */
+/* Whether value v of column i ranks above value u of column c: larger, or equal and to the
+ * left. */
+static inline int ranks_above(float v, int32_t i, float u, int32_t c) {
+    return v > u || (v == u && i < c);
+}
+
 static void top_insert(TopList *list, int64_t k, float v, int32_t i) {
     int64_t j = list->held < k ? list->held : k - 1; /* full: the last entry drops out */
-    while (j > 0 && list->val[j - 1] < v) {
+    while (j > 0 && ranks_above(v, i, list->val[j - 1], list->idx[j - 1])) {
         list->val[j] = list->val[j - 1];
         list->idx[j] = list->idx[j - 1];
         j--;
@@ -488,7 +494,8 @@ typedef struct {
     int dtype, act;
     const float *jump; /* [f] JumpReLU thresholds (ACT_JUMP; -inf: ReLU) */
     const int64_t *rows; /* the valid rows, in order */
-    int64_t n_valid, f, tokens, batch, begin, end; /* tiles [begin, end) */
+    int64_t n_valid, f, tokens, batch, tiles;
+    int64_t *next; /* the next tile not taken, shared by the threads */
     const double *shift;
     float tf;
     int into; /* 1: the outputs are running totals, merged into per tile (see below) */
@@ -587,7 +594,10 @@ static void *run_tiles(void *p) {
     }
     const size_t width = w->dtype == DTYPE_F32 ? 4 : 2;
     char *base = w->acts;
-    for (int64_t tile = w->begin; tile < w->end; tile++) {
+    /* Threads take the next tile as they finish one (an atomic count): on a shared VM one
+     * thread is often slowed for a while, and halves cut up front left the other waiting. A
+     * thread's tiles still come in column order. */
+    for (int64_t tile; (tile = __atomic_fetch_add(w->next, 1, __ATOMIC_RELAXED)) < w->tiles;) {
         const int64_t start = tile * TILE, n = w->f - start < TILE ? w->f - start : TILE;
         memset(sums, 0, (size_t)TILE * 3 * sizeof(double));
         for (int64_t i = 0; i < n; i++) {
@@ -700,8 +710,8 @@ static void activate_invalid_rows(float *acts, const uint8_t *valid, int64_t n, 
  *
  * A row's k largest values are its k largest counted ones when it has at least k counted
  * values and no NaN or +Inf (both rank above every number): every other value is at most the
- * threshold. Each thread keeps a list per history row over its tiles; the lists are merged in
- * thread order (lower columns first, so ties keep the lower column). Where a row has fewer
+ * threshold. Each thread keeps a list per history row over its tiles (in column order, so
+ * ties keep the lower column); the merge of the threads' lists breaks ties by column. Where a row has fewer
  * counted values, or the call saw a NaN or an Inf, the call returns 0 and the caller ranks the
  * rows itself (row_topk.c). */
 typedef struct {
@@ -760,7 +770,8 @@ static int tops_merge(const Tops *t, const int64_t *pick, int64_t n, int threads
             const TopList *part = &t->lists[q * m + p];
             out.counted += part->counted;
             for (int64_t j = 0; j < part->held; j++)
-                if (out.held < k || part->val[j] > out.val[k - 1])
+                if (out.held < k ||
+                    ranks_above(part->val[j], part->idx[j], out.val[k - 1], out.idx[k - 1]))
                     top_insert(&out, k, part->val[j], part->idx[j]);
         }
         exact &= out.counted >= k;
@@ -843,9 +854,10 @@ int featmon_dense_moments(void *acts, int dtype, const uint8_t *valid, int64_t n
     if (token_key)
         for (int64_t p = threads; p < slots; p++) found[p] = 0; /* the parts not used */
     Work work[MAX_THREADS];
+    int64_t next_tile = 0;
     for (int k = 0; k < threads; k++)
         work[k] = (Work){acts, dtype, act, jump, rows_buf, n_valid, f, tokens, n / tokens,
-                         tiles * k / threads, tiles * (k + 1) / threads, shift,
+                         tiles, &next_tile, shift,
                          float_threshold(threshold), into_totals != 0, count, nan_count,
                          active_count, active_sum, s1_or_mean, s2_or_m2, min, max, best, arg,
                          riding ? &dist : NULL, k, avx512, scratch + (size_t)k * SCRATCH, 0};
