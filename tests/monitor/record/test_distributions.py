@@ -228,3 +228,24 @@ def test_the_statistics_pass_counts_over_tiles_threads_and_tails(wide, dtype, av
     assert part.counts.dtype == (torch.int64 if wide else torch.int32)
     expected = reference([(acts.float().numpy(), valid.numpy())], 0.0)
     assert np.array_equal(part.counts.to(torch.int64).numpy(), expected)
+
+
+def test_the_statistics_pass_counts_more_rows_than_its_16_bit_tile_counts_hold():
+    """The pass counts into 16-bit tile counts, added into the distributions every 32,768
+    rows and at the tile's end: 70,000 rows of one value in one bin (more than 65,535) and
+    padding across the flush boundaries count exactly."""
+    n, d = 70_000, 40
+    acts = torch.full((n, d), 3.0)
+    acts[:, 1::2] = torch.rand(n, d // 2, generator=torch.Generator().manual_seed(6)) * 5
+    valid = torch.ones(n, dtype=torch.bool)
+    valid[32_760:32_790] = False
+    kernel = Backend(native=True, compile=False).dense_moments(acts)
+    if kernel is None:
+        pytest.skip("no C compiler here")
+    part = Distributions(d, torch.device("cpu"))
+    rider = StatisticsRider(part.counts_for(n))
+    kernel(acts, valid, torch.zeros(d, dtype=torch.float64), 0.0, rider)
+    part.update(DenseFeatures(acts), valid, 0.0, rider)
+    expected = reference([(acts.numpy(), valid.numpy())], 0.0)
+    assert expected[0].max() == n - 30 > 65_535
+    assert np.array_equal(part.counts.to(torch.int64).numpy(), expected)

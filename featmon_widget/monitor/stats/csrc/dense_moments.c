@@ -161,10 +161,16 @@ SWEEP(sweep_f32_jump_max, float, LOAD_F32, STORE_F32, 1, ACT_JUMP)
  * values' cells (column * DIST_BINS + bin, in the tile) are compacted into a buffer: with
  * AVX-512, sixteen values take a compare into a mask, the bins in vector lanes and one
  * compress; elsewhere a vectorized compare builds a 32-value block's bit mask and its set bits
- * are written eight at a time. Then one loop adds one to each cell. With the sample's probe,
+ * are written eight at a time. Then one loop adds one to each cell of the thread's 16-bit
+ * tile counts (128 KB: in a tile's 256 KB of int32 counts nearly every add missed L1), added
+ * into the distributions at the tile's end and every LOCAL_ROWS rows, before any could
+ * overflow (a cell gains at most one a row). With the sample's probe,
  * each counted value whose token key's high half is at most its feature's e-th kept key's also
  * becomes a candidate (feature, row) of the thread's part (featmon_sample_fused folds them). */
 enum { BLOCK = 32, CELL_SLACK = BLOCK + 8 }; /* a row's cells: up to m + CELL_SLACK written */
+#ifndef LOCAL_ROWS /* a test builds it with a small one */
+#define LOCAL_ROWS ((int64_t)1 << 15) /* a flush comes before a cell can pass 65,535 */
+#endif
 
 typedef struct {
     void *counts; /* [f, DIST_BINS] int32, or int64 when wide; NULL: the probe or L0 alone */
@@ -416,7 +422,7 @@ static int64_t row_cells(const void *x, int dtype, int64_t m, float t, int32_t *
 
 /* One to each of `found` cells (the tile's counts); probing, a candidate for each of those
  * whose key passes (see above). */
-static void count_cells(const int32_t *restrict cells, int64_t found, void *counts, int wide,
+static void count_cells(const int32_t *restrict cells, int64_t found, uint16_t *local,
                         Probe *probe, uint32_t hi, int32_t column, int32_t row) {
     if (probe) {
         for (int64_t j = 0; j < found; j++) {
@@ -432,11 +438,20 @@ static void count_cells(const int32_t *restrict cells, int64_t found, void *coun
             probe->count++;
         }
     }
-    if (!counts) return; /* the probe or the L0 alone */
-    if (wide)
-        for (int64_t j = 0; j < found; j++) ((int64_t *)counts)[cells[j]] += 1;
-    else
-        for (int64_t j = 0; j < found; j++) ((int32_t *)counts)[cells[j]] += 1;
+    if (!local) return; /* the probe or the L0 alone */
+    for (int64_t j = 0; j < found; j++) local[cells[j]] += 1;
+}
+
+/* The tile's 16-bit counts (`cells` of them) added into its distribution counts, and zeroed. */
+static void flush_local(uint16_t *restrict local, void *restrict counts, int wide,
+                        int64_t cells) {
+    if (wide) {
+        int64_t *out = counts;
+        for (int64_t i = 0; i < cells; i++) out[i] += local[i], local[i] = 0;
+    } else {
+        int32_t *out = counts;
+        for (int64_t i = 0; i < cells; i++) out[i] += local[i], local[i] = 0;
+    }
 }
 
 /* v (column i) into a list of k sorted largest first, not full or v above its last: an
@@ -569,8 +584,12 @@ static void finish_tile(Work *w, const Acc *acc, const int64_t *count, const int
 }
 
 /* A thread's scratch: its tile's sums (3 double and 6 float / int32 arrays), its int64
- * counts, the cells of a row and the probe's salts and limits. */
-enum { SCRATCH = TILE * (3 * 8 + 6 * 4 + 2 * 8) + (TILE + CELL_SLACK) * 4 + 2 * TILE * 4 };
+ * counts, the cells of a row, the probe's salts and limits, and the 16-bit distribution
+ * counts. */
+enum {
+    SCRATCH_LOCAL = TILE * (3 * 8 + 6 * 4 + 2 * 8) + (TILE + CELL_SLACK) * 4 + 2 * TILE * 4,
+    SCRATCH = SCRATCH_LOCAL + TILE * DIST_BINS * 2
+};
 
 static void *run_tiles(void *p) {
     Work *w = p;
@@ -580,6 +599,11 @@ static void *run_tiles(void *p) {
                sums + 2 * TILE, f32, f32 + TILE, f32 + 2 * TILE, (int32_t *)(f32 + 3 * TILE)};
     int64_t *count = (int64_t *)(f32 + 6 * TILE), *active = count + TILE;
     int32_t *cells = (int32_t *)(active + TILE);
+    uint16_t *local = NULL; /* the tile's distribution counts, zero between tiles */
+    if (w->dist && w->dist->counts) {
+        local = (uint16_t *)(w->scratch + SCRATCH_LOCAL);
+        memset(local, 0, (size_t)TILE * DIST_BINS * sizeof *local);
+    }
     const int track = w->best != NULL;
     const SweepFn sweep = sweep_for(w->act, track, w->dtype);
     const int avx512_sweep = w->avx512; /* an activation only on float32 (checked up front) */
@@ -608,15 +632,9 @@ static void *run_tiles(void *p) {
         }
         const double *shift = w->shift + start;
         void *tile_counts = NULL;
-        if (dist && dist->counts) {
+        if (local)
             tile_counts = dist->wide ? (void *)((int64_t *)dist->counts + start * DIST_BINS)
                                      : (void *)((int32_t *)dist->counts + start * DIST_BINS);
-            /* The tile's counts, cold since the last forward, into cache in one sequential
-             * sweep: with few rows a tile (wide SAEs) each counted value would otherwise wait
-             * on a memory miss at its random column. */
-            const int64_t bytes = n * DIST_BINS * (dist->wide ? 8 : 4);
-            for (int64_t b = 0; b < bytes; b += 64) __builtin_prefetch((char *)tile_counts + b, 1);
-        }
         for (int64_t i = 0; probing && i < n; i++) {
             probe.salt[i] = featmon_sample_salt(start + i);
             probe.limit[i] = (uint32_t)((uint64_t)dist->key[(start + i) * dist->e + dist->e - 1] >> 32);
@@ -647,6 +665,8 @@ static void *run_tiles(void *p) {
                 t[q] = (int32_t)(row % w->tokens);
             }
             if (j / COUNT_ROWS != (j + rows) / COUNT_ROWS) flush_counts(&acc, count, active, n);
+            if (local && j / LOCAL_ROWS != (j + rows) / LOCAL_ROWS)
+                flush_local(local, tile_counts, dist->wide, n * DIST_BINS);
             j += rows;
 #ifdef AVX512_CELLS
             if (avx512_sweep)
@@ -665,13 +685,14 @@ static void *run_tiles(void *p) {
                 if (dist->top_slot && dist->top_slot[row] >= 0)
                     top_cells(r[q], w->dtype, cells, found, (int32_t)start, dist->top_k,
                               &dist->tops[w->part * dist->top_m + dist->top_slot[row]]);
-                count_cells(cells, found, tile_counts, dist->wide, probing ? &probe : NULL, hi,
+                count_cells(cells, found, local, probing ? &probe : NULL, hi,
                             (int32_t)start, (int32_t)row);
             }
         }
         if (track) flush_maxima(w, &acc, start, n, done, w->batch);
         flush_counts(&acc, count, active, n);
         finish_tile(w, &acc, count, active, start, n);
+        if (local) flush_local(local, tile_counts, dist->wide, n * DIST_BINS);
         for (int64_t i = 0; tile_counts && i < n; i++) { /* finite and not active: inactive */
             const int64_t at = i * DIST_BINS + DIST_BINS - 1;
             const int64_t inactive = count[i] - active[i];
