@@ -424,26 +424,28 @@ static int64_t row_cells(const void *x, int dtype, int64_t m, float t, int32_t *
  * whose key passes (see above). */
 static void count_cells(const int32_t *restrict cells, int64_t found, uint16_t *local,
                         Probe *probe, uint32_t hi, int32_t column, int32_t row) {
-    if (probe) {
+    if (probe && probe->count >= 0) {
         for (int64_t j = 0; j < found; j++) {
-            const int64_t k = cells[j] / DIST_BINS;
-            if (probe->count < 0
-                || featmon_sample_high(hi, probe->salt[k]) > probe->limit[k]) continue;
-            if (probe->count == probe->capacity) {
+            const int32_t cell = cells[j], k = cell / DIST_BINS;
+            if (local) local[cell] += 1; /* one loop for both: each cell read once */
+            if (featmon_sample_high(hi, probe->salt[k]) > probe->limit[k]) continue;
+            if (probe->count == probe->capacity) { /* full: the sample folds by itself */
                 probe->count = -1;
-                continue;
+                for (j++; local && j < found; j++) local[cells[j]] += 1;
+                return;
             }
-            probe->cand[2 * probe->count] = column + (int32_t)k;
+            probe->cand[2 * probe->count] = column + k;
             probe->cand[2 * probe->count + 1] = row;
             probe->count++;
         }
+        return;
     }
     if (!local) return; /* the probe or the L0 alone */
     for (int64_t j = 0; j < found; j++) local[cells[j]] += 1;
 }
 
 /* The tile's 16-bit counts (`cells` of them) added into its distribution counts, and zeroed. */
-static void flush_local(uint16_t *restrict local, void *restrict counts, int wide,
+VECTOR_CLONES static void flush_local(uint16_t *restrict local, void *restrict counts, int wide,
                         int64_t cells) {
     if (wide) {
         int64_t *out = counts;
