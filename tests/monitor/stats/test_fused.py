@@ -46,6 +46,11 @@ def test_fused_encode_gives_the_same_features_and_statistics_as_eager(kernel, ar
         for key in ("mean", "std", "mean_active", "min", "max"):
             va, vb = getattr(a, key), getattr(b, key)
             assert (va is None and vb is None) or abs(va - vb) <= 1e-6 * max(1.0, abs(vb)), key
+    # What rides on the pass (distributions, the sample) counts the activated values.
+    da, db = fused._recording.distributions, eager._recording.distributions
+    assert int(da.counts[:, :-1].sum()) > 0
+    assert torch.equal(da.counts, db.counts)
+    assert torch.equal(fused._recording.samples.key, eager._recording.samples.key)
     ha, hb = fused.get_history(limit=100), eager.get_history(limit=100)
     assert [r.token_position for r in ha.records] == [r.token_position for r in hb.records]
     assert [[f for f, _ in r.top_k] for r in ha.records] == \

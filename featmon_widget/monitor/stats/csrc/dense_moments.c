@@ -156,18 +156,25 @@ SWEEP(sweep_f32_jump_max, float, LOAD_F32, STORE_F32, 1, ACT_JUMP)
  * (clamp((bits(x) >> 22) - DIST_BIN_BIAS, 0, DIST_LOG_BINS - 1) on the float32 bits: the same
  * as numpy's searchsorted over the edges); the inactive count (finite, at most t) is the
  * tile's finite count less its active count, added once per call. A count indexed by the value
- * is a scatter, which would leave the sweep scalar: so after each sweep the same rows, still in
- * cache, are read again in two phases with few data-dependent branches. First the counted
- * values' cells (column * DIST_BINS + bin, in the tile) are compacted into a buffer: with
- * AVX-512, sixteen values take a compare into a mask, the bins in vector lanes and one
- * compress; elsewhere a vectorized compare builds a 32-value block's bit mask and its set bits
- * are written eight at a time. Then one loop adds one to each cell of the thread's 16-bit
- * tile counts (128 KB: in a tile's 256 KB of int32 counts nearly every add missed L1), added
- * into the distributions at the tile's end and every LOCAL_ROWS rows, before any could
- * overflow (a cell gains at most one a row). With the sample's probe,
- * each counted value whose token key's high half is at most its feature's e-th kept key's also
- * becomes a candidate (feature, row) of the thread's part (featmon_sample_fused folds them). */
+ * is a scatter, which would leave the sweep scalar: so it comes in two phases with few
+ * data-dependent branches. First each row's counted values' cells (column * DIST_BINS + bin,
+ * in the tile) are compacted into a buffer: the AVX-512 sweep does it as it sums (the compare
+ * into a mask it has already, the bins in vector lanes, one compress per sixteen columns and
+ * row); elsewhere the swept rows, still in cache, are read again, and a vectorized compare
+ * builds a 32-value block's bit mask whose set bits are written eight at a time. Then one loop
+ * a row adds one to each cell of the thread's 16-bit tile counts (128 KB: in a tile's 256 KB
+ * of int32 counts nearly every add missed L1), added into the distributions at the tile's end
+ * and every LOCAL_ROWS rows, before any could overflow (a cell gains at most one a row). With
+ * the sample's probe, each counted value whose token key's high half is at most its feature's
+ * e-th kept key's also becomes a candidate (feature, row) of the thread's part
+ * (featmon_sample_fused folds them). */
 enum { BLOCK = 32, CELL_SLACK = BLOCK + 8 }; /* a row's cells: up to m + CELL_SLACK written */
+/* With AVX-512 the sweep finds the cells of its rows as it goes (no second read of them):
+ * row q's at[q], found[q] of them. */
+typedef struct {
+    int32_t *at[AVX512_ROWS];
+    int64_t found[AVX512_ROWS];
+} Cells;
 #ifndef LOCAL_ROWS /* a test builds it with a small one */
 #define LOCAL_ROWS ((int64_t)1 << 15) /* a flush comes before a cell can pass 65,535 */
 #endif
@@ -317,7 +324,7 @@ static int have_avx512(void) {
 AVX512 static inline __attribute__((always_inline)) void sweep16(
     void *const *r, const int32_t *t, int rows, int dtype, int64_t i, __mmask16 take,
     const double *restrict shift, float tf, const float *restrict jump, const Acc *acc,
-    int track) {
+    int track, Cells *cells) {
     const __mmask8 take_lo = (__mmask8)take, take_hi = (__mmask8)(take >> 8);
     const __m512d sh_lo = _mm512_maskz_loadu_pd(take_lo, shift + i);
     const __m512d sh_hi = _mm512_maskz_loadu_pd(take_hi, shift + i + 8);
@@ -336,6 +343,10 @@ AVX512 static inline __attribute__((always_inline)) void sweep16(
     const __m512i one = _mm512_set1_epi32(1);
     const __m512 above = _mm512_set1_ps(tf);
     const __m512 jumps = jump ? _mm512_maskz_loadu_ps(take, jump + i) : _mm512_setzero_ps();
+    const __m512i base = _mm512_slli_epi32(
+        _mm512_add_epi32(_mm512_set1_epi32((int32_t)i),
+                         _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15)),
+        5); /* the columns' first cells (column * DIST_BINS) */
     for (int q = 0; q < rows; q++) {
         __m512 v = load16(r[q], dtype, i, take);
         if (jump) { /* jump_relu's bits, written back (float32 only) */
@@ -351,6 +362,8 @@ AVX512 static inline __attribute__((always_inline)) void sweep16(
         /* finite: not NaN (0x01, 0x80) nor +-Inf (0x08, 0x10) */
         const __mmask16 ok = _kandn_mask16(_mm512_fpclass_ps_mask(v, 0x99), take);
         const __mmask16 on = _mm512_mask_cmp_ps_mask(ok, v, above, _CMP_GT_OQ);
+        if (cells) /* the counted values are `on`: their cells, as cells_avx512 finds them */
+            cells->found[q] = compress16(v, on, base, cells->at[q], cells->found[q]);
         c = _mm512_mask_add_epi32(c, ok, c, one);
         a = _mm512_mask_add_epi32(a, on, a, one);
         lo = _mm512_mask_min_ps(lo, ok, v, lo); /* equal (+0 / -0): the held one stays */
@@ -394,17 +407,25 @@ AVX512 static inline __attribute__((always_inline)) void sweep16(
  * with `jump` (float32 rows) activated in place first, as sweep_f32_jump does. */
 AVX512 static void sweep_avx512(void *const *r, const int32_t *t, int rows, int dtype,
                                 int64_t n, const double *restrict shift, float tf,
-                                const float *restrict jump, const Acc *acc, int track) {
+                                const float *restrict jump, const Acc *acc, int track,
+                                Cells *cells) {
     int64_t i = 0;
-    if (track)
+    for (int q = 0; cells && q < rows; q++) cells->found[q] = 0;
+    if (track && cells)
         for (; i + 16 <= n; i += 16)
-            sweep16(r, t, rows, dtype, i, 0xFFFF, shift, tf, jump, acc, 1);
+            sweep16(r, t, rows, dtype, i, 0xFFFF, shift, tf, jump, acc, 1, cells);
+    else if (track)
+        for (; i + 16 <= n; i += 16)
+            sweep16(r, t, rows, dtype, i, 0xFFFF, shift, tf, jump, acc, 1, NULL);
+    else if (cells)
+        for (; i + 16 <= n; i += 16)
+            sweep16(r, t, rows, dtype, i, 0xFFFF, shift, tf, jump, acc, 0, cells);
     else
         for (; i + 16 <= n; i += 16)
-            sweep16(r, t, rows, dtype, i, 0xFFFF, shift, tf, jump, acc, 0);
+            sweep16(r, t, rows, dtype, i, 0xFFFF, shift, tf, jump, acc, 0, NULL);
     if (i < n)
         sweep16(r, t, rows, dtype, i, (__mmask16)((1u << (n - i)) - 1), shift, tf, jump, acc,
-                track);
+                track, cells);
 }
 #endif
 
@@ -586,10 +607,11 @@ static void finish_tile(Work *w, const Acc *acc, const int64_t *count, const int
 }
 
 /* A thread's scratch: its tile's sums (3 double and 6 float / int32 arrays), its int64
- * counts, the cells of a row, the probe's salts and limits, and the 16-bit distribution
- * counts. */
+ * counts, the cells of a sweep's rows, the probe's salts and limits, and the 16-bit
+ * distribution counts. */
 enum {
-    SCRATCH_LOCAL = TILE * (3 * 8 + 6 * 4 + 2 * 8) + (TILE + CELL_SLACK) * 4 + 2 * TILE * 4,
+    CELLS = TILE + CELL_SLACK, /* a row's cells buffer */
+    SCRATCH_LOCAL = TILE * (3 * 8 + 6 * 4 + 2 * 8) + AVX512_ROWS * CELLS * 4 + 2 * TILE * 4,
     SCRATCH = SCRATCH_LOCAL + TILE * DIST_BINS * 2
 };
 
@@ -613,11 +635,14 @@ static void *run_tiles(void *p) {
     const int probing = dist && dist->token_key;
     Probe probe = {0};
     if (probing) {
-        probe.salt = (uint32_t *)(cells + TILE + CELL_SLACK);
+        probe.salt = (uint32_t *)(cells + AVX512_ROWS * CELLS);
         probe.limit = probe.salt + TILE;
         probe.cand = dist->cand + 2 * w->part * dist->per_part;
         probe.capacity = dist->per_part;
     }
+    Cells swept; /* with AVX-512, the sweep's rows' cells, found by the sweep */
+    for (int q = 0; q < AVX512_ROWS; q++) swept.at[q] = cells + q * CELLS;
+    Cells *fused = avx512_sweep && dist ? &swept : NULL;
     const size_t width = w->dtype == DTYPE_F32 ? 4 : 2;
     char *base = w->acts;
     /* Threads take the next tile as they finish one (an atomic count): on a shared VM one
@@ -673,7 +698,7 @@ static void *run_tiles(void *p) {
 #ifdef AVX512_CELLS
             if (avx512_sweep)
                 sweep_avx512(r, t, rows, w->dtype, n, shift, w->tf,
-                             w->act == ACT_JUMP ? w->jump + start : NULL, &acc, track);
+                             w->act == ACT_JUMP ? w->jump + start : NULL, &acc, track, fused);
             else
 #endif
             sweep(r[0], r[1], r[2], r[3], t[0], t[1], t[2], t[3], rows, n, shift, w->tf,
@@ -682,12 +707,14 @@ static void *run_tiles(void *p) {
             for (int q = 0; dist && q < rows; q++) { /* the same rows, still in cache */
                 const int64_t row = w->rows[j - rows + q];
                 const uint32_t hi = probing ? (uint32_t)((uint64_t)dist->token_key[row] >> 32) : 0;
-                const int64_t found = row_cells(r[q], w->dtype, n, w->tf, cells, w->avx512);
+                const int32_t *at = fused ? fused->at[q] : cells;
+                const int64_t found = fused ? fused->found[q]
+                                            : row_cells(r[q], w->dtype, n, w->tf, cells, w->avx512);
                 if (dist->row_l0) dist->row_l0[w->part * w->batch * w->tokens + row] += (int32_t)found;
                 if (dist->top_slot && dist->top_slot[row] >= 0)
-                    top_cells(r[q], w->dtype, cells, found, (int32_t)start, dist->top_k,
+                    top_cells(r[q], w->dtype, at, found, (int32_t)start, dist->top_k,
                               &dist->tops[w->part * dist->top_m + dist->top_slot[row]]);
-                count_cells(cells, found, local, probing ? &probe : NULL, hi,
+                count_cells(at, found, local, probing ? &probe : NULL, hi,
                             (int32_t)start, (int32_t)row);
             }
         }
