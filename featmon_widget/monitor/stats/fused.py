@@ -45,12 +45,12 @@ def _encode_with_moments(
 
 class Encoded(NamedTuple):
     """One encoded batch: its features [N, d_sae], the per-feature shift its moments were taken
-    against, the moments (None: merged into the totals given already), and the row maxima of
-    its sequences when they were asked for and the statistics pass could give them (else
-    None)."""
+    against and the moments (both None: merged into the totals given already), and the row
+    maxima of its sequences when they were asked for and the statistics pass could give them
+    (else None)."""
 
     features: Tensor
-    shift: Tensor
+    shift: Tensor | None
     moments: Moments | None
     maxima: RowMaxima | None
 
@@ -116,8 +116,10 @@ class FusedEncoder:
         if jump is None:
             return None
         pre = sae.pre_activations(x)
-        # Never-seen features are shifted by the first counted row's features (see shift_for).
-        shift = shift_for(sae.activation(first_row(pre, valid)), mean, count)
+        # Never-seen features are shifted by the first counted row's features (see shift_for;
+        # merging into the totals, the pass takes it itself).
+        shift = None if into is not None else shift_for(sae.activation(first_row(pre, valid)),
+                                                         mean, count)
         done = self.statistics.activate(pre, jump, valid, shift, threshold, tokens, rider,
                                         into)
         if done is None:
@@ -138,9 +140,12 @@ class FusedEncoder:
         if tokens is not None and flat.shape[0] % tokens:
             raise ValueError(f"the SAE's encode gave {flat.shape[0]} rows of features for "
                              f"sequences of {tokens} tokens")
+        if into is not None:
+            maxima = self.statistics.update(into, flat, valid, threshold, tokens, rider)
+            return Encoded(flat, None, None, maxima)
         shift = shift_for(flat, mean, count, valid)
-        return Encoded(flat, shift, *self.statistics.with_row_maxima(
-            flat, valid, shift, threshold, tokens, rider, into))
+        return Encoded(flat, shift, *self.statistics.with_row_maxima(flat, valid, shift,
+                                                                     threshold, tokens, rider))
 
     def _eager(self, encode: Callable[[Tensor], Tensor], x: Tensor, valid: Tensor | None,
                mean: Tensor, count: Tensor, threshold: float) -> tuple[Tensor, Tensor, Moments]:

@@ -18,6 +18,7 @@ from .moments import (
     batch_moments,
     chunked_eager_moments,
     merge_moments_,
+    shift_for,
     sparse_update,
 )
 from .native import RowMaxima
@@ -73,41 +74,57 @@ class StatisticsKernels:
 
     def with_row_maxima(self, acts: Tensor, valid: Tensor | None, shift: Tensor,
                         threshold: float, tokens: int | None,
-                        rider: StatisticsRider | None = None, into: Totals | None = None
-                        ) -> tuple[Moments | None, RowMaxima | None]:
+                        rider: StatisticsRider | None = None
+                        ) -> tuple[Moments, RowMaxima | None]:
         """The moments of `acts` [N, F], and where the native kernel runs, in the same pass
         the row maxima of its sequences of `tokens` rows (see `DenseMoments.with_row_maxima`;
         None elsewhere, and for `tokens` None: the caller computes them) and what `rider`
-        asks. With `into` (the running totals) the moments are merged into them, in the pass
-        where the native kernel runs, and None comes back in their place."""
+        asks."""
         native = self.backend.dense_moments(acts)
         if native is None:
-            moments = self(acts, valid, shift, threshold)
-            if into is None:
-                return moments, None
-            self.merge(into, shift, moments)
-            return None, None
+            return self(acts, valid, shift, threshold), None
+        self._native_ran = True
+        moments, maxima = native.with_row_maxima(
+            acts.contiguous(), None if valid is None else valid.contiguous(),
+            shift.contiguous(), threshold, tokens, rider=rider)
+        assert moments is not None  # no totals given: the moments come back
+        return moments, maxima
+
+    def update(self, totals: Totals, acts: Tensor, valid: Tensor | None, threshold: float,
+               tokens: int | None = None, rider: StatisticsRider | None = None
+               ) -> RowMaxima | None:
+        """Fold dense `acts` [N, F] into the running `totals` in place. Where the native
+        kernel runs, one pass takes the shift (`shift_for`), merges tile by tile, gives the
+        row maxima of sequences of `tokens` rows and counts what `rider` asks; elsewhere the
+        moments are reduced and merged (two compiled graphs: as one, inductor's CPU code for
+        the reduction became about 9x slower), and the row maxima are None."""
+        native = self.backend.dense_moments(acts)
+        if native is None:
+            shift = shift_for(acts, totals.mean, totals.count, valid)
+            self.merge(totals, shift, self(acts, valid, shift, threshold))
+            return None
         self._native_ran = True
         return native.with_row_maxima(acts.contiguous(),
-                                      None if valid is None else valid.contiguous(),
-                                      shift.contiguous(), threshold, tokens, rider=rider,
-                                      into=into)
+                                      None if valid is None else valid.contiguous(), None,
+                                      threshold, tokens, rider=rider, into=totals)[1]
 
-    def activate(self, pre: Tensor, jump: Tensor, valid: Tensor | None, shift: Tensor,
+    def activate(self, pre: Tensor, jump: Tensor, valid: Tensor | None, shift: Tensor | None,
                  threshold: float, tokens: int | None, rider: StatisticsRider | None = None,
                  into: Totals | None = None
                  ) -> tuple[Moments | None, RowMaxima | None] | None:
         """Where the native kernel runs (float32 on the CPU): `pre` [N, F] (an SAE's
         pre-activations, contiguous) overwritten in place with `relu(pre) * (pre > jump)`, and
         its moments (and row maxima with `tokens`, and what `rider` asks) from the same pass;
-        with `into` merged into those totals (None in the moments' place). None elsewhere
-        (nothing is touched): the caller activates and reduces itself."""
+        with `into` merged into those totals (None in the moments' place; `shift` may be
+        None: the pass takes it). None elsewhere (nothing is touched): the caller activates
+        and reduces itself."""
         native = self.backend.dense_activation(pre)
         if native is None:
             return None
         self._native_ran = True
         return native.with_row_maxima(pre, None if valid is None else valid.contiguous(),
-                                      shift.contiguous(), threshold, tokens,
+                                      None if shift is None else shift.contiguous(),
+                                      threshold, tokens,
                                       jump.to(torch.float32).contiguous(), rider, into)
 
     def sparse_update(self, state: Totals, indices: Tensor, values: Tensor, valid: Tensor,

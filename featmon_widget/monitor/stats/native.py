@@ -146,17 +146,18 @@ class DenseMoments:
     def __init__(self, c: CFunctions) -> None:
         self.c = c
 
-    def __call__(self, acts: Tensor, valid: Tensor | None, shift: Tensor,
+    def __call__(self, acts: Tensor, valid: Tensor | None, shift: Tensor | None,
                  threshold: float, rider: StatisticsRider | None = None,
                  into: Totals | None = None) -> Moments | None:
         """`moments.batch_moments` of `acts` [N, F] (float32, bfloat16 or float16) over the
         rows where `valid` [N] is true (every row if None), against `shift` [F] float64; what
         `rider` asks is counted in the same pass (`StatisticsRider`). With `into` (running
         totals on the CPU) the moments are merged into them in the pass, tile by tile, as
-        `moments.merge_moments_` would (bit for bit), and None is returned."""
+        `moments.merge_moments_` would (bit for bit), and None is returned; `shift` may be None
+        then: the pass takes `moments.shift_for` of those totals itself."""
         return self._run(acts, valid, shift, threshold, None, None, rider, into)[0]
 
-    def with_row_maxima(self, acts: Tensor, valid: Tensor | None, shift: Tensor,
+    def with_row_maxima(self, acts: Tensor, valid: Tensor | None, shift: Tensor | None,
                         threshold: float, tokens: int | None, jump: Tensor | None = None,
                         rider: StatisticsRider | None = None, into: Totals | None = None
                         ) -> tuple[Moments | None, RowMaxima | None]:
@@ -170,27 +171,29 @@ class DenseMoments:
         ReLU), whose moments and maxima these are. `rider`, `into`: as `__call__`."""
         return self._run(acts, valid, shift, threshold, tokens, jump, rider, into)
 
-    def _run(self, acts: Tensor, valid: Tensor | None, shift: Tensor, threshold: float,
+    def _run(self, acts: Tensor, valid: Tensor | None, shift: Tensor | None, threshold: float,
              tokens: int | None, jump: Tensor | None, rider: StatisticsRider | None,
              into: Totals | None) -> tuple[Moments | None, RowMaxima | None]:
         n, f = acts.shape
         outputs = list(into) if into is not None else fresh_moments(f)
-        check_buffers(acts.dtype in DENSE_DTYPES and shift.dtype == torch.float64
-                      and shift.shape == (f,)
+        check_buffers(acts.dtype in DENSE_DTYPES
+                      and (shift.dtype == torch.float64 and shift.shape == (f,)
+                           if shift is not None else into is not None)
                       and (valid is None or (valid.dtype == torch.bool and valid.shape == (n,)))
                       and (tokens is None or (tokens >= 1 and n % tokens == 0))
                       and (jump is None or (jump.dtype == acts.dtype == torch.float32
                                             and jump.shape == (f,)))
                       and [t.dtype for t in outputs] == _MOMENT_DTYPES
                       and all(t.shape == (f,) for t in outputs),
-                      acts, shift, *outputs, *[t for t in (valid, jump) if t is not None])
+                      acts, *outputs, *[t for t in (shift, valid, jump) if t is not None])
         batch = 0 if tokens is None else n // tokens
         best = torch.empty(batch, f, dtype=torch.float32)
         arg = torch.empty(batch, f, dtype=torch.int64)
         threads = torch.get_num_threads() if acts.numel() >= _THREADED_STATISTICS else 1
         status = self.c.featmon_dense_moments(
             acts.data_ptr(), DENSE_DTYPES[acts.dtype], 0 if valid is None else valid.data_ptr(),
-            n, f, shift.data_ptr(), float(threshold), int(into is not None),
+            n, f, 0 if shift is None else shift.data_ptr(), float(threshold),
+            int(into is not None),
             *[t.data_ptr() for t in outputs], tokens or 0,
             0 if tokens is None else best.data_ptr(), 0 if tokens is None else arg.data_ptr(),
             ACT_NONE if jump is None else ACT_JUMP, 0 if jump is None else jump.data_ptr(),

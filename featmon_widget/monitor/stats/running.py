@@ -15,7 +15,7 @@ from ...checks import cut
 from ...types import METRICS
 from ..record.registry import CHAN, MAX_COUNT, Event, Spec, StatePart, check_range, nbytes, spec_of
 from .kernels import StatisticsKernels
-from .moments import Moments, Totals, combine_totals, empty_totals, shift_for, sparse_shift
+from .moments import Moments, Totals, combine_totals, empty_totals, sparse_shift
 from .native import RowMaxima
 from .pending import PendingSparse
 from .rider import StatisticsRider
@@ -184,12 +184,7 @@ class RunningStats(StatePart):
         statistics. With `tokens`, also the row maxima of its sequences of `tokens` rows when
         the same pass can give them (the native CPU kernel), else None; that pass also counts
         what `rider` asks (`StatisticsRider`)."""
-        # Compiled, reduction and merge stay two graphs: as one, inductor's CPU code for the
-        # reduction became about 9x slower. The native CPU pass merges as it goes.
-        local = self.local
-        shift = shift_for(acts, local.mean, local.count, valid)
-        _, maxima = self.compiled.with_row_maxima(acts, valid, shift, threshold, tokens, rider,
-                                                  into=local)
+        maxima = self.compiled.update(self.local, acts, valid, threshold, tokens, rider)
         self.merged()
         return maxima
 
@@ -231,10 +226,11 @@ class RunningStats(StatePart):
         self._merged_any = True
         self._view = None
 
-    def merge(self, shift: Tensor, moments: Moments | None) -> None:
+    def merge(self, shift: Tensor | None, moments: Moments | None) -> None:
         """Fold one batch's `batch_moments` (taken against `shift`) into the running totals;
         None: the statistics pass merged them already (see `StatisticsKernels`)."""
         if moments is not None:
+            assert shift is not None  # the moments were taken against it
             self.compiled.merge(self.local, shift, moments)
         self.merged()
 

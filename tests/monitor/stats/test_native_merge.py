@@ -46,35 +46,45 @@ def test_merging_in_the_pass_equals_merging_its_moments_bit_for_bit(dtype, thres
     f = 2 * 2048 + 77  # three tiles, the last one partial
     kernel = native_kernel("dense")
     compiled = StatisticsKernels(compile=True, native=False)
-    in_pass, eager, merged = (empty_totals(f, torch.device("cpu")) for _ in range(3))
+    in_pass, own_shift, eager, merged = (empty_totals(f, torch.device("cpu")) for _ in range(4))
     for x, valid in _forwards(dtype, f):
         shift = shift_for(x, in_pass.mean, in_pass.count, valid)
         assert kernel(x, valid, shift, threshold, into=in_pass) is None
+        assert kernel(x, valid, None, threshold, into=own_shift) is None  # shift_for in C
         moments = kernel(x, valid, shift, threshold)
         merge_moments_(eager, shift, moments)
         compiled.merge(merged, shift, moments)
-        for name, a, b, c in zip(in_pass._fields, in_pass, eager, merged, strict=True):
+        for name, a, b, c, d in zip(in_pass._fields, in_pass, eager, merged, own_shift,
+                                    strict=True):
             assert torch.equal(bits(a), bits(b)), name
             assert torch.equal(bits(a), bits(c)), name
+            assert torch.equal(bits(a), bits(d)), name
     assert compiled.runner.mode == "compiled"
     assert int(in_pass.count[7]) > 0 and float(in_pass.m2.max()) > 0
 
 
 def test_the_activating_pass_merges_as_its_moments_would():
-    """Our SAEs' JumpReLU applied in place, with the row maxima, merged in the pass."""
+    """Our SAEs' JumpReLU applied in place, with the row maxima, merged in the pass; the
+    shift of never-seen features taken by the pass from the first valid row, activated."""
     gen = torch.Generator().manual_seed(5)
     pre = torch.randn(12, 3000, generator=gen) * 2
     pre.view(-1)[::91] = float("inf")
     jump = torch.rand(3000, generator=gen)
     jump[::4] = -float("inf")
     valid = torch.rand(12, generator=gen) > 0.25
+    valid[0] = False  # the first valid row is not the first row
     kernel = native_kernel("dense")
-    shift = torch.randn(3000, generator=gen, dtype=torch.float64)
     start = empty_totals(3000, torch.device("cpu"))
-    merge_moments_(start, shift, kernel(torch.randn(5, 3000, generator=gen), None, shift, 0.1))
+    seen = torch.randn(5, 3000, generator=gen)
+    seen[:, ::3] = float("nan")  # a third never seen before this forward
+    before = shift_for(seen, start.mean, start.count)
+    merge_moments_(start, before, kernel(seen, None, before, 0.1))
     in_pass = type(start)(*(t.clone() for t in start))
+    activated = torch.relu(pre) * (pre > jump)
+    shift = shift_for(activated, start.mean, start.count, valid)
+    assert int((start.count == 0).sum()) == 1000 and bool(shift.ne(0).any())
     a, b = pre.clone(), pre.clone()
-    _, maxima_a = kernel.with_row_maxima(a, valid, shift, 0.1, 4, jump, into=in_pass)
+    _, maxima_a = kernel.with_row_maxima(a, valid, None, 0.1, 4, jump, into=in_pass)
     moments, maxima_b = kernel.with_row_maxima(b, valid, shift, 0.1, 4, jump)
     merge_moments_(start, shift, moments)
     assert torch.equal(bits(a), bits(b))
@@ -82,7 +92,8 @@ def test_the_activating_pass_merges_as_its_moments_would():
         assert torch.equal(bits(x), bits(y))
 
 
-@pytest.mark.parametrize("bad", ["int32 count", "strided mean", "short m2", "float32 max"])
+@pytest.mark.parametrize("bad", ["int32 count", "strided mean", "short m2", "float32 max",
+                                 "no shift, no totals"])
 def test_totals_the_pass_could_overrun_are_refused_and_left_as_they_were(bad):
     x = torch.randn(6, 10)
     totals = list(empty_totals(10, torch.device("cpu")))
@@ -92,13 +103,16 @@ def test_totals_the_pass_could_overrun_are_refused_and_left_as_they_were(bad):
         totals[4] = torch.zeros(20, dtype=torch.float64)[::2]
     elif bad == "short m2":
         totals[5] = totals[5][:9]
-    else:
+    elif bad == "float32 max":
         totals[7] = totals[7].float()
     before = [t.clone() for t in totals]
     kept = x.clone()
+    into = type(empty_totals(1, torch.device("cpu")))(*totals)
+    shift = torch.zeros(10, dtype=torch.float64)
+    if bad == "no shift, no totals":  # the pass takes the shift only from totals
+        shift, into = None, None
     with pytest.raises(ValueError, match="wrong shape, dtype or layout"):
-        native_kernel("dense")(x, None, torch.zeros(10, dtype=torch.float64), 0.0,
-                               into=type(empty_totals(1, torch.device("cpu")))(*totals))
+        native_kernel("dense")(x, None, shift, 0.0, into=into)
     assert all(torch.equal(a, b) for a, b in zip(totals, before, strict=True))
     assert torch.equal(x, kept)
 

@@ -497,15 +497,20 @@ static void top_insert(TopList *list, int64_t k, float v, int32_t i) {
     if (list->held < k) list->held++;
 }
 
+/* Value i of row x, as float32. */
+static inline float value_at(const void *x, int dtype, int64_t i) {
+    return dtype == DTYPE_F32 ? ((const float *)x)[i]
+           : dtype == DTYPE_BF16 ? featmon_bf16_to_f32(((const uint16_t *)x)[i])
+                                 : featmon_f16_to_f32(((const uint16_t *)x)[i]);
+}
+
 /* A history row's counted values (its `found` cells, of columns start..) into its list. */
 static void top_cells(const void *x, int dtype, const int32_t *restrict cells, int64_t found,
                       int32_t start, int64_t k, TopList *list) {
     list->counted += found;
     for (int64_t j = 0; j < found; j++) {
         const int32_t i = cells[j] / DIST_BINS;
-        const float v = dtype == DTYPE_F32 ? ((const float *)x)[i]
-                        : dtype == DTYPE_BF16 ? featmon_bf16_to_f32(((const uint16_t *)x)[i])
-                                              : featmon_f16_to_f32(((const uint16_t *)x)[i]);
+        const float v = value_at(x, dtype, i);
         if (list->held < k || v > list->val[k - 1]) top_insert(list, k, v, start + i);
     }
 }
@@ -534,7 +539,7 @@ typedef struct {
     const int64_t *rows; /* the valid rows, in order */
     int64_t n_valid, f, tokens, batch, tiles;
     int64_t *next; /* the next tile not taken, shared by the threads */
-    const double *shift;
+    const double *shift; /* NULL: the pass takes each tile's (tile_shifts) */
     float tf;
     int into; /* 1: the outputs are running totals, merged into per tile (see below) */
     int64_t *count, *nan_count, *active_count;
@@ -580,7 +585,7 @@ static void flush_counts(Acc *acc, int64_t *count, int64_t *active, int64_t n) {
  * into the running totals: moments.py's merge_moments, operation for operation (the same
  * bits as the compiled and eager merges), with no [f] moments in between. */
 static void finish_tile(Work *w, const Acc *acc, const int64_t *count, const int64_t *active,
-                        int64_t start, int64_t n) {
+                        const double *shift, int64_t start, int64_t n) {
     for (int64_t i = 0; i < n; i++) {
         const int64_t j = start + i, nan = w->n_valid - count[i];
         const double s1 = acc->s1[i], s2 = acc->s2[i], mn = acc->min[i], mx = acc->max[i];
@@ -596,7 +601,7 @@ static void finish_tile(Work *w, const Acc *acc, const int64_t *count, const int
         double m2 = w->s2[j];
         if (total > 0) {
             m2 = m2 + s2 - s1 * s1 / safe_n;
-            w->s1[j] = w->shift[j] + s1 / safe_n;
+            w->s1[j] = shift[i] + s1 / safe_n;
         }
         w->s2[j] = m2 < 0.0 ? 0.0 : m2; /* clamp_min(0): NaN stays NaN */
         w->count[j] = total, w->nan_count[j] += nan, w->active_count[j] += active[i];
@@ -606,12 +611,33 @@ static void finish_tile(Work *w, const Acc *acc, const int64_t *count, const int
     }
 }
 
+/* The tile's shifts where the caller gave none (into the running totals only): each
+ * feature's running mean, or where nothing is counted yet its value in the first valid row,
+ * activated (0 where that is not finite, or no row is valid): moments.py's shift_for, read
+ * before the tile's merge. */
+static const double *tile_shifts(const Work *w, int64_t start, int64_t n, double *out) {
+    const char *first = w->n_valid ? (const char *)w->acts + (size_t)w->rows[0] * (size_t)w->f
+                                         * (w->dtype == DTYPE_F32 ? 4 : 2)
+                                   : NULL;
+    for (int64_t i = 0; i < n; i++) {
+        const int64_t j = start + i;
+        if (w->count[j] > 0) {
+            out[i] = w->s1[j];
+            continue;
+        }
+        float v = first ? value_at(first, w->dtype, j) : 0.0f;
+        if (w->act == ACT_JUMP) v = jump_relu(v, w->jump[j]);
+        out[i] = v - v == 0.0f ? (double)v : 0.0;
+    }
+    return out;
+}
+
 /* A thread's scratch: its tile's sums (3 double and 6 float / int32 arrays), its int64
- * counts, the cells of a sweep's rows, the probe's salts and limits, and the 16-bit
+ * counts and shifts, the cells of a sweep's rows, the probe's salts and limits, and the 16-bit
  * distribution counts. */
 enum {
     CELLS = TILE + CELL_SLACK, /* a row's cells buffer */
-    SCRATCH_LOCAL = TILE * (3 * 8 + 6 * 4 + 2 * 8) + AVX512_ROWS * CELLS * 4 + 2 * TILE * 4,
+    SCRATCH_LOCAL = TILE * (3 * 8 + 6 * 4 + 3 * 8) + AVX512_ROWS * CELLS * 4 + 2 * TILE * 4,
     SCRATCH = SCRATCH_LOCAL + TILE * DIST_BINS * 2
 };
 
@@ -622,7 +648,8 @@ static void *run_tiles(void *p) {
     Acc acc = {(int32_t *)(f32 + 4 * TILE), (int32_t *)(f32 + 5 * TILE), sums, sums + TILE,
                sums + 2 * TILE, f32, f32 + TILE, f32 + 2 * TILE, (int32_t *)(f32 + 3 * TILE)};
     int64_t *count = (int64_t *)(f32 + 6 * TILE), *active = count + TILE;
-    int32_t *cells = (int32_t *)(active + TILE);
+    double *own_shift = (double *)(active + TILE); /* the tile's, where none is given */
+    int32_t *cells = (int32_t *)(own_shift + TILE);
     uint16_t *local = NULL; /* the tile's distribution counts, zero between tiles */
     if (w->dist && w->dist->counts) {
         local = (uint16_t *)(w->scratch + SCRATCH_LOCAL);
@@ -657,7 +684,7 @@ static void *run_tiles(void *p) {
             acc.min[i] = INFINITY, acc.max[i] = -INFINITY;
             acc.best[i] = -INFINITY, acc.arg[i] = -1;
         }
-        const double *shift = w->shift + start;
+        const double *shift = w->shift ? w->shift + start : tile_shifts(w, start, n, own_shift);
         void *tile_counts = NULL;
         if (local)
             tile_counts = dist->wide ? (void *)((int64_t *)dist->counts + start * DIST_BINS)
@@ -720,7 +747,7 @@ static void *run_tiles(void *p) {
         }
         if (track) flush_maxima(w, &acc, start, n, done, w->batch);
         flush_counts(&acc, count, active, n);
-        finish_tile(w, &acc, count, active, start, n);
+        finish_tile(w, &acc, count, active, shift, start, n);
         if (local) flush_local(local, tile_counts, dist->wide, n * DIST_BINS);
         for (int64_t i = 0; tile_counts && i < n; i++) { /* finite and not active: inactive */
             const int64_t at = i * DIST_BINS + DIST_BINS - 1;
@@ -833,7 +860,8 @@ static int tops_merge(const Tops *t, const int64_t *pick, int64_t n, int threads
  * shift: [f] float64; outputs [f] each: the batch's Moments, or with into_totals the running
  * Totals (count, nan_count, active_count, active_sum, mean, m2, min, max), into which each
  * tile's moments are merged as moments.py's merge_moments does (no [f] moments are written:
- * a pass at 131,072 features saves 8 MB of stores and the merge's read of them). With best / arg
+ * a pass at 131,072 features saves 8 MB of stores and the merge's read of them); there shift
+ * may be NULL: the pass takes moments.py's shift_for itself (see tile_shifts). With best / arg
  * ([n / tokens, f] float32 / int64; NULL for none) the row maxima of each sequence of `tokens`
  * rows too (-inf / 0 where no valid value is above the threshold). With act = ACT_JUMP
  * (jump [f]; float32 only) acts holds pre-activations and is overwritten with the activated
@@ -855,7 +883,8 @@ static int tops_merge(const Tops *t, const int64_t *pick, int64_t n, int threads
  * without the others.
  *
  * Returns 0, or 1 where the picked rows were ranked; -1 if the scratch could not be allocated
- * (nothing is then written); -2 for an activation on 16-bit input. */
+ * (nothing is then written); -2 for an activation on 16-bit input; -3 for no shift and no
+ * totals. */
 int featmon_dense_moments(void *acts, int dtype, const uint8_t *valid, int64_t n, int64_t f,
                           const double *shift, double threshold, int into_totals,
                           int64_t *count, int64_t *nan_count, int64_t *active_count,
@@ -868,6 +897,7 @@ int featmon_dense_moments(void *acts, int dtype, const uint8_t *valid, int64_t n
                           int32_t *row_l0, const int64_t *top_pick, int64_t top_m,
                           int64_t top_k, float *top_val, int32_t *top_idx) {
     if (act != ACT_NONE && (act != ACT_JUMP || dtype != DTYPE_F32 || !jump)) return -2;
+    if (!shift && !into_totals) return -3;
     if (top_pick && (top_k < 1 || top_k > f || top_m < 1)) top_pick = NULL; /* returns 0 */
     if (tokens < 1) tokens = n > 0 ? n : 1;
     const int64_t tiles = (f + TILE - 1) / TILE;
