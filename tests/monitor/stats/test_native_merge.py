@@ -168,3 +168,19 @@ def test_encoded_forwards_merge_in_the_pass_except_where_health_samples(monkeypa
     mine, theirs = monitor._recording.stats.totals, reference._recording.stats.totals
     for name, a, b in zip(mine._fields, mine, theirs, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-9, msg=name)
+
+
+@pytest.mark.parametrize("rows", ["no valid row", "no row"])
+def test_merging_a_forward_with_nothing_counted_leaves_the_totals_as_they_were(rows):
+    kernel = native_kernel("dense")
+    totals = empty_totals(3000, torch.device("cpu"))
+    seen = torch.randn(4, 3000, generator=torch.Generator().manual_seed(7))
+    kernel(seen, None, None, 0.2, into=totals)
+    before = [t.clone() for t in totals]
+    if rows == "no valid row":
+        x, valid = torch.randn(5, 3000), torch.zeros(5, dtype=torch.bool)
+    else:
+        x, valid = torch.randn(0, 3000), None
+    assert kernel(x, valid, None, 0.2, into=totals) is None
+    for name, a, b in zip(totals._fields, totals, before, strict=True):
+        assert torch.equal(bits(a), bits(b)), name
