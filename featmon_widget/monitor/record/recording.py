@@ -151,7 +151,10 @@ class Recording:
         l0 = (torch.zeros(n, dtype=torch.int32, device=self.device)
               if self.health.is_due(self.config.health_every) else None)
         counts = self.distributions.counts_for(n, staged)
-        return StatisticsRider(counts, probe, l0, tops=self.history.row_tops(valid))
+        tops = self.history.row_tops(valid)
+        if counts is None and probe is None and l0 is None and tops is None:
+            return None
+        return StatisticsRider(counts, probe, l0, tops=tops)
 
     def record(self, features: DenseFeatures | SparseFeatures, valid: Tensor, pos: Tensor,
                batch: int, tokens: int, request_id: str, token_ids: Tensor | None = None,

@@ -277,38 +277,8 @@ AVX512 static inline int64_t compress16(__m512 v, __mmask16 on, __m512i base,
     return found + _mm_popcnt_u32(on);
 }
 
-/* Counted lanes of v (of the lanes `take`). */
-AVX512 static inline __mmask16 counted16(__m512 v, float t, __mmask16 take) {
-    const __mmask16 above = _mm512_mask_cmp_ps_mask(take, v, _mm512_set1_ps(t), _CMP_GT_OQ);
-    return _mm512_mask_cmp_ps_mask(above, v, _mm512_set1_ps(INFINITY), _CMP_LT_OQ);
-}
-
-/* Thirty-two values a step, compressed whether or not any is counted: a branch on that
- * mispredicts at a few percent density, and after a sweep it waits on a load from L2. */
-AVX512 static int64_t cells_avx512(const void *x, int dtype, int64_t m, float t,
-                                   int32_t *restrict cells) {
-    const __m512i step = _mm512_set1_epi32(16 * DIST_BINS);
-    __m512i base = _mm512_slli_epi32(
-        _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), 5);
-    int64_t found = 0, i = 0;
-    for (; i + 32 <= m; i += 32) {
-        const __m512 v = load16(x, dtype, i, 0xFFFF), w = load16(x, dtype, i + 16, 0xFFFF);
-        const __mmask16 on = counted16(v, t, 0xFFFF), on_w = counted16(w, t, 0xFFFF);
-        found = compress16(v, on, base, cells, found);
-        found = compress16(w, on_w, _mm512_add_epi32(base, step), cells, found);
-        base = _mm512_add_epi32(base, _mm512_add_epi32(step, step));
-    }
-    for (; i < m; i += 16) {
-        const __mmask16 take = m - i >= 16 ? 0xFFFF : (__mmask16)((1u << (m - i)) - 1);
-        const __m512 v = load16(x, dtype, i, take);
-        found = compress16(v, counted16(v, t, take), base, cells, found);
-        base = _mm512_add_epi32(base, step);
-    }
-    return found;
-}
-
-/* Whether this CPU has what sweep_avx512 and cells_avx512 use; FEATMON_AVX512=0 turns them
- * off (the tests check gcc's sweep and the portable cells against them). */
+/* Whether this CPU has what sweep_avx512 uses; FEATMON_AVX512=0 turns it off (the tests check
+ * gcc's sweep and the portable cells against it). */
 static int have_avx512(void) {
     const char *off = getenv("FEATMON_AVX512");
     if (off && off[0] == '0') return 0;
@@ -362,7 +332,7 @@ AVX512 static inline __attribute__((always_inline)) void sweep16(
         /* finite: not NaN (0x01, 0x80) nor +-Inf (0x08, 0x10) */
         const __mmask16 ok = _kandn_mask16(_mm512_fpclass_ps_mask(v, 0x99), take);
         const __mmask16 on = _mm512_mask_cmp_ps_mask(ok, v, above, _CMP_GT_OQ);
-        if (cells) /* the counted values are `on`: their cells, as cells_avx512 finds them */
+        if (cells) /* the counted values are `on`: their cells, as row_cells finds them */
             cells->found[q] = compress16(v, on, base, cells->at[q], cells->found[q]);
         c = _mm512_mask_add_epi32(c, ok, c, one);
         a = _mm512_mask_add_epi32(a, on, a, one);
@@ -429,13 +399,9 @@ AVX512 static void sweep_avx512(void *const *r, const int32_t *t, int rows, int 
 }
 #endif
 
-/* One row's cells (`cells`: m + CELL_SLACK ints of scratch), whichever way this CPU has. */
-static int64_t row_cells(const void *x, int dtype, int64_t m, float t, int32_t *cells,
-                         int avx512) {
-#ifdef AVX512_CELLS
-    if (avx512) return cells_avx512(x, dtype, m, t, cells);
-#endif
-    (void)avx512;
+/* One row's cells (`cells`: m + CELL_SLACK ints of scratch), where the sweep did not find
+ * them (without AVX-512). */
+static int64_t row_cells(const void *x, int dtype, int64_t m, float t, int32_t *cells) {
     if (dtype == DTYPE_F32) return cells_f32(x, m, t, cells);
     if (dtype == DTYPE_BF16) return cells_bf16(x, m, t, cells);
     return cells_f16(x, m, t, cells);
@@ -445,24 +411,23 @@ static int64_t row_cells(const void *x, int dtype, int64_t m, float t, int32_t *
  * whose key passes (see above). */
 static void count_cells(const int32_t *restrict cells, int64_t found, uint16_t *local,
                         Probe *probe, uint32_t hi, int32_t column, int32_t row) {
-    if (probe && probe->count >= 0) {
-        for (int64_t j = 0; j < found; j++) {
-            const int32_t cell = cells[j], k = cell / DIST_BINS;
-            if (local) local[cell] += 1; /* one loop for both: each cell read once */
-            if (featmon_sample_high(hi, probe->salt[k]) > probe->limit[k]) continue;
-            if (probe->count == probe->capacity) { /* full: the sample folds by itself */
-                probe->count = -1;
-                for (j++; local && j < found; j++) local[cells[j]] += 1;
-                return;
-            }
-            probe->cand[2 * probe->count] = column + k;
-            probe->cand[2 * probe->count + 1] = row;
-            probe->count++;
-        }
+    if (!probe || probe->count < 0) { /* no probe, or it overflowed: the counts alone */
+        for (int64_t j = 0; local && j < found; j++) local[cells[j]] += 1;
         return;
     }
-    if (!local) return; /* the probe or the L0 alone */
-    for (int64_t j = 0; j < found; j++) local[cells[j]] += 1;
+    for (int64_t j = 0; j < found; j++) { /* one loop for both: each cell read once */
+        const int32_t cell = cells[j], k = cell / DIST_BINS;
+        if (local) local[cell] += 1;
+        if (probe->count < 0 || featmon_sample_high(hi, probe->salt[k]) > probe->limit[k])
+            continue;
+        if (probe->count == probe->capacity) { /* full: the sample folds by itself */
+            probe->count = -1;
+            continue;
+        }
+        probe->cand[2 * probe->count] = column + k;
+        probe->cand[2 * probe->count + 1] = row;
+        probe->count++;
+    }
 }
 
 /* The tile's 16-bit counts (`cells` of them) added into its distribution counts, and zeroed. */
@@ -548,7 +513,7 @@ typedef struct {
     int64_t *arg;
     const Dist *dist; /* the distributions (and the sample's probe) to count too, or NULL */
     int part;         /* this work's candidate part */
-    int avx512;       /* whether the cells may use AVX-512 */
+    int avx512;       /* whether the sweep (and with it the cells) may use AVX-512 */
     char *scratch;    /* SCRATCH bytes */
     int64_t nonfinite; /* out: the NaN / Inf values in this work's tiles */
 } Work;
@@ -736,7 +701,7 @@ static void *run_tiles(void *p) {
                 const uint32_t hi = probing ? (uint32_t)((uint64_t)dist->token_key[row] >> 32) : 0;
                 const int32_t *at = fused ? fused->at[q] : cells;
                 const int64_t found = fused ? fused->found[q]
-                                            : row_cells(r[q], w->dtype, n, w->tf, cells, w->avx512);
+                                            : row_cells(r[q], w->dtype, n, w->tf, cells);
                 if (dist->row_l0) dist->row_l0[w->part * w->batch * w->tokens + row] += (int32_t)found;
                 if (dist->top_slot && dist->top_slot[row] >= 0)
                     top_cells(r[q], w->dtype, at, found, (int32_t)start, dist->top_k,
